@@ -1,0 +1,124 @@
+"""The contract between the pipeline and upstream providers, and upstream error mapping.
+
+Providers only speak to their upstream: they never retry, fall back or record metrics.
+Every failure leaves a provider as an ``UpstreamError`` (see ``router.errors``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+import orjson
+
+from router.errors import UpstreamClientError, UpstreamError, UpstreamRateLimitError, UpstreamTimeoutError
+
+#: Upstream statuses that mean the request itself is wrong: relayed to the client as they are.
+CLIENT_ERROR_STATUSES = frozenset({400, 413, 422})
+
+CONTEXT_LENGTH_CODE = "context_length_exceeded"
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A non-streaming answer: the JSON the upstream sent (``raw``) and its decoded form."""
+
+    raw: bytes
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One streamed ``chat.completion.chunk``: the payload to relay and its decoded form."""
+
+    raw: bytes
+    data: dict[str, Any]
+
+
+class Provider(Protocol):
+    name: str
+
+    async def complete(self, body: dict[str, Any]) -> Completion: ...
+
+    def stream(self, body: dict[str, Any]) -> AsyncIterator[Chunk]: ...
+
+    async def aclose(self) -> None: ...
+
+
+@contextmanager
+def map_transport_errors(backend: str) -> Iterator[None]:
+    """Turn httpx's exceptions into gateway errors, once, at the boundary."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise UpstreamTimeoutError(f"Backend {backend!r} timed out ({type(exc).__name__}).") from exc
+    except httpx.ConnectError as exc:
+        raise UpstreamError(f"Could not connect to backend {backend!r}.", code="upstream_unreachable") from exc
+    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        raise UpstreamError(
+            f"Backend {backend!r} closed the connection unexpectedly.", code="upstream_disconnected"
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"Request to backend {backend!r} failed ({type(exc).__name__}).") from exc
+
+
+def error_from_status(backend: str, status: int, body: bytes, headers: httpx.Headers) -> UpstreamError:
+    """Map an upstream error answer to the error the client sees.
+
+    401/403 mean the gateway's own credential is wrong: the client gets a 502 and never the
+    upstream's text (it may echo part of the key). 400/413/422 are the request's own fault and
+    keep the upstream's status and message. Quota errors are not worth retrying.
+    """
+    detail = _error_detail(body)
+    message = str(detail.get("message") or body[:300].decode("utf-8", "replace").strip() or f"HTTP {status}")
+    raw_code = detail.get("code")
+    code = str(raw_code) if raw_code is not None else None
+    if status in (401, 403):
+        return UpstreamError(
+            f"Backend {backend!r} rejected the gateway's credentials (HTTP {status}); check its api_key.",
+            upstream_status=status,
+            code="upstream_auth_failed",
+            retryable=False,
+        )
+    if status in CLIENT_ERROR_STATUSES:
+        lowered = message.lower()
+        if code == CONTEXT_LENGTH_CODE or "context length" in lowered or "context window" in lowered:
+            code = CONTEXT_LENGTH_CODE
+        param = detail.get("param")
+        return UpstreamClientError(
+            message, upstream_status=status, param=str(param) if param is not None else None, code=code
+        )
+    if status == 429:
+        retry_after = {"retry-after": headers["retry-after"]} if "retry-after" in headers else {}
+        return UpstreamRateLimitError(
+            f"Backend {backend!r} is rate limited: {message}",
+            upstream_status=status,
+            code=code,
+            headers=retry_after,
+            retryable=code != "insufficient_quota",
+        )
+    if status in (408, 504):
+        return UpstreamTimeoutError(f"Backend {backend!r} timed out: {message}", upstream_status=status)
+    return UpstreamError(
+        f"Backend {backend!r} failed (HTTP {status}): {message}",
+        upstream_status=status,
+        code=code,
+        retryable=status >= 500,
+    )
+
+
+def _error_detail(body: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict):
+            return error
+        if isinstance(error, str):
+            return {"message": error}
+    return {}
