@@ -1,0 +1,304 @@
+"""The gateway's YAML configuration: pydantic models and ``load_config``.
+
+Every validation rule lives here, so a config that loads is a config that can serve:
+references between sections (rule targets, aliases, task names) are checked at load,
+and every problem is reported as ``<file>: <path.inside.yaml>: <what is wrong>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from router.envsubst import interpolate
+from router.vocabulary import Vocabulary, VocabularyError, load_vocabulary
+
+AUTO_MODEL = "auto"
+
+ProviderKind = Literal["openai"]
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+StrList = Annotated[list[str], BeforeValidator(_as_list)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; ``errors`` holds one line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+class ServerConfig(_Model):
+    #: Request bodies above this size are refused with 413.
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+
+
+class ApiKeyConfig(_Model):
+    """One client key: given as a SHA-256 hash, or read from an environment variable."""
+
+    name: str = Field(min_length=1)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    key_env: str | None = None
+    tenant: str | None = None
+    admin: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.sha256 is None) == (self.key_env is None):
+            raise ValueError("give exactly one of `sha256` or `key_env`")
+        return self
+
+
+class AuthConfig(_Model):
+    """Client authentication. With no keys at all, auth is off (the gateway warns at start-up)."""
+
+    #: Environment variable holding comma-separated client keys, each ``key`` or ``key:tenant``.
+    keys_env: str | None = None
+    keys: list[ApiKeyConfig] = []
+
+
+class PriceConfig(_Model):
+    """USD per million tokens."""
+
+    input: float = Field(default=0.0, ge=0)
+    output: float = Field(default=0.0, ge=0)
+
+
+class TimeoutsConfig(_Model):
+    """Seconds. ``first_token`` bounds the wait for the first content token, ``idle`` the gap between chunks."""
+
+    connect: float = Field(default=5.0, gt=0)
+    first_token: float = Field(default=60.0, gt=0)
+    idle: float = Field(default=60.0, gt=0)
+    total: float = Field(default=600.0, gt=0)
+
+
+class BackendConfig(_Model):
+    tier: str = Field(min_length=1)
+    kind: ProviderKind = "openai"
+    base_url: str
+    model: str = Field(min_length=1)
+    api_key: SecretStr | None = None
+    context_window: int = Field(default=8192, gt=0)
+    price: PriceConfig = PriceConfig()
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    #: Ask the upstream for a usage chunk on streams (``stream_options.include_usage``).
+    stream_usage: bool = True
+    #: Extra headers sent upstream (e.g. ``OpenAI-Organization``); never the client's.
+    headers: dict[str, str] = {}
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"must be an http(s) URL such as http://127.0.0.1:8000/v1, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class ClassifierConfig(_Model):
+    #: The task vocabulary: a path (relative to the config file) or the mapping itself.
+    vocabulary: Vocabulary
+
+    @field_validator("vocabulary", mode="before")
+    @classmethod
+    def _load_file(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        base = Path((info.context or {}).get("base_dir", "."))
+        try:
+            return load_vocabulary(base / value)
+        except (OSError, VocabularyError) as exc:
+            raise ValueError(str(exc)) from exc
+
+
+class WhenConfig(_Model):
+    """Conditions over the classification and the request; all given ones must hold."""
+
+    task: StrList | None = None
+    task_not: StrList | None = None
+    complexity_gte: float | None = Field(default=None, ge=0, le=1)
+    complexity_lt: float | None = Field(default=None, ge=0, le=1)
+    input_tokens_gt: int | None = Field(default=None, ge=0)
+    input_tokens_lte: int | None = Field(default=None, ge=0)
+    pii: bool | None = None
+    tools: bool | None = None
+    images: bool | None = None
+    model: StrList | None = None
+    tenant: StrList | None = None
+    api_key: StrList | None = None
+    #: Request header name -> accepted value(s). Names are matched case-insensitively.
+    headers: dict[str, StrList] | None = None
+
+    @field_validator("headers")
+    @classmethod
+    def _lower_names(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
+        return None if value is None else {k.lower(): v for k, v in value.items()}
+
+
+class RuleConfig(_Model):
+    name: str = Field(min_length=1)
+    description: str | None = None
+    #: Omitted: the rule always matches (the default rule).
+    when: WhenConfig | None = None
+    tier: str | None = None
+    backend: str | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Self:
+        if (self.tier is None) == (self.backend is None):
+            raise ValueError("give exactly one target: `tier` or `backend`")
+        return self
+
+
+class GatewayConfig(_Model):
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    backends: dict[str, BackendConfig] = Field(min_length=1)
+    #: Extra model names clients may send: alias -> tier, backend or ``auto``.
+    aliases: dict[str, str] = {}
+    classifier: ClassifierConfig
+    rules: list[RuleConfig] = Field(min_length=1)
+
+    _digest: str = PrivateAttr(default="")
+
+    @property
+    def digest(self) -> str:
+        """Short SHA-256 of the files this config was loaded from (its version)."""
+        return self._digest
+
+    @property
+    def tiers(self) -> dict[str, list[str]]:
+        """Tier name -> backend names, in config order (the first is preferred)."""
+        tiers: dict[str, list[str]] = {}
+        for name, backend in self.backends.items():
+            tiers.setdefault(backend.tier, []).append(name)
+        return tiers
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> Self:
+        errors: list[str] = []
+        tiers = self.tiers
+        for name in tiers:
+            if name in self.backends and self.backends[name].tier != name:
+                errors.append(f"backends.{name}: name is also a tier of other backends; pick distinct names")
+        tasks = set(self.classifier.vocabulary.tasks)
+        seen: set[str] = set()
+        for i, rule in enumerate(self.rules):
+            where = f"rules.{i}"
+            if rule.name in seen:
+                errors.append(f"{where}.name: duplicate rule name {rule.name!r}")
+            seen.add(rule.name)
+            if rule.tier is not None and rule.tier not in tiers:
+                errors.append(f"{where}.tier: unknown tier {rule.tier!r}; known: {sorted(tiers)}")
+            if rule.backend is not None and rule.backend not in self.backends:
+                errors.append(f"{where}.backend: unknown backend {rule.backend!r}; known: {sorted(self.backends)}")
+            if rule.when is not None:
+                for field in ("task", "task_not"):
+                    for task in getattr(rule.when, field) or []:
+                        if task not in tasks:
+                            errors.append(f"{where}.when.{field}: unknown task {task!r}; known: {sorted(tasks)}")
+                if rule.when.api_key:
+                    names = {k.name for k in self.auth.keys}
+                    for key in rule.when.api_key:
+                        if key not in names:
+                            errors.append(f"{where}.when.api_key: unknown key name {key!r}; known: {sorted(names)}")
+            elif i != len(self.rules) - 1:
+                errors.append(f"{where}: rule {rule.name!r} has no `when`, so the rules after it can never match")
+        if self.rules[-1].when is not None:
+            errors.append(
+                f"rules.{len(self.rules) - 1}: the last rule must be a default without `when` "
+                "(it catches every request no other rule matched)"
+            )
+        reserved = {AUTO_MODEL, *tiers, *self.backends}
+        for alias, target in self.aliases.items():
+            if alias in reserved:
+                errors.append(f"aliases.{alias}: already a tier, backend or 'auto'")
+            if target not in reserved:
+                errors.append(f"aliases.{alias}: unknown target {target!r}; use a tier, a backend or 'auto'")
+        key_names = [k.name for k in self.auth.keys]
+        for i, name in enumerate(key_names):
+            if name in key_names[:i]:
+                errors.append(f"auth.keys.{i}.name: duplicate key name {name!r}")
+        if errors:
+            raise ValueError("\n".join(errors))
+        return self
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    """Read, interpolate and validate a config file; raise ``ConfigError`` listing every problem."""
+    path = Path(path)
+    label = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{label}: cannot read: {exc.strerror or exc}"]) from exc
+    try:
+        tree = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{label}: {where}invalid YAML: {problem}"]) from exc
+    if not isinstance(tree, dict):
+        raise ConfigError([f"{label}: the top level must be a mapping of sections (backends, rules, ...)"])
+    tree, missing = interpolate(tree, os.environ if environ is None else environ)
+    if missing:
+        raise ConfigError([f"{label}: {m}" for m in missing])
+    try:
+        config = GatewayConfig.model_validate(tree, context={"base_dir": path.parent})
+    except ValidationError as exc:
+        raise ConfigError(_describe(label, exc)) from exc
+    config._digest = _digest(raw, config)
+    return config
+
+
+def _describe(label: str, exc: ValidationError) -> list[str]:
+    lines: list[str] = []
+    for error in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = f"unknown key {error['loc'][-1]!r}" if error["loc"] else message
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        for line in message.splitlines():
+            lines.append(f"{label}: {loc}: {line}" if loc else f"{label}: {line}")
+    return lines
+
+
+def _digest(raw: bytes, config: GatewayConfig) -> str:
+    h = hashlib.sha256(raw)
+    h.update(config.classifier.vocabulary.model_dump_json().encode())
+    return h.hexdigest()[:12]

@@ -1,0 +1,134 @@
+"""Routing rules: ``Features`` + request context -> ``Decision``. First match wins; pure.
+
+Rules are compiled once per loaded config into tuples of small predicates, so matching a
+request is a handful of attribute reads; the human-readable reason is built only on demand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from router.classify import Features
+from router.config import RuleConfig, WhenConfig
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """What the rules may look at besides the classification."""
+
+    model: str
+    tenant: str | None = None
+    api_key: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+Predicate = Callable[[Features, RequestContext], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a decision sends a request: a tier, or one named backend."""
+
+    tier: str | None = None
+    backend: str | None = None
+
+    def __str__(self) -> str:
+        return f"backend {self.backend}" if self.backend else f"tier {self.tier}"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    name: str
+    target: Target
+    conditions: tuple[tuple[str, Predicate], ...]
+    config: RuleConfig
+
+    def matches(self, features: Features, ctx: RequestContext) -> bool:
+        for _, predicate in self.conditions:
+            if not predicate(features, ctx):
+                return False
+        return True
+
+    def describe(self) -> str:
+        return " and ".join(text for text, _ in self.conditions) or "always (default rule)"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The rules' answer: which rule matched and where it sends the request."""
+
+    rule: str
+    target: Target
+    why: str
+
+    def __repr__(self) -> str:
+        return f"Decision(rule={self.rule!r}, target={self.target}, why={self.why!r})"
+
+
+def compile_rules(rules: Sequence[RuleConfig]) -> tuple[CompiledRule, ...]:
+    return tuple(
+        CompiledRule(
+            name=rule.name,
+            target=Target(tier=rule.tier, backend=rule.backend),
+            conditions=_conditions(rule.when) if rule.when else (),
+            config=rule,
+        )
+        for rule in rules
+    )
+
+
+def match_rules(features: Features, ctx: RequestContext, rules: Sequence[CompiledRule]) -> Decision:
+    """Return the decision of the first rule that matches; the config guarantees a default rule."""
+    for rule in rules:
+        if rule.matches(features, ctx):
+            return Decision(rule=rule.name, target=rule.target, why=f"rule {rule.name!r}: {rule.describe()}")
+    raise LookupError("no rule matched; a validated config always ends with a default rule")
+
+
+def _conditions(when: WhenConfig) -> tuple[tuple[str, Predicate], ...]:
+    out: list[tuple[str, Predicate]] = []
+    if when.task is not None:
+        tasks = frozenset(when.task)
+        out.append((f"task in {sorted(tasks)}", lambda f, c: f.task in tasks))
+    if when.task_not is not None:
+        excluded = frozenset(when.task_not)
+        out.append((f"task not in {sorted(excluded)}", lambda f, c: f.task not in excluded))
+    if when.complexity_gte is not None:
+        low = when.complexity_gte
+        out.append((f"complexity >= {low}", lambda f, c: f.complexity >= low))
+    if when.complexity_lt is not None:
+        high = when.complexity_lt
+        out.append((f"complexity < {high}", lambda f, c: f.complexity < high))
+    if when.input_tokens_gt is not None:
+        above = when.input_tokens_gt
+        out.append((f"input tokens > {above}", lambda f, c: f.input_tokens > above))
+    if when.input_tokens_lte is not None:
+        upto = when.input_tokens_lte
+        out.append((f"input tokens <= {upto}", lambda f, c: f.input_tokens <= upto))
+    if when.pii is not None:
+        want_pii = when.pii
+        out.append((f"pii is {want_pii}", lambda f, c: bool(f.pii) is want_pii))
+    if when.tools is not None:
+        want_tools = when.tools
+        out.append((f"tools is {want_tools}", lambda f, c: f.has_tools is want_tools))
+    if when.images is not None:
+        want_images = when.images
+        out.append((f"images is {want_images}", lambda f, c: f.has_images is want_images))
+    if when.model is not None:
+        models = frozenset(when.model)
+        out.append((f"model in {sorted(models)}", lambda f, c: c.model in models))
+    if when.tenant is not None:
+        tenants = frozenset(when.tenant)
+        out.append((f"tenant in {sorted(tenants)}", lambda f, c: c.tenant in tenants))
+    if when.api_key is not None:
+        keys = frozenset(when.api_key)
+        out.append((f"api key in {sorted(keys)}", lambda f, c: c.api_key in keys))
+    for name, values in (when.headers or {}).items():
+        accepted = frozenset(values)
+        out.append((f"header {name} in {sorted(accepted)}", _header_predicate(name, accepted)))
+    return tuple(out)
+
+
+def _header_predicate(name: str, accepted: frozenset[str]) -> Predicate:
+    return lambda f, c: c.headers.get(name) in accepted
