@@ -1,0 +1,99 @@
+"""``create_app``: the ASGI application, its lifespan, and OpenAI-shaped errors on every path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+import httpx
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from router.api import router
+from router.config import GatewayConfig
+from router.errors import GatewayError, InvalidRequestError
+from router.gateway import Gateway
+
+log = logging.getLogger("router.app")
+
+_STATUS_TYPES = {404: "not_found_error", 405: "invalid_request_error", 401: "invalid_request_error"}
+
+
+def create_app(
+    config: GatewayConfig,
+    *,
+    path: Path | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    environ: Mapping[str, str] | None = None,
+    watch: bool = True,
+) -> FastAPI:
+    """Build the gateway app. ``path`` enables hot reload of that file; ``transport`` replaces the network (tests)."""
+    gateway = Gateway(config, path=path, transport=transport, environ=environ)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not gateway.pipeline.keyring.enabled:
+            log.warning("client authentication is OFF: no API keys configured (set ROUTER_API_KEYS or auth.keys)")
+        watcher = asyncio.create_task(gateway.watch()) if watch and path is not None else None
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            await gateway.aclose()
+
+    app = FastAPI(title="llm-router", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.gateway = gateway
+    app.state.started_at = time.time()
+    app.include_router(router)
+    app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected_error)
+    return app
+
+
+def _error_response(request: Request, error: GatewayError) -> Response:
+    headers = {**getattr(request.state, "route_headers", {}), **error.response_headers()}
+    request_id = getattr(request.state, "request_id", None)
+    if request_id:
+        headers["x-request-id"] = request_id
+    return Response(error.body_bytes(), status_code=error.status_code, media_type="application/json", headers=headers)
+
+
+async def _gateway_error(request: Request, exc: GatewayError) -> Response:
+    return _error_response(request, exc)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = ".".join(loc) or None
+    return _error_response(request, InvalidRequestError(f"Invalid request: {first.get('msg', 'invalid body')}", param=param))
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code == 404:
+        message = f"Unknown path: {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    body = {"error": {"message": message, "type": _STATUS_TYPES.get(exc.status_code, "invalid_request_error"), "param": None, "code": None}}
+    headers = {**(exc.headers or {}), "x-should-retry": "false"}
+    return Response(orjson.dumps(body), status_code=exc.status_code, media_type="application/json", headers=headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    error = GatewayError("The gateway hit an internal error; it has been logged.")
+    return _error_response(request, error)

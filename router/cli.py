@@ -1,0 +1,160 @@
+"""``llm-router serve | demo | check``: arguments -> config -> app -> uvicorn. No routing logic here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from router.app import create_app
+from router.config import ConfigError, GatewayConfig, load_config
+
+CONFIG_ENV = "LLM_ROUTER_CONFIG"
+_REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="llm-router", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway on a config file")
+    serve.add_argument("--config", required=True, type=Path, help="path to the YAML config")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (one per core is a good start)")
+    serve.add_argument("--log-level", default="info")
+
+    demo = commands.add_parser("demo", help="run the gateway with two simulated upstreams (no keys, no GPU)")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--config", type=Path, default=None, help="default: config/demo.yaml")
+
+    check = commands.add_parser("check", help="validate a config file; exit 2 with precise errors if invalid")
+    check.add_argument("path", type=Path)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(args, "log_level", "info").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "check":
+        return _check(args.path)
+    if args.command == "serve":
+        return _serve(args.config, args.host, args.port, args.workers, args.log_level)
+    return _demo(args.config or _default_demo_config(), args.host, args.port)
+
+
+def _load_or_report(path: Path) -> GatewayConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return None
+
+
+def _check(path: Path) -> int:
+    config = _load_or_report(path)
+    if config is None:
+        return 2
+    tiers = ", ".join(f"{tier} ({', '.join(names)})" for tier, names in config.tiers.items())
+    print(f"{path}: OK (version {config.digest}): tiers {tiers}; {len(config.rules)} rules; "
+          f"{len(config.classifier.vocabulary.tasks)} tasks")
+    return 0
+
+
+def _serve(path: Path, host: str, port: int, workers: int, log_level: str) -> int:
+    if _load_or_report(path) is None:
+        return 2
+    os.environ[CONFIG_ENV] = str(path.resolve())
+    uvicorn.run(
+        "router.cli:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+        timeout_keep_alive=30,
+    )
+    return 0
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory: each worker process builds its app from the config named in the environment."""
+    path = Path(os.environ[CONFIG_ENV])
+    return create_app(load_config(path), path=path)
+
+
+def _default_demo_config() -> Path:
+    local = Path("config/demo.yaml")
+    return local if local.exists() else _REPO_CONFIG / "demo.yaml"
+
+
+def _demo(path: Path, host: str, port: int) -> int:
+    from router.simulator import SimProfile, create_simulator_app
+
+    mid_port, flagship_port = _free_port(), _free_port()
+    os.environ["MID_BASE_URL"] = f"http://127.0.0.1:{mid_port}/v1"
+    os.environ["FLAGSHIP_BASE_URL"] = f"http://127.0.0.1:{flagship_port}/v1"
+    config = _load_or_report(path)
+    if config is None:
+        return 2
+    mid = config.backends[config.tiers["mid"][0]]
+    flagship = config.backends[config.tiers["flagship"][0]]
+    servers = [
+        _server(create_app(config, path=path), host, port),
+        _server(create_simulator_app(SimProfile(name="mid", model=mid.model, ttft=0.12, token_interval=0.015,
+                                                context_window=mid.context_window)), "127.0.0.1", mid_port),
+        _server(create_simulator_app(SimProfile(name="flagship", model=flagship.model, ttft=0.35, token_interval=0.03,
+                                                context_window=flagship.context_window)), "127.0.0.1", flagship_port),
+    ]
+    print(_DEMO_BANNER.format(url=f"http://{host}:{port}", mid=mid_port, flagship=flagship_port), flush=True)
+    asyncio.run(_serve_all(servers))
+    return 0
+
+
+async def _serve_all(servers: list[uvicorn.Server]) -> None:
+    await asyncio.gather(*(server.serve() for server in servers))
+
+
+def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+_DEMO_BANNER = """\
+llm-router demo: gateway on {url}  (simulated upstreams: mid on :{mid}, flagship on :{flagship}; auth off)
+
+Point the OpenAI SDK at it (only base_url changes):
+    from openai import OpenAI
+    client = OpenAI(base_url="{url}/v1", api_key="demo")
+    r = client.chat.completions.with_raw_response.create(
+        model="auto", messages=[{{"role": "user", "content": "Prove that sqrt(2) is irrational."}}])
+    print(r.headers["x-router-tier"], r.parse().choices[0].message.content)
+
+Or curl:
+    curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\
+      -d '{{"model": "auto", "messages": [{{"role": "user", "content": "What are your opening hours?"}}]}}' -i
+    curl -s {url}/v1/router/decide -H 'content-type: application/json' \\
+      -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Write a Python function to merge intervals"}}]}}'
+    curl -sN {url}/v1/chat/completions -H 'content-type: application/json' \\
+      -d '{{"model": "auto", "stream": true, "messages": [{{"role": "user", "content": "Summarise: the meeting moved to 3pm."}}]}}'
+
+Ctrl-C stops everything.
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
