@@ -1,0 +1,532 @@
+"""A simulated OpenAI-compatible upstream: `llm-router demo` runs two of these, the tests use them as real servers.
+
+On the wire it behaves like the OpenAI API and vLLM's OpenAI server (``chat.completion`` and
+``chat.completion.chunk`` objects, SSE with ``data: [DONE]``, usage, tool-call deltas, error bodies
+``{"error": {message, type, param, code}}``), with latency shaped by ``SimProfile``. What it says
+comes from ``router.simulator_text``.
+
+Endpoints:
+    POST /v1/chat/completions   JSON or SSE; honours n, max_(completion_)tokens, seed, tools,
+                                response_format, stream_options.include_usage
+    GET  /v1/models             OpenAI list with ``profile.model``
+    GET  /metrics               vLLM gauges: num_requests_running / _waiting, gpu_cache_usage_perc
+    POST /_sim/faults           arm faults (see ``FaultSpec``); DELETE /_sim/faults disarms all
+    GET  /_sim/stats            request counters and the last request's headers and body
+    POST /_sim/state            set the vLLM ``waiting`` and ``cache_usage`` gauges
+
+Faults only affect chat completions, and an armed fault with ``times`` is used up only by the
+requests it applies to: the SSE faults (stall, drop, extra_frames) by SSE answers,
+``plain_json_for_stream`` by stream requests, ``sse_for_nonstream`` by non-stream requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncGenerator, Coroutine
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import orjson
+from pydantic import BaseModel, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from router.errors import InvalidRequestError
+from router.schemas import parse_chat_request
+from router.simulator_text import Reply, compose_replies, estimate_prompt_tokens
+
+
+@dataclass
+class SimProfile:
+    """How one simulated upstream looks and how fast it is."""
+
+    name: str = "mid"
+    model: str = "sim-mid"
+    ttft: float = 0.15
+    token_interval: float = 0.02
+    context_window: int = 32768
+    api_key: str | None = None
+    max_tokens_default: int = 64
+
+
+class FaultSpec(BaseModel, extra="forbid"):
+    """Body of ``POST /_sim/faults``: every field that is set arms one fault, all with the same ``times``.
+
+    ``status`` answers with that status and an OpenAI error body (``message``/``type``/``code``/
+    ``param`` override the defaults for the status, ``retry_after`` adds a ``retry-after`` header).
+    ``delay_first_token`` adds seconds before the first token. After N ``data:`` frames (the role
+    chunk is frame 1), ``stall_after_chunks`` pauses ``stall_seconds`` and then carries on, and
+    ``drop_after_chunks`` closes the connection (no ``[DONE]``). ``malformed`` sends a truncated
+    JSON body, or an extra first SSE frame that is not JSON. ``extra_frames`` adds a ``: keep-alive``
+    comment, an ``event: ping`` frame without data and CRLF line endings. ``times`` omitted means
+    until ``DELETE /_sim/faults``; arming a fault kind again replaces it, other kinds stay armed.
+    """
+
+    status: Annotated[int, Field(ge=400, le=599)] | None = None
+    message: str | None = None
+    type: str | None = None
+    code: str | None = None
+    param: str | None = None
+    retry_after: Annotated[float, Field(ge=0)] | None = None
+    delay_first_token: Annotated[float, Field(ge=0)] | None = None
+    stall_after_chunks: Annotated[int, Field(ge=0)] | None = None
+    stall_seconds: Annotated[float, Field(ge=0)] = 30.0
+    drop_after_chunks: Annotated[int, Field(ge=0)] | None = None
+    malformed: bool = False
+    context_length_error: bool = False
+    plain_json_for_stream: bool = False
+    sse_for_nonstream: bool = False
+    extra_frames: bool = False
+    omit_usage: bool = False
+    times: Annotated[int, Field(ge=1)] | None = None
+
+    def kinds(self) -> list[str]:
+        """The faults this spec arms, each named after its trigger field."""
+        valued = ("status", "delay_first_token", "stall_after_chunks", "drop_after_chunks")
+        return [k for k in valued if getattr(self, k) is not None] + [k for k, v in self if v is True]
+
+
+class _StateUpdate(BaseModel, extra="forbid"):
+    waiting: Annotated[int, Field(ge=0)] | None = None
+    cache_usage: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
+@dataclass(eq=False)
+class _RequestError(Exception):
+    """An OpenAI-shaped refusal: raised while planning an answer, sent as ``{"error": {...}}``."""
+
+    status: int
+    message: str
+    type: str = "invalid_request_error"
+    param: str | None = None
+    code: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def response(self) -> Response:
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        return Response(orjson.dumps({"error": error}), self.status, self.headers, media_type="application/json")
+
+
+@dataclass
+class _Armed:
+    spec: FaultSpec
+    remaining: int | None
+
+
+@dataclass
+class _Simulator:
+    """All mutable state of one simulated upstream; lives as long as its app."""
+
+    profile: SimProfile
+    faults: dict[str, _Armed] = field(default_factory=dict)
+    requests: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    in_flight: int = 0
+    last_request: dict[str, Any] | None = None
+    waiting: int = 0
+    cache_usage: float = 0.0
+
+    def take(self, kind: str) -> FaultSpec | None:
+        """The armed fault of this kind, counting one use; None if not armed."""
+        armed = self.faults.get(kind)
+        if armed is None:
+            return None
+        if armed.remaining is not None:
+            armed.remaining -= 1
+            if armed.remaining == 0:
+                del self.faults[kind]
+        return armed.spec
+
+    async def models(self, request: Request) -> Response:
+        try:
+            self.authenticate(request)
+        except _RequestError as exc:
+            return exc.response()
+        card = {
+            "id": self.profile.model,
+            "object": "model",
+            "created": 1700000000,
+            "owned_by": "llm-router-sim",
+            "max_model_len": self.profile.context_window,
+        }
+        return _json({"object": "list", "data": [card]})
+
+    async def metrics(self, request: Request) -> Response:
+        label = '{model_name="%s"}' % self.profile.model
+        gauges = (
+            ("num_requests_running", "Number of requests currently running on GPU.", self.in_flight),
+            ("num_requests_waiting", "Number of requests waiting to be processed.", self.waiting),
+            ("gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.", self.cache_usage),
+        )
+        text = "".join(
+            f"# HELP vllm:{name} {doc}\n# TYPE vllm:{name} gauge\nvllm:{name}{label} {float(value)}\n"
+            for name, doc, value in gauges
+        )
+        return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def arm_faults(self, request: Request) -> Response:
+        try:
+            spec = FaultSpec.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return _RequestError(400, _describe(exc)).response()
+        if not spec.kinds():
+            return _RequestError(400, "No fault given; see FaultSpec for the fields.").response()
+        for kind in spec.kinds():
+            self.faults[kind] = _Armed(spec, spec.times)
+        return self.describe_faults()
+
+    async def disarm_faults(self, request: Request) -> Response:
+        self.faults.clear()
+        return self.describe_faults()
+
+    def describe_faults(self) -> Response:
+        return _json({"faults": {kind: {"remaining": a.remaining} for kind, a in self.faults.items()}})
+
+    async def stats(self, request: Request) -> Response:
+        """``completed``: answers sent to the end (errors are not answers); ``cancelled``: the client left first."""
+        return _json(
+            {
+                "requests": self.requests,
+                "completed": self.completed,
+                "cancelled": self.cancelled,
+                "in_flight": self.in_flight,
+                "last_request": self.last_request,
+            }
+        )
+
+    async def set_state(self, request: Request) -> Response:
+        try:
+            update = _StateUpdate.model_validate_json(await request.body())
+        except ValidationError as exc:
+            return _RequestError(400, _describe(exc)).response()
+        self.waiting = self.waiting if update.waiting is None else update.waiting
+        self.cache_usage = self.cache_usage if update.cache_usage is None else update.cache_usage
+        return _json({"waiting": self.waiting, "cache_usage": self.cache_usage})
+
+    def authenticate(self, request: Request) -> None:
+        key = self.profile.api_key
+        if key is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not given.startswith("Bearer ") or not given[7:].strip():
+            raise _RequestError(
+                401,
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            )
+        if given[7:].strip() != key:
+            raise _RequestError(
+                401,
+                "Incorrect API key provided. You can find your API key in your account settings.",
+                code="invalid_api_key",
+            )
+
+    def plan(self, request: Request, raw: bytes) -> _Exchange:
+        """Record the request, check it the way the OpenAI API does and decide the whole answer.
+
+        Raises ``_RequestError`` for every refusal, in OpenAI's order: credentials, then the body.
+        """
+        try:
+            body, invalid = parse_chat_request(raw), None
+        except InvalidRequestError as exc:
+            body, invalid = _json_or_none(raw), exc
+        self.last_request = {"headers": dict(request.headers), "body": body}
+        self.authenticate(request)
+        if (failure := self.take("status")) is not None:
+            raise _fault_error(failure)
+        if invalid is not None:
+            raise _RequestError(400, invalid.message, param=invalid.param, code=invalid.code) from invalid
+        prompt_tokens = estimate_prompt_tokens(body)
+        if self.take("context_length_error") is not None or prompt_tokens > self.profile.context_window:
+            window = self.profile.context_window
+            raise _RequestError(
+                400,
+                f"This model's maximum context length is {window} tokens. However, your "
+                f"messages resulted in {max(prompt_tokens, window + 1)} tokens. Please reduce the "
+                "length of the messages.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        stream = bool(body.get("stream"))
+        sse = self.take("plain_json_for_stream") is None if stream else self.take("sse_for_nonstream") is not None
+        include_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
+        delay = self.take("delay_first_token")
+        profile = self.profile
+        return _Exchange(
+            profile=profile,
+            replies=compose_replies(
+                body, tier=profile.name, model=profile.model, default_length=profile.max_tokens_default
+            ),
+            prompt_tokens=prompt_tokens,
+            sse=sse,
+            usage=self.take("omit_usage") is None and (include_usage or not sse),
+            delay=(delay.delay_first_token or 0.0) if delay else 0.0,
+            malformed=self.take("malformed") is not None,
+            stall=self.take("stall_after_chunks") if sse else None,
+            drop=self.take("drop_after_chunks") if sse else None,
+            extra_frames=sse and self.take("extra_frames") is not None,
+        )
+
+
+class _ChatCompletions:
+    """``POST /v1/chat/completions`` as a raw ASGI app, so it can watch for the client leaving."""
+
+    def __init__(self, sim: _Simulator) -> None:
+        self.sim = sim
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sim = self.sim
+        request = Request(scope, receive)
+        raw = await request.body()
+        sim.requests += 1
+        sim.in_flight += 1
+        try:
+            try:
+                exchange = sim.plan(request, raw)
+            except _RequestError as exc:
+                await exc.response()(scope, receive, send)
+                return
+            finished = await _until_disconnect(exchange.run(send), receive)
+            if finished is None:
+                sim.cancelled += 1
+            elif finished:
+                sim.completed += 1
+        finally:
+            sim.in_flight -= 1
+
+
+@dataclass
+class _Exchange:
+    """One decided answer and how to deliver it (timing, framing and faults)."""
+
+    profile: SimProfile
+    replies: list[Reply]
+    prompt_tokens: int
+    sse: bool
+    usage: bool
+    delay: float
+    malformed: bool
+    stall: FaultSpec | None
+    drop: FaultSpec | None
+    extra_frames: bool
+    id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+
+    def __post_init__(self) -> None:
+        fingerprint = "fp_" + hashlib.sha256(self.profile.model.encode()).hexdigest()[:10]
+        self._head: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.profile.model,
+            "system_fingerprint": fingerprint,
+        }
+
+    async def run(self, send: Send) -> bool:
+        """Send the answer; False if a fault cut the connection on purpose."""
+        return await (self._send_sse(send) if self.sse else self._send_json(send))
+
+    async def _send_json(self, send: Send) -> bool:
+        steps = max(len(r.pieces) for r in self.replies)
+        await asyncio.sleep(self.profile.ttft + self.delay + self.profile.token_interval * (steps - 1))
+        if self.malformed:
+            body = b'{"id": "%s", "object": "chat.completion", "choices": [{"index": 0, "message": {' % self.id.encode()
+        else:
+            body = orjson.dumps(self._completion())
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers + self._request_id()})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        return True
+
+    async def _send_sse(self, send: Send) -> bool:
+        eol = b"\r\n" if self.extra_frames else b"\n"
+        headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers + self._request_id()})
+
+        async def write(frame: bytes) -> None:
+            await send({"type": "http.response.body", "body": frame + eol + eol, "more_body": True})
+
+        if self.extra_frames:
+            await write(b": keep-alive")
+        async with aclosing(self._frames()) as frames:
+            sent = 0
+            async for payload in frames:
+                if self.drop is not None and sent == self.drop.drop_after_chunks:
+                    return False
+                if self.stall is not None and sent == self.stall.stall_after_chunks:
+                    await asyncio.sleep(self.stall.stall_seconds)
+                if self.malformed and sent == 0:
+                    await write(
+                        b'data: {"id": "%s", "object": "chat.completion.chunk", "choices": [{' % self.id.encode()
+                    )
+                await write(b"data: " + payload)
+                sent += 1
+                if self.extra_frames and sent == 1:
+                    await write(b"event: ping")
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return True
+
+    async def _frames(self) -> AsyncGenerator[bytes, None]:
+        """The SSE payloads, paced like a model: role chunks after TTFT, then one piece per interval."""
+        await asyncio.sleep(self.profile.ttft + self.delay)
+        for index, reply in enumerate(self.replies):
+            if reply.tool_call is None:
+                first: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
+            else:
+                call = {
+                    "index": 0,
+                    "id": reply.tool_call.id,
+                    "type": "function",
+                    "function": {"name": reply.tool_call.name, "arguments": ""},
+                }
+                first = {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
+            yield self._chunk(index, first)
+        for step in range(max(len(r.pieces) for r in self.replies)):
+            if step:
+                await asyncio.sleep(self.profile.token_interval)
+            for index, reply in enumerate(self.replies):
+                if step >= len(reply.pieces):
+                    continue
+                piece = reply.pieces[step]
+                delta = (
+                    {"content": piece}
+                    if reply.tool_call is None
+                    else {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+                )
+                yield self._chunk(index, delta)
+                if step == len(reply.pieces) - 1:
+                    yield self._chunk(index, {}, reply.finish_reason)
+        if self.usage:
+            yield orjson.dumps({**self._head, "choices": [], "usage": self._usage()})
+        yield b"[DONE]"
+
+    def _chunk(self, index: int, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        chunk = {**self._head, "choices": [choice]}
+        return orjson.dumps({**chunk, "usage": None} if self.usage else chunk)
+
+    def _completion(self) -> dict[str, Any]:
+        choices = []
+        for index, reply in enumerate(self.replies):
+            text = "".join(reply.pieces)
+            message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+            if reply.tool_call is not None:
+                function = {"name": reply.tool_call.name, "arguments": text}
+                message["content"] = None
+                message["tool_calls"] = [{"id": reply.tool_call.id, "type": "function", "function": function}]
+            choices.append({"index": index, "message": message, "logprobs": None, "finish_reason": reply.finish_reason})
+        completion = {**self._head, "object": "chat.completion", "choices": choices}
+        return {**completion, "usage": self._usage()} if self.usage else completion
+
+    def _usage(self) -> dict[str, Any]:
+        completion_tokens = sum(len(r.pieces) for r in self.replies)
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": self.prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+
+    def _request_id(self) -> list[tuple[bytes, bytes]]:
+        return [(b"x-request-id", f"req_{self.id[9:]}".encode())]
+
+
+def create_simulator_app(profile: SimProfile) -> Starlette:
+    """A fresh simulated upstream; state (faults, counters) belongs to the returned app."""
+    sim = _Simulator(profile)
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", _ChatCompletions(sim), methods=["POST"]),
+            Route("/v1/models", sim.models, methods=["GET"]),
+            Route("/metrics", sim.metrics, methods=["GET"]),
+            Route("/_sim/faults", sim.arm_faults, methods=["POST"]),
+            Route("/_sim/faults", sim.disarm_faults, methods=["DELETE"]),
+            Route("/_sim/stats", sim.stats, methods=["GET"]),
+            Route("/_sim/state", sim.set_state, methods=["POST"]),
+        ],
+        exception_handlers={HTTPException: _http_error},
+    )
+
+
+async def _until_disconnect(work: Coroutine[Any, Any, bool], receive: Receive) -> bool | None:
+    """Run ``work`` (which writes the response) while watching the client.
+
+    Returns its result, or None if the client disconnected first and ``work`` was cancelled:
+    that is how a stall or a slow generation notices that the caller gave up.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(receive))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+        await asyncio.wait((task, watcher))
+    return None if task.cancelled() else task.result()
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+_FAULT_DEFAULTS: dict[int, tuple[str, str, str | None]] = {
+    400: ("Invalid request (simulated fault).", "invalid_request_error", None),
+    401: ("Incorrect API key provided (simulated fault).", "invalid_request_error", "invalid_api_key"),
+    403: ("You are not allowed to use this model (simulated fault).", "invalid_request_error", None),
+    404: ("The model does not exist (simulated fault).", "invalid_request_error", "model_not_found"),
+    429: ("Rate limit reached for requests (simulated fault).", "requests", "rate_limit_exceeded"),
+    500: ("The server had an error while processing your request. Sorry about that!", "server_error", None),
+}
+_OVERLOADED = ("The engine is currently overloaded, please try again later.", "server_error", None)
+
+
+def _fault_error(spec: FaultSpec) -> _RequestError:
+    status = spec.status or 500
+    message, type_, code = _FAULT_DEFAULTS.get(status, _OVERLOADED if status >= 500 else _FAULT_DEFAULTS[400])
+    headers = {} if spec.retry_after is None else {"retry-after": f"{spec.retry_after:g}"}
+    return _RequestError(
+        status,
+        spec.message or message,
+        type=spec.type or type_,
+        param=spec.param,
+        code=spec.code or code,
+        headers=headers,
+    )
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False))
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _json(data: Any) -> Response:
+    return Response(orjson.dumps(data), media_type="application/json")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown URL / wrong method, worded like OpenAI's ``Invalid URL (POST /v1/foo)``."""
+    assert isinstance(exc, HTTPException)
+    message = f"Invalid URL ({request.method} {request.url.path})" if exc.status_code == 404 else exc.detail
+    return _RequestError(exc.status_code, message, headers=dict(exc.headers or {})).response()
