@@ -1,0 +1,291 @@
+"""Spend ledger: one SQLite row per request, written off the hot path.
+
+``record`` only enqueues (under a short lock shared with ``close``, which may run on another
+thread: a row is either queued before the stop mark or reported as not recorded, never silently
+lost). One writer thread per ``Ledger`` owns the connection: it takes
+everything queued so far and inserts it in one transaction, so under load rows are batched
+and the event loop never waits on the disk. Reads (``spend``, ``totals``) are queued behind
+the rows recorded before them and run on the same thread, so a read sees every row recorded
+before it; they block the caller (from the event loop, use ``asyncio.to_thread``).
+
+Several processes may share one file: WAL lets readers run beside the one writer and the busy
+timeout makes a writer wait for another's transaction instead of failing. ``request_id`` is
+the primary key and inserts are ``INSERT OR IGNORE``, so a request recorded twice is billed
+once. ``close`` writes everything still queued before it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, fields
+from operator import attrgetter
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+log = logging.getLogger("router.ledger")
+
+_T = TypeVar("_T")
+
+GroupBy = Literal["tenant", "key", "backend", "tier", "model", "status", "day", "month"]
+
+_GROUP_SQL: dict[str, str] = {
+    "tenant": "tenant",
+    "key": "key",
+    "backend": "backend",
+    "tier": "tier",
+    "model": "model",
+    "status": "status",
+    "day": "strftime('%Y-%m-%d', ts, 'unixepoch')",
+    "month": "strftime('%Y-%m', ts, 'unixepoch')",
+}
+
+_BUSY_TIMEOUT = 5.0  # seconds a writer waits for another connection's transaction
+_BATCH = 1000  # most rows per transaction
+_WRITE_TRIES = 3
+_READ_TIMEOUT = 30.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    ts REAL NOT NULL,
+    request_id TEXT PRIMARY KEY,
+    tenant TEXT,
+    key TEXT,
+    backend TEXT NOT NULL,
+    tier TEXT NOT NULL,
+    model TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    estimated INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    latency_ms REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    fallback TEXT
+);
+CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """One client request. ``ts`` is Unix time (UTC) when it finished; ``estimated`` says the
+    cost comes from the token estimate because the upstream reported no usage."""
+
+    ts: float
+    request_id: str
+    tenant: str | None
+    key: str | None
+    backend: str
+    tier: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    estimated: bool
+    status: int
+    latency_ms: float
+    attempts: int
+    fallback: str | None
+
+
+_COLUMNS = tuple(f.name for f in fields(LedgerRow))
+_values = attrgetter(*_COLUMNS)
+_INSERT = f"INSERT OR IGNORE INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
+
+class _Job:
+    """A read (or a flush) run on the writer thread, after every row queued before it."""
+
+    __slots__ = ("future", "run")
+
+    def __init__(self, run: Callable[[sqlite3.Connection], Any]) -> None:
+        self.run = run
+        self.future: Future[Any] = Future()
+
+
+_STOP = object()
+
+
+class Ledger:
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        #: Rows inserted, rows ignored as already recorded, rows given up on, transactions committed.
+        self.stats = {"written": 0, "duplicates": 0, "dropped": 0, "commits": 0}
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self._lock = threading.Lock()  # nothing is queued after _STOP, even when close() runs on another thread
+        ready: Future[None] = Future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="llm-router-ledger", daemon=True)
+        self._thread.start()
+        ready.result()  # raises if the database cannot be opened
+
+    def record(self, row: LedgerRow) -> None:
+        """Queue a row for writing; never waits for the disk."""
+        if not self._put(row):
+            log.error("ledger is closed; spend not recorded: %r", row)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every row recorded so far is committed (or given up on); False on timeout."""
+        job = _Job(lambda conn: None)
+        if not self._put(job):
+            return True  # closed: close() writes everything
+        try:
+            job.future.result(timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write everything queued, then close the database. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("ledger writer still busy after %ss; queued rows may be lost", timeout)
+
+    def spend(
+        self, *, since: float | None = None, group_by: Sequence[GroupBy] = ("tenant", "backend", "day")
+    ) -> list[dict[str, Any]]:
+        """Requests, tokens and USD per group (``day``/``month`` in UTC), ordered by the groups."""
+        unknown = [g for g in group_by if g not in _GROUP_SQL]
+        if unknown:
+            raise ValueError(f"cannot group spend by {unknown}; choose from {sorted(_GROUP_SQL)}")
+        names = list(group_by)
+        exprs = [_GROUP_SQL[g] for g in names]
+        select = ", ".join([*exprs, "COUNT(*)", "SUM(input_tokens)", "SUM(output_tokens)", "SUM(cost_usd)"])
+        sql = f"SELECT {select} FROM requests WHERE ts >= ?"
+        if exprs:
+            sql += f" GROUP BY {', '.join(exprs)} ORDER BY {', '.join(exprs)}"
+        args = (float("-inf") if since is None else since,)
+
+        def query(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            out = []
+            for row in conn.execute(sql, args):
+                requests, input_tokens, output_tokens, cost = row[len(names) :]
+                if not requests:
+                    continue
+                entry = dict(zip(names, row, strict=False))
+                entry.update(requests=requests, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost)
+                out.append(entry)
+            return out
+
+        return self._read(query)
+
+    def totals(self, since: float) -> dict[tuple[str, str | None], float]:
+        """USD spent since ``since`` per budget scope: ``("global", None)``, ``("tenant", name)``, ``("key", name)``."""
+
+        def query(conn: sqlite3.Connection) -> dict[tuple[str, str | None], float]:
+            out: dict[tuple[str, str | None], float] = {("global", None): 0.0}
+            sql = "SELECT tenant, key, SUM(cost_usd) FROM requests WHERE ts >= ? GROUP BY tenant, key"
+            for tenant, key, cost in conn.execute(sql, (since,)):
+                out["global", None] += cost
+                if tenant is not None:
+                    out["tenant", tenant] = out.get(("tenant", tenant), 0.0) + cost
+                if key is not None:
+                    out["key", key] = out.get(("key", key), 0.0) + cost
+            return out
+
+        return self._read(query)
+
+    def _read(self, run: Callable[[sqlite3.Connection], _T]) -> _T:
+        job = _Job(run)
+        if not self._put(job):
+            raise RuntimeError("the ledger is closed")
+        result: _T = job.future.result(_READ_TIMEOUT)
+        return result
+
+    def _put(self, item: LedgerRow | _Job) -> bool:
+        with self._lock:
+            if self._closed:
+                return False
+            self._queue.put(item)
+            return True
+
+    # -- writer thread ---------------------------------------------------------------------
+
+    def _run(self, ready: Future[None]) -> None:
+        try:
+            conn = _connect(self.path)
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        try:
+            stopping = False
+            while not stopping:
+                items = [self._queue.get()]
+                while len(items) < _BATCH:
+                    try:
+                        items.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stopping = self._handle(conn, items)
+        finally:
+            conn.close()
+
+    def _handle(self, conn: sqlite3.Connection, items: list[Any]) -> bool:
+        """Write the rows among ``items`` and run the jobs, in queue order; True at the stop mark (always last)."""
+        rows: list[LedgerRow] = []
+        for item in items:
+            if isinstance(item, LedgerRow):
+                rows.append(item)
+                continue
+            self._write(conn, rows)
+            rows = []
+            if item is _STOP:
+                return True
+            try:
+                item.future.set_result(item.run(conn))
+            except Exception as exc:
+                item.future.set_exception(exc)
+        self._write(conn, rows)
+        return False
+
+    def _write(self, conn: sqlite3.Connection, rows: list[LedgerRow]) -> None:
+        if not rows:
+            return
+        values = [_values(row) for row in rows]
+        for attempt in range(_WRITE_TRIES):
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                inserted = conn.executemany(_INSERT, values).rowcount
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        log.exception("ledger: rollback failed")
+                if attempt + 1 < _WRITE_TRIES:
+                    time.sleep(0.1 * 2**attempt)
+                    continue
+                self.stats["dropped"] += len(rows)
+                log.error("ledger: giving up on %d rows after %d tries: %s; first row: %r", len(rows), _WRITE_TRIES, exc, rows[0])
+                return
+            self.stats["written"] += inserted
+            self.stats["duplicates"] += len(rows) - inserted
+            self.stats["commits"] += 1
+            return
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable across process crashes, fast commits
+        conn.executescript(_SCHEMA)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
