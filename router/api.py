@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
@@ -14,13 +16,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from router.auth import ClientKey
-from router.errors import GatewayError, PayloadTooLargeError
+from router.cost import chunk_chars
+from router.errors import GatewayError, InvalidRequestError, PayloadTooLargeError, PermissionDeniedError
 from router.gateway import Gateway
-from router.pipeline import Pipeline, Stream
+from router.pipeline import Pipeline, Stream, Trace
 from router.schemas import parse_chat_request
 from router.upstream.sse import DONE_FRAME, frame
 
 router = APIRouter()
+log = logging.getLogger("router.api")
+
+#: Status recorded for requests whose client went away before the answer ended (nginx's convention).
+CLIENT_CLOSED = 499
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -38,8 +45,11 @@ def _gateway(request: Request) -> Gateway:
 def _begin(request: Request) -> tuple[Pipeline, ClientKey, str]:
     """Request id, the pipeline this request will use, and the authenticated client."""
     given = request.headers.get("x-request-id")
-    request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+    generated = uuid.uuid4().hex
+    request_id = given if given and _REQUEST_ID.match(given) else generated
     request.state.request_id = request_id
+    # The ledger's key must be unique even when clients reuse their ids.
+    request.state.unique_id = generated if request_id == generated else f"{request_id}#{generated[:12]}"
     pipeline = _gateway(request).pipeline
     client = pipeline.keyring.authenticate(request.headers.get("authorization"))
     return pipeline, client, request_id
@@ -61,31 +71,62 @@ async def chat_completions(request: Request) -> Response:
     pipeline, client, request_id = _begin(request)
     body = parse_chat_request(await _read_body(request, pipeline.config.server.max_body_bytes))
     route = pipeline.route(body, client, request.headers)
-    request.state.route_headers = route.headers(route.candidate)
-    if body.get("stream"):
-        stream = await pipeline.open_stream(route, body)
-        headers = {**route.headers(stream.candidate), "x-request-id": request_id, **_SSE_HEADERS}
+    trace = Trace(request_id, request.state.unique_id, client, route, body, stream=bool(body.get("stream")))
+    if trace.stream:
+        with _finish_on_error(pipeline, trace):
+            stream = await pipeline.open_stream(trace)
         want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        return StreamingResponse(_relay(stream, want_usage), media_type="text/event-stream", headers=headers)
-    candidate, completion = await pipeline.complete(route, body)
-    headers = {**route.headers(candidate), "x-request-id": request_id}
+        return StreamingResponse(
+            _relay(pipeline, trace, stream, want_usage), media_type="text/event-stream", headers={**trace.headers(), **_SSE_HEADERS}
+        )
+    with _finish_on_error(pipeline, trace):
+        completion = await pipeline.complete(trace)
+    pipeline.finish(trace)
+    headers = trace.headers()
+    headers["x-router-cost-usd"] = f"{trace.cost:.8f}"
     return Response(completion.raw, media_type="application/json", headers=headers)
 
 
-async def _relay(stream: Stream, want_usage: bool) -> AsyncIterator[bytes]:
+@contextlib.contextmanager
+def _finish_on_error(pipeline: Pipeline, trace: Trace) -> Iterator[None]:
+    """Account for a request that failed (or whose client left) before the answer started."""
+    try:
+        yield
+    except GatewayError as exc:
+        trace.status = exc.status_code
+        pipeline.finish(trace)
+        raise
+    except BaseException:
+        trace.status = CLIENT_CLOSED
+        pipeline.finish(trace)
+        raise
+
+
+async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: bool) -> AsyncIterator[bytes]:
     """Re-frame upstream chunks as ``data: <json>``; a failure ends the stream with an error event, no [DONE]."""
     try:
         async for chunk in stream.chunks():
-            if not want_usage and not chunk.data.get("choices") and "usage" in chunk.data:
-                continue  # the usage chunk the gateway asked for on its own behalf
+            data = chunk.data
+            if "usage" in data and data["usage"]:
+                trace.usage_reported = data["usage"]
+                if not want_usage and not data.get("choices"):
+                    continue  # the usage chunk the gateway asked for on its own behalf
+            trace.output_chars += chunk_chars(data)
             yield frame(chunk.raw)
         yield DONE_FRAME
     except GatewayError as exc:
+        trace.status = exc.status_code
+        pipeline.state.backends[stream.candidate.backend].breaker.record_failure()
+        log.warning("request %s: stream from %s failed after it started: %s", trace.request_id, stream.candidate.backend, exc)
         yield frame(exc.body_bytes())
+    except BaseException:
+        trace.status = CLIENT_CLOSED
+        raise
     finally:
-        # The client may be gone and this task cancelled: close the upstream regardless.
+        # The client may be gone and this task cancelled: close the upstream regardless, then account.
         with anyio.CancelScope(shield=True):
             await stream.aclose()
+            pipeline.finish(trace)
 
 
 async def decide(request: Request) -> Response:
@@ -94,7 +135,21 @@ async def decide(request: Request) -> Response:
     started = time.perf_counter_ns()
     route = pipeline.route(body, client, request.headers)
     elapsed_us = (time.perf_counter_ns() - started) / 1000
-    return _json({**route.as_dict(), "decision_us": round(elapsed_us, 1)}, headers={"x-request-id": request_id})
+    explained = pipeline.explain(route, client)
+    return _json({**explained, "decision_us": round(elapsed_us, 1)}, headers={"x-request-id": request_id})
+
+
+async def spend(request: Request) -> Response:
+    pipeline, client, request_id = _begin(request)
+    if pipeline.keyring.enabled and not client.admin:
+        raise PermissionDeniedError("Spend reports need an admin API key.")
+    ledger = pipeline.state.ledger
+    if ledger is None:
+        raise InvalidRequestError("The spend ledger is disabled (policy.ledger.path is empty).", code="ledger_disabled")
+    since = request.query_params.get("since")
+    rows = await anyio.to_thread.run_sync(lambda: ledger.spend(since=float(since) if since else None))
+    total = sum(row["cost_usd"] for row in rows)
+    return _json({"object": "list", "data": rows, "total_usd": round(total, 8)}, headers={"x-request-id": request_id})
 
 
 async def list_models(request: Request) -> Response:
@@ -126,6 +181,7 @@ for path, endpoint, methods in (
     ("/v1/chat/completions", chat_completions, ["POST"]),
     ("/chat/completions", chat_completions, ["POST"]),
     ("/v1/router/decide", decide, ["POST"]),
+    ("/v1/router/spend", spend, ["GET"]),
     ("/v1/models", list_models, ["GET"]),
     ("/models", list_models, ["GET"]),
     ("/healthz", healthz, ["GET"]),

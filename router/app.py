@@ -41,6 +41,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not gateway.pipeline.keyring.enabled:
             log.warning("client authentication is OFF: no API keys configured (set ROUTER_API_KEYS or auth.keys)")
+        gateway.start()
         watcher = asyncio.create_task(gateway.watch()) if watch and path is not None else None
         try:
             yield
@@ -63,7 +64,7 @@ def create_app(
 
 
 def _error_response(request: Request, error: GatewayError) -> Response:
-    headers = {**getattr(request.state, "route_headers", {}), **error.response_headers()}
+    headers = error.response_headers()
     request_id = getattr(request.state, "request_id", None)
     if request_id:
         headers["x-request-id"] = request_id

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from router.app import create_app
 from router.config import ConfigError, GatewayConfig, load_config
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "info").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every upstream call at INFO
     if args.command == "check":
         return _check(args.path)
     if args.command == "serve":
@@ -123,7 +125,7 @@ async def _serve_all(servers: list[uvicorn.Server]) -> None:
     await asyncio.gather(*(server.serve() for server in servers))
 
 
-def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
+def _server(app: ASGIApp, host: str, port: int) -> uvicorn.Server:
     return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
 
 

@@ -100,6 +100,38 @@ class TimeoutsConfig(_Model):
     total: float = Field(default=600.0, gt=0)
 
 
+FailureKind = Literal["connect", "timeout", "rate_limit", "server_error", "context_length", "malformed", "auth"]
+BudgetAction = Literal["downgrade", "reject", "allow"]
+
+
+class BreakerConfig(_Model):
+    """Per-backend circuit breaker: open after consecutive or windowed failures, probe after a cool-down."""
+
+    consecutive_failures: int = Field(default=5, ge=1)
+    failure_rate: float = Field(default=0.5, gt=0, le=1)
+    window_seconds: float = Field(default=30.0, gt=0)
+    min_requests: int = Field(default=20, ge=1)
+    cooldown_seconds: float = Field(default=15.0, gt=0)
+    half_open_probes: int = Field(default=1, ge=1)
+
+
+class CapacityConfig(_Model):
+    """Saturation of a self-hosted backend, read from its own Prometheus endpoint (vLLM gauges).
+
+    Saturated when waiting requests reach ``waiting_high`` or KV-cache use reaches ``cache_high``;
+    it clears only below ``waiting_low`` and ``cache_low`` (hysteresis, so routing does not flap).
+    """
+
+    metrics_url: str | None = None
+    interval_seconds: float = Field(default=2.0, gt=0)
+    waiting_metric: str = "vllm:num_requests_waiting"
+    cache_metric: str = "vllm:gpu_cache_usage_perc"
+    waiting_high: float = Field(default=8, ge=0)
+    waiting_low: float = Field(default=2, ge=0)
+    cache_high: float = Field(default=0.95, ge=0, le=1)
+    cache_low: float = Field(default=0.85, ge=0, le=1)
+
+
 class BackendConfig(_Model):
     tier: str = Field(min_length=1)
     kind: ProviderKind = "openai"
@@ -113,6 +145,14 @@ class BackendConfig(_Model):
     stream_usage: bool = True
     #: Extra headers sent upstream (e.g. ``OpenAI-Organization``); never the client's.
     headers: dict[str, str] = {}
+    #: Runs on hardware we control: the only kind of backend allowed to see personal data.
+    self_hosted: bool = False
+    #: Requests in flight beyond which this backend counts as saturated (spill over or queue). None: unlimited.
+    max_concurrency: int | None = Field(default=None, ge=1)
+    #: Backends or tiers to try, in order, when this one fails (overrides ``policy.fallback`` for its tier).
+    fallback: list[str] | None = None
+    breaker: BreakerConfig | None = None
+    capacity: CapacityConfig | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -125,6 +165,73 @@ class BackendConfig(_Model):
     @classmethod
     def _empty_key_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+
+class RetryConfig(_Model):
+    #: Upstream calls per request, over all backends (retries and fallbacks included).
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    #: Extra attempts on the same backend before falling back to the next one.
+    same_backend_retries: int = Field(default=1, ge=0)
+    #: Wall-clock bound over all attempts of one request.
+    deadline_seconds: float = Field(default=120.0, gt=0)
+    backoff_base_seconds: float = Field(default=0.2, ge=0)
+    backoff_cap_seconds: float = Field(default=4.0, ge=0)
+    #: Retries allowed as a share of recent requests, so retries cannot amplify an outage.
+    budget_ratio: float = Field(default=0.2, ge=0, le=1)
+    #: A floor of retries per second, so a quiet gateway can still retry.
+    budget_min_per_second: float = Field(default=1.0, ge=0)
+
+
+class BudgetLimitConfig(_Model):
+    scope: Literal["global", "tenant", "key"]
+    #: Tenant or key name; omitted for the global scope.
+    name: str | None = None
+    daily_usd: float | None = Field(default=None, gt=0)
+    monthly_usd: float | None = Field(default=None, gt=0)
+    #: What happens to a request this budget cannot afford (default: ``budgets.action``).
+    action: BudgetAction | None = None
+
+    @model_validator(mode="after")
+    def _well_formed(self) -> Self:
+        if (self.scope == "global") != (self.name is None):
+            raise ValueError("`name` is required for tenant and key budgets and not allowed for the global one")
+        if self.daily_usd is None and self.monthly_usd is None:
+            raise ValueError("give `daily_usd`, `monthly_usd` or both")
+        return self
+
+
+class BudgetsConfig(_Model):
+    action: BudgetAction = "downgrade"
+    #: Output tokens assumed for the cost estimate when the request gives no ``max_tokens``.
+    expected_output_tokens: int = Field(default=512, ge=0)
+    limits: list[BudgetLimitConfig] = []
+
+
+class StickinessConfig(_Model):
+    """A conversation answered by an escalated tier keeps that tier for its follow-ups."""
+
+    enabled: bool = True
+    ttl_seconds: float = Field(default=3600.0, gt=0)
+    max_conversations: int = Field(default=100_000, ge=1)
+
+
+class LedgerConfig(_Model):
+    #: SQLite file of per-request spend (relative paths are relative to the working directory); None disables it.
+    path: str | None = "llm-router-spend.sqlite3"
+
+
+class PolicyConfig(_Model):
+    retries: RetryConfig = RetryConfig()
+    breaker: BreakerConfig = BreakerConfig()
+    #: Tier -> backends or tiers to try, in order, after the tier's own backends failed.
+    fallback: dict[str, list[str]] = {}
+    #: Which failures move a request on to the next attempt. Other errors (400, 401, quota) never do.
+    fallback_on: list[FailureKind] = ["connect", "timeout", "rate_limit", "server_error", "context_length", "malformed", "auth"]
+    budgets: BudgetsConfig = BudgetsConfig()
+    stickiness: StickinessConfig = StickinessConfig()
+    ledger: LedgerConfig = LedgerConfig()
+    #: When the preferred tier is saturated or slower than the rule's objective, serve from the other (with a header).
+    degrade_under_stress: bool = True
 
 
 class ClassifierConfig(_Model):
@@ -174,6 +281,12 @@ class RuleConfig(_Model):
     when: WhenConfig | None = None
     tier: str | None = None
     backend: str | None = None
+    #: Latency objective: prefer another tier while this target's observed time to first token is above it.
+    max_ttft_ms: float | None = Field(default=None, gt=0)
+    #: May the policy serve this rule's requests from another tier under budget, capacity or latency stress?
+    allow_downgrade: bool = True
+    #: May a conversation escalated earlier be routed here (to a lower tier) by this rule? Default: no.
+    break_stickiness: bool = False
 
     @model_validator(mode="after")
     def _one_target(self) -> Self:
@@ -190,6 +303,7 @@ class GatewayConfig(_Model):
     aliases: dict[str, str] = {}
     classifier: ClassifierConfig
     rules: list[RuleConfig] = Field(min_length=1)
+    policy: PolicyConfig = PolicyConfig()
 
     _digest: str = PrivateAttr(default="")
 
@@ -247,6 +361,21 @@ class GatewayConfig(_Model):
                 errors.append(f"aliases.{alias}: already a tier, backend or 'auto'")
             if target not in reserved:
                 errors.append(f"aliases.{alias}: unknown target {target!r}; use a tier, a backend or 'auto'")
+        targets = {*tiers, *self.backends}
+        for tier, chain in self.policy.fallback.items():
+            if tier not in tiers:
+                errors.append(f"policy.fallback.{tier}: unknown tier {tier!r}; known: {sorted(tiers)}")
+            for i, target in enumerate(chain):
+                if target not in targets:
+                    errors.append(f"policy.fallback.{tier}.{i}: unknown tier or backend {target!r}")
+        for name, backend in self.backends.items():
+            for i, target in enumerate(backend.fallback or []):
+                if target not in targets:
+                    errors.append(f"backends.{name}.fallback.{i}: unknown tier or backend {target!r}")
+        for i, limit in enumerate(self.policy.budgets.limits):
+            env_key = re.fullmatch(r"key-[0-9a-f]{8}", limit.name or "")  # names of keys from `keys_env`
+            if limit.scope == "key" and not env_key and limit.name not in {k.name for k in self.auth.keys}:
+                errors.append(f"policy.budgets.limits.{i}.name: unknown key name {limit.name!r}")
         key_names = [k.name for k in self.auth.keys]
         for i, name in enumerate(key_names):
             if name in key_names[:i]:

@@ -19,6 +19,7 @@ import httpx
 from router.auth import KeyRing
 from router.config import ConfigError, GatewayConfig, load_config
 from router.pipeline import Pipeline
+from router.state import PolicyState
 from router.upstream import create_provider
 from router.upstream.base import Provider
 
@@ -40,6 +41,9 @@ class Gateway:
         self._transport = transport
         self._environ = os.environ if environ is None else environ
         self._retiring: set[asyncio.Task[None]] = set()
+        self.state = PolicyState(config)
+        self._scraper: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.pipeline = self._build(config, {})
         self.reloads = {"success": 0, "failure": 0}
         self.last_reload_error: str | None = None
@@ -55,7 +59,7 @@ class Gateway:
             for name, backend in config.backends.items()
         }
         keyring = KeyRing.from_config(config.auth, self._environ)
-        return Pipeline(config, providers, keyring)
+        return Pipeline(config, providers, keyring, self.state)
 
     def reload(self) -> bool:
         """Re-read the config file; return True if a new config is now serving."""
@@ -71,12 +75,21 @@ class Gateway:
         if config.digest == self.config.digest:
             return False
         previous = self.pipeline
+        self.state.reconfigure(config)
         self.pipeline = self._build(config, previous.providers)
+        if self._scraper is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self.state.start_pollers, self._scraper)
         self.reloads["success"] += 1
         self.last_reload_error = None
         self._retire([p for name, p in previous.providers.items() if self.pipeline.providers.get(name) is not p])
         log.info("config reloaded: version %s -> %s", previous.config.digest, config.digest)
         return True
+
+    def start(self) -> None:
+        """Start background work that needs the event loop: capacity scrapers."""
+        self._loop = asyncio.get_running_loop()
+        self._scraper = httpx.AsyncClient(transport=self._transport)
+        self.state.start_pollers(self._scraper)
 
     async def watch(self) -> None:
         """Reload whenever a YAML file next to the config changes (editors often replace files)."""
@@ -98,12 +111,19 @@ class Gateway:
             for provider in providers:
                 await provider.aclose()
 
-        task = asyncio.get_running_loop().create_task(close_later())
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        def schedule() -> None:
+            task = asyncio.get_running_loop().create_task(close_later())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(schedule)  # reload() may run outside the event loop (SIGHUP, tests)
 
     async def aclose(self) -> None:
         for task in list(self._retiring):
             task.cancel()
         for provider in self.pipeline.providers.values():
             await provider.aclose()
+        await self.state.aclose()
+        if self._scraper is not None:
+            await self._scraper.aclose()

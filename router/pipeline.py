@@ -1,23 +1,44 @@
-"""The request's path, written once: classify -> rules -> policy -> upstream.
+"""The request's path, written once: classify -> rules -> policy -> upstream -> accounting.
 
 A ``Pipeline`` is everything derived from one loaded config. It is immutable; a config reload
-builds a new one and swaps it in, so a request always sees one consistent config.
+builds a new one and swaps it in, so a request always sees one consistent config. What must
+outlive a reload (breakers, budgets, latency, the ledger) lives in ``PolicyState``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from router.auth import ClientKey, KeyRing
+from router.budget import Exceeded, Reservation
 from router.classify import Classifier, Features
-from router.config import AUTO_MODEL, GatewayConfig
-from router.errors import GatewayError, ModelNotFoundError, UpstreamTimeoutError
-from router.policy import Candidate, Plan, make_plan
+from router.config import AUTO_MODEL, FailureKind, GatewayConfig, RuleConfig
+from router.cost import Usage, chunk_chars, completion_chars, cost_usd, usage_from
+from router.errors import (
+    GatewayError,
+    ModelNotFoundError,
+    RateLimitError,
+    ServiceUnavailableError,
+    UpstreamClientError,
+    UpstreamError,
+    UpstreamRateLimitError,
+    UpstreamTimeoutError,
+)
+from router.ledger import LedgerRow
+from router.policy import Candidate, Plan, make_plan, tier_rank
+from router.retry import backoff_delay, parse_retry_after
 from router.rules import CompiledRule, Decision, RequestContext, Target, compile_rules, match_rules
-from router.upstream.base import Chunk, Completion, Provider
+from router.state import PolicyState
+from router.upstream.base import CONTEXT_LENGTH_CODE, Chunk, Completion, Provider
+
+log = logging.getLogger("router.pipeline")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +48,6 @@ class Route:
     features: Features
     decision: Decision
     plan: Plan
-
-    @property
-    def candidate(self) -> Candidate:
-        return self.plan.primary
 
     def headers(self, candidate: Candidate) -> dict[str, str]:
         return {
@@ -44,18 +61,48 @@ class Route:
         text = f"{self.decision.why}; {self.features.reason()}"
         return f"{text}; {'; '.join(self.plan.notes)}" if self.plan.notes else text
 
-    def as_dict(self) -> dict[str, Any]:
-        candidate = self.plan.primary
-        return {
-            "tier": candidate.tier,
-            "backend": candidate.backend,
-            "model": candidate.config.model,
-            "rule": self.decision.rule,
-            "task": self.features.task,
-            "reason": self.reason(),
-            "features": self.features.as_dict(),
-            "plan": self.plan.as_dict(),
-        }
+
+@dataclass(slots=True)
+class Trace:
+    """One request's story, filled in as it goes and finished exactly once."""
+
+    request_id: str
+    #: Unique per request even when a client reuses its ``x-request-id``: the ledger's key.
+    unique_id: str
+    client: ClientKey
+    route: Route
+    body: dict[str, Any]
+    stream: bool
+    started: float = field(default_factory=time.perf_counter)
+    upstream_seconds: float = 0.0
+    attempts: int = 0
+    retries: int = 0
+    fallback: tuple[str, str, str] | None = None
+    downgraded: str | None = None
+    rerouted: str | None = None
+    served: Candidate | None = None
+    reservation: Reservation | None = None
+    budget_exceeded: Exceeded | None = None
+    ttft: float | None = None
+    output_chars: int = 0
+    usage_reported: Any = None
+    status: int = 200
+    usage: Usage | None = None
+    cost: float = 0.0
+    finished: bool = False
+
+    def headers(self) -> dict[str, str]:
+        candidate = self.served or (self.route.plan.candidates[0] if self.route.plan.candidates else None)
+        headers = self.route.headers(candidate) if candidate else {"x-router-rule": self.route.decision.rule}
+        headers["x-request-id"] = self.request_id
+        headers["x-router-attempts"] = str(self.attempts)
+        if self.fallback is not None:
+            headers["x-router-fallback"] = f"{self.fallback[0]}->{self.fallback[1]}; reason={self.fallback[2]}"
+        if self.downgraded is not None:
+            headers["x-router-downgraded"] = self.downgraded
+        if self.rerouted is not None:
+            headers["x-router-rerouted"] = self.rerouted
+        return headers
 
 
 @dataclass(slots=True)
@@ -90,12 +137,14 @@ class Stream:
 
 
 class Pipeline:
-    def __init__(self, config: GatewayConfig, providers: Mapping[str, Provider], keyring: KeyRing) -> None:
+    def __init__(self, config: GatewayConfig, providers: Mapping[str, Provider], keyring: KeyRing, state: PolicyState) -> None:
         self.config = config
         self.keyring = keyring
         self.providers = providers
+        self.state = state
         self.classifier = Classifier(config.classifier.vocabulary)
         self.rules: tuple[CompiledRule, ...] = compile_rules(config.rules)
+        self._rule_configs: dict[str, RuleConfig] = {rule.name: rule for rule in config.rules}
         tiers = config.tiers
         self._forced: dict[str, Target] = {tier: Target(tier=tier) for tier in tiers}
         self._forced.update({name: Target(backend=name) for name in config.backends})
@@ -103,6 +152,13 @@ class Pipeline:
             if target != AUTO_MODEL:
                 self._forced[alias] = self._forced[target]
         self.model_names: tuple[str, ...] = (AUTO_MODEL, *tiers, *config.backends, *config.aliases)
+        ranks = tier_rank(config)
+        self._lowest_rank = min(ranks.values())
+        self._ranks = ranks
+        top = max(ranks, key=ranks.__getitem__)
+        self._reference_price = config.backends[config.tiers[top][0]].price
+
+    # -- classify -> rules -> policy -------------------------------------------------------------
 
     def route(self, body: dict[str, Any], client: ClientKey, headers: Mapping[str, str]) -> Route:
         model = body["model"]
@@ -110,15 +166,66 @@ class Pipeline:
             raise ModelNotFoundError(
                 f"The model '{model}' does not exist. Available models: {', '.join(self.model_names)}.", param="model"
             )
-        features = self.classifier.classify(body["messages"], body.get("tools") or body.get("functions"))
+        messages = body["messages"]
+        features = self._classify(messages, body.get("tools") or body.get("functions"))
         forced = self._forced.get(model)
         if forced is not None:
             decision = Decision(rule="requested-model", target=forced, why=f"client asked for model {model!r}")
         else:
             ctx = RequestContext(model=model, tenant=client.tenant, api_key=client.name, headers=headers)
             decision = match_rules(features, ctx, self.rules)
-        max_output = body.get("max_completion_tokens") or body.get("max_tokens") or 0
-        return Route(features, decision, make_plan(decision, features, self.config, max_output))
+        sticky = None
+        if self.config.policy.stickiness.enabled and len(messages) >= 3:
+            sticky = self.state.sticky.tier_of(messages, client.tenant)
+        plan = make_plan(
+            decision,
+            features,
+            self.config,
+            self.state.backends,
+            rule=self._rule_configs.get(decision.rule),
+            max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 0,
+            sticky_tier=sticky,
+        )
+        return Route(features, decision, plan)
+
+    def _classify(self, messages: list[dict[str, Any]], tools: Any) -> Features:
+        try:
+            return self.classifier.classify(messages, tools)
+        except Exception:  # noqa: BLE001 - a detector failure must fail safe, not open
+            log.exception("classifier failed; treating the request as sensitive")
+            return _fail_safe_features(messages)
+
+    def explain(self, route: Route, client: ClientKey) -> dict[str, Any]:
+        """The ``/v1/router/decide`` answer: the route plus the state each planned backend is in."""
+        plan = route.plan
+        first = plan.candidates[0] if plan.candidates else None
+        chain = []
+        for c in plan.candidates:
+            state = self.state.backends[c.backend]
+            chain.append(
+                {
+                    "backend": c.backend,
+                    "tier": c.tier,
+                    "model": c.config.model,
+                    "breaker": state.breaker.snapshot(),
+                    "load": state.load.snapshot(),
+                    "capacity": state.capacity.snapshot() if state.capacity else None,
+                    "estimated_cost_usd": round(self._estimate(route, c), 8),
+                }
+            )
+        return {
+            "tier": first.tier if first else None,
+            "backend": first.backend if first else None,
+            "model": first.config.model if first else None,
+            "rule": route.decision.rule,
+            "task": route.features.task,
+            "reason": route.reason(),
+            "features": route.features.as_dict(),
+            "plan": {**plan.as_dict(), "chain": chain},
+            "budgets": self.state.budgets.snapshot(tenant=client.tenant, key=client.name),
+        }
+
+    # -- upstream ----------------------------------------------------------------------------------
 
     def upstream_body(self, body: dict[str, Any], candidate: Candidate) -> dict[str, Any]:
         """The client's body with the upstream's model name; on streams, ask for usage."""
@@ -127,38 +234,256 @@ class Pipeline:
             out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         return out
 
-    async def complete(self, route: Route, body: dict[str, Any]) -> tuple[Candidate, Completion]:
-        candidate = route.candidate
-        provider = self.providers[candidate.backend]
-        try:
-            async with asyncio.timeout(candidate.config.timeouts.total):
-                return candidate, await provider.complete(self.upstream_body(body, candidate))
-        except TimeoutError as exc:
-            raise UpstreamTimeoutError(f"Backend {candidate.backend!r} did not answer in time.") from exc
+    async def complete(self, trace: Trace) -> Completion:
+        async def attempt(candidate: Candidate) -> Completion:
+            timeout = candidate.config.timeouts.total
+            try:
+                async with asyncio.timeout(timeout):
+                    return await self.providers[candidate.backend].complete(self.upstream_body(trace.body, candidate))
+            except TimeoutError as exc:
+                raise UpstreamTimeoutError(f"Backend {candidate.backend!r} did not answer within {timeout:g}s.") from exc
 
-    async def open_stream(self, route: Route, body: dict[str, Any]) -> Stream:
+        completion = await self._dispatch(trace, attempt)
+        trace.usage_reported = completion.data.get("usage")
+        trace.output_chars = completion_chars(completion.data)
+        return completion
+
+    async def open_stream(self, trace: Trace) -> Stream:
         """Start the upstream stream and read up to its first content, so failures keep a status code."""
-        candidate = route.candidate
-        timeouts = candidate.config.timeouts
+
+        async def attempt(candidate: Candidate) -> Stream:
+            timeouts = candidate.config.timeouts
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeouts.total
+            chunks = self.providers[candidate.backend].stream(self.upstream_body(trace.body, candidate))
+            head: list[Chunk] = []
+            try:
+                async with asyncio.timeout_at(min(loop.time() + timeouts.first_token, deadline)):
+                    async for chunk in chunks:
+                        head.append(chunk)
+                        if _has_content(chunk.data):
+                            break
+            except TimeoutError as exc:
+                await chunks.aclose()  # type: ignore[attr-defined]
+                raise UpstreamTimeoutError(
+                    f"Backend {candidate.backend!r} sent no first token within {timeouts.first_token:g}s."
+                ) from exc
+            except BaseException:
+                await chunks.aclose()  # type: ignore[attr-defined]
+                raise
+            return Stream(candidate, head, chunks, deadline, timeouts.idle)
+
+        return await self._dispatch(trace, attempt)
+
+    async def _dispatch(self, trace: Trace, attempt: Callable[[Candidate], Awaitable[T]]) -> T:
+        """Try the plan's candidates in order with retries, breakers and budgets; return the first success."""
+        plan = trace.route.plan
+        if plan.refusal is not None:
+            raise ServiceUnavailableError(plan.refusal, code="no_allowed_backend")
+        retries = self.config.policy.retries
+        fallback_on = set(self.config.policy.fallback_on)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeouts.total
-        chunks = self.providers[candidate.backend].stream(self.upstream_body(body, candidate))
-        head: list[Chunk] = []
-        try:
-            async with asyncio.timeout_at(min(loop.time() + timeouts.first_token, deadline)):
-                async for chunk in chunks:
-                    head.append(chunk)
-                    if _has_content(chunk.data):
-                        break
-        except TimeoutError as exc:
-            await chunks.aclose()  # type: ignore[attr-defined]
-            raise UpstreamTimeoutError(
-                f"Backend {candidate.backend!r} sent no first token within {timeouts.first_token:g}s."
-            ) from exc
-        except GatewayError:
-            await chunks.aclose()  # type: ignore[attr-defined]
-            raise
-        return Stream(candidate, head, chunks, deadline, timeouts.idle)
+        deadline = loop.time() + retries.deadline_seconds
+        self.state.retry_budget.record_request()
+        last_error: GatewayError | None = None
+        previous: Candidate | None = None
+        skipped: str | None = None
+        for candidate in (*plan.candidates, *plan.downgrades):
+            if trace.attempts >= retries.max_attempts or loop.time() >= deadline:
+                break
+            if candidate in plan.downgrades and skipped != "budget":
+                break  # the cheaper tier is only for requests the budget cannot afford elsewhere
+            if previous is not None and last_error is not None and _failure_kind(last_error) == "context_length":
+                if candidate.config.context_window <= previous.config.context_window:
+                    continue  # only a larger window can help
+            backend = self.state.backends[candidate.backend]
+            if not backend.breaker.allow():
+                skipped = skipped or "breaker_open"
+                last_error = last_error or ServiceUnavailableError(f"Backend {candidate.backend!r} is unavailable (circuit open).")
+                continue
+            if not self._reserve(trace, candidate):
+                skipped = skipped or "budget"
+                continue
+            if previous is not None or skipped is not None:
+                reason = _failure_kind(last_error) if last_error is not None and previous is not None else skipped
+                source = previous.backend if previous is not None else plan.candidates[0].backend
+                trace.fallback = (source, candidate.backend, reason or "other")
+                if skipped == "budget" and previous is None:
+                    trace.downgraded = "budget"
+            same_backend = 0
+            while True:
+                trace.attempts += 1
+                backend.load.started()
+                started = time.perf_counter()
+                try:
+                    result = await attempt(candidate)
+                except UpstreamError as exc:
+                    trace.upstream_seconds += time.perf_counter() - started
+                    backend.load.finished()
+                    kind = _failure_kind(exc)
+                    if kind in ("client", "context_length"):
+                        backend.breaker.record_success()  # the backend is healthy; the request is the problem
+                    else:
+                        backend.breaker.record_failure()
+                    if kind not in fallback_on:
+                        raise self._final(trace, exc)
+                    last_error = exc
+                    retry_here = (
+                        exc.retryable
+                        and kind != "context_length"
+                        and same_backend < retries.same_backend_retries
+                        and trace.attempts < retries.max_attempts
+                        and self.state.retry_budget.try_spend()
+                    )
+                    if retry_here:
+                        delay = backoff_delay(
+                            same_backend,
+                            base=retries.backoff_base_seconds,
+                            cap=retries.backoff_cap_seconds,
+                            retry_after=parse_retry_after(exc.headers.get("retry-after")),
+                            remaining=deadline - loop.time(),
+                        )
+                        if delay is not None:
+                            same_backend += 1
+                            trace.retries += 1
+                            await asyncio.sleep(delay)
+                            continue
+                    break
+                except BaseException:
+                    backend.load.finished()
+                    backend.breaker.release()
+                    raise
+                trace.upstream_seconds += time.perf_counter() - started
+                backend.breaker.record_success()
+                trace.served = candidate
+                trace.ttft = time.perf_counter() - started
+                if plan.rerouted is not None and candidate == plan.candidates[0]:
+                    trace.rerouted = plan.rerouted
+                return result
+            previous = candidate
+            self._release(trace)
+        if last_error is None:
+            last_error = self._budget_error(trace) or ServiceUnavailableError("No backend could take the request.")
+        raise self._final(trace, last_error)
+
+    def _final(self, trace: Trace, error: GatewayError) -> GatewayError:
+        """The error the client gets; once the gateway retried or failed over, it tells the SDK not to retry."""
+        self._release(trace)
+        if trace.attempts > 1 or trace.fallback is not None:
+            error.retryable = False
+        error.headers = {**error.headers, **trace.headers()}
+        trace.status = error.status_code
+        return error
+
+    # -- budgets and accounting --------------------------------------------------------------------
+
+    def _estimate(self, route: Route, candidate: Candidate) -> float:
+        output = self.config.policy.budgets.expected_output_tokens
+        return cost_usd(candidate.config.price, route.features.input_tokens, output)
+
+    def _reserve(self, trace: Trace, candidate: Candidate) -> bool:
+        """Hold the estimated cost of a call to ``candidate`` in every budget that applies."""
+        self._release(trace)
+        budgets = self.config.policy.budgets
+        output = trace.body.get("max_completion_tokens") or trace.body.get("max_tokens") or budgets.expected_output_tokens
+        estimate = cost_usd(candidate.config.price, trace.route.features.input_tokens, output)
+        result = self.state.budgets.reserve(tenant=trace.client.tenant, key=trace.client.name, estimate_usd=estimate)
+        if isinstance(result, Reservation):
+            trace.reservation = result
+            return True
+        if result.action == "reject" or not trace.route.plan.allow_downgrade:
+            raise self._final(trace, _budget_exceeded(result))
+        trace.budget_exceeded = result
+        return False
+
+    def _budget_error(self, trace: Trace) -> GatewayError | None:
+        return _budget_exceeded(trace.budget_exceeded) if trace.budget_exceeded is not None else None
+
+    def _release(self, trace: Trace) -> None:
+        if trace.reservation is not None:
+            self.state.budgets.settle(trace.reservation, 0.0)
+            trace.reservation = None
+
+    def finish(self, trace: Trace) -> None:
+        """Account for the request exactly once: cost, budget settlement, ledger, stickiness."""
+        if trace.finished:
+            return
+        trace.finished = True
+        candidate = trace.served
+        if candidate is not None:
+            produced = trace.output_chars > 0 or trace.usage_reported is not None
+            trace.usage = usage_from(
+                trace.usage_reported, input_estimate=trace.route.features.input_tokens, output_chars=trace.output_chars
+            )
+            trace.cost = cost_usd(candidate.config.price, trace.usage.input_tokens, trace.usage.output_tokens) if produced else 0.0
+            backend = self.state.backends.get(candidate.backend)
+            if backend is not None:
+                backend.load.observe(ttft=trace.ttft, total=time.perf_counter() - trace.started)
+            if trace.status < 400 and self._ranks.get(candidate.tier, 0) > self._lowest_rank:
+                if self.config.policy.stickiness.enabled:
+                    self.state.sticky.remember(trace.body["messages"], trace.client.tenant, candidate.tier)
+        if trace.reservation is not None:
+            self.state.budgets.settle(trace.reservation, trace.cost)
+            trace.reservation = None
+        if self.state.ledger is not None and candidate is not None:
+            usage = trace.usage or Usage(0, 0, True)
+            self.state.ledger.record(
+                LedgerRow(
+                    ts=time.time(),
+                    request_id=trace.unique_id,
+                    tenant=trace.client.tenant,
+                    key=trace.client.name,
+                    backend=candidate.backend,
+                    tier=candidate.tier,
+                    model=candidate.config.model,
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cost_usd=trace.cost,
+                    estimated=usage.estimated,
+                    status=trace.status,
+                    latency_ms=(time.perf_counter() - trace.started) * 1000,
+                    attempts=trace.attempts,
+                    fallback=f"{trace.fallback[0]}->{trace.fallback[1]}" if trace.fallback else None,
+                )
+            )
+
+    def saved_usd(self, trace: Trace) -> float:
+        """What the same tokens would have cost on the most expensive tier, minus what they cost."""
+        if trace.usage is None:
+            return 0.0
+        reference = cost_usd(self._reference_price, trace.usage.input_tokens, trace.usage.output_tokens)
+        return max(0.0, reference - trace.cost)
+
+
+def _fail_safe_features(messages: list[dict[str, Any]]) -> Features:
+    """What a request is taken to be when the classifier failed: sensitive, so it stays self-hosted."""
+    size = sum(len(str(m.get("content") or "")) for m in messages)
+    return Features(
+        task="chat", scores={}, complexity=0.0, input_tokens=size // 4 + 4 * len(messages),
+        has_tools=False, has_images=False, pii=("unverified",), signals={"classifier_failed": 1.0},
+    )
+
+
+def _budget_exceeded(exceeded: Exceeded) -> RateLimitError:
+    return RateLimitError(str(exceeded), code="budget_exceeded")
+
+
+def _failure_kind(error: GatewayError) -> FailureKind | str:
+    if isinstance(error, UpstreamClientError):
+        return "context_length" if error.code == CONTEXT_LENGTH_CODE else "client"
+    if isinstance(error, UpstreamTimeoutError):
+        return "timeout"
+    if isinstance(error, UpstreamRateLimitError):
+        return "rate_limit"
+    if isinstance(error, UpstreamError):
+        if error.code == "upstream_unreachable":
+            return "connect"
+        if error.code == "upstream_malformed":
+            return "malformed"
+        if error.code == "upstream_auth_failed":
+            return "auth"
+        return "server_error"
+    return "other"
 
 
 def _has_content(chunk: dict[str, Any]) -> bool:

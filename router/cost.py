@@ -1,0 +1,54 @@
+"""What a request costs, from the upstream's usage or, where it reported none, an estimate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from router.config import PriceConfig
+
+#: Characters per token when the output has to be estimated from its text.
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    #: True when the upstream reported no usage and the tokens were estimated.
+    estimated: bool
+
+
+def usage_from(reported: Any, *, input_estimate: int, output_chars: int) -> Usage:
+    """Tokens from an OpenAI ``usage`` object, or estimated from the prompt and the text produced."""
+    if isinstance(reported, dict):
+        prompt, completion = reported.get("prompt_tokens"), reported.get("completion_tokens")
+        if isinstance(prompt, int) and isinstance(completion, int):
+            return Usage(prompt, completion, estimated=False)
+    return Usage(input_estimate, -(-output_chars // CHARS_PER_TOKEN), estimated=True)
+
+
+def cost_usd(price: PriceConfig, input_tokens: int, output_tokens: int) -> float:
+    return (input_tokens * price.input + output_tokens * price.output) / 1_000_000
+
+
+def completion_chars(completion: dict[str, Any]) -> int:
+    """Characters of generated text and tool arguments in a ``chat.completion``."""
+    total = 0
+    for choice in completion.get("choices") or ():
+        total += _message_chars(choice.get("message") or {})
+    return total
+
+
+def chunk_chars(chunk: dict[str, Any]) -> int:
+    total = 0
+    for choice in chunk.get("choices") or ():
+        total += _message_chars(choice.get("delta") or {})
+    return total
+
+
+def _message_chars(message: dict[str, Any]) -> int:
+    total = len(message.get("content") or "")
+    for call in message.get("tool_calls") or ():
+        total += len((call.get("function") or {}).get("arguments") or "")
+    return total
