@@ -146,12 +146,13 @@ class Pipeline:
         self.rules: tuple[CompiledRule, ...] = compile_rules(config.rules)
         self._rule_configs: dict[str, RuleConfig] = {rule.name: rule for rule in config.rules}
         tiers = config.tiers
-        self._forced: dict[str, Target] = {tier: Target(tier=tier) for tier in tiers}
-        self._forced.update({name: Target(backend=name) for name in config.backends})
+        # A tier wins over a backend of the same name (a backend `mid` in tier `mid` is common).
+        self._forced: dict[str, Target] = {name: Target(backend=name) for name in config.backends}
+        self._forced.update({tier: Target(tier=tier) for tier in tiers})
         for alias, target in config.aliases.items():
             if target != AUTO_MODEL:
                 self._forced[alias] = self._forced[target]
-        self.model_names: tuple[str, ...] = (AUTO_MODEL, *tiers, *config.backends, *config.aliases)
+        self.model_names: tuple[str, ...] = tuple(dict.fromkeys((AUTO_MODEL, *tiers, *config.backends, *config.aliases)))
         ranks = tier_rank(config)
         self._lowest_rank = min(ranks.values())
         self._ranks = ranks

@@ -99,7 +99,10 @@ def make_plan(
     allow_downgrade = rule.allow_downgrade if rule is not None else True
     rerouted: str | None = None
 
-    target = _expand(config, decision.target.backend or decision.target.tier or "")
+    if decision.target.backend is not None:
+        target = [decision.target.backend]
+    else:
+        target = list(config.tiers[decision.target.tier or ""])
     ranks = tier_rank(config)
     if sticky_tier is not None and not (rule is not None and rule.break_stickiness):
         decided_tier = config.backends[target[0]].tier
@@ -153,8 +156,8 @@ def _candidate(config: GatewayConfig, name: str) -> Candidate:
 
 
 def _expand(config: GatewayConfig, name: str) -> list[str]:
-    """A backend name -> [it]; a tier name -> its backends."""
-    return [name] if name in config.backends else list(config.tiers.get(name, ()))
+    """A tier name -> its backends; a backend name -> [it]. A tier wins over a backend of the same name."""
+    return list(config.tiers[name]) if name in config.tiers else [name]
 
 
 def _fallbacks(config: GatewayConfig, backend: str) -> list[str]:

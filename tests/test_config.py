@@ -1,0 +1,142 @@
+"""Config loading: every problem is reported precisely, with the file and the path inside the YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router.cli import main
+from router.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+BASE = """\
+backends:
+  mid:
+    tier: mid
+    base_url: ${MID_URL:-http://127.0.0.1:8000/v1}
+    model: small
+  flagship:
+    tier: flagship
+    base_url: https://api.example.com/v1
+    model: big
+    api_key: ${FLAGSHIP_KEY}
+classifier:
+  vocabulary: VOCAB
+rules:
+  - name: hard
+    when: {task: [math, code]}
+    tier: flagship
+  - name: default
+    tier: mid
+"""
+
+ENV = {"FLAGSHIP_KEY": "sk-test"}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "router.yaml"
+    path.write_text(text.replace("VOCAB", str(REPO / "config" / "tasks.yaml")))
+    return path
+
+
+def errors_of(tmp_path: Path, text: str, env: dict[str, str] = ENV) -> list[str]:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env)
+    prefix = f"{path}: "
+    assert all(line.startswith(prefix) for line in info.value.errors), info.value.errors
+    return [line.removeprefix(prefix) for line in info.value.errors]
+
+
+def test_valid_config_loads_with_interpolation_and_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, BASE), ENV)
+    assert config.backends["mid"].base_url == "http://127.0.0.1:8000/v1"
+    assert config.backends["flagship"].api_key is not None
+    assert config.backends["flagship"].api_key.get_secret_value() == "sk-test"
+    assert "sk-test" not in repr(config)  # secrets never show up in reprs or logs
+    assert config.tiers == {"mid": ["mid"], "flagship": ["flagship"]}
+    assert len(config.digest) == 12
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("model: small", "model: small\n    colour: blue"), "backends.mid.colour: unknown key 'colour'"),
+        (("tier: flagship\n  - name: default", "tier: nowhere\n  - name: default"), "rules.0.tier: unknown tier 'nowhere'; known: ['flagship', 'mid']"),
+        (("  - name: default\n    tier: mid\n", "  - name: default\n    backend: ghost\n"), "rules.1.backend: unknown backend 'ghost'; known: ['flagship', 'mid']"),
+        (("task: [math, code]", "task: [math, astrology]"), "rules.0.when.task: unknown task 'astrology'"),
+        (("base_url: https://api.example.com/v1", "base_url: api.example.com"), "backends.flagship.base_url: must be an http(s) URL"),
+        (("  - name: default\n    tier: mid\n", "  - name: default\n    when: {pii: true}\n    tier: mid\n"), "rules.1: the last rule must be a default without `when`"),
+        (("  - name: hard\n    when: {task: [math, code]}\n", "  - name: hard\n"), "rules.0: rule 'hard' has no `when`, so the rules after it can never match"),
+        (("  - name: default", "  - name: hard"), "rules.1.name: duplicate rule name 'hard'"),
+        (("    tier: flagship\n  - name", "    tier: flagship\n    backend: mid\n  - name"), "rules.0: give exactly one target: `tier` or `backend`"),
+        (("when: {task: [math, code]}", "when: {complexity_gte: 2}"), "rules.0.when.complexity_gte: Input should be less than or equal to 1"),
+        (("rules:", "aliases: {mid: flagship}\nrules:"), "aliases.mid: already a tier, backend or 'auto'"),
+        (("rules:", "aliases: {gpt-x: nowhere}\nrules:"), "aliases.gpt-x: unknown target 'nowhere'"),
+        (("rules:", "policy: {fallback: {mid: [moon]}}\nrules:"), "policy.fallback.mid.0: unknown tier or backend 'moon'"),
+        (("rules:", "policy: {budgets: {limits: [{scope: tenant, daily_usd: 1}]}}\nrules:"), "policy.budgets.limits.0: `name` is required"),
+        (("rules:", "policy: {retries: {max_attempts: 0}}\nrules:"), "policy.retries.max_attempts: Input should be greater than or equal to 1"),
+        (("rules:", "policy: {fallback_on: [thunder]}\nrules:"), "policy.fallback_on.0: Input should be"),
+        (("rules:", "auth: {keys: [{name: a, sha256: nothex}]}\nrules:"), "auth.keys.0.sha256: String should match pattern"),
+        (("rules:", "auth: {keys: [{name: a}]}\nrules:"), "auth.keys.0: give exactly one of `sha256` or `key_env`"),
+        (("model: small", "model: small\n    context_window: lots"), "backends.mid.context_window: Input should be a valid integer"),
+    ],
+)
+def test_precise_errors(tmp_path: Path, edit: tuple[str, str], expected: str) -> None:
+    old, new = edit
+    assert old in BASE
+    errors = errors_of(tmp_path, BASE.replace(old, new, 1))
+    assert any(line.startswith(expected) for line in errors), errors
+
+
+def test_missing_env_var_is_reported_with_its_path(tmp_path: Path) -> None:
+    assert errors_of(tmp_path, BASE, env={}) == [
+        "backends.flagship.api_key: environment variable FLAGSHIP_KEY is not set (use ${FLAGSHIP_KEY:-default} for a default)"
+    ]
+
+
+def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
+    errors = errors_of(tmp_path, BASE.replace("model: small", "model: [small"))
+    assert errors[0].startswith("line ") and "invalid YAML" in errors[0]
+
+
+def test_broken_vocabulary_is_reported_through_the_config(tmp_path: Path) -> None:
+    vocabulary = tmp_path / "tasks.yaml"
+    vocabulary.write_text((REPO / "config" / "tasks.yaml").read_text() + "\nbogus_section: 1\n")
+    path = tmp_path / "router.yaml"
+    path.write_text(BASE.replace("VOCAB", "tasks.yaml"))  # relative to the config file
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ENV)
+    assert any("classifier.vocabulary" in line and "bogus_section" in line for line in info.value.errors), info.value.errors
+
+
+@pytest.mark.parametrize("name", ["router.yaml", "demo.yaml"])
+def test_shipped_configs_are_valid(name: str) -> None:
+    config = load_config(REPO / "config" / name, {"OPENAI_API_KEY": "sk-x"})
+    assert config.rules[0].name == "pii-stays-self-hosted"
+    assert config.backends["mid"].self_hosted and not config.backends["flagship"].self_hosted
+    assert config.policy.fallback == {"mid": ["flagship"], "flagship": ["mid"]}
+
+
+def test_shipped_config_takes_urls_models_and_keys_from_the_environment() -> None:
+    env = {"OPENAI_API_KEY": "sk-live", "MID_BASE_URL": "http://vllm:8000/v1", "MID_MODEL": "llama",
+           "FLAGSHIP_BASE_URL": "http://proxy/v1", "FLAGSHIP_MODEL": "gpt-x"}
+    config = load_config(REPO / "config" / "router.yaml", env)
+    assert (config.backends["mid"].base_url, config.backends["mid"].model) == ("http://vllm:8000/v1", "llama")
+    assert (config.backends["flagship"].base_url, config.backends["flagship"].model) == ("http://proxy/v1", "gpt-x")
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY is not set"):
+        load_config(REPO / "config" / "router.yaml", {})
+
+
+def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLAGSHIP_KEY", "sk-test")
+    good = write(tmp_path, BASE)
+    assert main(["check", str(good)]) == 0
+    assert "OK" in capsys.readouterr().out
+    bad = write(tmp_path, BASE.replace("tier: flagship\n  - name: default", "tier: nowhere\n  - name: default"))
+    assert main(["check", str(bad)]) == 2
+    assert f"{bad}: rules.0.tier: unknown tier 'nowhere'" in capsys.readouterr().err
+    assert main(["check", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
