@@ -75,12 +75,14 @@ async def chat_completions(request: Request) -> Response:
     if trace.stream:
         with _finish_on_error(pipeline, trace):
             stream = await pipeline.open_stream(trace)
+        trace.answered_at = time.perf_counter()
         want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return StreamingResponse(
             _relay(pipeline, trace, stream, want_usage), media_type="text/event-stream", headers={**trace.headers(), **_SSE_HEADERS}
         )
     with _finish_on_error(pipeline, trace):
         completion = await pipeline.complete(trace)
+    trace.answered_at = time.perf_counter()
     pipeline.finish(trace)
     headers = trace.headers()
     headers["x-router-cost-usd"] = f"{trace.cost:.8f}"
@@ -159,6 +161,16 @@ async def list_models(request: Request) -> Response:
     return _json({"object": "list", "data": data}, headers={"x-request-id": request_id})
 
 
+async def metrics(request: Request) -> Response:
+    gateway = _gateway(request)
+    for budget in gateway.state.budgets.snapshot_all():
+        scope, _, name = budget["scope"].partition(":")
+        gateway.metrics.budget(scope, name or None, budget["period"], remaining_usd=budget["remaining_usd"],
+                               limit_usd=budget["limit_usd"])
+    body, content_type = gateway.metrics.render()
+    return Response(body, media_type=content_type)
+
+
 async def healthz(request: Request) -> Response:
     return _json({"status": "ok"})
 
@@ -184,6 +196,7 @@ for path, endpoint, methods in (
     ("/v1/router/spend", spend, ["GET"]),
     ("/v1/models", list_models, ["GET"]),
     ("/models", list_models, ["GET"]),
+    ("/metrics", metrics, ["GET"]),
     ("/healthz", healthz, ["GET"]),
     ("/readyz", readyz, ["GET"]),
 ):

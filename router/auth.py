@@ -58,6 +58,14 @@ class KeyRing:
     def enabled(self) -> bool:
         return bool(self._by_digest)
 
+    @property
+    def names(self) -> set[str]:
+        return {key.name for key in self._by_digest.values()}
+
+    @property
+    def tenants(self) -> set[str]:
+        return {key.tenant for key in self._by_digest.values() if key.tenant}
+
     def authenticate(self, authorization: str | None) -> ClientKey:
         if not self._by_digest:
             return ANONYMOUS

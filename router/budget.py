@@ -258,9 +258,16 @@ class Budgets:
 
     def snapshot(self, *, tenant: str | None, key: str | None) -> list[dict[str, Any]]:
         """Every limit that applies to this caller, with its spend: for ``/v1/router/decide``."""
+        return self._describe(self._applicable(tenant, key))
+
+    def snapshot_all(self) -> list[dict[str, Any]]:
+        """Every account's limits and spend (for metrics)."""
+        return self._describe(tuple(self._accounts.values()))
+
+    def _describe(self, accounts: tuple[_Account, ...]) -> list[dict[str, Any]]:
         self._tick()
         out: list[dict[str, Any]] = []
-        for account in self._applicable(tenant, key):
+        for account in accounts:
             limit = account.limit
             for period, cap, spent, resets_at in (
                 ("day", limit.daily_usd, account.spent_day, self._day_end),

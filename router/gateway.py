@@ -18,7 +18,9 @@ import httpx
 
 from router.auth import KeyRing
 from router.config import ConfigError, GatewayConfig, load_config
+from router.metrics import Metrics
 from router.pipeline import Pipeline
+from router.rules import REQUESTED_MODEL
 from router.state import PolicyState
 from router.upstream import create_provider
 from router.upstream.base import Provider
@@ -41,10 +43,12 @@ class Gateway:
         self._transport = transport
         self._environ = os.environ if environ is None else environ
         self._retiring: set[asyncio.Task[None]] = set()
-        self.state = PolicyState(config)
+        self.state = PolicyState(config, on_breaker=lambda backend, state: self.metrics.breaker_state(backend, state))
         self._scraper: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.pipeline = self._build(config, {})
+        keyring = KeyRing.from_config(config.auth, self._environ)
+        self.metrics = Metrics(**_label_sets(config, keyring), version=config.digest)
+        self.pipeline = self._build(config, {}, keyring)
         self.reloads = {"success": 0, "failure": 0}
         self.last_reload_error: str | None = None
 
@@ -52,14 +56,13 @@ class Gateway:
     def config(self) -> GatewayConfig:
         return self.pipeline.config
 
-    def _build(self, config: GatewayConfig, current: Mapping[str, Provider]) -> Pipeline:
+    def _build(self, config: GatewayConfig, current: Mapping[str, Provider], keyring: KeyRing) -> Pipeline:
         old = self.pipeline.config.backends if current else {}
         providers = {
             name: current[name] if name in current and old.get(name) == backend else create_provider(name, backend, self._transport)
             for name, backend in config.backends.items()
         }
-        keyring = KeyRing.from_config(config.auth, self._environ)
-        return Pipeline(config, providers, keyring, self.state)
+        return Pipeline(config, providers, keyring, self.state, self.metrics)
 
     def reload(self) -> bool:
         """Re-read the config file; return True if a new config is now serving."""
@@ -69,6 +72,7 @@ class Gateway:
             config = load_config(self.path, self._environ)
         except ConfigError as exc:
             self.reloads["failure"] += 1
+            self.metrics.config_reload(False)
             self.last_reload_error = str(exc)
             log.error("config reload rejected, still serving version %s:\n%s", self.config.digest, exc)
             return False
@@ -76,7 +80,10 @@ class Gateway:
             return False
         previous = self.pipeline
         self.state.reconfigure(config)
-        self.pipeline = self._build(config, previous.providers)
+        keyring = KeyRing.from_config(config.auth, self._environ)
+        self.metrics.config_reload(True)
+        self.metrics.configure(**_label_sets(config, keyring), version=config.digest)
+        self.pipeline = self._build(config, previous.providers, keyring)
         if self._scraper is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self.state.start_pollers, self._scraper)
         self.reloads["success"] += 1
@@ -125,5 +132,19 @@ class Gateway:
         for provider in self.pipeline.providers.values():
             await provider.aclose()
         await self.state.aclose()
+        self.metrics.close()
         if self._scraper is not None:
             await self._scraper.aclose()
+
+
+def _label_sets(config: GatewayConfig, keyring: KeyRing) -> dict[str, list[str]]:
+    """The closed label sets metrics may use: every name the config (and its keys) can produce."""
+    tenants = {*keyring.tenants, *(l.name for l in config.policy.budgets.limits if l.scope == "tenant" and l.name)}
+    return {
+        "backends": list(config.backends),
+        "tiers": list(config.tiers),
+        "tenants": sorted(tenants),
+        "tasks": list(config.classifier.vocabulary.tasks),
+        "rules": [rule.name for rule in config.rules] + [REQUESTED_MODEL],
+        "keys": sorted(keyring.names),
+    }

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -30,9 +31,10 @@ from router.errors import (
     UpstreamTimeoutError,
 )
 from router.ledger import LedgerRow
+from router.metrics import Metrics
 from router.policy import Candidate, Plan, make_plan, tier_rank
 from router.retry import backoff_delay, parse_retry_after
-from router.rules import CompiledRule, Decision, RequestContext, Target, compile_rules, match_rules
+from router.rules import REQUESTED_MODEL, CompiledRule, Decision, RequestContext, Target, compile_rules, match_rules
 from router.state import PolicyState
 from router.upstream.base import CONTEXT_LENGTH_CODE, Chunk, Completion, Provider
 
@@ -83,7 +85,11 @@ class Trace:
     served: Candidate | None = None
     reservation: Reservation | None = None
     budget_exceeded: Exceeded | None = None
+    #: Seconds from the request's arrival to the upstream's first content (streams) or answer.
     ttft: float | None = None
+    #: When the gateway started answering the client (perf_counter); the overhead is measured up to here.
+    answered_at: float | None = None
+    in_flight: AbstractContextManager[None] | None = None
     output_chars: int = 0
     usage_reported: Any = None
     status: int = 200
@@ -137,11 +143,19 @@ class Stream:
 
 
 class Pipeline:
-    def __init__(self, config: GatewayConfig, providers: Mapping[str, Provider], keyring: KeyRing, state: PolicyState) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        providers: Mapping[str, Provider],
+        keyring: KeyRing,
+        state: PolicyState,
+        metrics: Metrics,
+    ) -> None:
         self.config = config
         self.keyring = keyring
         self.providers = providers
         self.state = state
+        self.metrics = metrics
         self.classifier = Classifier(config.classifier.vocabulary)
         self.rules: tuple[CompiledRule, ...] = compile_rules(config.rules)
         self._rule_configs: dict[str, RuleConfig] = {rule.name: rule for rule in config.rules}
@@ -171,7 +185,7 @@ class Pipeline:
         features = self._classify(messages, body.get("tools") or body.get("functions"))
         forced = self._forced.get(model)
         if forced is not None:
-            decision = Decision(rule="requested-model", target=forced, why=f"client asked for model {model!r}")
+            decision = Decision(rule=REQUESTED_MODEL, target=forced, why=f"client asked for model {model!r}")
         else:
             ctx = RequestContext(model=model, tenant=client.tenant, api_key=client.name, headers=headers)
             decision = match_rules(features, ctx, self.rules)
@@ -311,16 +325,21 @@ class Pipeline:
                 trace.fallback = (source, candidate.backend, reason or "other")
                 if skipped == "budget" and previous is None:
                     trace.downgraded = "budget"
+            if trace.fallback is not None and trace.fallback[1] == candidate.backend:
+                self.metrics.fallback(*trace.fallback)
             same_backend = 0
             while True:
                 trace.attempts += 1
                 backend.load.started()
+                in_flight = self.metrics.in_flight(candidate.backend)
+                in_flight.__enter__()  # left when the request finishes (streams: when the relay ends)
                 started = time.perf_counter()
                 try:
                     result = await attempt(candidate)
                 except UpstreamError as exc:
                     trace.upstream_seconds += time.perf_counter() - started
                     backend.load.finished()
+                    in_flight.__exit__(None, None, None)
                     kind = _failure_kind(exc)
                     if kind in ("client", "context_length"):
                         backend.breaker.record_success()  # the backend is healthy; the request is the problem
@@ -347,17 +366,21 @@ class Pipeline:
                         if delay is not None:
                             same_backend += 1
                             trace.retries += 1
+                            self.metrics.retry(candidate.backend, kind)
                             await asyncio.sleep(delay)
                             continue
                     break
                 except BaseException:
                     backend.load.finished()
+                    in_flight.__exit__(None, None, None)
                     backend.breaker.release()
                     raise
-                trace.upstream_seconds += time.perf_counter() - started
+                now = time.perf_counter()
+                trace.upstream_seconds += now - started
                 backend.breaker.record_success()
                 trace.served = candidate
-                trace.ttft = time.perf_counter() - started
+                trace.in_flight = in_flight
+                trace.ttft = now - trace.started
                 if plan.rerouted is not None and candidate == plan.candidates[0]:
                     trace.rerouted = plan.rerouted
                 return result
@@ -410,6 +433,7 @@ class Pipeline:
         if trace.finished:
             return
         trace.finished = True
+        now = time.perf_counter()
         candidate = trace.served
         if candidate is not None:
             produced = trace.output_chars > 0 or trace.usage_reported is not None
@@ -419,13 +443,17 @@ class Pipeline:
             trace.cost = cost_usd(candidate.config.price, trace.usage.input_tokens, trace.usage.output_tokens) if produced else 0.0
             backend = self.state.backends.get(candidate.backend)
             if backend is not None:
-                backend.load.observe(ttft=trace.ttft, total=time.perf_counter() - trace.started)
+                backend.load.finished()
+                backend.load.observe(ttft=trace.ttft, total=now - trace.started)
+            if trace.in_flight is not None:
+                trace.in_flight.__exit__(None, None, None)
             if trace.status < 400 and self._ranks.get(candidate.tier, 0) > self._lowest_rank:
                 if self.config.policy.stickiness.enabled:
                     self.state.sticky.remember(trace.body["messages"], trace.client.tenant, candidate.tier)
         if trace.reservation is not None:
             self.state.budgets.settle(trace.reservation, trace.cost)
             trace.reservation = None
+        self._record_metrics(trace, now)
         if self.state.ledger is not None and candidate is not None:
             usage = trace.usage or Usage(0, 0, True)
             self.state.ledger.record(
@@ -447,6 +475,28 @@ class Pipeline:
                     fallback=f"{trace.fallback[0]}->{trace.fallback[1]}" if trace.fallback else None,
                 )
             )
+
+    def _record_metrics(self, trace: Trace, now: float) -> None:
+        candidate = trace.served
+        usage = trace.usage
+        answered = trace.answered_at or now
+        self.metrics.classified(trace.route.features.task)
+        self.metrics.request_finished(
+            tier=candidate.tier if candidate else None,
+            backend=candidate.backend if candidate else None,
+            rule=trace.route.decision.rule,
+            task=trace.route.features.task,
+            status=trace.status,
+            stream=trace.stream,
+            tenant=trace.client.tenant,
+            duration_s=now - trace.started,
+            ttft_s=trace.ttft if trace.stream else None,
+            overhead_s=max(0.0, answered - trace.started - trace.upstream_seconds),
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            cost_usd=trace.cost,
+            saved_usd=self.saved_usd(trace),
+        )
 
     def saved_usd(self, trace: Trace) -> float:
         """What the same tokens would have cost on the most expensive tier, minus what they cost."""

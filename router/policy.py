@@ -14,7 +14,7 @@ from typing import Any
 
 from router.classify import Features
 from router.config import BackendConfig, GatewayConfig, RuleConfig
-from router.rules import Decision
+from router.rules import REQUESTED_MODEL, Decision
 from router.state import BackendState
 
 
@@ -106,7 +106,7 @@ def make_plan(
     ranks = tier_rank(config)
     if sticky_tier is not None and not (rule is not None and rule.break_stickiness):
         decided_tier = config.backends[target[0]].tier
-        if ranks.get(sticky_tier, 0) > ranks.get(decided_tier, 0) and decision.rule != "requested-model":
+        if ranks.get(sticky_tier, 0) > ranks.get(decided_tier, 0) and decision.rule != REQUESTED_MODEL:
             target = config.tiers[sticky_tier]
             rerouted = "sticky"
             draft.notes.append(f"conversation was escalated to tier {sticky_tier!r} earlier; staying there")

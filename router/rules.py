@@ -25,6 +25,9 @@ class RequestContext:
 
 Predicate = Callable[[Features, RequestContext], bool]
 
+#: The rule name reported when the client named a tier, backend or alias instead of ``auto``.
+REQUESTED_MODEL = "requested-model"
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
