@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -312,13 +313,25 @@ class GatewayConfig(_Model):
         """Short SHA-256 of the files this config was loaded from (its version)."""
         return self._digest
 
-    @property
+    @cached_property
     def tiers(self) -> dict[str, list[str]]:
         """Tier name -> backend names, in config order (the first is preferred)."""
         tiers: dict[str, list[str]] = {}
         for name, backend in self.backends.items():
             tiers.setdefault(backend.tier, []).append(name)
         return tiers
+
+    @cached_property
+    def tier_rank(self) -> dict[str, float]:
+        """Tiers by price: a higher number is a more expensive (escalated) tier."""
+        return {
+            tier: max(self.backends[n].price.input + self.backends[n].price.output for n in names)
+            for tier, names in self.tiers.items()
+        }
+
+    @cached_property
+    def self_hosted(self) -> frozenset[str]:
+        return frozenset(n for n, b in self.backends.items() if b.self_hosted)
 
     @model_validator(mode="after")
     def _references_exist(self) -> Self:

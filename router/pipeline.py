@@ -32,7 +32,7 @@ from router.errors import (
 )
 from router.ledger import LedgerRow
 from router.metrics import Metrics
-from router.policy import Candidate, Plan, make_plan, tier_rank
+from router.policy import Candidate, Plan, make_plan
 from router.retry import backoff_delay, parse_retry_after
 from router.rules import REQUESTED_MODEL, CompiledRule, Decision, RequestContext, Target, compile_rules, match_rules
 from router.state import PolicyState
@@ -167,7 +167,7 @@ class Pipeline:
             if target != AUTO_MODEL:
                 self._forced[alias] = self._forced[target]
         self.model_names: tuple[str, ...] = tuple(dict.fromkeys((AUTO_MODEL, *tiers, *config.backends, *config.aliases)))
-        ranks = tier_rank(config)
+        ranks = config.tier_rank
         self._lowest_rank = min(ranks.values())
         self._ranks = ranks
         top = max(ranks, key=ranks.__getitem__)

@@ -72,14 +72,6 @@ class _Draft:
                 self.order.append(name)
 
 
-def tier_rank(config: GatewayConfig) -> dict[str, float]:
-    """Tiers ordered by price: a higher number is a more expensive (escalated) tier."""
-    return {
-        tier: max(config.backends[n].price.input + config.backends[n].price.output for n in names)
-        for tier, names in config.tiers.items()
-    }
-
-
 def make_plan(
     decision: Decision,
     features: Features,
@@ -91,7 +83,7 @@ def make_plan(
     sticky_tier: str | None = None,
 ) -> Plan:
     needed = features.input_tokens + max_output_tokens
-    self_hosted = {n for n, b in config.backends.items() if b.self_hosted}
+    self_hosted = config.self_hosted
     pii_locked = bool(features.pii) and bool(self_hosted)
     allowed = self_hosted if pii_locked else set(config.backends)
     fits = {n for n in allowed if config.backends[n].context_window >= needed}
@@ -103,7 +95,7 @@ def make_plan(
         target = [decision.target.backend]
     else:
         target = list(config.tiers[decision.target.tier or ""])
-    ranks = tier_rank(config)
+    ranks = config.tier_rank
     if sticky_tier is not None and not (rule is not None and rule.break_stickiness):
         decided_tier = config.backends[target[0]].tier
         if ranks.get(sticky_tier, 0) > ranks.get(decided_tier, 0) and decision.rule != REQUESTED_MODEL:
