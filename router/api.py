@@ -68,10 +68,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def chat_completions(request: Request) -> Response:
-    pipeline, client, request_id = _begin(request)
-    body = parse_chat_request(await _read_body(request, pipeline.config.server.max_body_bytes))
-    route = pipeline.route(body, client, request.headers)
-    trace = Trace(request_id, request.state.unique_id, client, route, body, stream=bool(body.get("stream")))
+    started = time.perf_counter()
+    try:
+        pipeline, client, request_id = _begin(request)
+        body = parse_chat_request(await _read_body(request, pipeline.config.server.max_body_bytes))
+        route = pipeline.route(body, client, request.headers)
+    except GatewayError as exc:  # refused before routing (401, 400, 413, 404): still a request, on no backend
+        _gateway(request).pipeline.reject(getattr(request.state, "request_id", ""), exc.status_code, started)
+        raise
+    trace = Trace(request_id, request.state.unique_id, client, route, body, stream=bool(body.get("stream")), started=started)
     if trace.stream:
         with _finish_on_error(pipeline, trace):
             stream = await pipeline.open_stream(trace)

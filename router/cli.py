@@ -15,10 +15,13 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from router.accesslog import configure_logging
 from router.app import create_app
 from router.config import ConfigError, GatewayConfig, load_config
+from router.metrics import prepare_multiprocess_dir
 
 CONFIG_ENV = "LLM_ROUTER_CONFIG"
+LOG_ENV = "LLM_ROUTER_LOG"  # "<level>:<json|text>", handed to the spawned workers
 _REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
 
 
@@ -32,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1, help="worker processes (one per core is a good start)")
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--log-format", choices=["json", "text"], default="json")
 
     demo = commands.add_parser("demo", help="run the gateway with two simulated upstreams (no keys, no GPU)")
     demo.add_argument("--port", type=int, default=8080)
@@ -42,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("path", type=Path)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=getattr(args, "log_level", "info").upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ[LOG_ENV] = f"{getattr(args, 'log_level', 'info')}:{getattr(args, 'log_format', 'text')}"
+    _configure_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every upstream call at INFO
     if args.command == "check":
         return _check(args.path)
@@ -74,6 +79,7 @@ def _serve(path: Path, host: str, port: int, workers: int, log_level: str) -> in
     if _load_or_report(path) is None:
         return 2
     os.environ[CONFIG_ENV] = str(path.resolve())
+    prepare_multiprocess_dir(workers)  # before the workers spawn: they inherit PROMETHEUS_MULTIPROC_DIR
     uvicorn.run(
         "router.cli:app_from_env",
         factory=True,
@@ -81,6 +87,7 @@ def _serve(path: Path, host: str, port: int, workers: int, log_level: str) -> in
         port=port,
         workers=workers,
         log_level=log_level,
+        log_config=None,  # uvicorn's loggers propagate to ours
         access_log=False,
         timeout_keep_alive=30,
     )
@@ -89,8 +96,14 @@ def _serve(path: Path, host: str, port: int, workers: int, log_level: str) -> in
 
 def app_from_env() -> FastAPI:
     """uvicorn factory: each worker process builds its app from the config named in the environment."""
+    _configure_logging()
     path = Path(os.environ[CONFIG_ENV])
     return create_app(load_config(path), path=path)
+
+
+def _configure_logging() -> None:
+    level, _, style = os.environ.get(LOG_ENV, "info:text").partition(":")
+    configure_logging(level, json=style == "json")
 
 
 def _default_demo_config() -> Path:

@@ -30,6 +30,7 @@ from router.errors import (
     UpstreamRateLimitError,
     UpstreamTimeoutError,
 )
+from router.accesslog import AccessLog
 from router.ledger import LedgerRow
 from router.metrics import Metrics
 from router.policy import Candidate, Plan, make_plan
@@ -156,6 +157,7 @@ class Pipeline:
         self.providers = providers
         self.state = state
         self.metrics = metrics
+        self.access_log = AccessLog()
         self.classifier = Classifier(config.classifier.vocabulary)
         self.rules: tuple[CompiledRule, ...] = compile_rules(config.rules)
         self._rule_configs: dict[str, RuleConfig] = {rule.name: rule for rule in config.rules}
@@ -454,6 +456,18 @@ class Pipeline:
             self.state.budgets.settle(trace.reservation, trace.cost)
             trace.reservation = None
         self._record_metrics(trace, now)
+        usage = trace.usage
+        self.access_log.request(
+            request_id=trace.request_id, method="POST", path="/v1/chat/completions", status=trace.status,
+            latency_s=now - trace.started, stream=trace.stream,
+            tier=candidate.tier if candidate else None, backend=candidate.backend if candidate else None,
+            rule=trace.route.decision.rule, task=trace.route.features.task, tenant=trace.client.tenant,
+            key=trace.client.name, ttft_s=trace.ttft if trace.stream else None,
+            input_tokens=usage.input_tokens if usage else 0, output_tokens=usage.output_tokens if usage else 0,
+            cost_usd=trace.cost, attempts=trace.attempts,
+            fallback="{}->{}:{}".format(*trace.fallback) if trace.fallback else None,
+            messages=trace.body["messages"],
+        )
         if self.state.ledger is not None and candidate is not None:
             usage = trace.usage or Usage(0, 0, True)
             self.state.ledger.record(
@@ -475,6 +489,17 @@ class Pipeline:
                     fallback=f"{trace.fallback[0]}->{trace.fallback[1]}" if trace.fallback else None,
                 )
             )
+
+    def reject(self, request_id: str, status: int, started: float) -> None:
+        """Account for a request refused before it could be routed (auth, parsing, unknown model)."""
+        duration = time.perf_counter() - started
+        self.metrics.request_finished(
+            tier=None, backend=None, rule=None, task=None, status=status, stream=False, tenant=None,
+            duration_s=duration, ttft_s=None, overhead_s=duration, input_tokens=0, output_tokens=0,
+            cost_usd=0.0, saved_usd=0.0,
+        )
+        self.access_log.request(request_id=request_id, method="POST", path="/v1/chat/completions", status=status,
+                                latency_s=duration)
 
     def _record_metrics(self, trace: Trace, now: float) -> None:
         candidate = trace.served
