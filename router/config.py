@@ -133,6 +133,14 @@ class CapacityConfig(_Model):
     cache_low: float = Field(default=0.85, ge=0, le=1)
 
 
+class HealthCheckConfig(_Model):
+    """Active health check: a GET every ``interval_seconds`` feeds the backend's circuit breaker."""
+
+    path: str = "/models"
+    interval_seconds: float = Field(default=10.0, gt=0)
+    timeout_seconds: float = Field(default=2.0, gt=0)
+
+
 class BackendConfig(_Model):
     tier: str = Field(min_length=1)
     kind: ProviderKind = "openai"
@@ -154,6 +162,7 @@ class BackendConfig(_Model):
     fallback: list[str] | None = None
     breaker: BreakerConfig | None = None
     capacity: CapacityConfig | None = None
+    health_check: HealthCheckConfig | None = None
 
     @field_validator("base_url")
     @classmethod

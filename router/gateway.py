@@ -46,6 +46,7 @@ class Gateway:
         self.state = PolicyState(config, on_breaker=lambda backend, state: self.metrics.breaker_state(backend, state))
         self._scraper: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._health_checks: list[asyncio.Task[None]] = []
         keyring = KeyRing.from_config(config.auth, self._environ)
         self.metrics = Metrics(**_label_sets(config, keyring), version=config.digest)
         self.pipeline = self._build(config, {}, keyring)
@@ -86,6 +87,7 @@ class Gateway:
         self.pipeline = self._build(config, previous.providers, keyring)
         if self._scraper is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self.state.start_pollers, self._scraper)
+            self._loop.call_soon_threadsafe(self._start_health_checks)
         self.reloads["success"] += 1
         self.last_reload_error = None
         self._retire([p for name, p in previous.providers.items() if self.pipeline.providers.get(name) is not p])
@@ -93,10 +95,39 @@ class Gateway:
         return True
 
     def start(self) -> None:
-        """Start background work that needs the event loop: capacity scrapers."""
+        """Start background work that needs the event loop: capacity scrapers and health checks."""
         self._loop = asyncio.get_running_loop()
         self._scraper = httpx.AsyncClient(transport=self._transport)
         self.state.start_pollers(self._scraper)
+        self._start_health_checks()
+
+    def _start_health_checks(self) -> None:
+        for task in self._health_checks:
+            task.cancel()
+        self._health_checks = [
+            asyncio.get_running_loop().create_task(self._health_check(provider))
+            for provider in self.pipeline.providers.values()
+            if provider.config.health_check is not None
+        ]
+
+    async def _health_check(self, provider: Provider) -> None:
+        """Probe a backend on an interval; results count like requests in its circuit breaker.
+
+        A probe goes only where the breaker admits one, so an open breaker's cool-down is kept and,
+        once it is over, the health check (not a client request) can be the half-open probe.
+        """
+        check = provider.config.health_check
+        assert check is not None
+        while True:
+            await asyncio.sleep(check.interval_seconds)
+            breaker = self.state.backends[provider.name].breaker
+            if not breaker.allow():
+                continue
+            if await provider.healthy(check.path, check.timeout_seconds):
+                breaker.record_success()
+            else:
+                log.warning("health check of backend %s failed", provider.name)
+                breaker.record_failure()
 
     async def watch(self) -> None:
         """Reload whenever a YAML file next to the config changes (editors often replace files)."""
@@ -111,12 +142,14 @@ class Gateway:
     def _retire(self, providers: list[Provider]) -> None:
         if not providers:
             return
-        grace = max(p.config.timeouts.total for p in providers)  # type: ignore[attr-defined]
+        grace = max(p.config.timeouts.total for p in providers)
 
         async def close_later() -> None:
-            await asyncio.sleep(grace)
-            for provider in providers:
-                await provider.aclose()
+            try:
+                await asyncio.sleep(grace)
+            finally:  # also when the gateway shuts down first
+                for provider in providers:
+                    await provider.aclose()
 
         def schedule() -> None:
             task = asyncio.get_running_loop().create_task(close_later())
@@ -127,8 +160,9 @@ class Gateway:
             self._loop.call_soon_threadsafe(schedule)  # reload() may run outside the event loop (SIGHUP, tests)
 
     async def aclose(self) -> None:
-        for task in list(self._retiring):
+        for task in [*self._retiring, *self._health_checks]:
             task.cancel()
+        await asyncio.gather(*self._retiring, *self._health_checks, return_exceptions=True)
         for provider in self.pipeline.providers.values():
             await provider.aclose()
         await self.state.aclose()

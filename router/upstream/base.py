@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
+from router.config import BackendConfig
 from router.errors import UpstreamClientError, UpstreamError, UpstreamRateLimitError, UpstreamTimeoutError
 
 #: Upstream statuses that mean the request itself is wrong: relayed to the client as they are.
@@ -40,10 +41,13 @@ class Chunk:
 
 class Provider(Protocol):
     name: str
+    config: BackendConfig
 
     async def complete(self, body: dict[str, Any]) -> Completion: ...
 
     def stream(self, body: dict[str, Any]) -> AsyncIterator[Chunk]: ...
+
+    async def healthy(self, path: str, timeout: float) -> bool: ...
 
     async def aclose(self) -> None: ...
 

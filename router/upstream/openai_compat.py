@@ -80,6 +80,14 @@ class OpenAICompatProvider:
         finally:
             await response.aclose()
 
+    async def healthy(self, path: str, timeout: float) -> bool:
+        """One active health check: a 2xx answer to ``GET {base_url}{path}`` within ``timeout``."""
+        try:
+            response = await self._client.get(f"{self.config.base_url}{path}", headers=self._headers, timeout=timeout)
+        except httpx.HTTPError:
+            return False
+        return response.is_success
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

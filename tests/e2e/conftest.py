@@ -23,6 +23,8 @@ UPSTREAM_KEY = "sk-upstream-flagship"
 CONFIG = """\
 auth:
   keys_env: TEST_CLIENT_KEYS
+  keys:
+    - {{name: ops, key_env: TEST_ADMIN_KEY, admin: true}}
 backends:
   mid:
     tier: mid
@@ -92,7 +94,8 @@ def write_config(path: Path, mid: str, flagship: str, rules: str = DEFAULT_RULES
     path.write_text(CONFIG.format(mid=mid, flagship=flagship, vocabulary=vocabulary, rules=rules, ledger=ledger, policy=policy))
 
 
-ENV = {"TEST_CLIENT_KEYS": f"{CLIENT_KEY}:acme,{OTHER_KEY}:beta", "FLAGSHIP_KEY": UPSTREAM_KEY}
+ADMIN_KEY = "sk-admin-ops"
+ENV = {"TEST_CLIENT_KEYS": f"{CLIENT_KEY}:acme,{OTHER_KEY}:beta", "FLAGSHIP_KEY": UPSTREAM_KEY, "TEST_ADMIN_KEY": ADMIN_KEY}
 
 
 @pytest.fixture(scope="module")

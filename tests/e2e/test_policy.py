@@ -20,7 +20,7 @@ import pytest
 from router.app import create_app
 from router.config import load_config
 from router.gateway import Gateway
-from tests.e2e.conftest import CLIENT_KEY, ENV, OTHER_KEY, write_config
+from tests.e2e.conftest import ADMIN_KEY, CLIENT_KEY, ENV, OTHER_KEY, write_config
 from tests.servers import free_port, serve
 
 FAQ = [{"role": "user", "content": "How do I reset my online banking password?"}]
@@ -328,6 +328,10 @@ def test_spend_endpoint_and_ledger_survive_a_restart(make_gate: Callable[..., An
         gate.ledger_rows()
         spend = httpx.get(f"{gate.url}/v1/router/spend", headers={"authorization": f"Bearer {CLIENT_KEY}"})
         assert spend.status_code == 403  # the test key is not an admin key
+        report = httpx.get(f"{gate.url}/v1/router/spend", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
+        assert [(r["tenant"], r["backend"], r["requests"]) for r in report["data"]] == [("acme", "flagship", 1), ("acme", "mid", 1)]
+        assert report["total_usd"] == pytest.approx(sum(r["cost_usd"] for r in report["data"]))
+        assert report["data"][0]["cost_usd"] > report["data"][1]["cost_usd"] > 0
         remaining_before = gate.decide(MATH)["budgets"][0]
     with make_gate(budget("reject", 5)) as restarted:
         remaining_after = restarted.decide(MATH)["budgets"][0]
@@ -375,3 +379,23 @@ def test_saturated_mid_spills_over_to_flagship(make_gate: Callable[..., Any]) ->
         while gate.decide(FAQ)["backend"] != "mid" and time.monotonic() < deadline:
             time.sleep(0.1)
         assert gate.decide(FAQ)["backend"] == "mid"
+
+
+def test_active_health_check_feeds_the_breaker(make_gate: Callable[..., Any]) -> None:
+    with make_gate() as gate:
+        path = Path(gate.gateway.path or "")
+        healthy = path.read_text().replace(
+            "    self_hosted: true\n", "    self_hosted: true\n    health_check: {path: /models, interval_seconds: 0.05}\n", 1
+        )
+        path.write_text(healthy)
+        assert gate.gateway.reload()
+        time.sleep(0.5)
+        assert gate.decide(FAQ)["plan"]["chain"][0]["breaker"]["state"] == "closed"
+        path.write_text(healthy.replace("path: /models", "path: /no-such-endpoint"))  # every probe now fails
+        assert gate.gateway.reload()
+        deadline = time.monotonic() + 5
+        while gate.decide(FAQ)["plan"]["chain"][0]["breaker"]["state"] == "closed" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gate.decide(FAQ)["plan"]["chain"][0]["breaker"]["state"] != "closed"
+        raw = gate.client().chat.completions.with_raw_response.create(model="auto", messages=FAQ)
+        assert raw.headers["x-router-fallback"] == "mid->flagship; reason=breaker_open"
