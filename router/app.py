@@ -9,7 +9,6 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
-import httpx
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,12 +29,11 @@ def create_app(
     config: GatewayConfig,
     *,
     path: Path | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
     environ: Mapping[str, str] | None = None,
     watch: bool = True,
 ) -> FastAPI:
-    """Build the gateway app. ``path`` enables hot reload of that file; ``transport`` replaces the network (tests)."""
-    gateway = Gateway(config, path=path, transport=transport, environ=environ)
+    """Build the gateway app. ``path`` enables hot reload of that file."""
+    gateway = Gateway(config, path=path, environ=environ)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import math
 
-import httpx
+import aiohttp
 
 from router.config import CapacityConfig
 
@@ -39,16 +39,17 @@ class CapacityGauge:
             self.saturated = False
             log.info("backend %s no longer saturated", self.backend)
 
-    async def poll(self, client: httpx.AsyncClient) -> None:
+    async def poll(self, session: aiohttp.ClientSession) -> None:
         """Scrape forever; a failed scrape keeps the last verdict and is reported in ``last_error``."""
         assert self.config.metrics_url is not None
+        timeout = aiohttp.ClientTimeout(total=self.config.interval_seconds)
         while True:
             try:
-                response = await client.get(self.config.metrics_url, timeout=self.config.interval_seconds)
-                response.raise_for_status()
-                self.update(*parse_gauges(response.text, self.config.waiting_metric, self.config.cache_metric))
+                async with session.get(self.config.metrics_url, timeout=timeout, raise_for_status=True) as response:
+                    text = await response.text()
+                self.update(*parse_gauges(text, self.config.waiting_metric, self.config.cache_metric))
                 self.last_error = None
-            except (httpx.HTTPError, ValueError) as exc:
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
             await asyncio.sleep(self.config.interval_seconds)
 

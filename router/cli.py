@@ -48,7 +48,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ[LOG_ENV] = f"{getattr(args, 'log_level', 'info')}:{getattr(args, 'log_format', 'text')}"
     _configure_logging()
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every upstream call at INFO
     if args.command == "check":
         return _check(args.path)
     if args.command == "serve":

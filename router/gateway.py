@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
+import aiohttp
 
 from router.auth import KeyRing
 from router.config import ConfigError, GatewayConfig, load_config
@@ -36,15 +36,13 @@ class Gateway:
         config: GatewayConfig,
         *,
         path: Path | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.path = path
-        self._transport = transport
         self._environ = os.environ if environ is None else environ
         self._retiring: set[asyncio.Task[None]] = set()
         self.state = PolicyState(config, on_breaker=lambda backend, state: self.metrics.breaker_state(backend, state))
-        self._scraper: httpx.AsyncClient | None = None
+        self._scraper: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._health_checks: list[asyncio.Task[None]] = []
         keyring = KeyRing.from_config(config.auth, self._environ)
@@ -60,7 +58,7 @@ class Gateway:
     def _build(self, config: GatewayConfig, current: Mapping[str, Provider], keyring: KeyRing) -> Pipeline:
         old = self.pipeline.config.backends if current else {}
         providers = {
-            name: current[name] if name in current and old.get(name) == backend else create_provider(name, backend, self._transport)
+            name: current[name] if name in current and old.get(name) == backend else create_provider(name, backend)
             for name, backend in config.backends.items()
         }
         return Pipeline(config, providers, keyring, self.state, self.metrics)
@@ -97,7 +95,7 @@ class Gateway:
     def start(self) -> None:
         """Start background work that needs the event loop: capacity scrapers and health checks."""
         self._loop = asyncio.get_running_loop()
-        self._scraper = httpx.AsyncClient(transport=self._transport)
+        self._scraper = aiohttp.ClientSession()
         self.state.start_pollers(self._scraper)
         self._start_health_checks()
 
@@ -168,7 +166,7 @@ class Gateway:
         await self.state.aclose()
         self.metrics.close()
         if self._scraper is not None:
-            await self._scraper.aclose()
+            await self._scraper.close()
 
 
 def _label_sets(config: GatewayConfig, keyring: KeyRing) -> dict[str, list[str]]:

@@ -46,6 +46,8 @@ _GROUP_SQL: dict[str, str] = {
 }
 
 _BUSY_TIMEOUT = 5.0  # seconds a writer waits for another connection's transaction
+#: How long the writer waits after a first row for more to arrive (reads and flushes do not wait).
+_GATHER_SECONDS = 0.2
 _BATCH = 1000  # most rows per transaction
 _WRITE_TRIES = 3
 _READ_TIMEOUT = 30.0
@@ -225,6 +227,10 @@ class Ledger:
             stopping = False
             while not stopping:
                 items = [self._queue.get()]
+                if isinstance(items[0], LedgerRow):
+                    # Let rows gather: one transaction (and one wake-up of this thread) per interval
+                    # instead of per request keeps the writer off the event loop's back.
+                    time.sleep(_GATHER_SECONDS)
                 while len(items) < _BATCH:
                     try:
                         items.append(self._queue.get_nowait())

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 from router.breaker import BreakerState, CircuitBreaker
 from router.budget import BudgetLimit, Budgets
@@ -138,7 +138,7 @@ class PolicyState:
             spent_today, spent_month = await asyncio.to_thread(read)
             budgets.load(spent_today, spent_month)
 
-    def start_pollers(self, client: httpx.AsyncClient) -> None:
+    def start_pollers(self, session: aiohttp.ClientSession) -> None:
         """(Re)start capacity scrapers for the backends that have one configured."""
         wanted = {name: s.capacity for name, s in self.backends.items() if s.capacity is not None}
         for name, task in list(self._pollers.items()):
@@ -147,7 +147,7 @@ class PolicyState:
                 del self._pollers[name]
         for name, gauge in wanted.items():
             if name not in self._pollers:
-                self._pollers[name] = asyncio.create_task(gauge.poll(client), name=str(id(gauge)))
+                self._pollers[name] = asyncio.create_task(gauge.poll(session), name=str(id(gauge)))
         if self.ledger is not None and "__ledger__" not in self._pollers:
             self._pollers["__ledger__"] = asyncio.create_task(self.sync_budgets(), name="__ledger__")
 

@@ -6,12 +6,12 @@ Every failure leaves a provider as an ``UpstreamError`` (see ``router.errors``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 import orjson
 
 from router.config import BackendConfig
@@ -54,22 +54,22 @@ class Provider(Protocol):
 
 @contextmanager
 def map_transport_errors(backend: str) -> Iterator[None]:
-    """Turn httpx's exceptions into gateway errors, once, at the boundary."""
+    """Turn aiohttp's exceptions into gateway errors, once, at the boundary."""
     try:
         yield
-    except httpx.TimeoutException as exc:
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise UpstreamTimeoutError(f"Backend {backend!r} timed out ({type(exc).__name__}).") from exc
-    except httpx.ConnectError as exc:
+    except aiohttp.ClientConnectorError as exc:
         raise UpstreamError(f"Could not connect to backend {backend!r}.", code="upstream_unreachable") from exc
-    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientOSError) as exc:
         raise UpstreamError(
             f"Backend {backend!r} closed the connection unexpectedly.", code="upstream_disconnected"
         ) from exc
-    except httpx.HTTPError as exc:
+    except aiohttp.ClientError as exc:
         raise UpstreamError(f"Request to backend {backend!r} failed ({type(exc).__name__}).") from exc
 
 
-def error_from_status(backend: str, status: int, body: bytes, headers: httpx.Headers) -> UpstreamError:
+def error_from_status(backend: str, status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
     """Map an upstream error answer to the error the client sees.
 
     401/403 mean the gateway's own credential is wrong: the client gets a 502 and never the

@@ -1,151 +1,184 @@
-"""OpenAICompatProvider against httpx.MockTransport: wire handling and error mapping."""
+"""OpenAICompatProvider against a real aiohttp server on loopback: wire handling and error mapping."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import httpx
 import orjson
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from router.config import BackendConfig
-from router.errors import (
-    UpstreamClientError,
-    UpstreamError,
-    UpstreamRateLimitError,
-    UpstreamTimeoutError,
-)
+from router.errors import UpstreamClientError, UpstreamError, UpstreamRateLimitError, UpstreamTimeoutError
 from router.upstream import create_provider
-from router.upstream.base import Chunk
+from router.upstream.base import Chunk, Provider
+from tests.servers import free_port
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def completion(text: str = "Hello") -> dict[str, Any]:
     return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "up-model",
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "up-model",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
     }
 
 
 def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-    data = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "up-model",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-    return orjson.dumps(data)
+    return orjson.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "up-model",
+                         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
 
 
-class Body(httpx.AsyncByteStream):
-    """A streamed response body that records whether the client closed it."""
-
-    def __init__(self, parts: list[bytes], fail_after: int | None = None) -> None:
-        self.parts = parts
-        self.fail_after = fail_after
-        self.closed = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        for i, part in enumerate(self.parts):
-            if self.fail_after is not None and i == self.fail_after:
-                raise httpx.RemoteProtocolError("peer closed connection")
-            yield part
-
-    async def aclose(self) -> None:
-        self.closed = True
+def sse(*parts: bytes) -> bytes:
+    return b"".join(b"data: " + p + b"\n\n" for p in parts)
 
 
-def provider(handler: Callable[[httpx.Request], httpx.Response], **overrides: Any):  # type: ignore[no-untyped-def]
-    config = BackendConfig(tier="mid", base_url="http://up.test/v1", model="up-model", api_key="sk-upstream", **overrides)
-    return create_provider("mid", config, httpx.MockTransport(handler))
+class Upstream:
+    """A loopback server answering every request with ``handler``; records requests and connections."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.connections: set[int] = set()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((dict(request.headers), await request.read()))
+        self.connections.add(id(request.transport))
+        return await self.handler(request)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Callable[..., Awaitable[tuple[Upstream, Provider]]]]:
+    servers: list[TestServer] = []
+    providers: list[Provider] = []
+
+    async def start(handler: Handler, **backend: Any) -> tuple[Upstream, Provider]:
+        up = Upstream(handler)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", up.handle)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        config = BackendConfig(tier="mid", base_url=f"http://127.0.0.1:{server.port}/v1", model="up-model", **backend)
+        provider = create_provider("mid", config)
+        providers.append(provider)
+        return up, provider
+
+    yield start
+    for provider in providers:
+        await provider.aclose()
+    for server in servers:
+        await server.close()
+
+
+def json_handler(data: Any, status: int = 200, **headers: str) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+    return handle
+
+
+def stream_handler(*parts: bytes, drop_after: int | None = None) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        for i, part in enumerate(parts):
+            if drop_after is not None and i == drop_after:
+                assert request.transport is not None
+                request.transport.close()  # the upstream dies mid-stream
+                return response
+            await response.write(part)
+        await response.write_eof()
+        return response
+    return handle
 
 
 async def collect(it: AsyncIterator[Chunk]) -> list[dict[str, Any]]:
     return [c.data async for c in it]
 
 
-async def test_complete_passes_json_through_with_backend_key() -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json=completion())
-
-    result = await provider(handler).complete(BODY)
+async def test_complete_passes_json_through_with_backend_key(upstream: Any) -> None:
+    up, provider = await upstream(json_handler(completion()), api_key="sk-upstream")
+    result = await provider.complete(BODY)
     assert result.data["choices"][0]["message"]["content"] == "Hello"
     assert orjson.loads(result.raw) == completion()
-    assert str(seen[0].url) == "http://up.test/v1/chat/completions"
-    assert seen[0].headers["authorization"] == "Bearer sk-upstream"
-    assert orjson.loads(seen[0].content) == BODY
+    headers, body = up.requests[0]
+    assert headers["Authorization"] == "Bearer sk-upstream"
+    assert orjson.loads(body) == BODY
 
 
-async def test_complete_converts_sse_answer_into_a_completion() -> None:
-    sse = b"".join(b"data: " + c + b"\n\n" for c in (chunk({"role": "assistant"}), chunk({"content": "Hel"}),
-                                                      chunk({"content": "lo"}), chunk({}, "stop"))) + b"data: [DONE]\n\n"
-    result = await provider(lambda r: httpx.Response(200, content=sse, headers={"content-type": "text/event-stream"})).complete(BODY)
+async def test_backend_without_key_sends_no_authorization(upstream: Any) -> None:
+    up, provider = await upstream(json_handler(completion()))
+    await provider.complete(BODY)
+    assert "Authorization" not in up.requests[0][0]
+
+
+async def test_complete_converts_an_sse_answer_into_a_completion(upstream: Any) -> None:
+    body = sse(chunk({"role": "assistant"}), chunk({"content": "Hel"}), chunk({"content": "lo"}), chunk({}, "stop"), b"[DONE]")
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, content_type="text/event-stream")
+
+    _, provider = await upstream(handle)
+    result = await provider.complete(BODY)
     assert result.data["object"] == "chat.completion"
     assert result.data["choices"][0]["message"]["content"] == "Hello"
     assert result.data["choices"][0]["finish_reason"] == "stop"
 
 
-async def test_stream_reframes_comments_events_and_crlf() -> None:
+async def test_stream_reframes_comments_events_and_crlf_and_reuses_the_connection(upstream: Any) -> None:
     raw = (b": keep-alive\r\n\r\nevent: ping\r\n\r\ndata: " + chunk({"role": "assistant", "content": ""}) + b"\r\n\r\n"
            b"data: " + chunk({"content": "Hi"}) + b"\r\n\r\ndata: [DONE]\r\n\r\n")
-    body = Body([raw[:17], raw[17:40], raw[40:]])
-    p = provider(lambda r: httpx.Response(200, stream=body, headers={"content-type": "text/event-stream"}))
-    chunks = await collect(p.stream({**BODY, "stream": True}))
-    assert [c["choices"][0]["delta"] for c in chunks] == [{"role": "assistant", "content": ""}, {"content": "Hi"}]
-    assert body.closed
+    up, provider = await upstream(stream_handler(raw[:17], raw[17:40], raw[40:]))
+    for _ in range(3):
+        chunks = await collect(provider.stream({**BODY, "stream": True}))
+        assert [c["choices"][0]["delta"] for c in chunks] == [{"role": "assistant", "content": ""}, {"content": "Hi"}]
+    assert len(up.connections) == 1  # read to the end, so the keep-alive connection went back to the pool
 
 
-async def test_stream_answered_with_plain_json_is_converted_to_chunks() -> None:
-    p = provider(lambda r: httpx.Response(200, json=completion("Whole answer")))
-    chunks = await collect(p.stream({**BODY, "stream": True}))
+async def test_stream_answered_with_plain_json_is_converted_to_chunks(upstream: Any) -> None:
+    _, provider = await upstream(json_handler(completion("Whole answer")))
+    chunks = await collect(provider.stream({**BODY, "stream": True}))
     assert chunks[0]["object"] == "chat.completion.chunk"
     assert chunks[0]["choices"][0]["delta"]["content"] == "Whole answer"
     assert chunks[1]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 4
 
 
-async def test_stream_dropped_mid_way_raises_and_closes() -> None:
-    body = Body([b"data: " + chunk({"content": "a"}) + b"\n\n", b"data: " + chunk({"content": "b"}) + b"\n\n"], fail_after=1)
-    p = provider(lambda r: httpx.Response(200, stream=body, headers={"content-type": "text/event-stream"}))
+async def test_stream_dropped_mid_way_raises_after_the_first_chunks(upstream: Any) -> None:
+    _, provider = await upstream(stream_handler(sse(chunk({"content": "a"})), sse(chunk({"content": "b"})), drop_after=1))
     got: list[dict[str, Any]] = []
     with pytest.raises(UpstreamError) as info:
-        async for c in p.stream(BODY):
+        async for c in provider.stream(BODY):
             got.append(c.data)
     assert len(got) == 1
     assert info.value.code == "upstream_disconnected"
-    assert body.closed
 
 
-async def test_stream_without_done_is_an_error() -> None:
-    body = Body([b"data: " + chunk({"content": "a"}) + b"\n\n"])
-    p = provider(lambda r: httpx.Response(200, stream=body, headers={"content-type": "text/event-stream"}))
+async def test_stream_without_done_is_an_error(upstream: Any) -> None:
+    _, provider = await upstream(stream_handler(sse(chunk({"content": "a"}))))
     with pytest.raises(UpstreamError, match="without \\[DONE\\]"):
-        await collect(p.stream(BODY))
+        await collect(provider.stream(BODY))
 
 
 @pytest.mark.parametrize("payload", [b"data: {not json\n\n", b'data: {"error": {"message": "boom", "code": "x"}}\n\n'])
-async def test_stream_malformed_or_error_frame_raises(payload: bytes) -> None:
-    body = Body([payload])
-    p = provider(lambda r: httpx.Response(200, stream=body, headers={"content-type": "text/event-stream"}))
+async def test_stream_malformed_or_error_frame_raises(upstream: Any, payload: bytes) -> None:
+    _, provider = await upstream(stream_handler(payload))
     with pytest.raises(UpstreamError):
-        await collect(p.stream(BODY))
-    assert body.closed
+        await collect(provider.stream(BODY))
 
 
-async def test_malformed_json_completion_is_upstream_error() -> None:
-    p = provider(lambda r: httpx.Response(200, content=b"{oops", headers={"content-type": "application/json"}))
+async def test_malformed_json_completion_is_an_upstream_error(upstream: Any) -> None:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"{oops", content_type="application/json")
+
+    _, provider = await upstream(handle)
     with pytest.raises(UpstreamError) as info:
-        await p.complete(BODY)
+        await provider.complete(BODY)
     assert info.value.status_code == 502 and info.value.code == "upstream_malformed"
-
-
-def error_response(status: int, message: str, code: str | None = None, **headers: str) -> httpx.Response:
-    return httpx.Response(status, json={"error": {"message": message, "type": "x", "param": None, "code": code}}, headers=headers)
 
 
 @pytest.mark.parametrize(
@@ -163,9 +196,11 @@ def error_response(status: int, message: str, code: str | None = None, **headers
         (504, None, UpstreamTimeoutError, 504, True),
     ],
 )
-async def test_error_status_mapping(status: int, code: str | None, expected_cls: type, expected_status: int, retryable: bool) -> None:
-    p = provider(lambda r: error_response(status, "Incorrect API key provided: sk-up***ream", code, **{"retry-after": "7"}))
-    for call in (lambda: p.complete(BODY), lambda: collect(p.stream({**BODY, "stream": True}))):
+async def test_error_status_mapping(upstream: Any, status: int, code: str | None, expected_cls: type,
+                                    expected_status: int, retryable: bool) -> None:
+    body = {"error": {"message": "Incorrect API key provided: sk-up***ream", "type": "x", "param": None, "code": code}}
+    _, provider = await upstream(json_handler(body, status, **{"Retry-After": "7"}))
+    for call in (lambda: provider.complete(BODY), lambda: collect(provider.stream({**BODY, "stream": True}))):
         with pytest.raises(expected_cls) as info:
             await call()
         error = info.value
@@ -179,28 +214,19 @@ async def test_error_status_mapping(status: int, code: str | None, expected_cls:
             assert error.response_headers()["retry-after"] == "7"
 
 
-async def test_connect_error_and_timeout_are_mapped() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused")
-
-    def slow(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow")
-
-    with pytest.raises(UpstreamError) as refused:
-        await provider(refuse).complete(BODY)
-    assert refused.value.code == "upstream_unreachable" and refused.value.status_code == 502
-    with pytest.raises(UpstreamTimeoutError):
-        await provider(slow).complete(BODY)
+async def test_connection_refused_is_mapped() -> None:
+    provider = create_provider("mid", BackendConfig(tier="mid", base_url=f"http://127.0.0.1:{free_port()}/v1", model="m"))
+    try:
+        with pytest.raises(UpstreamError) as refused:
+            await provider.complete(BODY)
+        assert refused.value.code == "upstream_unreachable" and refused.value.status_code == 502
+        assert not await provider.healthy("/models", 1.0)
+    finally:
+        await provider.aclose()
 
 
-async def test_backend_without_key_sends_no_authorization() -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json=completion())
-
-    config = BackendConfig(tier="mid", base_url="http://up.test/v1/", model="m")
-    await create_provider("mid", config, httpx.MockTransport(handler)).complete(BODY)
-    assert "authorization" not in seen[0].headers
-    assert str(seen[0].url) == "http://up.test/v1/chat/completions"
+async def test_health_check(upstream: Any) -> None:
+    _, provider = await upstream(json_handler({"object": "list", "data": []}))
+    assert await provider.healthy("/models", 1.0)
+    _, failing = await upstream(json_handler({"error": "down"}, 503))
+    assert not await failing.healthy("/models", 1.0)
