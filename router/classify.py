@@ -1,0 +1,532 @@
+"""Request classifier: OpenAI chat messages (+ tools) -> ``Features``. Pure, deterministic, no I/O.
+
+How a request is read (every number comes from the vocabulary, ``config/tasks.yaml``):
+
+* Task cues come from the system/developer prompts and the last ``window.max_messages`` messages,
+  each weighted by its role (``roles``). The last user turn counts most; earlier turns count less, so
+  a follow-up such as "and in Python?" keeps the intent of the conversation without hiding a new one.
+* Inside a message, the head and the tail (where instructions are written) count fully; the middle
+  (pasted articles, code, data) counts ``window.body_weight`` and is read only up to
+  ``window.body_chars``, which bounds the cost on long prompts.
+* A cue group adds its weight at most once per message. The task with the highest total wins, ties
+  going to the task listed first; when no task reaches ``min_score`` the default task wins.
+* Complexity = the winner's prior + a log-scaled length ramp + the complexity signals that fired,
+  clipped to 0..1. ``Features.signals`` lists these parts.
+* PII is searched in all text of all messages and tool calls, however long, because it is a hard
+  routing constraint.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from router.vocabulary import PUNCTUATION, CueGroup, PiiCheck, Vocabulary, expand, words
+
+_IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
+_TEXT_PARTS = frozenset({"text", "input_text"})
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+#: bytes.translate table: every digit -> b"0" and all else -> b" " (so split() yields the numbers).
+_NUMBER_RUNS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+#: A run of digits (as masked by _NUMBER_RUNS) with at most two other characters between them; it
+#: starts with a literal, which the regex engine finds fast.
+_RUNS = re.compile(rb"0(?:0| 0|  0)*")
+#: Characters read around a run of digits, enough for a PII regex to see its whole match and context.
+_RUN_MARGIN = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What the classifier found in one request; the input of the routing rules."""
+
+    task: str
+    scores: dict[str, float]
+    complexity: float
+    input_tokens: int
+    has_tools: bool
+    has_images: bool
+    pii: tuple[str, ...]
+    signals: dict[str, float]
+    #: The strongest cues behind ``task`` (phrases or regexes, best first); empty for the default task.
+    evidence: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "scores": dict(self.scores),
+            "complexity": self.complexity,
+            "input_tokens": self.input_tokens,
+            "has_tools": self.has_tools,
+            "has_images": self.has_images,
+            "pii": list(self.pii),
+            "signals": dict(self.signals),
+            "evidence": list(self.evidence),
+        }
+
+    def reason(self) -> str:
+        score = self.scores.get(self.task, 0.0)
+        if self.evidence:
+            cues = ", ".join(repr(e) for e in self.evidence)
+            task = f"task={self.task} (score {score:.1f}: {cues})"
+        else:
+            task = f"task={self.task} (default)"
+        parts = ", ".join(k for k in self.signals) or "no signals"
+        text = f"{task}, complexity={self.complexity:.2f} ({parts}), {self.input_tokens} tokens"
+        if self.has_tools:
+            text += ", tools"
+        if self.has_images:
+            text += ", images"
+        if self.pii:
+            text += f", pii={','.join(self.pii)}"
+        return text
+
+
+class Classifier:
+    """Compiles a vocabulary once; ``classify`` then only reads the request."""
+
+    def __init__(self, vocabulary: Vocabulary) -> None:
+        v = vocabulary
+        self._tasks = tuple(v.tasks)
+        self._n_tasks = len(self._tasks)
+        self._priors = tuple(t.complexity for t in v.tasks.values())
+        self._default = self._tasks.index(v.default_task)
+        self._min_score = v.min_score
+        self._signal_names = tuple(v.complexity.signals)
+        groups = [g for t in v.tasks.values() for g in t.cues] + list(v.complexity.signals.values())
+        targets = [i for i, t in enumerate(v.tasks.values()) for _ in t.cues]
+        targets += [len(self._tasks) + i for i in range(len(self._signal_names))]
+        self._group_target = tuple(targets)
+        self._group_weight = tuple(g.weight for g in groups)
+        self._group_numbers = tuple(g.min_numbers for g in groups)
+        self._numbered_groups = frozenset(g for g, n in enumerate(self._group_numbers) if n)
+        self._uses_numbers = bool(self._numbered_groups)
+        self._compile_cues(groups)
+
+        self._head = v.window.head_chars
+        self._tail = v.window.tail_chars
+        self._body = v.window.body_chars
+        self._body_weight = v.window.body_weight
+        self._max_messages = v.window.max_messages
+        r = v.roles
+        self._role_weight = {"system": r.system, "developer": r.system, "user": r.earlier_user,
+                             "assistant": r.assistant, "tool": r.tool, "function": r.tool}
+        self._last_user_weight = r.last_user
+
+        length = v.complexity.length
+        self._length_weight = length.weight
+        self._length_min = length.min_tokens
+        self._length_span = math.log(length.max_tokens / length.min_tokens)
+
+        t = v.tokens
+        self._bytes_per_token = t.bytes_per_token
+        self._per_message = t.per_message
+        self._per_image = t.per_image
+        self._per_request = t.per_request
+
+        self._min_digits = min((d.min_digits for d in v.pii.values() if d.min_digits), default=0)
+        self._detectors = tuple(
+            (kind, tuple(re.compile(p) for p in d.patterns), d.requires, d.min_digits, _CHECKS[d.check])
+            for kind, d in v.pii.items()
+        )
+
+    def _compile_cues(self, groups: list[CueGroup]) -> None:
+        """Index cues for cheap lookups: one-word phrases by their word, longer ones by their rarest
+        pair of adjacent words, so a request only verifies phrases whose word pairs it contains."""
+        labels: list[str] = []
+        cue_group: list[int] = []
+        phrases: list[tuple[int, tuple[str, ...]]] = []
+        for g, group in enumerate(groups):
+            for phrase in group.phrases:
+                for variant in expand(phrase):
+                    ws = tuple(words(variant))
+                    phrases.append((len(labels), ws))
+                    labels.append(" ".join(ws))
+                    cue_group.append(g)
+        # Gate on the pair of least common words (across the vocabulary, a proxy for English): "you explain"
+        # rather than "can you", so common pairs in a text rarely lead to a phrase check.
+        frequency = Counter(w for _, ws in phrases for w in set(ws))
+        # word -> {group: first cue id}: a word found in a text adds each of its groups once.
+        singles: dict[str, dict[int, int]] = {}
+        # pair -> [(group, cue id, all pairs of the phrase, phrase)] for phrases gated on that pair
+        multi: dict[tuple[str, str], list[tuple[int, int, frozenset[tuple[str, str]], str]]] = {}
+        every_pair: set[tuple[str, str]] = set()
+        for cid, ws in phrases:
+            g = cue_group[cid]
+            if len(ws) == 1:
+                singles.setdefault(ws[0], {}).setdefault(g, cid)
+                continue
+            pairs = list(zip(ws, ws[1:]))
+            every_pair.update(pairs)
+            gate = min(pairs, key=lambda p: (frequency[p[0]] + frequency[p[1]], p))
+            if len(ws) == 2:  # the pair is the phrase
+                multi.setdefault(gate, []).append((g, cid, frozenset(), ""))
+            else:  # all its pairs must be in the text, then the text is searched for the phrase
+                multi.setdefault(gate, []).append((g, cid, frozenset(pairs), f" {' '.join(ws)} "))
+        self._singles = {w: tuple(groups.items()) for w, groups in singles.items()}
+        self._single_keys = frozenset(self._singles)
+        self._pairs = {p: tuple(entries) for p, entries in multi.items()}
+        self._pair_keys = frozenset(every_pair)
+
+        # A regex used by several groups runs once per text.
+        runs: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        for g, group in enumerate(groups):
+            for pattern in group.patterns:
+                runs.setdefault((pattern, group.min_numbers), []).append((len(labels), g))
+                labels.append(group.label or pattern)
+                cue_group.append(g)
+        # Regexes are bucketed by one character of their literal prefix ("" if none): a text is searched
+        # once for each such character, and only the regexes whose character it holds are tried.
+        buckets: dict[str, list[tuple[re.Pattern[str], str, int, tuple[tuple[int, int], ...]]]] = {}
+        for (pattern, min_numbers), cues in runs.items():
+            prefix = _literal_prefix(pattern)
+            buckets.setdefault(_probe(prefix), []).append((re.compile(pattern), prefix, min_numbers, tuple(cues)))
+        self._buckets = tuple((probe, tuple(entries)) for probe, entries in buckets.items())
+        self._labels = tuple(labels)
+
+    def classify(self, messages: list[dict[str, Any]], tools: list[Any] | None = None) -> Features:
+        scores: dict[int, float] = {}  # task index -> score, for tasks with cues
+        fired: dict[int, float] = {}  # signal index -> strongest contribution
+        hits: list[tuple[float, int, int]] = []  # (-contribution, cue id, task index), for the evidence
+        has_tools = bool(tools)
+        images = 0
+        size = 0
+        texts: list[tuple[str, bytes]] = []  # every message and tool call, lower-cased and masked, for PII
+
+        last_user = -1
+        for i in range(len(messages) - 1, -1, -1):
+            message = messages[i]
+            if isinstance(message, dict) and message.get("role") == "user":
+                last_user = i
+                break
+        first_read = len(messages) - self._max_messages
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict):
+                continue
+            text, n_images, calls = _read(message)
+            role = message.get("role")
+            images += n_images
+            if calls or role == "tool" or role == "function":
+                has_tools = True
+                call_text = "\n".join(calls).lower()
+                texts.append((call_text, _digit_mask(call_text)))
+                size += _utf8_size(call_text)
+            if not text:
+                continue
+            low = text.lower()
+            mask = _digit_mask(low)
+            texts.append((low, mask))
+            size += _utf8_size(text)
+            if i < first_read and (role not in _SYSTEM_ROLES or i >= self._max_messages):
+                continue
+            weight = self._last_user_weight if i == last_user else self._role_weight.get(role, 0.0)
+            if weight > 0.0:
+                self._read_cues(low, mask, weight, scores, fired, hits)
+
+        tokens = size / self._bytes_per_token + self._per_request + self._per_message * len(messages)
+        tokens += self._per_image * images
+        if tools:
+            tokens += _json_size(tools) / self._bytes_per_token
+        input_tokens = math.ceil(tokens)
+
+        # Compared in millionths, so the order cues were added in (float sums) cannot decide a tie.
+        best = max(scores, key=lambda k: (int(scores[k] * 1e6 + 0.5), -k), default=self._default)
+        evidence: list[str] = []
+        if scores.get(best, 0.0) < self._min_score - 1e-9:
+            best = self._default
+        else:
+            for _, cid, _ in sorted(h for h in hits if h[2] == best):
+                label = self._labels[cid]
+                if label not in evidence:
+                    evidence.append(label)
+                    if len(evidence) == 3:
+                        break
+
+        signals: dict[str, float] = {}
+        if self._priors[best] > 0.0:
+            signals["task"] = self._priors[best]
+        if self._length_weight > 0.0 and input_tokens > self._length_min:
+            ramp = min(1.0, math.log(input_tokens / self._length_min) / self._length_span)
+            signals["length"] = round(self._length_weight * ramp, 3)
+        for k in sorted(fired):
+            signals[self._signal_names[k]] = round(fired[k], 3)
+
+        return Features(
+            task=self._tasks[best],
+            scores={self._tasks[k]: round(v, 3) for k, v in sorted(scores.items())},
+            complexity=round(min(1.0, sum(signals.values())), 3),
+            input_tokens=input_tokens,
+            has_tools=has_tools,
+            has_images=images > 0,
+            pii=self._find_pii(texts),
+            signals=signals,
+            evidence=tuple(evidence),
+        )
+
+    def _read_cues(
+        self,
+        low: str,
+        mask: bytes,
+        weight: float,
+        scores: dict[int, float],
+        fired: dict[int, float],
+        hits: list[tuple[float, int, int]],
+    ) -> None:
+        """Add the cue groups found in one lower-cased message (``mask``: its digit mask): fully in its
+        head and tail, less in its body."""
+        n, head, tail = len(low), self._head, self._tail
+        if n <= head + tail:
+            self._add(self._scan(low, mask), weight, scores, fired, hits)
+            return
+        found = self._scan(f"{low[:head]}\n{low[n - tail :]}", mask[:head] + b" " + mask[n - tail :])
+        self._add(found, weight, scores, fired, hits)
+        end = min(n - tail, head + self._body)
+        if end > head and self._body_weight > 0.0:
+            body = self._scan(low[head:end], mask[head:end], skip=found)
+            self._add(body, weight * self._body_weight, scores, fired, hits)
+
+    def _add(
+        self,
+        found: dict[int, int],
+        weight: float,
+        scores: dict[int, float],
+        fired: dict[int, float],
+        hits: list[tuple[float, int, int]],
+    ) -> None:
+        n_tasks = self._n_tasks
+        for g, cid in found.items():
+            target = self._group_target[g]
+            value = self._group_weight[g] * weight
+            if target < n_tasks:
+                scores[target] = scores.get(target, 0.0) + value
+                hits.append((-value, cid, target))
+            elif value > fired.get(target - n_tasks, 0.0):
+                fired[target - n_tasks] = value
+
+    def _scan(self, low: str, mask: bytes, skip: Iterable[int] = ()) -> dict[int, int]:
+        """Cue groups matching a lower-cased text (except those in ``skip``), each with its first cue id.
+        ``mask`` is the text's digit mask, for counting numbers."""
+        normal = low.translate(PUNCTUATION)
+        tokens = normal.split()
+        found = dict.fromkeys(skip, -1)  # skipped groups look found, with a cue id below any real one
+        singles = self._singles
+        for word in self._single_keys.intersection(tokens):
+            for g, cid in singles[word]:
+                if g not in found or cid < found[g]:
+                    found[g] = cid
+        pairs = self._pairs
+        present = self._pair_keys.intersection(zip(tokens, tokens[1:]))
+        spaced = ""
+        for pair in present:
+            for g, cid, needed, phrase in pairs.get(pair, ()):
+                if g not in found or cid < found[g]:
+                    if phrase:  # three words or more: all pairs must be in the text, and the words in order
+                        if not needed <= present:
+                            continue
+                        spaced = spaced or f" {normal} "
+                        # Punctuation may blank a run of spaces between words: then compare the words.
+                        if phrase not in spaced and phrase not in f" {' '.join(tokens)} ":
+                            continue
+                    found[g] = cid
+        numbers = len(mask.split()) if self._uses_numbers else 0
+        for g in self._numbered_groups.intersection(found):
+            if self._group_numbers[g] > numbers and found[g] >= 0:
+                del found[g]
+        for probe, entries in self._buckets:
+            if probe not in low:
+                continue
+            for pattern, prefix, min_numbers, cues in entries:
+                if min_numbers > numbers:
+                    continue
+                if cues[0][1] in found and (len(cues) == 1 or all(g in found for _, g in cues)):
+                    continue
+                if prefix in low and pattern.search(low) is not None:
+                    for cid, g in cues:
+                        if g not in found:
+                            found[g] = cid
+        return {g: cid for g, cid in found.items() if cid >= 0} if skip else found
+
+    def _find_pii(self, texts: list[tuple[str, bytes]]) -> tuple[str, ...]:
+        """Kinds of personal data in lower-cased texts: pre-filters, then regexes, then checks.
+
+        Detectors with ``min_digits`` only read windows around runs of digits long enough for them,
+        found once per text for all of them, so a long text with few numbers costs little.
+        """
+        kinds: list[str] = []
+        runs: list[list[tuple[int, int, int]] | None] = [None] * len(texts)
+        for kind, patterns, requires, min_digits, check in self._detectors:
+            for i, (low, mask) in enumerate(texts):
+                if requires is not None and requires not in low:
+                    continue
+                if min_digits:
+                    found_runs = runs[i]
+                    if found_runs is None:
+                        found_runs = runs[i] = _digit_runs(mask, self._min_digits)
+                    margin = _RUN_MARGIN
+                    windows = [low[max(0, a - margin) : b + margin] for a, b, n in found_runs if n >= min_digits]
+                    if not windows:
+                        continue
+                else:
+                    windows = [low]
+                if any(check(_checked_text(m)) for window in windows for p in patterns for m in p.finditer(window)):
+                    kinds.append(kind)
+                    break
+        return tuple(sorted(kinds))
+
+
+def _digit_mask(text: str) -> bytes:
+    """``text`` as bytes, one per character, with every digit b"0" and everything else b" "."""
+    return text.encode("ascii", "replace").translate(_NUMBER_RUNS)
+
+
+def _digit_runs(mask: bytes, min_digits: int) -> list[tuple[int, int, int]]:
+    """(start, end, digits) of each run of digits in a digit mask, allowing two other characters between
+    digits ("+1 (555) 123-4567"); none when the whole text has fewer than ``min_digits`` digits."""
+    if mask.count(b"0") < min_digits:
+        return []
+    return [(m.start(), m.end(), m.group().count(b"0")) for m in _RUNS.finditer(mask)]
+
+
+def _literal_prefix(pattern: str) -> str:
+    """Text that every match of ``pattern`` starts with, so ``prefix in text`` can skip a search.
+
+    Conservative: it stops at the first character that is not plainly literal, and gives up ("")
+    on a pattern with a top-level ``|`` or an unusual character class.
+    """
+    depth, i, in_class = 0, 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 1
+        elif in_class:
+            in_class = c != "]"
+        elif c == "[":
+            if pattern[i + 1 : i + 2] == "]" or pattern[i + 1 : i + 3] == "^]":
+                return ""
+            in_class = True
+        elif c in "()":
+            depth += 1 if c == "(" else -1
+        elif c == "|" and depth == 0:
+            return ""
+        i += 1
+    prefix: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            nxt = pattern[i + 1 : i + 2]
+            if nxt in ("n", "t"):
+                literal = "\n" if nxt == "n" else "\t"
+            elif not nxt or nxt.isalnum() or nxt == "_":
+                break
+            else:
+                literal = nxt
+            step = 2
+        elif c in ".^$*+?{}[]()|":
+            break
+        else:
+            literal, step = c, 1
+        if pattern[i + step : i + step + 1] in ("*", "+", "?", "{"):
+            break
+        prefix.append(literal)
+        i += step
+    return "".join(prefix)
+
+
+def _probe(prefix: str) -> str:
+    """One character of ``prefix`` to look for first: a single-character search is much cheaper than a
+    longer one, and punctuation is rarer in text than letters."""
+    return next((c for c in prefix if not c.isalnum() and c != " "), prefix[:1])
+
+
+def _checked_text(match: re.Match[str]) -> str:
+    """The text a PII check validates: the match, extended back to group 1 when a lookbehind captured
+    the start (a pattern may begin at a digit for speed and look back for an IBAN's country code)."""
+    start = match.start()
+    if match.re.groups and match.start(1) != -1:
+        start = min(start, match.start(1))
+    return match.string[start : match.end()]
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _read(message: dict[str, Any]) -> tuple[str, int, list[str]]:
+    """A message's text, its number of images, and the text of each tool call (name and arguments)."""
+    content = message.get("content")
+    images = 0
+    if isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        texts: list[str] = []
+        for part in content:
+            if not isinstance(part, dict):
+                continue
+            kind = part.get("type")
+            if kind in _TEXT_PARTS:
+                value = part.get("text")
+                if isinstance(value, str):
+                    texts.append(value)
+            elif kind in _IMAGE_PARTS:
+                images += 1
+        text = "\n".join(texts)
+    else:
+        text = ""
+    calls: list[str] = []
+    tool_calls = message.get("tool_calls")
+    if isinstance(tool_calls, list):
+        for call in tool_calls:
+            if isinstance(call, dict):
+                calls.append(_call_text(call.get("function")))
+    if message.get("function_call") is not None:
+        calls.append(_call_text(message.get("function_call")))
+    return text, images, calls
+
+
+def _call_text(function: Any) -> str:
+    if not isinstance(function, dict):
+        return ""
+    name, arguments = function.get("name"), function.get("arguments")
+    return f"{name if isinstance(name, str) else ''} {arguments if isinstance(arguments, str) else ''}"
+
+
+def _json_size(value: Any) -> int:
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:
+        return len(repr(value))
+
+
+def _luhn(candidate: str) -> bool:
+    digits = [ord(c) - 48 for c in candidate if "0" <= c <= "9"]
+    if not 13 <= len(digits) <= 19:
+        return False
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _iban(candidate: str) -> bool:
+    compact = "".join(candidate.split()).upper()
+    if not 15 <= len(compact) <= 34 or not compact.isalnum() or not compact.isascii():
+        return False
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def _ssn(candidate: str) -> bool:
+    digits = "".join(c for c in candidate if "0" <= c <= "9")[-9:]
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
+    return len(digits) == 9 and area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+_CHECKS: dict[PiiCheck, Callable[[str], bool]] = {"none": lambda _: True, "luhn": _luhn, "iban": _iban, "ssn": _ssn}
