@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -19,7 +20,8 @@ from router.auth import ClientKey
 from router.cost import chunk_chars
 from router.errors import GatewayError, InvalidRequestError, PayloadTooLargeError, PermissionDeniedError
 from router.gateway import Gateway
-from router.pipeline import Pipeline, Stream, Trace
+from router.pipeline import Pipeline, Stream
+from router.trace import Trace
 from router.schemas import parse_chat_request
 from router.upstream.sse import DONE_FRAME, frame
 
@@ -30,6 +32,14 @@ log = logging.getLogger("router.api")
 CLIENT_CLOSED = 499
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Request ids: a random per-process prefix and a counter, unique across workers and restarts,
+# without a uuid4 (a getrandom syscall) per request.
+_ID_PREFIX = os.urandom(6).hex()
+_id_counter = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter):010x}"
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -45,11 +55,11 @@ def _gateway(request: Request) -> Gateway:
 def _begin(request: Request) -> tuple[Pipeline, ClientKey, str]:
     """Request id, the pipeline this request will use, and the authenticated client."""
     given = request.headers.get("x-request-id")
-    generated = uuid.uuid4().hex
+    generated = _new_request_id()
     request_id = given if given and _REQUEST_ID.match(given) else generated
     request.state.request_id = request_id
     # The ledger's key must be unique even when clients reuse their ids.
-    request.state.unique_id = generated if request_id == generated else f"{request_id}#{generated[:12]}"
+    request.state.unique_id = generated if request_id == generated else f"{request_id}#{generated}"
     pipeline = _gateway(request).pipeline
     client = pipeline.keyring.authenticate(request.headers.get("authorization"))
     return pipeline, client, request_id
@@ -74,7 +84,7 @@ async def chat_completions(request: Request) -> Response:
         body = parse_chat_request(await _read_body(request, pipeline.config.server.max_body_bytes))
         route = pipeline.route(body, client, request.headers)
     except GatewayError as exc:  # refused before routing (401, 400, 413, 404): still a request, on no backend
-        _gateway(request).pipeline.reject(getattr(request.state, "request_id", ""), exc.status_code, started)
+        _gateway(request).pipeline.accountant.reject(getattr(request.state, "request_id", ""), exc.status_code, started)
         raise
     trace = Trace(request_id, request.state.unique_id, client, route, body, stream=bool(body.get("stream")), started=started)
     if trace.stream:
@@ -88,7 +98,7 @@ async def chat_completions(request: Request) -> Response:
     with _finish_on_error(pipeline, trace):
         completion = await pipeline.complete(trace)
     trace.answered_at = time.perf_counter()
-    pipeline.finish(trace)
+    pipeline.accountant.finish(trace)
     headers = trace.headers()
     headers["x-router-cost-usd"] = f"{trace.cost:.8f}"
     return Response(completion.raw, media_type="application/json", headers=headers)
@@ -101,11 +111,11 @@ def _finish_on_error(pipeline: Pipeline, trace: Trace) -> Iterator[None]:
         yield
     except GatewayError as exc:
         trace.status = exc.status_code
-        pipeline.finish(trace)
+        pipeline.accountant.finish(trace)
         raise
     except BaseException:
         trace.status = CLIENT_CLOSED
-        pipeline.finish(trace)
+        pipeline.accountant.finish(trace)
         raise
 
 
@@ -133,7 +143,7 @@ async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: b
         # The client may be gone and this task cancelled: close the upstream regardless, then account.
         with anyio.CancelScope(shield=True):
             await stream.aclose()
-            pipeline.finish(trace)
+            pipeline.accountant.finish(trace)
 
 
 async def decide(request: Request) -> Response:

@@ -11,15 +11,15 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from router.accounting import Accountant
 from router.auth import ClientKey, KeyRing
 from router.budget import Exceeded, Reservation
 from router.classify import Classifier, Features
 from router.config import AUTO_MODEL, FailureKind, GatewayConfig, RuleConfig
-from router.cost import Usage, chunk_chars, completion_chars, cost_usd, usage_from
+from router.cost import completion_chars, cost_usd
 from router.errors import (
     GatewayError,
     ModelNotFoundError,
@@ -30,86 +30,17 @@ from router.errors import (
     UpstreamRateLimitError,
     UpstreamTimeoutError,
 )
-from router.accesslog import AccessLog
-from router.ledger import LedgerRow
 from router.metrics import Metrics
 from router.policy import Candidate, Plan, make_plan
 from router.retry import backoff_delay, parse_retry_after
 from router.rules import REQUESTED_MODEL, CompiledRule, Decision, RequestContext, Target, compile_rules, match_rules
 from router.state import PolicyState
+from router.trace import Route, Trace
 from router.upstream.base import CONTEXT_LENGTH_CODE, Chunk, Completion, Provider
 
 log = logging.getLogger("router.pipeline")
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Why a request goes where it goes: the classification, the rule's decision and the plan."""
-
-    features: Features
-    decision: Decision
-    plan: Plan
-
-    def headers(self, candidate: Candidate) -> dict[str, str]:
-        return {
-            "x-router-tier": candidate.tier,
-            "x-router-backend": candidate.backend,
-            "x-router-rule": self.decision.rule,
-            "x-router-task": self.features.task,
-        }
-
-    def reason(self) -> str:
-        text = f"{self.decision.why}; {self.features.reason()}"
-        return f"{text}; {'; '.join(self.plan.notes)}" if self.plan.notes else text
-
-
-@dataclass(slots=True)
-class Trace:
-    """One request's story, filled in as it goes and finished exactly once."""
-
-    request_id: str
-    #: Unique per request even when a client reuses its ``x-request-id``: the ledger's key.
-    unique_id: str
-    client: ClientKey
-    route: Route
-    body: dict[str, Any]
-    stream: bool
-    started: float = field(default_factory=time.perf_counter)
-    upstream_seconds: float = 0.0
-    attempts: int = 0
-    retries: int = 0
-    fallback: tuple[str, str, str] | None = None
-    downgraded: str | None = None
-    rerouted: str | None = None
-    served: Candidate | None = None
-    reservation: Reservation | None = None
-    budget_exceeded: Exceeded | None = None
-    #: Seconds from the request's arrival to the upstream's first content (streams) or answer.
-    ttft: float | None = None
-    #: When the gateway started answering the client (perf_counter); the overhead is measured up to here.
-    answered_at: float | None = None
-    in_flight: AbstractContextManager[None] | None = None
-    output_chars: int = 0
-    usage_reported: Any = None
-    status: int = 200
-    usage: Usage | None = None
-    cost: float = 0.0
-    finished: bool = False
-
-    def headers(self) -> dict[str, str]:
-        candidate = self.served or (self.route.plan.candidates[0] if self.route.plan.candidates else None)
-        headers = self.route.headers(candidate) if candidate else {"x-router-rule": self.route.decision.rule}
-        headers["x-request-id"] = self.request_id
-        headers["x-router-attempts"] = str(self.attempts)
-        if self.fallback is not None:
-            headers["x-router-fallback"] = f"{self.fallback[0]}->{self.fallback[1]}; reason={self.fallback[2]}"
-        if self.downgraded is not None:
-            headers["x-router-downgraded"] = self.downgraded
-        if self.rerouted is not None:
-            headers["x-router-rerouted"] = self.rerouted
-        return headers
 
 
 @dataclass(slots=True)
@@ -157,7 +88,6 @@ class Pipeline:
         self.providers = providers
         self.state = state
         self.metrics = metrics
-        self.access_log = AccessLog()
         self.classifier = Classifier(config.classifier.vocabulary)
         self.rules: tuple[CompiledRule, ...] = compile_rules(config.rules)
         self._rule_configs: dict[str, RuleConfig] = {rule.name: rule for rule in config.rules}
@@ -169,11 +99,7 @@ class Pipeline:
             if target != AUTO_MODEL:
                 self._forced[alias] = self._forced[target]
         self.model_names: tuple[str, ...] = tuple(dict.fromkeys((AUTO_MODEL, *tiers, *config.backends, *config.aliases)))
-        ranks = config.tier_rank
-        self._lowest_rank = min(ranks.values())
-        self._ranks = ranks
-        top = max(ranks, key=ranks.__getitem__)
-        self._reference_price = config.backends[config.tiers[top][0]].price
+        self.accountant = Accountant(config, state, metrics)
 
     # -- classify -> rules -> policy -------------------------------------------------------------
 
@@ -429,106 +355,6 @@ class Pipeline:
         if trace.reservation is not None:
             self.state.budgets.settle(trace.reservation, 0.0)
             trace.reservation = None
-
-    def finish(self, trace: Trace) -> None:
-        """Account for the request exactly once: cost, budget settlement, ledger, stickiness."""
-        if trace.finished:
-            return
-        trace.finished = True
-        now = time.perf_counter()
-        candidate = trace.served
-        if candidate is not None:
-            produced = trace.output_chars > 0 or trace.usage_reported is not None
-            trace.usage = usage_from(
-                trace.usage_reported, input_estimate=trace.route.features.input_tokens, output_chars=trace.output_chars
-            )
-            trace.cost = cost_usd(candidate.config.price, trace.usage.input_tokens, trace.usage.output_tokens) if produced else 0.0
-            backend = self.state.backends.get(candidate.backend)
-            if backend is not None:
-                backend.load.finished()
-                backend.load.observe(ttft=trace.ttft, total=now - trace.started)
-            if trace.in_flight is not None:
-                trace.in_flight.__exit__(None, None, None)
-            if trace.status < 400 and self._ranks.get(candidate.tier, 0) > self._lowest_rank:
-                if self.config.policy.stickiness.enabled:
-                    self.state.sticky.remember(trace.body["messages"], trace.client.tenant, candidate.tier)
-        if trace.reservation is not None:
-            self.state.budgets.settle(trace.reservation, trace.cost)
-            trace.reservation = None
-        self._record_metrics(trace, now)
-        usage = trace.usage
-        self.access_log.request(
-            request_id=trace.request_id, method="POST", path="/v1/chat/completions", status=trace.status,
-            latency_s=now - trace.started, stream=trace.stream,
-            tier=candidate.tier if candidate else None, backend=candidate.backend if candidate else None,
-            rule=trace.route.decision.rule, task=trace.route.features.task, tenant=trace.client.tenant,
-            key=trace.client.name, ttft_s=trace.ttft if trace.stream else None,
-            input_tokens=usage.input_tokens if usage else 0, output_tokens=usage.output_tokens if usage else 0,
-            cost_usd=trace.cost, attempts=trace.attempts,
-            fallback="{}->{}:{}".format(*trace.fallback) if trace.fallback else None,
-            messages=trace.body["messages"],
-        )
-        if self.state.ledger is not None and candidate is not None:
-            usage = trace.usage or Usage(0, 0, True)
-            self.state.ledger.record(
-                LedgerRow(
-                    ts=time.time(),
-                    request_id=trace.unique_id,
-                    tenant=trace.client.tenant,
-                    key=trace.client.name,
-                    backend=candidate.backend,
-                    tier=candidate.tier,
-                    model=candidate.config.model,
-                    input_tokens=usage.input_tokens,
-                    output_tokens=usage.output_tokens,
-                    cost_usd=trace.cost,
-                    estimated=usage.estimated,
-                    status=trace.status,
-                    latency_ms=(time.perf_counter() - trace.started) * 1000,
-                    attempts=trace.attempts,
-                    fallback=f"{trace.fallback[0]}->{trace.fallback[1]}" if trace.fallback else None,
-                )
-            )
-
-    def reject(self, request_id: str, status: int, started: float) -> None:
-        """Account for a request refused before it could be routed (auth, parsing, unknown model)."""
-        duration = time.perf_counter() - started
-        self.metrics.request_finished(
-            tier=None, backend=None, rule=None, task=None, status=status, stream=False, tenant=None,
-            duration_s=duration, ttft_s=None, overhead_s=duration, input_tokens=0, output_tokens=0,
-            cost_usd=0.0, saved_usd=0.0,
-        )
-        self.access_log.request(request_id=request_id, method="POST", path="/v1/chat/completions", status=status,
-                                latency_s=duration)
-
-    def _record_metrics(self, trace: Trace, now: float) -> None:
-        candidate = trace.served
-        usage = trace.usage
-        answered = trace.answered_at or now
-        self.metrics.classified(trace.route.features.task)
-        self.metrics.request_finished(
-            tier=candidate.tier if candidate else None,
-            backend=candidate.backend if candidate else None,
-            rule=trace.route.decision.rule,
-            task=trace.route.features.task,
-            status=trace.status,
-            stream=trace.stream,
-            tenant=trace.client.tenant,
-            duration_s=now - trace.started,
-            ttft_s=trace.ttft if trace.stream else None,
-            overhead_s=max(0.0, answered - trace.started - trace.upstream_seconds),
-            input_tokens=usage.input_tokens if usage else 0,
-            output_tokens=usage.output_tokens if usage else 0,
-            cost_usd=trace.cost,
-            saved_usd=self.saved_usd(trace),
-        )
-
-    def saved_usd(self, trace: Trace) -> float:
-        """What the same tokens would have cost on the most expensive tier, minus what they cost."""
-        if trace.usage is None:
-            return 0.0
-        reference = cost_usd(self._reference_price, trace.usage.input_tokens, trace.usage.output_tokens)
-        return max(0.0, reference - trace.cost)
 
 
 def _fail_safe_features(messages: list[dict[str, Any]]) -> Features:

@@ -1,0 +1,130 @@
+"""Accounting for finished requests: cost, budget settlement, stickiness, metrics, access log, ledger.
+
+Called exactly once per request (``Trace.finished`` guards it), whether it succeeded, failed, or
+its client went away, so spend is never lost and never double-counted.
+"""
+
+from __future__ import annotations
+
+import time
+
+from router.accesslog import AccessLog
+from router.config import GatewayConfig
+from router.cost import Usage, cost_usd, usage_from
+from router.ledger import LedgerRow
+from router.metrics import Metrics
+from router.state import PolicyState
+from router.trace import Trace
+
+
+class Accountant:
+    def __init__(self, config: GatewayConfig, state: PolicyState, metrics: Metrics) -> None:
+        self.config = config
+        self.state = state
+        self.metrics = metrics
+        self.access_log = AccessLog()
+        ranks = config.tier_rank
+        self._ranks = ranks
+        self._lowest_rank = min(ranks.values())
+        top = max(ranks, key=ranks.__getitem__)
+        self._reference_price = config.backends[config.tiers[top][0]].price
+
+    def finish(self, trace: Trace) -> None:
+        """Account for the request exactly once: cost, budget settlement, ledger, stickiness."""
+        if trace.finished:
+            return
+        trace.finished = True
+        now = time.perf_counter()
+        candidate = trace.served
+        if candidate is not None:
+            produced = trace.output_chars > 0 or trace.usage_reported is not None
+            trace.usage = usage_from(
+                trace.usage_reported, input_estimate=trace.route.features.input_tokens, output_chars=trace.output_chars
+            )
+            trace.cost = cost_usd(candidate.config.price, trace.usage.input_tokens, trace.usage.output_tokens) if produced else 0.0
+            backend = self.state.backends.get(candidate.backend)
+            if backend is not None:
+                backend.load.finished()
+                backend.load.observe(ttft=trace.ttft, total=now - trace.started)
+            if trace.in_flight is not None:
+                trace.in_flight.__exit__(None, None, None)
+            if trace.status < 400 and self._ranks.get(candidate.tier, 0) > self._lowest_rank:
+                if self.config.policy.stickiness.enabled:
+                    self.state.sticky.remember(trace.body["messages"], trace.client.tenant, candidate.tier)
+        if trace.reservation is not None:
+            self.state.budgets.settle(trace.reservation, trace.cost)
+            trace.reservation = None
+        self._record_metrics(trace, now)
+        usage = trace.usage
+        self.access_log.request(
+            request_id=trace.request_id, method="POST", path="/v1/chat/completions", status=trace.status,
+            latency_s=now - trace.started, stream=trace.stream,
+            tier=candidate.tier if candidate else None, backend=candidate.backend if candidate else None,
+            rule=trace.route.decision.rule, task=trace.route.features.task, tenant=trace.client.tenant,
+            key=trace.client.name, ttft_s=trace.ttft if trace.stream else None,
+            input_tokens=usage.input_tokens if usage else 0, output_tokens=usage.output_tokens if usage else 0,
+            cost_usd=trace.cost, attempts=trace.attempts,
+            fallback="{}->{}:{}".format(*trace.fallback) if trace.fallback else None,
+            messages=trace.body["messages"],
+        )
+        if self.state.ledger is not None and candidate is not None:
+            usage = trace.usage or Usage(0, 0, True)
+            self.state.ledger.record(
+                LedgerRow(
+                    ts=time.time(),
+                    request_id=trace.unique_id,
+                    tenant=trace.client.tenant,
+                    key=trace.client.name,
+                    backend=candidate.backend,
+                    tier=candidate.tier,
+                    model=candidate.config.model,
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cost_usd=trace.cost,
+                    estimated=usage.estimated,
+                    status=trace.status,
+                    latency_ms=(time.perf_counter() - trace.started) * 1000,
+                    attempts=trace.attempts,
+                    fallback=f"{trace.fallback[0]}->{trace.fallback[1]}" if trace.fallback else None,
+                )
+            )
+
+    def reject(self, request_id: str, status: int, started: float) -> None:
+        """Account for a request refused before it could be routed (auth, parsing, unknown model)."""
+        duration = time.perf_counter() - started
+        self.metrics.request_finished(
+            tier=None, backend=None, rule=None, task=None, status=status, stream=False, tenant=None,
+            duration_s=duration, ttft_s=None, overhead_s=duration, input_tokens=0, output_tokens=0,
+            cost_usd=0.0, saved_usd=0.0,
+        )
+        self.access_log.request(request_id=request_id, method="POST", path="/v1/chat/completions", status=status,
+                                latency_s=duration)
+
+    def _record_metrics(self, trace: Trace, now: float) -> None:
+        candidate = trace.served
+        usage = trace.usage
+        answered = trace.answered_at or now
+        self.metrics.classified(trace.route.features.task)
+        self.metrics.request_finished(
+            tier=candidate.tier if candidate else None,
+            backend=candidate.backend if candidate else None,
+            rule=trace.route.decision.rule,
+            task=trace.route.features.task,
+            status=trace.status,
+            stream=trace.stream,
+            tenant=trace.client.tenant,
+            duration_s=now - trace.started,
+            ttft_s=trace.ttft if trace.stream else None,
+            overhead_s=max(0.0, answered - trace.started - trace.upstream_seconds),
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            cost_usd=trace.cost,
+            saved_usd=self.saved_usd(trace),
+        )
+
+    def saved_usd(self, trace: Trace) -> float:
+        """What the same tokens would have cost on the most expensive tier, minus what they cost."""
+        if trace.usage is None:
+            return 0.0
+        reference = cost_usd(self._reference_price, trace.usage.input_tokens, trace.usage.output_tokens)
+        return max(0.0, reference - trace.cost)
