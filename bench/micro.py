@@ -9,10 +9,11 @@ under 100 us for the whole decision.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -78,16 +79,29 @@ def measure_decision(
     features = pipeline.classifier.classify(messages, tools)
     ctx = RequestContext(model=request["model"])
     route = pipeline.route(request, ANONYMOUS, {})
+    # Cold: every request carries a message the classifier has not read before (its per-text cache
+    # misses), as a new user turn does. Warm: the same request again, as re-sent history and system
+    # prompts are.
+    fresh = iter(_unique_variants(request))
     return {
         "prompt_bytes": len(orjson.dumps(messages)),
-        "classify_us": time_us(lambda: pipeline.classifier.classify(messages, tools)),
+        "classify_us": time_us(lambda: pipeline.classifier.classify(next(fresh)["messages"], tools)),
         "rules_us": time_us(lambda: match_rules(features, ctx, pipeline.rules)),
-        "total_us": time_us(lambda: pipeline.route(request, ANONYMOUS, {})),
+        "total_us": time_us(lambda: pipeline.route(next(fresh), ANONYMOUS, {})),
+        "warm_classify_us": time_us(lambda: pipeline.classifier.classify(messages, tools)),
+        "warm_total_us": time_us(lambda: pipeline.route(request, ANONYMOUS, {})),
         "decision": repr(route.decision),
         "plan": repr(route.plan),
         "task": features.task,
         "complexity": features.complexity,
     }
+
+
+def _unique_variants(request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """``request`` again and again, its last message's text made unique by a ticket number."""
+    *history, last = request["messages"]
+    for n in itertools.count():
+        yield {**request, "messages": [*history, {**last, "content": f"Ticket {n}: {last['content']}"}]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,10 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(f"decision: {result['decision']}")
     print(f"plan: {result['plan']}")
-    print(f"classify        {result['classify_us']:8.1f} us")
+    print(f"classify        {result['classify_us']:8.1f} us   (same text again: {result['warm_classify_us']:.1f} us)")
     print(f"rules           {result['rules_us']:8.1f} us")
     verdict = "PASS" if result["total_us"] < 100 else "FAIL"
-    print(f"route (total)   {result['total_us']:8.1f} us   target < 100 us: {verdict}")
+    print(f"route (total)   {result['total_us']:8.1f} us   target < 100 us: {verdict}"
+          f"   (same text again: {result['warm_total_us']:.1f} us)")
 
 
 if __name__ == "__main__":

@@ -122,14 +122,18 @@ def _finish_on_error(pipeline: Pipeline, trace: Trace) -> Iterator[None]:
 async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: bool) -> AsyncIterator[bytes]:
     """Re-frame upstream chunks as ``data: <json>``; a failure ends the stream with an error event, no [DONE]."""
     try:
-        async for chunk in stream.chunks():
-            data = chunk.data
-            if "usage" in data and data["usage"]:
-                trace.usage_reported = data["usage"]
-                if not want_usage and not data.get("choices"):
-                    continue  # the usage chunk the gateway asked for on its own behalf
-            trace.output_chars += chunk_chars(data)
-            yield frame(chunk.raw)
+        async for batch in stream.batches():
+            frames = []
+            for chunk in batch:
+                data = chunk.data
+                if data.get("usage"):
+                    trace.usage_reported = data["usage"]
+                    if not want_usage and not data.get("choices"):
+                        continue  # the usage chunk the gateway asked for on its own behalf
+                trace.output_chars += chunk_chars(data)
+                frames.append(frame(chunk.raw))
+            if frames:
+                yield b"".join(frames)
         yield DONE_FRAME
     except GatewayError as exc:
         trace.status = exc.status_code

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +87,22 @@ class Features:
         return text
 
 
+#: Bounds of the per-text cache: entries, and the longest text kept (longer ones are read every time).
+_CACHE_ENTRIES = 4096
+_CACHE_TEXT_CHARS = 8192
+
+
+@dataclass(slots=True)
+class _Read:
+    """One message text as read: lower-cased, digit mask, personal data, size; its cues once scanned."""
+
+    low: str
+    mask: bytes
+    pii: frozenset[str]
+    size: int
+    cues: tuple[dict[int, int], dict[int, int]] | None = None
+
+
 class Classifier:
     """Compiles a vocabulary once; ``classify`` then only reads the request."""
 
@@ -117,6 +133,7 @@ class Classifier:
         self._role_weight = {"system": r.system, "developer": r.system, "user": r.earlier_user,
                              "assistant": r.assistant, "tool": r.tool, "function": r.tool}
         self._last_user_weight = r.last_user
+        self._cache: OrderedDict[str, _Read] = OrderedDict()
 
         length = v.complexity.length
         self._length_weight = length.weight
@@ -196,7 +213,7 @@ class Classifier:
         has_tools = bool(tools)
         images = 0
         size = 0
-        texts: list[tuple[str, bytes]] = []  # every message and tool call, lower-cased and masked, for PII
+        pii: set[str] = set()  # kinds of personal data in any message or tool call
 
         last_user = -1
         for i in range(len(messages) - 1, -1, -1):
@@ -213,20 +230,22 @@ class Classifier:
             images += n_images
             if calls or role == "tool" or role == "function":
                 has_tools = True
-                call_text = "\n".join(calls).lower()
-                texts.append((call_text, _digit_mask(call_text)))
-                size += _utf8_size(call_text)
+                call_text = self._text("\n".join(calls))
+                pii.update(call_text.pii)
+                size += call_text.size
             if not text:
                 continue
-            low = text.lower()
-            mask = _digit_mask(low)
-            texts.append((low, mask))
-            size += _utf8_size(text)
+            read = self._text(text)
+            pii.update(read.pii)
+            size += read.size
             if i < first_read and (role not in _SYSTEM_ROLES or i >= self._max_messages):
                 continue
             weight = self._last_user_weight if i == last_user else self._role_weight.get(role, 0.0)
             if weight > 0.0:
-                self._read_cues(low, mask, weight, scores, fired, hits)
+                head, body = read.cues if read.cues is not None else self._read_cues(read)
+                self._add(head, weight, scores, fired, hits)
+                if body:
+                    self._add(body, weight * self._body_weight, scores, fired, hits)
 
         tokens = size / self._bytes_per_token + self._per_request + self._per_message * len(messages)
         tokens += self._per_image * images
@@ -263,32 +282,43 @@ class Classifier:
             input_tokens=input_tokens,
             has_tools=has_tools,
             has_images=images > 0,
-            pii=self._find_pii(texts),
+            pii=tuple(sorted(pii)),
             signals=signals,
             evidence=tuple(evidence),
         )
 
-    def _read_cues(
-        self,
-        low: str,
-        mask: bytes,
-        weight: float,
-        scores: dict[int, float],
-        fired: dict[int, float],
-        hits: list[tuple[float, int, int]],
-    ) -> None:
-        """Add the cue groups found in one lower-cased message (``mask``: its digit mask): fully in its
-        head and tail, less in its body."""
+    def _text(self, text: str) -> _Read:
+        """What one message's text holds, from the cache when the same text was read before.
+
+        Conversations re-send their history and system prompt on every turn, so most texts of a
+        multi-turn request were read already; the cache is bounded in entries and text length.
+        """
+        read = self._cache.get(text)
+        if read is None:
+            low = text.lower()
+            mask = _digit_mask(low)
+            read = _Read(low, mask, self._find_pii([(low, mask)]), _utf8_size(text))
+            if len(text) <= _CACHE_TEXT_CHARS:
+                if len(self._cache) >= _CACHE_ENTRIES:
+                    self._cache.popitem(last=False)  # the oldest entry
+                self._cache[text] = read
+        return read
+
+    def _read_cues(self, read: _Read) -> tuple[dict[int, int], dict[int, int]]:
+        """The cue groups found in one message: those in its head and tail (full weight) and those
+        only in its body (``window.body_weight``). Remembered on ``read``."""
+        low, mask = read.low, read.mask
         n, head, tail = len(low), self._head, self._tail
+        body: dict[int, int] = {}
         if n <= head + tail:
-            self._add(self._scan(low, mask), weight, scores, fired, hits)
-            return
-        found = self._scan(f"{low[:head]}\n{low[n - tail :]}", mask[:head] + b" " + mask[n - tail :])
-        self._add(found, weight, scores, fired, hits)
-        end = min(n - tail, head + self._body)
-        if end > head and self._body_weight > 0.0:
-            body = self._scan(low[head:end], mask[head:end], skip=found)
-            self._add(body, weight * self._body_weight, scores, fired, hits)
+            found = self._scan(low, mask)
+        else:
+            found = self._scan(f"{low[:head]}\n{low[n - tail :]}", mask[:head] + b" " + mask[n - tail :])
+            end = min(n - tail, head + self._body)
+            if end > head and self._body_weight > 0.0:
+                body = self._scan(low[head:end], mask[head:end], skip=found)
+        read.cues = (found, body)
+        return read.cues
 
     def _add(
         self,
@@ -351,7 +381,7 @@ class Classifier:
                             found[g] = cid
         return {g: cid for g, cid in found.items() if cid >= 0} if skip else found
 
-    def _find_pii(self, texts: list[tuple[str, bytes]]) -> tuple[str, ...]:
+    def _find_pii(self, texts: list[tuple[str, bytes]]) -> frozenset[str]:
         """Kinds of personal data in lower-cased texts: pre-filters, then regexes, then checks.
 
         Detectors with ``min_digits`` only read windows around runs of digits long enough for them,
@@ -376,7 +406,7 @@ class Classifier:
                 if any(check(_checked_text(m)) for window in windows for p in patterns for m in p.finditer(window)):
                     kinds.append(kind)
                     break
-        return tuple(sorted(kinds))
+        return frozenset(kinds)
 
 
 def _digit_mask(text: str) -> bytes:

@@ -49,26 +49,25 @@ class Stream:
 
     candidate: Candidate
     head: list[Chunk]
-    rest: AsyncIterator[Chunk]
+    rest: AsyncIterator[list[Chunk]]
     deadline: float
     idle: float
 
-    async def chunks(self) -> AsyncIterator[Chunk]:
-        """The head, then the rest, each read bounded by the idle timeout and the total deadline."""
-        for chunk in self.head:
-            yield chunk
+    async def batches(self) -> AsyncIterator[list[Chunk]]:
+        """The head, then the rest as it arrives, each read bounded by the idle timeout and the total deadline."""
+        yield self.head
         loop = asyncio.get_running_loop()
         while True:
             try:
                 async with asyncio.timeout_at(min(loop.time() + self.idle, self.deadline)):
-                    chunk = await anext(self.rest)
+                    batch = await anext(self.rest)
             except StopAsyncIteration:
                 return
             except TimeoutError as exc:
                 raise UpstreamTimeoutError(
                     f"Backend {self.candidate.backend!r} stalled mid-stream.", code="upstream_stream_stalled"
                 ) from exc
-            yield chunk
+            yield batch
 
     async def aclose(self) -> None:
         await self.rest.aclose()  # type: ignore[attr-defined]
@@ -202,9 +201,9 @@ class Pipeline:
             head: list[Chunk] = []
             try:
                 async with asyncio.timeout_at(min(loop.time() + timeouts.first_token, deadline)):
-                    async for chunk in chunks:
-                        head.append(chunk)
-                        if _has_content(chunk.data):
+                    async for batch in chunks:
+                        head += batch
+                        if any(_has_content(chunk.data) for chunk in batch):
                             break
             except TimeoutError as exc:
                 await chunks.aclose()  # type: ignore[attr-defined]

@@ -96,8 +96,8 @@ def stream_handler(*parts: bytes, drop_after: int | None = None) -> Handler:
     return handle
 
 
-async def collect(it: AsyncIterator[Chunk]) -> list[dict[str, Any]]:
-    return [c.data async for c in it]
+async def collect(it: AsyncIterator[list[Chunk]]) -> list[dict[str, Any]]:
+    return [c.data async for batch in it for c in batch]
 
 
 async def test_complete_passes_json_through_with_backend_key(upstream: Any) -> None:
@@ -152,8 +152,8 @@ async def test_stream_dropped_mid_way_raises_after_the_first_chunks(upstream: An
     _, provider = await upstream(stream_handler(sse(chunk({"content": "a"})), sse(chunk({"content": "b"})), drop_after=1))
     got: list[dict[str, Any]] = []
     with pytest.raises(UpstreamError) as info:
-        async for c in provider.stream(BODY):
-            got.append(c.data)
+        async for batch in provider.stream(BODY):
+            got += [c.data for c in batch]
     assert len(got) == 1
     assert info.value.code == "upstream_disconnected"
 
