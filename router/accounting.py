@@ -22,7 +22,7 @@ class Accountant:
         self.config = config
         self.state = state
         self.metrics = metrics
-        self.access_log = AccessLog()
+        self.access_log = AccessLog(include_prompts=config.server.log_prompts)
         ranks = config.tier_rank
         self._ranks = ranks
         self._lowest_rank = min(ranks.values())

@@ -59,6 +59,8 @@ class ConfigError(ValueError):
 class ServerConfig(_Model):
     #: Request bodies above this size are refused with 413.
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    #: Write each request's messages into its access log line. Off: prompts can hold personal data.
+    log_prompts: bool = False
 
 
 class ApiKeyConfig(_Model):

@@ -5,12 +5,17 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from router.accesslog import ACCESS_LOGGER, AccessLog, JsonFormatter, TextFormatter, configure_logging
+from router.accounting import Accountant
+from router.config import load_config
+from router.metrics import Metrics
+from router.state import PolicyState
 
 PROMPT = [{"role": "user", "content": "My card is 4111 1111 1111 1111, what is my balance?"}]
 
@@ -104,3 +109,15 @@ def test_configure_logging_routes_every_logger_through_one_handler(capsys: pytes
     finally:
         root.handlers[:], level = saved
         root.setLevel(level)
+
+
+
+def test_prompts_reach_the_access_log_only_when_the_config_says_so(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[1]
+    env = {"OPENAI_API_KEY": "sk-x", "ROUTER_LEDGER_PATH": str(tmp_path / "spend.sqlite3")}
+    for enabled in (False, True):
+        config = load_config(repo / "config" / "router.yaml", env)
+        config = config.model_copy(update={"server": config.server.model_copy(update={"log_prompts": enabled})})
+        metrics = Metrics(backends=[], tiers=[], tenants=[], tasks=[], rules=[], version="v")
+        accountant = Accountant(config, PolicyState(config), metrics)
+        assert accountant.access_log.include_prompts is enabled
