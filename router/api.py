@@ -207,10 +207,12 @@ async def readyz(request: Request) -> Response:
     )
 
 
-# Plain Starlette routes: no dependency injection or body models on the hot path.
+#: Chat completions paths; ``app.GatewayApp`` sends them to ``chat_completions`` directly.
+HOT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
+
+# Plain Starlette routes: no dependency injection or body models.
 for path, endpoint, methods in (
-    ("/v1/chat/completions", chat_completions, ["POST"]),
-    ("/chat/completions", chat_completions, ["POST"]),
+    *((hot, chat_completions, ["POST"]) for hot in sorted(HOT_PATHS)),
     ("/v1/router/decide", decide, ["POST"]),
     ("/v1/router/spend", spend, ["GET"]),
     ("/v1/models", list_models, ["GET"]),

@@ -45,6 +45,7 @@ _GROUP_SQL: dict[str, str] = {
     "month": "strftime('%Y-%m', ts, 'unixepoch')",
 }
 
+_DAY = 86400
 _BUSY_TIMEOUT = 5.0  # seconds a writer waits for another connection's transaction
 #: How long the writer waits after a first row for more to arrive (reads and flushes do not wait).
 _GATHER_SECONDS = 0.2
@@ -71,6 +72,23 @@ CREATE TABLE IF NOT EXISTS requests (
     fallback TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
+-- Spend per UTC day and budget scope, kept by a trigger in the same transaction as the rows, so
+-- budgets read a handful of rows instead of summing every request of the month.
+CREATE TABLE IF NOT EXISTS daily_spend (
+    day TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    cost_usd REAL NOT NULL,
+    PRIMARY KEY (day, scope, name)
+);
+CREATE TRIGGER IF NOT EXISTS requests_daily_spend AFTER INSERT ON requests BEGIN
+    INSERT INTO daily_spend VALUES (strftime('%Y-%m-%d', NEW.ts, 'unixepoch'), 'global', '', NEW.cost_usd)
+        ON CONFLICT DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd;
+    INSERT INTO daily_spend SELECT strftime('%Y-%m-%d', NEW.ts, 'unixepoch'), 'tenant', NEW.tenant, NEW.cost_usd
+        WHERE NEW.tenant IS NOT NULL ON CONFLICT DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd;
+    INSERT INTO daily_spend SELECT strftime('%Y-%m-%d', NEW.ts, 'unixepoch'), 'key', NEW.key, NEW.cost_usd
+        WHERE NEW.key IS NOT NULL ON CONFLICT DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd;
+END;
 """
 
 
@@ -187,15 +205,26 @@ class Ledger:
     def totals(self, since: float) -> dict[tuple[str, str | None], float]:
         """USD spent since ``since`` per budget scope: ``("global", None)``, ``("tenant", name)``, ``("key", name)``."""
 
+        # Whole days come from the daily summary; only a partial first day reads the requests themselves.
+        next_day = since - since % _DAY + (_DAY if since % _DAY else 0)
+
         def query(conn: sqlite3.Connection) -> dict[tuple[str, str | None], float]:
             out: dict[tuple[str, str | None], float] = {("global", None): 0.0}
-            sql = "SELECT tenant, key, SUM(cost_usd) FROM requests WHERE ts >= ? GROUP BY tenant, key"
-            for tenant, key, cost in conn.execute(sql, (since,)):
-                out["global", None] += cost
-                if tenant is not None:
-                    out["tenant", tenant] = out.get(("tenant", tenant), 0.0) + cost
-                if key is not None:
-                    out["key", key] = out.get(("key", key), 0.0) + cost
+            if since < next_day:
+                sql = "SELECT tenant, key, SUM(cost_usd) FROM requests WHERE ts >= ? AND ts < ? GROUP BY tenant, key"
+                for tenant, key, cost in conn.execute(sql, (since, next_day)):
+                    out["global", None] += cost
+                    if tenant is not None:
+                        out["tenant", tenant] = out.get(("tenant", tenant), 0.0) + cost
+                    if key is not None:
+                        out["key", key] = out.get(("key", key), 0.0) + cost
+            sql = (
+                "SELECT scope, name, SUM(cost_usd) FROM daily_spend "
+                "WHERE day >= strftime('%Y-%m-%d', ?, 'unixepoch') GROUP BY scope, name"
+            )
+            for scope, name, cost in conn.execute(sql, (next_day,)):
+                scope_key = (scope, name or None)
+                out[scope_key] = out.get(scope_key, 0.0) + cost
             return out
 
         return self._read(query)
@@ -291,7 +320,25 @@ def _connect(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable across process crashes, fast commits
         conn.executescript(_SCHEMA)
+        _backfill_daily_spend(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _backfill_daily_spend(conn: sqlite3.Connection) -> None:
+    """Fill ``daily_spend`` from the rows of a ledger written before the summary existed."""
+    if conn.execute("SELECT 1 FROM daily_spend LIMIT 1").fetchone() or not conn.execute(
+        "SELECT 1 FROM requests LIMIT 1"
+    ).fetchone():
+        return
+    day = "strftime('%Y-%m-%d', ts, 'unixepoch')"
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(f"INSERT INTO daily_spend SELECT {day}, 'global', '', SUM(cost_usd) FROM requests GROUP BY 1")
+    for scope in ("tenant", "key"):
+        conn.execute(
+            f"INSERT INTO daily_spend SELECT {day}, '{scope}', {scope}, SUM(cost_usd) FROM requests "
+            f"WHERE {scope} IS NOT NULL GROUP BY 1, 3"
+        )
+    conn.execute("COMMIT")

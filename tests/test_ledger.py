@@ -263,3 +263,22 @@ def test_writes_that_keep_failing_are_dropped_loudly_and_the_writer_carries_on(
     ledger.record(row("kept"))
     assert ledger.totals(0.0)[("global", None)] == pytest.approx(0.01)
     ledger.close()
+
+
+def test_totals_come_from_the_daily_summary_which_is_backfilled_for_old_ledgers(tmp_path: Path) -> None:
+    path = tmp_path / "spend.sqlite3"
+    first = Ledger(path)
+    for i in range(50):
+        first.record(row(f"r{i}", ts=DAY1 + i, cost=0.5, tenant="acme" if i % 2 else None, key="ci"))
+    first.close()
+    expected = {("global", None): 25.0, ("tenant", "acme"): 12.5, ("key", "ci"): 25.0}
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT COUNT(*) FROM daily_spend").fetchone()[0] == 3  # one row per day and scope
+    conn.execute("DELETE FROM daily_spend")  # as a ledger written before the summary existed
+    conn.commit()
+    conn.close()
+    reopened = Ledger(path)
+    try:
+        assert reopened.totals(DAY1 - DAY1 % 86400) == pytest.approx(expected)
+    finally:
+        reopened.close()
