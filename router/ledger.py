@@ -328,17 +328,23 @@ def _connect(path: str) -> sqlite3.Connection:
 
 
 def _backfill_daily_spend(conn: sqlite3.Connection) -> None:
-    """Fill ``daily_spend`` from the rows of a ledger written before the summary existed."""
-    if conn.execute("SELECT 1 FROM daily_spend LIMIT 1").fetchone() or not conn.execute(
-        "SELECT 1 FROM requests LIMIT 1"
-    ).fetchone():
+    """Fill ``daily_spend`` from the rows of a ledger written before the summary existed.
+
+    Checked and filled in one write transaction: worker processes open the same file together.
+    """
+    if conn.execute("SELECT 1 FROM daily_spend LIMIT 1").fetchone():
         return
     day = "strftime('%Y-%m-%d', ts, 'unixepoch')"
     conn.execute("BEGIN IMMEDIATE")
-    conn.execute(f"INSERT INTO daily_spend SELECT {day}, 'global', '', SUM(cost_usd) FROM requests GROUP BY 1")
-    for scope in ("tenant", "key"):
-        conn.execute(
-            f"INSERT INTO daily_spend SELECT {day}, '{scope}', {scope}, SUM(cost_usd) FROM requests "
-            f"WHERE {scope} IS NOT NULL GROUP BY 1, 3"
-        )
-    conn.execute("COMMIT")
+    try:
+        if not conn.execute("SELECT 1 FROM daily_spend LIMIT 1").fetchone():
+            conn.execute(f"INSERT INTO daily_spend SELECT {day}, 'global', '', SUM(cost_usd) FROM requests GROUP BY 1")
+            for scope in ("tenant", "key"):
+                conn.execute(
+                    f"INSERT INTO daily_spend SELECT {day}, '{scope}', {scope}, SUM(cost_usd) FROM requests "
+                    f"WHERE {scope} IS NOT NULL GROUP BY 1, 3"
+                )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
