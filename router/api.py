@@ -122,7 +122,7 @@ def _finish_on_error(pipeline: Pipeline, trace: Trace) -> Iterator[None]:
 async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: bool) -> AsyncIterator[bytes]:
     """Re-frame upstream chunks as ``data: <json>``; a failure ends the stream with an error event, no [DONE]."""
     try:
-        async for batch in stream.batches():
+        async for batch, done in stream.batches():
             frames = []
             for chunk in batch:
                 data = chunk.data
@@ -132,9 +132,10 @@ async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: b
                         continue  # the usage chunk the gateway asked for on its own behalf
                 trace.output_chars += chunk_chars(data)
                 frames.append(frame(chunk.raw))
+            if done:
+                frames.append(DONE_FRAME)
             if frames:
                 yield b"".join(frames)
-        yield DONE_FRAME
     except GatewayError as exc:
         trace.status = exc.status_code
         pipeline.state.backends[stream.candidate.backend].breaker.record_failure()

@@ -36,7 +36,7 @@ from router.retry import backoff_delay, parse_retry_after
 from router.rules import REQUESTED_MODEL, CompiledRule, Decision, RequestContext, Target, compile_rules, match_rules
 from router.state import PolicyState
 from router.trace import Route, Trace
-from router.upstream.base import CONTEXT_LENGTH_CODE, Chunk, Completion, Provider
+from router.upstream.base import CONTEXT_LENGTH_CODE, Batch, Chunk, Completion, Provider
 
 log = logging.getLogger("router.pipeline")
 
@@ -49,13 +49,16 @@ class Stream:
 
     candidate: Candidate
     head: list[Chunk]
-    rest: AsyncIterator[list[Chunk]]
+    head_done: bool
+    rest: AsyncIterator[Batch]
     deadline: float
     idle: float
 
-    async def batches(self) -> AsyncIterator[list[Chunk]]:
+    async def batches(self) -> AsyncIterator[Batch]:
         """The head, then the rest as it arrives, each read bounded by the idle timeout and the total deadline."""
-        yield self.head
+        yield self.head, self.head_done
+        if self.head_done:
+            return
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -199,11 +202,12 @@ class Pipeline:
             deadline = loop.time() + timeouts.total
             chunks = self.providers[candidate.backend].stream(self.upstream_body(trace.body, candidate))
             head: list[Chunk] = []
+            done = False
             try:
                 async with asyncio.timeout_at(min(loop.time() + timeouts.first_token, deadline)):
-                    async for batch in chunks:
+                    async for batch, done in chunks:
                         head += batch
-                        if any(_has_content(chunk.data) for chunk in batch):
+                        if done or any(_has_content(chunk.data) for chunk in batch):
                             break
             except TimeoutError as exc:
                 await chunks.aclose()  # type: ignore[attr-defined]
@@ -213,7 +217,7 @@ class Pipeline:
             except BaseException:
                 await chunks.aclose()  # type: ignore[attr-defined]
                 raise
-            return Stream(candidate, head, chunks, deadline, timeouts.idle)
+            return Stream(candidate, head, done, chunks, deadline, timeouts.idle)
 
         return await self._dispatch(trace, attempt)
 

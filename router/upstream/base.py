@@ -39,13 +39,17 @@ class Chunk:
     data: dict[str, Any]
 
 
+#: The chunks that arrived together, and whether the upstream's ``[DONE]`` came with them.
+Batch = tuple[list[Chunk], bool]
+
+
 class Provider(Protocol):
     name: str
     config: BackendConfig
 
     async def complete(self, body: dict[str, Any]) -> Completion: ...
 
-    def stream(self, body: dict[str, Any]) -> AsyncIterator[list[Chunk]]: ...
+    def stream(self, body: dict[str, Any]) -> AsyncIterator[Batch]: ...
 
     async def healthy(self, path: str, timeout: float) -> bool: ...
 

@@ -16,14 +16,14 @@ import orjson
 
 from router.config import BackendConfig
 from router.errors import UpstreamError
-from router.upstream.base import Chunk, Completion, error_from_status, map_transport_errors
+from router.upstream.base import Batch, Chunk, Completion, error_from_status, map_transport_errors
 from router.upstream.chunks import chunks_to_completion, completion_to_chunks
 from router.upstream.sse import DONE, SSEDecoder
 
 #: An error body larger than this is cut before decoding; it only feeds an error message.
 _MAX_ERROR_BODY = 64 * 1024
 #: After ``[DONE]`` only the chunked-encoding terminator should follow; read it so the connection is reused.
-_DRAIN_SECONDS = 1.0
+_DRAIN_SECONDS = 0.1
 
 
 class OpenAICompatProvider:
@@ -72,10 +72,10 @@ class OpenAICompatProvider:
             raise UpstreamError(f"Backend {self.name!r} sent a completion without `choices`.", code="upstream_malformed")
         return Completion(content, data)
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[list[Chunk]]:
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[Batch]:
         """Yield the upstream's chunks, validated, in batches: the chunks that arrived together.
 
-        ``[DONE]`` ends the iteration; any failure raises. Relaying a batch as one write keeps the
+        The batch that came with ``[DONE]`` is marked and ends the iteration; any failure raises. Relaying a batch as one write keeps the
         cost per chunk low when the upstream is fast, and is exactly chunk by chunk when it is not.
         """
         with map_transport_errors(self.name):
@@ -90,7 +90,8 @@ class OpenAICompatProvider:
                 with map_transport_errors(self.name):
                     content = await response.read()
                 reusable = True
-                yield [Chunk(orjson.dumps(data), data) for data in completion_to_chunks(_decode_json(self.name, content))]
+                chunks = [Chunk(orjson.dumps(data), data) for data in completion_to_chunks(_decode_json(self.name, content))]
+                yield chunks, True
                 return
             decoder = SSEDecoder()
             reader = response.content
@@ -100,11 +101,12 @@ class OpenAICompatProvider:
                 payloads = decoder.feed(raw) if raw else decoder.flush()
                 if payloads:
                     batch, done = _decode_events(self.name, payloads)
-                    if batch:
-                        yield batch
                     if done:
                         reusable = await _drain(reader)
+                        yield batch, True
                         return
+                    if batch:
+                        yield batch, False
                 if not raw:
                     raise UpstreamError(
                         f"Backend {self.name!r} ended the stream without [DONE].", code="upstream_disconnected"

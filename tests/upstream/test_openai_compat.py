@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 from router.config import BackendConfig
 from router.errors import UpstreamClientError, UpstreamError, UpstreamRateLimitError, UpstreamTimeoutError
 from router.upstream import create_provider
-from router.upstream.base import Chunk, Provider
+from router.upstream.base import Batch, Provider
 from tests.servers import free_port
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
@@ -96,8 +96,10 @@ def stream_handler(*parts: bytes, drop_after: int | None = None) -> Handler:
     return handle
 
 
-async def collect(it: AsyncIterator[list[Chunk]]) -> list[dict[str, Any]]:
-    return [c.data async for batch in it for c in batch]
+async def collect(it: AsyncIterator[Batch]) -> list[dict[str, Any]]:
+    batches = [batch async for batch in it]
+    assert [done for _, done in batches] == [False] * (len(batches) - 1) + [True]  # [DONE] comes last, once
+    return [c.data for chunks, _ in batches for c in chunks]
 
 
 async def test_complete_passes_json_through_with_backend_key(upstream: Any) -> None:
@@ -152,8 +154,8 @@ async def test_stream_dropped_mid_way_raises_after_the_first_chunks(upstream: An
     _, provider = await upstream(stream_handler(sse(chunk({"content": "a"})), sse(chunk({"content": "b"})), drop_after=1))
     got: list[dict[str, Any]] = []
     with pytest.raises(UpstreamError) as info:
-        async for batch in provider.stream(BODY):
-            got += [c.data for c in batch]
+        async for chunks, _ in provider.stream(BODY):
+            got += [c.data for c in chunks]
     assert len(got) == 1
     assert info.value.code == "upstream_disconnected"
 
