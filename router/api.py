@@ -20,11 +20,16 @@ from starlette.types import Receive, Scope, Send
 
 from router.auth import ClientKey
 from router.cost import chunk_chars
-from router.errors import GatewayError, InvalidRequestError, PayloadTooLargeError, PermissionDeniedError
+from router.errors import (
+    GatewayError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+)
 from router.gateway import Gateway
 from router.pipeline import Pipeline, Stream
-from router.trace import Trace
 from router.schemas import parse_chat_request
+from router.trace import Trace
 from router.upstream.sse import DONE_FRAME, frame
 
 router = APIRouter()

@@ -171,7 +171,8 @@ class Gateway:
 
 def _label_sets(config: GatewayConfig, keyring: KeyRing) -> dict[str, list[str]]:
     """The closed label sets metrics may use: every name the config (and its keys) can produce."""
-    tenants = {*keyring.tenants, *(l.name for l in config.policy.budgets.limits if l.scope == "tenant" and l.name)}
+    budget_tenants = (limit.name for limit in config.policy.budgets.limits if limit.scope == "tenant" and limit.name)
+    tenants = {*keyring.tenants, *budget_tenants}
     return {
         "backends": list(config.backends),
         "tiers": list(config.tiers),

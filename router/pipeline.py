@@ -31,9 +31,17 @@ from router.errors import (
     UpstreamTimeoutError,
 )
 from router.metrics import Metrics
-from router.policy import Candidate, Plan, make_plan
+from router.policy import Candidate, make_plan
 from router.retry import backoff_delay, parse_retry_after
-from router.rules import REQUESTED_MODEL, CompiledRule, Decision, RequestContext, Target, compile_rules, match_rules
+from router.rules import (
+    REQUESTED_MODEL,
+    CompiledRule,
+    Decision,
+    RequestContext,
+    Target,
+    compile_rules,
+    match_rules,
+)
 from router.state import PolicyState
 from router.trace import Route, Trace
 from router.upstream.base import CONTEXT_LENGTH_CODE, Batch, Chunk, Completion, Provider
@@ -277,7 +285,7 @@ class Pipeline:
                     else:
                         backend.breaker.record_failure()
                     if kind not in fallback_on:
-                        raise self._final(trace, exc)
+                        raise self._final(trace, exc) from None
                     last_error = exc
                     retry_here = (
                         exc.retryable

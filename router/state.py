@@ -130,12 +130,7 @@ class PolicyState:
             budgets = self.budgets
             day, month = budgets.period_start("day"), budgets.period_start("month")
 
-            def read() -> tuple[dict[tuple[str, str | None], float], dict[tuple[str, str | None], float]]:
-                assert ledger is not None
-                ledger.flush()
-                return ledger.totals(day), ledger.totals(month)
-
-            spent_today, spent_month = await asyncio.to_thread(read)
+            spent_today, spent_month = await asyncio.to_thread(_read_totals, ledger, day, month)
             budgets.load(spent_today, spent_month)
 
     def start_pollers(self, session: aiohttp.ClientSession) -> None:
@@ -159,6 +154,12 @@ class PolicyState:
                 await task
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
+
+
+def _read_totals(ledger: Ledger, day: float, month: float) -> tuple[dict[tuple[str, str | None], float], ...]:
+    """Spend since the day's and the month's start, after this process's queued rows are written."""
+    ledger.flush()
+    return ledger.totals(day), ledger.totals(month)
 
 
 def _limits(config: GatewayConfig) -> tuple[BudgetLimit, ...]:

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 #: Checks a PII match must also pass (implemented in ``router.classify``): a card checksum (Luhn,
 #: 13-19 digits), an IBAN checksum (mod 97), a US SSN's issued ranges, or none.

@@ -15,7 +15,12 @@ import aiohttp
 import orjson
 
 from router.config import BackendConfig
-from router.errors import UpstreamClientError, UpstreamError, UpstreamRateLimitError, UpstreamTimeoutError
+from router.errors import (
+    UpstreamClientError,
+    UpstreamError,
+    UpstreamRateLimitError,
+    UpstreamTimeoutError,
+)
 
 #: Upstream statuses that mean the request itself is wrong: relayed to the client as they are.
 CLIENT_ERROR_STATUSES = frozenset({400, 413, 422})

@@ -16,7 +16,13 @@ import orjson
 
 from router.config import BackendConfig
 from router.errors import UpstreamError
-from router.upstream.base import Batch, Chunk, Completion, error_from_status, map_transport_errors
+from router.upstream.base import (
+    Batch,
+    Chunk,
+    Completion,
+    error_from_status,
+    map_transport_errors,
+)
 from router.upstream.chunks import chunks_to_completion, completion_to_chunks
 from router.upstream.sse import DONE, SSEDecoder
 
@@ -75,8 +81,9 @@ class OpenAICompatProvider:
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[Batch]:
         """Yield the upstream's chunks, validated, in batches: the chunks that arrived together.
 
-        The batch that came with ``[DONE]`` is marked and ends the iteration; any failure raises. Relaying a batch as one write keeps the
-        cost per chunk low when the upstream is fast, and is exactly chunk by chunk when it is not.
+        The batch that came with ``[DONE]`` is marked and ends the iteration; any failure raises.
+        Relaying a batch as one write keeps the cost per chunk low when the upstream is fast, and
+        is exactly chunk by chunk when it is not.
         """
         with map_transport_errors(self.name):
             response = await self.session.post(self._url, data=orjson.dumps(body), headers=self._headers)
