@@ -9,6 +9,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -17,10 +18,14 @@ from starlette.types import ASGIApp
 from router.accesslog import configure_logging
 from router.app import create_app
 from router.config import ConfigError, GatewayConfig, load_config
+from router.http_protocol import PROTOCOL
 from router.metrics import prepare_multiprocess_dir
 
 CONFIG_ENV = "LLM_ROUTER_CONFIG"
 LOG_ENV = "LLM_ROUTER_LOG"  # "<level>:<json|text>", handed to the spawned workers
+#: How every server here runs: httptools with each loop turn's writes coalesced, and no WebSocket
+#: upgrades (no endpoint speaks WebSocket).
+SERVER_OPTIONS: dict[str, Any] = {"http": PROTOCOL, "ws": "none"}
 _REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
 
 
@@ -88,6 +93,7 @@ def _serve(path: Path, host: str, port: int, workers: int, log_level: str) -> in
         log_config=None,  # uvicorn's loggers propagate to ours
         access_log=False,
         timeout_keep_alive=30,
+        **SERVER_OPTIONS,
     )
     return 0
 
@@ -137,7 +143,7 @@ async def _serve_all(servers: list[uvicorn.Server]) -> None:
 
 
 def _server(app: ASGIApp, host: str, port: int) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, **SERVER_OPTIONS))
 
 
 def _free_port() -> int:

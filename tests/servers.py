@@ -15,6 +15,8 @@ from contextlib import contextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
+from router.cli import SERVER_OPTIONS
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (``serve`` itself binds port 0 instead)."""
@@ -36,7 +38,7 @@ def serve(app: ASGIApp, *, port: int = 0, timeout: float = 10.0) -> Iterator[str
         host="127.0.0.1",
         port=port,
         loop="asyncio",
-        ws="none",  # importing the websockets stack could warn, and warnings are errors in the tests
+        **SERVER_OPTIONS,  # the gateway's own protocol (coalesced writes) and no WebSocket stack
         lifespan="on",
         log_level="warning",
         log_config=None,  # leave logging to pytest, which captures records from every thread
