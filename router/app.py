@@ -14,11 +14,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
-from router.api import HOT_PATHS, chat_completions, router
+from router.api import HOT_PATHS, chat_completions, router, send_error
 from router.config import GatewayConfig
-from router.errors import GatewayError, InvalidRequestError
+from router.errors import GatewayError, InvalidRequestError, MethodNotAllowedError
 from router.gateway import Gateway
 
 log = logging.getLogger("router.app")
@@ -66,23 +66,34 @@ class GatewayApp(FastAPI):
     """FastAPI, with a direct path for chat completions.
 
     Every request pays for FastAPI's and Starlette's middleware and routing (about 80 us of CPU per
-    request on the benchmark machine); the endpoint that carries the traffic skips them and handles
-    its own errors exactly as the registered handlers would. Everything else goes through FastAPI.
+    request on the benchmark machine); the endpoint that carries the traffic skips them, on the raw
+    ASGI interface, and answers its errors as the registered handlers would. Everything else goes
+    through FastAPI.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in HOT_PATHS:
-            scope["app"] = self
-            request = Request(scope, receive, send)
-            try:
-                response = await chat_completions(request)
-            except GatewayError as exc:
-                response = _error_response(request, exc)
-            except Exception as exc:  # noqa: BLE001 - the 500 handler below logs it
-                response = await _unexpected_error(request, exc)
-            await response(scope, receive, send)
+        if scope["type"] != "http" or scope["path"] not in HOT_PATHS:
+            await super().__call__(scope, receive, send)
             return
-        await super().__call__(scope, receive, send)
+        if scope["method"] != "POST":
+            error = MethodNotAllowedError(f"Method {scope['method']} is not allowed on {scope['path']}", headers={"allow": "POST"})
+            await send_error(send, error, None)
+            return
+        scope["app"] = self
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await chat_completions(self.state.gateway.pipeline, scope, receive, send_tracked)
+        except Exception:
+            log.exception("unhandled error on POST %s", scope["path"])
+            if started:
+                raise  # the answer is under way: the server closes the connection
+            await send_error(send, GatewayError("The gateway hit an internal error; it has been logged."), None)
 
 
 def _error_response(request: Request, error: GatewayError) -> Response:

@@ -76,6 +76,10 @@ class ModelNotFoundError(InvalidRequestError):
     default_code = "model_not_found"
 
 
+class MethodNotAllowedError(InvalidRequestError):
+    status_code = 405
+
+
 class PayloadTooLargeError(InvalidRequestError):
     status_code = 413
     default_code = "request_too_large"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import socket
+import time
 
 import httpx
 import openai
@@ -273,3 +276,18 @@ def test_health_and_readiness(gateway: Stack) -> None:
     assert httpx.get(f"{gateway.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{gateway.url}/readyz").json()
     assert ready["status"] == "ready" and set(ready["backends"]) == {"mid", "flagship"}
+
+
+def test_client_leaving_during_the_upload_is_a_499_not_an_error(gateway: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="router.access")
+    host, port = gateway.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        head = (f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {CLIENT_KEY}\r\n"
+                "content-type: application/json\r\ncontent-length: 5000\r\nx-request-id: upload-gone\r\n\r\n")
+        sock.sendall(head.encode() + b'{"model": "auto", "messages": [')
+    deadline = time.monotonic() + 5
+    while not [r for r in caplog.records if r.name == "router.access"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    access = [r for r in caplog.records if r.name == "router.access"]
+    assert [(r.fields["request_id"], r.fields["status"]) for r in access] == [("upload-gone", 499)]  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
