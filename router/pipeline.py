@@ -18,7 +18,7 @@ from router.accounting import Accountant
 from router.auth import ClientKey, KeyRing
 from router.budget import Exceeded, Reservation
 from router.classify import Classifier, Features
-from router.config import AUTO_MODEL, FailureKind, GatewayConfig, RuleConfig
+from router.config import AUTO_MODEL, FailureKind, GatewayConfig
 from router.cost import completion_chars, cost_usd
 from router.errors import (
     GatewayError,
@@ -31,7 +31,7 @@ from router.errors import (
     UpstreamTimeoutError,
 )
 from router.metrics import Metrics
-from router.policy import Candidate, make_plan
+from router.policy import Candidate, Planner
 from router.retry import backoff_delay, parse_retry_after
 from router.rules import (
     REQUESTED_MODEL,
@@ -100,7 +100,7 @@ class Pipeline:
         self.metrics = metrics
         self.classifier = Classifier(config.classifier.vocabulary)
         self.rules: tuple[CompiledRule, ...] = compile_rules(config.rules)
-        self._rule_configs: dict[str, RuleConfig] = {rule.name: rule for rule in config.rules}
+        self.planner = Planner(config)
         tiers = config.tiers
         # A tier wins over a backend of the same name (a backend `mid` in tier `mid` is common).
         self._forced: dict[str, Target] = {name: Target(backend=name) for name in config.backends}
@@ -130,12 +130,10 @@ class Pipeline:
         sticky = None
         if self.config.policy.stickiness.enabled and len(messages) >= 3:
             sticky = self.state.sticky.tier_of(messages, client.tenant)
-        plan = make_plan(
+        plan = self.planner.plan(
             decision,
             features,
-            self.config,
             self.state.backends,
-            rule=self._rule_configs.get(decision.rule),
             max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 0,
             sticky_tier=sticky,
         )

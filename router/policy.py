@@ -62,9 +62,11 @@ class Plan:
 @dataclass(slots=True)
 class _Draft:
     config: GatewayConfig
-    allowed: set[str]
+    allowed: frozenset[str]
     order: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: False when a note depends on the request itself (its size), not only on the case.
+    reusable: bool = True
 
     def add(self, names: list[str]) -> None:
         for name in names:
@@ -72,75 +74,127 @@ class _Draft:
                 self.order.append(name)
 
 
-def make_plan(
-    decision: Decision,
-    features: Features,
-    config: GatewayConfig,
-    backends: Mapping[str, BackendState],
-    *,
-    rule: RuleConfig | None,
-    max_output_tokens: int,
-    sticky_tier: str | None = None,
-) -> Plan:
-    needed = features.input_tokens + max_output_tokens
-    self_hosted = config.self_hosted
-    pii_locked = bool(features.pii) and bool(self_hosted)
-    allowed = self_hosted if pii_locked else set(config.backends)
-    fits = {n for n in allowed if config.backends[n].context_window >= needed}
-    draft = _Draft(config, fits)
-    allow_downgrade = rule.allow_downgrade if rule is not None else True
-    rerouted: str | None = None
+@dataclass(frozen=True, slots=True)
+class _Case:
+    """The part of a plan fixed by the decision, the rule and which backends may and can take the prompt."""
 
-    if decision.target.backend is not None:
-        target = [decision.target.backend]
-    else:
-        target = list(config.tiers[decision.target.tier or ""])
-    ranks = config.tier_rank
-    if sticky_tier is not None and not (rule is not None and rule.break_stickiness):
-        decided_tier = config.backends[target[0]].tier
-        if ranks.get(sticky_tier, 0) > ranks.get(decided_tier, 0) and decision.rule != REQUESTED_MODEL:
-            target = config.tiers[sticky_tier]
-            rerouted = "sticky"
-            draft.notes.append(f"conversation was escalated to tier {sticky_tier!r} earlier; staying there")
-    if pii_locked and not any(n in self_hosted for n in target):
-        draft.notes.append("personal data: kept on self-hosted backends instead of " + ", ".join(target))
-    draft.add(target)
-    if not draft.order and any(n in allowed for n in target):
-        # Too long for the target: the cheapest backends whose window fits take it, before any call.
-        draft.notes.append(f"prompt needs ~{needed} tokens, more than {', '.join(target)} can hold")
-        draft.add(sorted(fits, key=lambda n: ranks[config.backends[n].tier]))
-    for name in target:
-        draft.add(_fallbacks(config, name))
+    order: tuple[str, ...]
+    notes: tuple[str, ...]
+    rerouted: str | None
+    candidates: tuple[Candidate, ...]
+    downgrades: tuple[Candidate, ...]
 
-    if allow_downgrade and config.policy.degrade_under_stress and draft.order:
-        max_ttft = rule.max_ttft_ms if rule is not None else None
-        first = draft.order[0]
-        why = backends[first].stress(config.backends[first], max_ttft) if first in backends else None
-        if why is not None:
-            calm = [n for n in draft.order[1:] if backends[n].stress(config.backends[n], max_ttft) is None]
-            if calm:
-                draft.order.remove(calm[0])
-                draft.order.insert(0, calm[0])
-                rerouted = why
-                draft.notes.append(f"backend {first!r} is under {why} stress; serving from {calm[0]!r} first")
 
-    refusal = None
-    if not draft.order:
-        if pii_locked:
-            refusal = (
-                f"The request contains personal data ({', '.join(features.pii)}), which may only be sent to self-hosted "
-                f"backends, and none of them can take it (needs ~{needed} tokens)."
-            )
+class Planner:
+    """Plans requests under one config.
+
+    Most requests share their case: the same rule target, personal data or not, the same backends
+    able to hold the prompt, the same sticky tier. That part of the plan is worked out once per
+    case and remembered (cases are few: targets x rules x window thresholds); stress, which changes
+    by the moment, is applied to every request.
+    """
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self._rules = {rule.name: rule for rule in config.rules}
+        self._all = frozenset(config.backends)
+        self._self_hosted = frozenset(config.self_hosted)
+        self._windows = {name: backend.context_window for name, backend in config.backends.items()}
+        #: Prompts up to this many tokens (output included) fit every backend.
+        self._fits_all = min(self._windows.values(), default=0)
+        self._cases: dict[tuple[Any, ...], _Case] = {}
+
+    def plan(
+        self,
+        decision: Decision,
+        features: Features,
+        backends: Mapping[str, BackendState],
+        *,
+        max_output_tokens: int,
+        sticky_tier: str | None = None,
+    ) -> Plan:
+        config = self.config
+        rule = self._rules.get(decision.rule)
+        needed = features.input_tokens + max_output_tokens
+        pii_locked = bool(features.pii) and bool(self._self_hosted)
+        allowed = self._self_hosted if pii_locked else self._all
+        fits = allowed if needed <= self._fits_all else frozenset(n for n in allowed if self._windows[n] >= needed)
+        key = (decision.target, decision.rule, pii_locked, fits, sticky_tier)
+        case = self._cases.get(key)
+        if case is None:
+            case = self._case(key, decision, rule, allowed, fits, needed, pii_locked, sticky_tier)
+        allow_downgrade = rule.allow_downgrade if rule is not None else True
+        candidates, rerouted, notes = case.candidates, case.rerouted, case.notes
+        if allow_downgrade and config.policy.degrade_under_stress and case.order:
+            max_ttft = rule.max_ttft_ms if rule is not None else None
+            first = case.order[0]
+            why = backends[first].stress(config.backends[first], max_ttft) if first in backends else None
+            if why is not None:
+                calm = [n for n in case.order[1:] if backends[n].stress(config.backends[n], max_ttft) is None]
+                if calm:
+                    order = [calm[0], *(n for n in case.order if n != calm[0])]
+                    candidates = tuple(_candidate(config, n) for n in order)
+                    rerouted = why
+                    notes = (*notes, f"backend {first!r} is under {why} stress; serving from {calm[0]!r} first")
+        refusal = None
+        if not case.order:
+            if pii_locked:
+                refusal = (
+                    f"The request contains personal data ({', '.join(features.pii)}), which may only be sent to "
+                    f"self-hosted backends, and none of them can take it (needs ~{needed} tokens)."
+                )
+            else:
+                refusal = f"No backend can take a prompt of ~{needed} tokens."
+        return Plan(candidates, notes, rerouted, refusal, pii_locked, allow_downgrade, case.downgrades)
+
+    def _case(
+        self,
+        key: tuple[Any, ...],
+        decision: Decision,
+        rule: RuleConfig | None,
+        allowed: frozenset[str],
+        fits: frozenset[str],
+        needed: int,
+        pii_locked: bool,
+        sticky_tier: str | None,
+    ) -> _Case:
+        """Target, personal data, context windows, stickiness and fallback chains, in that order."""
+        config = self.config
+        draft = _Draft(config, fits)
+        rerouted: str | None = None
+        if decision.target.backend is not None:
+            target = [decision.target.backend]
         else:
-            refusal = f"No backend can take a prompt of ~{needed} tokens."
-    candidates = tuple(_candidate(config, n) for n in draft.order)
-    cheapest = min(ranks.values())
-    downgrades = tuple(
-        _candidate(config, n)
-        for n in sorted(fits)
-        if allow_downgrade and n not in draft.order and ranks[config.backends[n].tier] == cheapest
-    )
-    return Plan(candidates, tuple(draft.notes), rerouted, refusal, pii_locked, allow_downgrade, downgrades)
+            target = list(config.tiers[decision.target.tier or ""])
+        ranks = config.tier_rank
+        if sticky_tier is not None and not (rule is not None and rule.break_stickiness):
+            decided_tier = config.backends[target[0]].tier
+            if ranks.get(sticky_tier, 0) > ranks.get(decided_tier, 0) and decision.rule != REQUESTED_MODEL:
+                target = config.tiers[sticky_tier]
+                rerouted = "sticky"
+                draft.notes.append(f"conversation was escalated to tier {sticky_tier!r} earlier; staying there")
+        if pii_locked and not any(n in self._self_hosted for n in target):
+            draft.notes.append("personal data: kept on self-hosted backends instead of " + ", ".join(target))
+        draft.add(target)
+        if not draft.order and any(n in allowed for n in target):
+            # Too long for the target: the cheapest backends whose window fits take it, before any call.
+            draft.notes.append(f"prompt needs ~{needed} tokens, more than {', '.join(target)} can hold")
+            draft.reusable = False
+            draft.add(sorted(fits, key=lambda n: ranks[config.backends[n].tier]))
+        for name in target:
+            draft.add(_fallbacks(config, name))
+        allow_downgrade = rule.allow_downgrade if rule is not None else True
+        cheapest = min(ranks.values())
+        downgrades = tuple(
+            _candidate(config, n)
+            for n in sorted(fits)
+            if allow_downgrade and n not in draft.order and ranks[config.backends[n].tier] == cheapest
+        )
+        candidates = tuple(_candidate(config, n) for n in draft.order)
+        case = _Case(tuple(draft.order), tuple(draft.notes), rerouted, candidates, downgrades)
+        if draft.reusable:
+            self._cases[key] = case
+        return case
 
 
 def _candidate(config: GatewayConfig, name: str) -> Candidate:

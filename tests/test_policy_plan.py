@@ -9,7 +9,7 @@ import pytest
 
 from router.classify import Features
 from router.config import GatewayConfig, load_config
-from router.policy import make_plan
+from router.policy import Planner
 from router.rules import Decision, Target
 from router.state import PolicyState
 
@@ -48,9 +48,8 @@ def features(**overrides: Any) -> Features:
 def plan_for(config: GatewayConfig, state: PolicyState, target: Target, rule: str = "default",
              max_output: int = 0, sticky: str | None = None, **feature_overrides: Any):  # type: ignore[no-untyped-def]
     decision = Decision(rule=rule, target=target, why="test")
-    rule_config = next((r for r in config.rules if r.name == rule), None)
-    return make_plan(decision, features(**feature_overrides), config, state.backends, rule=rule_config,
-                     max_output_tokens=max_output, sticky_tier=sticky)
+    return Planner(config).plan(decision, features(**feature_overrides), state.backends, max_output_tokens=max_output,
+                                sticky_tier=sticky)
 
 
 def chain(plan: Any) -> list[str]:
@@ -114,3 +113,31 @@ def test_budget_downgrade_candidates_are_the_cheapest_tier(config: GatewayConfig
     no_chain = plan_for(config, state, Target(backend="mid-b"))
     assert [c.backend for c in no_chain.downgrades] == ["mid"]
     assert "Plan(mid-b -> flagship)" == repr(no_chain)
+
+
+def test_a_planner_reused_across_requests_plans_as_a_fresh_one(config: GatewayConfig) -> None:
+    """Remembered cases must not leak: sizes, personal data, stickiness and stress still decide each plan."""
+    state = PolicyState(config)
+    planner = Planner(config)
+    cases: list[tuple[Target, str, str | None, dict[str, Any]]] = [
+        (Target(tier="mid"), "default", None, {}),
+        (Target(tier="mid"), "default", None, {"input_tokens": 9000}),
+        (Target(tier="mid"), "default", None, {"input_tokens": 30000}),
+        (Target(tier="mid"), "default", None, {"input_tokens": 31000}),
+        (Target(tier="mid"), "default", "flagship", {}),
+        (Target(tier="flagship"), "hard", None, {"pii": ("email",)}),
+        (Target(tier="mid"), "default", None, {"pii": ("card",), "input_tokens": 50000}),
+        (Target(backend="mid-b"), "default", None, {}),
+    ]
+    for stressed in (False, True, False):
+        if stressed:
+            for _ in range(2):
+                state.backends["mid"].load.started()
+        else:
+            while state.backends["mid"].load.in_flight:
+                state.backends["mid"].load.finished()
+        for target, rule, sticky, overrides in cases * 2:
+            decision = Decision(rule=rule, target=target, why="test")
+            fresh = Planner(config).plan(decision, features(**overrides), state.backends, max_output_tokens=0, sticky_tier=sticky)
+            reused = planner.plan(decision, features(**overrides), state.backends, max_output_tokens=0, sticky_tier=sticky)
+            assert reused == fresh
