@@ -31,7 +31,7 @@ from router.gateway import Gateway
 from router.pipeline import Pipeline, Stream
 from router.schemas import parse_chat_request
 from router.trace import Trace
-from router.upstream.sse import DONE_FRAME, frame
+from router.upstream.sse import DONE_FRAME, frame, frames
 
 router = APIRouter()
 log = logging.getLogger("router.api")
@@ -213,7 +213,7 @@ async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: b
     """Re-frame upstream chunks as ``data: <json>``; a failure ends the stream with an error event, no [DONE]."""
     try:
         async for batch, done in stream.batches():
-            frames = []
+            payloads = []
             for chunk in batch:
                 data = chunk.data
                 if data.get("usage"):
@@ -221,11 +221,10 @@ async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: b
                     if not want_usage and not data.get("choices"):
                         continue  # the usage chunk the gateway asked for on its own behalf
                 trace.output_chars += chunk_chars(data)
-                frames.append(frame(chunk.raw))
-            if done:
-                frames.append(DONE_FRAME)
-            if frames:
-                yield b"".join(frames)
+                payloads.append(chunk.raw)
+            events = frames(payloads) + DONE_FRAME if done else frames(payloads)
+            if events:
+                yield events
     except GatewayError as exc:
         trace.status = exc.status_code
         pipeline.state.backends[stream.candidate.backend].breaker.record_failure()

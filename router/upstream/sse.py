@@ -54,4 +54,9 @@ def frame(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
+def frames(payloads: list[bytes]) -> bytes:
+    """Several SSE events in one buffer (empty for none): ``frame`` of each, joined."""
+    return b"data: " + b"\n\ndata: ".join(payloads) + b"\n\n" if payloads else b""
+
+
 DONE_FRAME = frame(DONE)
