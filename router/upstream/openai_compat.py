@@ -59,6 +59,8 @@ class OpenAICompatProvider:
                 timeout=aiohttp.ClientTimeout(total=None, connect=timeouts.connect, sock_connect=timeouts.connect),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent",),
+                # Cookies an upstream sets (e.g. a CDN's) must not be replayed on other clients' requests.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 

@@ -112,6 +112,13 @@ async def test_complete_passes_json_through_with_backend_key(upstream: Any) -> N
     assert orjson.loads(body) == BODY
 
 
+async def test_cookies_an_upstream_sets_are_never_sent_back(upstream: Any) -> None:
+    up, provider = await upstream(json_handler(completion(), **{"Set-Cookie": "__cf_bm=client-a; Path=/"}))
+    await provider.complete(BODY)
+    await provider.complete(BODY)
+    assert [headers.get("Cookie") for headers, _ in up.requests] == [None, None]
+
+
 async def test_backend_without_key_sends_no_authorization(upstream: Any) -> None:
     up, provider = await upstream(json_handler(completion()))
     await provider.complete(BODY)
