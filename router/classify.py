@@ -8,6 +8,11 @@ How a request is read (every number comes from the vocabulary, ``config/tasks.ya
 * Inside a message, the head and the tail (where instructions are written) count fully; the middle
   (pasted articles, code, data) counts ``window.body_weight`` and is read only up to
   ``window.body_chars``, which bounds the cost on long prompts.
+* Phrases are all looked for in one pass: the words of the text (as ``router.vocabulary.words`` reads
+  them: lower-cased, punctuation-insensitive) are joined by single spaces and searched with an
+  Aho-Corasick automaton holding every phrase as " its words ", so matches are whole words and the
+  cost of a text grows with its length, hardly with the number of phrases. Regexes run on the
+  lower-cased text, each only when the text holds a character its matches need.
 * A cue group adds its weight at most once per message. The task with the highest total wins, ties
   going to the task listed first; when no task reaches ``min_score`` the default task wins.
 * Complexity = the winner's prior + a log-scaled length ramp + the complexity signals that fired,
@@ -20,12 +25,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from ahocorasick_rs import BytesAhoCorasick
 
 from router.vocabulary import PUNCTUATION, CueGroup, PiiCheck, Vocabulary, expand, words
 
@@ -39,6 +45,8 @@ _NUMBER_RUNS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
 _RUNS = re.compile(rb"0(?:0| 0|  0)*")
 #: Characters read around a run of digits, enough for a PII regex to see its whole match and context.
 _RUN_MARGIN = 32
+#: The characters other than ASCII that str.split() splits at (``str.isspace()``; a test checks the list).
+_UNICODE_SPACES = "\x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,42 +161,20 @@ class Classifier:
         )
 
     def _compile_cues(self, groups: list[CueGroup]) -> None:
-        """Index cues for cheap lookups: one-word phrases by their word, longer ones by their rarest
-        pair of adjacent words, so a request only verifies phrases whose word pairs it contains."""
+        """Index cues for one pass over a text: all phrases in one Aho-Corasick automaton, regexes in
+        buckets by a character they need. Cue ids (``self._labels``) number the phrase variants and
+        then the regexes, in vocabulary order; a group's lowest id found in a text orders the evidence."""
         labels: list[str] = []
-        cue_group: list[int] = []
-        phrases: list[tuple[int, tuple[str, ...]]] = []
+        # " phrase " -> {group: first cue id}: each distinct phrase is one key, however many groups use it.
+        cues_of: dict[bytes, dict[int, int]] = {}
         for g, group in enumerate(groups):
             for phrase in group.phrases:
                 for variant in expand(phrase):
-                    ws = tuple(words(variant))
-                    phrases.append((len(labels), ws))
-                    labels.append(" ".join(ws))
-                    cue_group.append(g)
-        # Gate on the pair of least common words (across the vocabulary, a proxy for English): "you explain"
-        # rather than "can you", so common pairs in a text rarely lead to a phrase check.
-        frequency = Counter(w for _, ws in phrases for w in set(ws))
-        # word -> {group: first cue id}: a word found in a text adds each of its groups once.
-        singles: dict[str, dict[int, int]] = {}
-        # pair -> [(group, cue id, all pairs of the phrase, phrase)] for phrases gated on that pair
-        multi: dict[tuple[str, str], list[tuple[int, int, frozenset[tuple[str, str]], str]]] = {}
-        every_pair: set[tuple[str, str]] = set()
-        for cid, ws in phrases:
-            g = cue_group[cid]
-            if len(ws) == 1:
-                singles.setdefault(ws[0], {}).setdefault(g, cid)
-                continue
-            pairs = list(zip(ws, ws[1:]))
-            every_pair.update(pairs)
-            gate = min(pairs, key=lambda p: (frequency[p[0]] + frequency[p[1]], p))
-            if len(ws) == 2:  # the pair is the phrase
-                multi.setdefault(gate, []).append((g, cid, frozenset(), ""))
-            else:  # all its pairs must be in the text, then the text is searched for the phrase
-                multi.setdefault(gate, []).append((g, cid, frozenset(pairs), f" {' '.join(ws)} "))
-        self._singles = {w: tuple(groups.items()) for w, groups in singles.items()}
-        self._single_keys = frozenset(self._singles)
-        self._pairs = {p: tuple(entries) for p, entries in multi.items()}
-        self._pair_keys = frozenset(every_pair)
+                    label = " ".join(words(variant))
+                    cues_of.setdefault(_utf8(f" {label} "), {}).setdefault(g, len(labels))
+                    labels.append(label)
+        self._phrases = BytesAhoCorasick(list(cues_of))
+        self._phrase_cues = tuple(tuple(cues.items()) for cues in cues_of.values())
 
         # A regex used by several groups runs once per text.
         runs: dict[tuple[str, int], list[tuple[int, int]]] = {}
@@ -196,7 +182,6 @@ class Classifier:
             for pattern in group.patterns:
                 runs.setdefault((pattern, group.min_numbers), []).append((len(labels), g))
                 labels.append(group.label or pattern)
-                cue_group.append(g)
         # Regexes are bucketed by one character of their literal prefix ("" if none): a text is searched
         # once for each such character, and only the regexes whose character it holds are tried.
         buckets: dict[str, list[tuple[re.Pattern[str], str, int, tuple[tuple[int, int], ...]]]] = {}
@@ -253,13 +238,12 @@ class Classifier:
             tokens += _json_size(tools) / self._bytes_per_token
         input_tokens = math.ceil(tokens)
 
-        # Compared in millionths, so the order cues were added in (float sums) cannot decide a tie.
-        best = max(scores, key=lambda k: (int(scores[k] * 1e6 + 0.5), -k), default=self._default)
+        best = _best(scores, self._default)
         evidence: list[str] = []
         if scores.get(best, 0.0) < self._min_score - 1e-9:
             best = self._default
         else:
-            for _, cid, _ in sorted(h for h in hits if h[2] == best):
+            for _, cid, _ in sorted([h for h in hits if h[2] == best]):
                 label = self._labels[cid]
                 if label not in evidence:
                     evidence.append(label)
@@ -328,10 +312,10 @@ class Classifier:
         fired: dict[int, float],
         hits: list[tuple[float, int, int]],
     ) -> None:
-        n_tasks = self._n_tasks
+        n_tasks, group_target, group_weight = self._n_tasks, self._group_target, self._group_weight
         for g, cid in found.items():
-            target = self._group_target[g]
-            value = self._group_weight[g] * weight
+            target = group_target[g]
+            value = group_weight[g] * weight
             if target < n_tasks:
                 scores[target] = scores.get(target, 0.0) + value
                 hits.append((-value, cid, target))
@@ -341,27 +325,13 @@ class Classifier:
     def _scan(self, low: str, mask: bytes, skip: Iterable[int] = ()) -> dict[int, int]:
         """Cue groups matching a lower-cased text (except those in ``skip``), each with its first cue id.
         ``mask`` is the text's digit mask, for counting numbers."""
-        normal = low.translate(PUNCTUATION)
-        tokens = normal.split()
         found = dict.fromkeys(skip, -1)  # skipped groups look found, with a cue id below any real one
-        singles = self._singles
-        for word in self._single_keys.intersection(tokens):
-            for g, cid in singles[word]:
+        phrase_cues = self._phrase_cues
+        # Overlapping: every occurrence of every phrase, also those sharing words (and so a space) with
+        # another one (" step by " and " by step " in " step by step ") or inside one (" step ").
+        for key, _, _ in self._phrases.find_matches_as_indexes(_spaced(low), overlapping=True):
+            for g, cid in phrase_cues[key]:
                 if g not in found or cid < found[g]:
-                    found[g] = cid
-        pairs = self._pairs
-        present = self._pair_keys.intersection(zip(tokens, tokens[1:]))
-        spaced = ""
-        for pair in present:
-            for g, cid, needed, phrase in pairs.get(pair, ()):
-                if g not in found or cid < found[g]:
-                    if phrase:  # three words or more: all pairs must be in the text, and the words in order
-                        if not needed <= present:
-                            continue
-                        spaced = spaced or f" {normal} "
-                        # Punctuation may blank a run of spaces between words: then compare the words.
-                        if phrase not in spaced and phrase not in f" {' '.join(tokens)} ":
-                            continue
                     found[g] = cid
         numbers = len(mask.split()) if self._uses_numbers else 0
         for g in self._numbered_groups.intersection(found):
@@ -409,17 +379,79 @@ class Classifier:
         return frozenset(kinds)
 
 
+def _best(scores: dict[int, float], default: int) -> int:
+    """The task with the highest score, the first listed on a tie, ``default`` when none scored. Scores
+    are compared in millionths, so the order cues were added in (float sums) cannot decide a tie."""
+    best, top = default, None
+    for k, score in scores.items():
+        millionths = int(score * 1e6 + 0.5)
+        if top is None or millionths > top or (millionths == top and k < best):
+            best, top = k, millionths
+    return best
+
+
+def _spaced(low: str) -> bytes:
+    """A lower-cased text as phrases are matched in it: its words (``router.vocabulary.words``) joined
+    and surrounded by single spaces, in UTF-8, so a phrase's words are found in order as b" word word ".
+
+    Works on UTF-8 bytes: ``str.translate`` is slow on a text that is not all ASCII (a dict lookup per
+    character, some 70 ns). Separators other than ASCII, few and rare, are replaced first, each group
+    only when the text holds the first byte of their encodings; bytes.translate then does the rest.
+    """
+    text = _utf8(low)
+    if not low.isascii():
+        for first, encodings, replacement in _OTHER_SEPARATORS:
+            if first in text:
+                text = encodings.sub(replacement, text)
+    return b" " + b" ".join(text.translate(_ASCII_SEPARATORS, _ASCII_DELETED).split()) + b" "
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8, keeping lone surrogates (which valid text never holds), so any str can be matched."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _separators() -> tuple[bytes, bytes, tuple[tuple[bytes, re.Pattern[bytes], bytes], ...]]:
+    """How ``_spaced`` makes bytes.split() find in UTF-8 the words str.split() finds after ``PUNCTUATION``.
+
+    For ASCII characters, a bytes.translate table and the bytes it deletes; the table also makes spaces
+    of U+001C..U+001F, where str.split() splits and bytes.split() does not. The other characters that
+    separate words (``PUNCTUATION``, ``_UNICODE_SPACES``) or vanish are grouped by the first byte of
+    their encoding and by what replaces them (b" " or b""); each group as (that first byte, a regex of
+    their encodings, the replacement). No character's UTF-8 encoding occurs inside another's, so
+    replacing bytes replaces characters.
+    """
+    table, deleted = bytearray(range(256)), bytearray()
+    for b in range(128):
+        to = chr(b).translate(PUNCTUATION)
+        if not to:
+            deleted.append(b)
+        else:
+            table[b] = 32 if to.isspace() else ord(to)
+    groups: dict[tuple[bytes, bytes], list[bytes]] = {}
+    for char in sorted({*(chr(c) for c in PUNCTUATION if c >= 128), *_UNICODE_SPACES}):
+        to = char.translate(PUNCTUATION)
+        encoded = _utf8(char)
+        groups.setdefault((encoded[:1], b" " if to.isspace() else _utf8(to)), []).append(re.escape(encoded))
+    others = tuple((first, re.compile(b"|".join(encodings)), replacement)
+                   for (first, replacement), encodings in groups.items())
+    return bytes(table), bytes(deleted), others
+
+
+_ASCII_SEPARATORS, _ASCII_DELETED, _OTHER_SEPARATORS = _separators()
+
+
 def _digit_mask(text: str) -> bytes:
     """``text`` as bytes, one per character, with every digit b"0" and everything else b" "."""
     return text.encode("ascii", "replace").translate(_NUMBER_RUNS)
 
 
 def _digit_runs(mask: bytes, min_digits: int) -> list[tuple[int, int, int]]:
-    """(start, end, digits) of each run of digits in a digit mask, allowing two other characters between
-    digits ("+1 (555) 123-4567"); none when the whole text has fewer than ``min_digits`` digits."""
+    """(start, end, digits) of each run of at least ``min_digits`` digits in a digit mask, allowing two
+    other characters between digits ("+1 (555) 123-4567")."""
     if mask.count(b"0") < min_digits:
         return []
-    return [(m.start(), m.end(), m.group().count(b"0")) for m in _RUNS.finditer(mask)]
+    return [(m.start(), m.end(), n) for m in _RUNS.finditer(mask) if (n := m.group().count(b"0")) >= min_digits]
 
 
 def _literal_prefix(pattern: str) -> str:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from router.classify import Classifier, Features
-from router.vocabulary import Vocabulary, load_vocabulary
+from router.classify import _UNICODE_SPACES, Classifier, Features, _spaced
+from router.vocabulary import Vocabulary, load_vocabulary, words
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -471,6 +471,50 @@ def test_signals_and_complexity() -> None:
     features = small().classify(user("alpha beta gamma!!!"))
     assert features.signals == {"task": 0.3, "shout": 0.2}
     assert features.complexity == 0.5
+
+
+OVERLAPPING = {
+    "first": {"description": "f", "cues": [{"weight": 1, "phrases": ["red green"]}]},
+    "second": {"description": "s", "cues": [{"weight": 2, "phrases": ["green blue", "what's up"]}]},
+    "third": {"description": "t", "cues": [{"weight": 4, "phrases": ["green blue", "green"]}]},
+    "chat": {"description": "c"},
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "scores"),
+    [
+        ("red green blue", {"first": 1.0, "second": 2.0, "third": 4.0}),  # phrases sharing a word all count
+        ("Red, green -- BLUE!", {"first": 1.0, "second": 2.0, "third": 4.0}),  # across punctuation and case
+        ("red\n\tgreen\u2028blue\u00a0\U0001f916", {"first": 1.0, "second": 2.0, "third": 4.0}),  # any whitespace
+        ("\ud800 red green", {"first": 1.0, "third": 4.0}),  # a lone surrogate is just a character
+        ("green green blue green", {"second": 2.0, "third": 4.0}),  # once per message
+        ("reds green blues redgreen", {"third": 4.0}),  # whole words only
+        ("What\u2019s up? whats up", {"second": 2.0}),  # apostrophes vanish...
+        ("what s up", {}),  # ...rather than split a word
+    ],
+)
+def test_phrases_overlap_and_ignore_punctuation(text: str, scores: dict[str, float]) -> None:
+    assert small(tasks=OVERLAPPING).classify(user(text)).scores == scores
+
+
+def test_a_group_is_explained_by_its_first_phrase_found() -> None:
+    c = small(tasks=OVERLAPPING)
+    assert c.classify(user("red green blue")).evidence == ("green blue",)  # listed before "green", ends after it
+    assert c.classify(user("green blues")).evidence == ("green",)
+
+
+def test_phrases_are_matched_in_the_words_of_the_text() -> None:
+    """The classifier finds words in UTF-8 bytes; they are those of ``router.vocabulary.words``."""
+    every = "".join(map(chr, [*range(0xD800), *range(0xE000, 0x10000), 0x1F916]))  # the BMP but surrogates; 🤖
+    odd = "naïve Café\u2028x\u00a0y \u2018quoted\u2019 \ud800 \ud83e"
+    for text in (every, "w".join(every), "W ".join(every), odd):
+        assert _spaced(text.lower()) == f" {' '.join(words(text))} ".encode("utf-8", "surrogatepass")
+
+
+def test_unicode_spaces_are_all_the_characters_str_split_splits_at() -> None:
+    spaces = {c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace() and not c.isascii()}
+    assert set(_UNICODE_SPACES) == spaces
 
 
 def test_pii_prefilter() -> None:
