@@ -31,6 +31,7 @@ from router.gateway import Gateway
 from router.pipeline import Pipeline, Stream
 from router.schemas import parse_chat_request
 from router.trace import Trace
+from router.upstream.base import Chunk
 from router.upstream.sse import DONE_FRAME, frame, frames
 
 router = APIRouter()
@@ -57,7 +58,8 @@ def _request_ids(given: str | None) -> tuple[str, str]:
     return generated, generated
 
 
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+_SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no")]
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -124,7 +126,10 @@ async def chat_completions(pipeline: Pipeline, scope: Scope, receive: Receive, s
                 stream = await pipeline.open_stream(trace)
             trace.answered_at = time.perf_counter()
             want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            events = EventStreamResponse(_relay(pipeline, trace, stream, want_usage), {**trace.headers(), **_SSE_HEADERS})
+            if stream.head_done:
+                await _send_finished_stream(pipeline, trace, stream, want_usage, send)
+                return
+            events = EventStreamResponse(_relay(pipeline, trace, stream, want_usage), _SSE_HEADERS + _raw(trace.headers()))
             await events(scope, receive, send)
             return
         with _finish_on_error(pipeline, trace):
@@ -141,10 +146,14 @@ async def chat_completions(pipeline: Pipeline, scope: Scope, receive: Receive, s
 
 async def send_bytes(send: Send, status: int, body: bytes, headers: dict[str, str], content_type: bytes = _JSON) -> None:
     """A whole response in two ASGI messages."""
-    raw = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
-    raw += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    raw = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *_raw(headers)]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """Headers as ASGI wants them."""
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
 
 
 async def send_error(send: Send, error: GatewayError, request_id: str | None) -> None:
@@ -177,11 +186,9 @@ class EventStreamResponse:
     task that watches for ``http.disconnect`` and cancels the sender is enough, and cheaper.
     """
 
-    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+    def __init__(self, body: AsyncIterator[bytes], raw_headers: list[tuple[bytes, bytes]]) -> None:
         self.body_iterator = body
-        # No content-length: the body is streamed.
-        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8")]
-        self.raw_headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+        self.raw_headers = raw_headers  # no content-length: the body is streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sender = asyncio.current_task()
@@ -209,20 +216,37 @@ class EventStreamResponse:
             watcher.cancel()
 
 
+async def _send_finished_stream(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: bool, send: Send) -> None:
+    """A stream whose upstream had already finished when it opened (a short answer from a fast
+    upstream): the whole event stream in one write, with no upstream left to watch or cancel."""
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + _raw(trace.headers())})
+        await send({"type": "http.response.body", "body": _events(trace, stream.head, True, want_usage)})
+    finally:
+        await stream.aclose()
+        pipeline.accountant.finish(trace)
+
+
+def _events(trace: Trace, batch: list[Chunk], done: bool, want_usage: bool) -> bytes:
+    """A batch of upstream chunks as ``data: <json>`` events (and ``[DONE]`` after the last);
+    their usage and text are noted on ``trace``."""
+    payloads = []
+    for chunk in batch:
+        data = chunk.data
+        if data.get("usage"):
+            trace.usage_reported = data["usage"]
+            if not want_usage and not data.get("choices"):
+                continue  # the usage chunk the gateway asked for on its own behalf
+        trace.output_chars += chunk_chars(data)
+        payloads.append(chunk.raw)
+    return frames(payloads) + DONE_FRAME if done else frames(payloads)
+
+
 async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: bool) -> AsyncIterator[bytes]:
     """Re-frame upstream chunks as ``data: <json>``; a failure ends the stream with an error event, no [DONE]."""
     try:
         async for batch, done in stream.batches():
-            payloads = []
-            for chunk in batch:
-                data = chunk.data
-                if data.get("usage"):
-                    trace.usage_reported = data["usage"]
-                    if not want_usage and not data.get("choices"):
-                        continue  # the usage chunk the gateway asked for on its own behalf
-                trace.output_chars += chunk_chars(data)
-                payloads.append(chunk.raw)
-            events = frames(payloads) + DONE_FRAME if done else frames(payloads)
+            events = _events(trace, batch, done, want_usage)
             if events:
                 yield events
     except GatewayError as exc:

@@ -390,7 +390,7 @@ class _Exchange:
                 first = {"role": "assistant", "content": None, "tool_calls": [call], "refusal": None}
             yield self._chunk(index, first)
         for step in range(max(len(r.pieces) for r in self.replies)):
-            if step:
+            if step and self.profile.token_interval:  # no interval: the whole answer in one go, like a fast server
                 await asyncio.sleep(self.profile.token_interval)
             for index, reply in enumerate(self.replies):
                 if step >= len(reply.pieces):

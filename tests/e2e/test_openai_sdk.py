@@ -64,6 +64,31 @@ def test_stream_with_usage(gateway: Stack) -> None:
     assert [c for c in chunks if c.choices and c.choices[0].finish_reason][0].choices[0].finish_reason == "stop"
 
 
+@pytest.mark.parametrize("upstream_still_streaming", [False, True])
+def test_stream_reads_the_same_whether_or_not_the_upstream_had_finished(
+    gateway: Stack, monkeypatch: pytest.MonkeyPatch, upstream_still_streaming: bool
+) -> None:
+    """A finished upstream stream is sent in one write; one still streaming is relayed batch by batch."""
+    import router.api
+
+    finished_sends: list[object] = []
+    send_finished = router.api._send_finished_stream
+    monkeypatch.setattr(router.api, "_send_finished_stream", lambda *a: finished_sends.append(a) or send_finished(*a))
+    if upstream_still_streaming:
+        with gateway.sim("mid") as sim:
+            sim.post("/_sim/faults", json={"stall_after_chunks": 3, "stall_seconds": 0.05}).raise_for_status()
+    body = {"model": "mid", "messages": FAQ, "stream": True, "stream_options": {"include_usage": True}}
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {CLIENT_KEY}"})
+    assert bool(finished_sends) is not upstream_still_streaming
+    assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert response.headers["x-router-backend"] == "mid"
+    events = [e for e in response.text.split("\n\n") if e]
+    assert events[-1] == "data: [DONE]"
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]).strip()
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
+
+
 def test_stream_without_usage_request_gets_no_usage_chunk(gateway: Stack) -> None:
     chunks = list(gateway.client().chat.completions.create(model="auto", messages=FAQ, stream=True))
     assert chunks and all(c.choices for c in chunks)
