@@ -6,7 +6,8 @@ uvicorn writes a response's status line and headers as soon as the app sends
 machine about three times the server CPU of a single write. Here the writes made during one turn of
 the event loop are joined and sent at its end (``loop.call_soon``), which is when they would have
 left anyway: nothing is held back longer than the current turn, so streamed chunks still go out
-one by one as they arrive.
+one by one as they arrive. A response's last write goes out at once, without waiting for the turn
+to end.
 """
 
 from __future__ import annotations
@@ -62,3 +63,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
+
+    def on_response_complete(self) -> None:
+        # A finished response leaves at once: work the app does after its last send (accounting)
+        # must not hold it back until the end of the turn.
+        self.transport.flush()  # type: ignore[attr-defined]
+        super().on_response_complete()

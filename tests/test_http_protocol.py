@@ -101,3 +101,29 @@ def test_pipelined_requests_get_their_answers_in_order() -> None:
             while received.count(b"HTTP/1.1 200") < 3 or not received.endswith(b"/2"):
                 received += sock.recv(4096)
     assert [part.rsplit(b"\r\n\r\n", 1)[-1][:2] for part in received.split(b"HTTP/1.1 200")[1:]] == [b"/0", b"/1", b"/2"]
+
+
+def test_a_finished_response_leaves_before_the_app_returns() -> None:
+    """Work after the last send (accounting) does not hold the answer back until the turn ends."""
+    answer_seen = threading.Event()
+    seen_while_app_ran: list[bool] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+        seen_while_app_ran.append(answer_seen.wait(2))  # blocks the event loop, as busy work would
+
+    with serve(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            received = b""
+            while not received.endswith(b"\r\n\r\nok"):
+                received += sock.recv(4096)
+            answer_seen.set()
+            sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")  # served after the first app returned
+            while received.count(b"\r\n\r\nok") < 2:
+                received += sock.recv(4096)
+    assert seen_while_app_ran[0] is True
