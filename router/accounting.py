@@ -29,6 +29,17 @@ class Accountant:
         top = max(ranks, key=ranks.__getitem__)
         self._reference_price = config.backends[config.tiers[top][0]].price
 
+    def price(self, trace: Trace) -> None:
+        """Set the served request's usage and cost (for the answer's cost header, before ``finish``)."""
+        candidate = trace.served
+        if candidate is None or trace.usage is not None:
+            return
+        produced = trace.output_chars > 0 or trace.usage_reported is not None
+        trace.usage = usage_from(
+            trace.usage_reported, input_estimate=trace.route.features.input_tokens, output_chars=trace.output_chars
+        )
+        trace.cost = cost_usd(candidate.config.price, trace.usage.input_tokens, trace.usage.output_tokens) if produced else 0.0
+
     def finish(self, trace: Trace) -> None:
         """Account for the request exactly once: cost, budget settlement, ledger, stickiness."""
         if trace.finished:
@@ -37,11 +48,7 @@ class Accountant:
         now = time.perf_counter()
         candidate = trace.served
         if candidate is not None:
-            produced = trace.output_chars > 0 or trace.usage_reported is not None
-            trace.usage = usage_from(
-                trace.usage_reported, input_estimate=trace.route.features.input_tokens, output_chars=trace.output_chars
-            )
-            trace.cost = cost_usd(candidate.config.price, trace.usage.input_tokens, trace.usage.output_tokens) if produced else 0.0
+            self.price(trace)
             backend = self.state.backends.get(candidate.backend)
             if backend is not None:
                 backend.load.finished()

@@ -138,10 +138,13 @@ async def chat_completions(pipeline: Pipeline, scope: Scope, receive: Receive, s
         await send_error(send, exc, request_id)
         return
     trace.answered_at = time.perf_counter()
-    pipeline.accountant.finish(trace)
+    pipeline.accountant.price(trace)
     answer_headers = trace.headers()
     answer_headers["x-router-cost-usd"] = f"{trace.cost:.8f}"
-    await send_bytes(send, 200, completion.raw, answer_headers)
+    try:
+        await send_bytes(send, 200, completion.raw, answer_headers)
+    finally:  # the rest of the accounting after the answer has gone
+        pipeline.accountant.finish(trace)
 
 
 async def send_bytes(send: Send, status: int, body: bytes, headers: dict[str, str], content_type: bytes = _JSON) -> None:
