@@ -1,10 +1,11 @@
 """``python -m bench.run``: the gateway benchmark, in one run.
 
-Starts the mock upstream, measures it directly, then through llm-router (2 workers) and, with
-``--litellm``, through LiteLLM proxy with an equivalent one-model config; for non-stream and
-20-chunk stream requests at each concurrency. Prints one table (req/s, p50/p99 latency, time to
-first byte, server CPU per request, overhead versus direct), the ratios versus LiteLLM and the
-issue's targets, and writes everything to ``bench/results/latest.json``.
+Starts the mock upstream, llm-router (2 workers) on it and, with ``--litellm``, LiteLLM proxy
+with an equivalent one-model config; then, for non-stream and 20-chunk stream requests at each
+concurrency, measures the mock directly and through each gateway back to back, so a cell's
+comparison is not skewed by the machine drifting between phases. Prints one table (req/s,
+p50/p99 latency, time to first byte, server CPU per request, overhead versus direct), the ratios
+versus LiteLLM and the issue's targets, and writes everything to ``bench/results/latest.json``.
 
 Each load runs in its own process (``bench.loadgen``), so the client's CPU never mixes with the
 server's; CPU per request is the server's process tree (supervisor + workers) over the window.
@@ -17,7 +18,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,8 +28,27 @@ import orjson
 from bench import procstat
 from bench.loadgen import LoadResult
 from bench.mock_upstream import MockConfig
-from bench.report import MODES, Cell, Mode, Plan, Soak, TargetRun, mib, report, row, to_json
-from bench.servers import LITELLM_SPEC, REPO, Server, ServerError, litellm_proxy, llm_router, mock_upstream
+from bench.report import (
+    MODES,
+    Cell,
+    Mode,
+    Plan,
+    Soak,
+    TargetRun,
+    mib,
+    report,
+    row,
+    to_json,
+)
+from bench.servers import (
+    LITELLM_SPEC,
+    REPO,
+    Server,
+    ServerError,
+    litellm_proxy,
+    llm_router,
+    mock_upstream,
+)
 
 RESULTS = REPO / "bench" / "results"
 
@@ -101,26 +122,41 @@ def measure(
     return cell
 
 
-def measure_target(
-    name: str, start: Callable[[], AbstractContextManager[Server]], upstream: Server, plan: Plan, soak: float = 0.0
-) -> tuple[TargetRun, Soak | None]:
-    """Start a target, run every cell against it, optionally soak it, stop it."""
-    run = TargetRun(name)
-    soaked = None
-    print(f"== {name}", file=sys.stderr, flush=True)
-    try:
-        with start() as server, (plan.log_dir / "loadgen.log").open("ab") as log:
+@dataclass
+class Target:
+    """A gateway (or the mock itself) to measure."""
+
+    run: TargetRun
+    server: Server | None  #: None when it could not be started (``run.error`` says why).
+
+
+def start_targets(
+    stack: ExitStack, starters: list[tuple[str, Callable[[], AbstractContextManager[Server]]]], log: IO[bytes]
+) -> list[Target]:
+    """Start and prime every target, each stopped when ``stack`` closes; one that fails is reported, not measured."""
+    targets = []
+    for name, start in starters:
+        run = TargetRun(name)
+        server = None
+        try:
+            server = stack.enter_context(start())
             prime(server, log)
-            for mode in plan.modes:
-                for concurrency in plan.concurrency:
-                    cell = measure(server, upstream, mode, concurrency, plan, run, log)
+        except ServerError as exc:
+            run.error = str(exc)
+            print(f"   {name}: not measured: {exc}", file=sys.stderr, flush=True)
+        targets.append(Target(run, server))
+    return targets
+
+
+def measure_cells(targets: list[Target], upstream: Server, plan: Plan, log: IO[bytes]) -> None:
+    """Every cell on every target, the targets back to back within a cell."""
+    for mode in plan.modes:
+        for concurrency in plan.concurrency:
+            print(f"== {mode} c={concurrency}", file=sys.stderr, flush=True)
+            for target in targets:
+                if target.server is not None:
+                    cell = measure(target.server, upstream, mode, concurrency, plan, target.run, log)
                     print(f"   {row(cell, None)}", file=sys.stderr, flush=True)
-            if soak > 0:
-                soaked = run_soak(server, soak, plan, log)
-    except ServerError as exc:
-        run.error = str(exc)
-        print(f"   {name}: not measured: {exc}", file=sys.stderr, flush=True)
-    return run, soaked
 
 
 def prime(server: Server, log: IO[bytes], seconds: float = 1.0) -> None:
@@ -210,23 +246,26 @@ def main(argv: list[str] | None = None) -> int:
         log_dir=args.output.parent / "logs",
     )
     plan.log_dir.mkdir(parents=True, exist_ok=True)
-    (plan.log_dir / "loadgen.log").write_bytes(b"")
     began = time.monotonic()
-    runs: list[TargetRun] = []
     soak: Soak | None = None
-    with mock_upstream(MockConfig(ttft=args.ttft, chunk_delay=args.chunk_delay), plan.log_dir) as mock:
-        run, _ = measure_target("direct", lambda: nullcontext(mock), mock, plan)
-        runs.append(run)
+    with ExitStack() as stack:
+        log = stack.enter_context((plan.log_dir / "loadgen.log").open("wb"))
+        mock = stack.enter_context(
+            mock_upstream(MockConfig(ttft=args.ttft, chunk_delay=args.chunk_delay), plan.log_dir)
+        )
+        starters: list[tuple[str, Callable[[], AbstractContextManager[Server]]]] = [
+            ("direct", lambda: nullcontext(mock))
+        ]
         if not args.no_router:
-            run, soak = measure_target(
-                "llm-router", lambda: llm_router(mock, plan.log_dir, plan.workers), mock, plan, args.soak
-            )
-            runs.append(run)
+            starters.append(("llm-router", lambda: llm_router(mock, plan.log_dir, plan.workers)))
         if args.litellm:
-            run, _ = measure_target(
-                "litellm", lambda: litellm_proxy(mock, plan.log_dir, args.litellm_spec, plan.workers), mock, plan
-            )
-            runs.append(run)
+            starters.append(("litellm", lambda: litellm_proxy(mock, plan.log_dir, args.litellm_spec, plan.workers)))
+        targets = start_targets(stack, starters, log)
+        measure_cells(targets, mock, plan, log)
+        router = next((t.server for t in targets if t.run.name == "llm-router" and t.server is not None), None)
+        if args.soak > 0 and router is not None:
+            soak = run_soak(router, args.soak, plan, log)
+    runs = [target.run for target in targets]
     micro = None if args.no_micro else _micro()
     lines = report(runs, soak, micro, plan)
     print("\n".join(lines))
