@@ -146,6 +146,8 @@ class OpenAICompatProvider:
 
 async def _drain(reader: aiohttp.StreamReader) -> bool:
     """Read what follows ``[DONE]`` (normally nothing but the end of the body); True if the body ended."""
+    if reader.at_eof():  # the end of the body came with [DONE]: no timer needed
+        return True
     try:
         async with asyncio.timeout(_DRAIN_SECONDS):
             while await reader.readany():
