@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from router.auth import ClientKey
-from router.cost import chunk_chars
+from router.cost import chunk_chars, reported_tokens
 from router.errors import (
     GatewayError,
     InvalidRequestError,
@@ -233,6 +233,8 @@ async def _send_finished_stream(pipeline: Pipeline, trace: Trace, stream: Stream
 def _events(trace: Trace, batch: list[Chunk], done: bool, want_usage: bool) -> bytes:
     """A batch of upstream chunks as ``data: <json>`` events (and ``[DONE]`` after the last);
     their usage and text are noted on ``trace``."""
+    # The text's length only matters to estimate output tokens: not when the stream ends with its usage.
+    count_chars = not (done and batch and reported_tokens(batch[-1].data.get("usage")))
     payloads = []
     for chunk in batch:
         data = chunk.data
@@ -240,7 +242,8 @@ def _events(trace: Trace, batch: list[Chunk], done: bool, want_usage: bool) -> b
             trace.usage_reported = data["usage"]
             if not want_usage and not data.get("choices"):
                 continue  # the usage chunk the gateway asked for on its own behalf
-        trace.output_chars += chunk_chars(data)
+        if count_chars:
+            trace.output_chars += chunk_chars(data)
         payloads.append(chunk.raw)
     return frames(payloads) + DONE_FRAME if done else frames(payloads)
 

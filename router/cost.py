@@ -19,12 +19,20 @@ class Usage:
     estimated: bool
 
 
-def usage_from(reported: Any, *, input_estimate: int, output_chars: int) -> Usage:
-    """Tokens from an OpenAI ``usage`` object, or estimated from the prompt and the text produced."""
+def reported_tokens(reported: Any) -> tuple[int, int] | None:
+    """(prompt, completion) tokens of an OpenAI ``usage`` object, or None if it lacks either."""
     if isinstance(reported, dict):
         prompt, completion = reported.get("prompt_tokens"), reported.get("completion_tokens")
         if isinstance(prompt, int) and isinstance(completion, int):
-            return Usage(prompt, completion, estimated=False)
+            return prompt, completion
+    return None
+
+
+def usage_from(reported: Any, *, input_estimate: int, output_chars: int) -> Usage:
+    """Tokens from an OpenAI ``usage`` object, or estimated from the prompt and the text produced."""
+    tokens = reported_tokens(reported)
+    if tokens is not None:
+        return Usage(*tokens, estimated=False)
     return Usage(input_estimate, -(-output_chars // CHARS_PER_TOKEN), estimated=True)
 
 

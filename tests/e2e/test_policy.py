@@ -241,6 +241,27 @@ def test_drop_mid_stream_is_an_error_event_and_is_billed(make_gate: Callable[...
         assert rows[0]["output_tokens"] > 0  # the tokens that were produced are billed (estimated)
 
 
+@pytest.mark.parametrize("upstream_reports_usage", [True, False])
+def test_stream_bills_the_reported_usage_or_an_estimate_from_the_text(
+    make_gate: Callable[..., Any], upstream_reports_usage: bool
+) -> None:
+    with make_gate() as gate:
+        if not upstream_reports_usage:
+            gate.fault("mid", omit_usage=True)
+        chunks = list(gate.client().chat.completions.create(
+            model="auto", messages=FAQ, stream=True, stream_options={"include_usage": True}
+        ))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text
+        if upstream_reports_usage:
+            assert chunks[-1].usage is not None
+            expected = chunks[-1].usage.completion_tokens
+        else:
+            assert all(c.usage is None for c in chunks)
+            expected = -(-len(text) // 4)  # four characters per token
+        assert gate.ledger_rows()[0]["output_tokens"] == expected
+
+
 def test_stalled_stream_ends_cleanly_with_an_error(make_gate: Callable[..., Any]) -> None:
     with make_gate() as gate:
         path = Path(gate.gateway.path or "")
