@@ -7,7 +7,7 @@ import asyncio
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,16 +126,31 @@ def _demo(path: Path, host: str, port: int) -> int:
         return 2
     mid = config.backends[config.tiers["mid"][0]]
     flagship = config.backends[config.tiers["flagship"][0]]
+    # The gateway starts last: on Ctrl-C uvicorn's servers stop in reverse order (each hands the
+    # signal on to the one before it), so the gateway finishes its requests while upstreams still run.
     servers = [
-        _server(create_app(config, path=path), host, port),
         _server(create_simulator_app(SimProfile(name="mid", model=mid.model, ttft=0.12, token_interval=0.015,
                                                 context_window=mid.context_window)), "127.0.0.1", mid_port),
         _server(create_simulator_app(SimProfile(name="flagship", model=flagship.model, ttft=0.35, token_interval=0.03,
                                                 context_window=flagship.context_window)), "127.0.0.1", flagship_port),
+        _server(create_app(config, path=path), host, port),
     ]
     print(_DEMO_BANNER.format(url=f"http://{host}:{port}", mid=mid_port, flagship=flagship_port), flush=True)
-    asyncio.run(_serve_all(servers))
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve_all(servers))
+    except KeyboardInterrupt:  # re-raised by the last server after a graceful stop, as uvicorn.run swallows it
+        pass
     return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop where it is installed (it comes with uvicorn[standard]), as ``serve`` gets from uvicorn."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - platforms without uvloop (Windows)
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
 
 
 async def _serve_all(servers: list[uvicorn.Server]) -> None:
