@@ -60,6 +60,16 @@ def rss_bytes(pid: int) -> int:
 
 def machine_cpu_seconds() -> float:
     """Busy CPU seconds of the whole machine so far (all cores; idle and iowait excluded)."""
+    user, nice, system, idle, iowait, irq, softirq = _machine_ticks()[:7]
+    return (user + nice + system + irq + softirq) / _TICKS
+
+
+def stolen_cpu_seconds() -> float:
+    """CPU seconds the hypervisor ran other guests while this VM wanted to run (``steal``; 0 on bare metal)."""
+    return _machine_ticks()[7] / _TICKS
+
+
+def _machine_ticks() -> list[int]:
+    """The ``cpu`` line of ``/proc/stat``: user nice system idle iowait irq softirq steal ..."""
     with open("/proc/stat") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:8]]  # user nice system idle iowait irq softirq
-    return (sum(fields) - fields[3] - fields[4]) / _TICKS
+        return [int(v) for v in stat.readline().split()[1:]]

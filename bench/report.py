@@ -17,6 +17,7 @@ Mode = Literal["nonstream", "stream"]
 MODES: tuple[Mode, ...] = ("nonstream", "stream")
 _SATURATED_PCT = 90.0
 _BUSY_MACHINE_PCT = 25.0
+_STOLEN_PCT = 5.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class Cell:
     #: CPU used by processes other than the server, the mock and the load generator (% of one core):
     #: when it is high, something else was running on the machine and the cell is unreliable.
     other_cpu_pct: float = 0.0
+    #: CPU time the hypervisor gave other guests while this VM wanted it (% of one core): when it is
+    #: high, the whole machine ran slower during the cell, the direct call included.
+    steal_pct: float = 0.0
 
 
 @dataclass
@@ -137,6 +141,8 @@ def _notes(runs: list[TargetRun]) -> list[str]:
                 )
             if cell.other_cpu_pct > _BUSY_MACHINE_PCT:
                 notes.append(f"note: {where}: other processes used {cell.other_cpu_pct:.0f}% of a core (busy machine)")
+            if cell.steal_pct > _STOLEN_PCT:
+                notes.append(f"note: {where}: the hypervisor took {cell.steal_pct:.0f}% of a core (steal: a slow cell)")
             if cell.target != "direct" and cell.upstream_cpu_pct > _SATURATED_PCT:
                 notes.append(f"note: {where}: the mock upstream used {cell.upstream_cpu_pct:.0f}% of a core")
             for kind, count in cell.load.errors.items():

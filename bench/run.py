@@ -91,18 +91,20 @@ def measure(
     """One cell: load ``server`` and sample its process tree's CPU (and RSS) at the window's edges."""
     load = LoadProcess(server, mode == "stream", concurrency, plan.duration, plan.warmup, log)
     load.wait_phase("start")
-    cpu0, up0, all0 = (
+    cpu0, up0, all0, steal0 = (
         procstat.cpu_seconds(server.pid),
         procstat.cpu_seconds(upstream.pid),
         procstat.machine_cpu_seconds(),
+        procstat.stolen_cpu_seconds(),
     )
     if not run.cells:
         run.rss_start = procstat.rss_bytes(server.pid)
     load.wait_phase("end")
-    cpu1, up1, all1 = (
+    cpu1, up1, all1, steal1 = (
         procstat.cpu_seconds(server.pid),
         procstat.cpu_seconds(upstream.pid),
         procstat.machine_cpu_seconds(),
+        procstat.stolen_cpu_seconds(),
     )
     run.rss_end = procstat.rss_bytes(server.pid)
     result = load.result()
@@ -117,6 +119,7 @@ def measure(
         server_cpu_pct=100 * (cpu1 - cpu0) / result.seconds,
         upstream_cpu_pct=100 * (up1 - up0) / result.seconds,
         other_cpu_pct=max(100 * other / result.seconds, 0.0),
+        steal_pct=100 * (steal1 - steal0) / result.seconds,
     )
     run.cells.append(cell)
     return cell

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -19,7 +20,7 @@ from bench import procstat
 from bench.http1 import ProtocolError, ResponseParser
 from bench.loadgen import LoadResult, LoadSpec, Summary, run_load
 from bench.mock_upstream import MockConfig, render, serve
-from bench.report import Cell, Plan, targets
+from bench.report import Cell, Plan, TargetRun, _notes, targets
 from bench.run import main
 from bench.servers import Server, mock_upstream
 
@@ -151,6 +152,20 @@ def test_procstat_sums_a_process_tree() -> None:
     finally:
         child.kill()
         child.wait()
+    assert procstat.machine_cpu_seconds() >= procstat.cpu_seconds(os.getpid()) > 0
+    assert procstat.stolen_cpu_seconds() >= 0
+
+
+def test_notes_flag_cells_the_machine_slowed_down() -> None:
+    calm = _cell("direct", "stream", 1, 4000, 0.15, 0.15, 0.09)
+    busy = replace(calm, target="llm-router", other_cpu_pct=40.0)
+    stolen = replace(calm, concurrency=16, steal_pct=30.0)
+    notes = _notes([TargetRun("direct", [calm, stolen]), TargetRun("llm-router", [busy])])
+    assert notes == [
+        "note: direct stream c=16: the hypervisor took 30% of a core (steal: a slow cell)",
+        "note: llm-router stream c=1: other processes used 40% of a core (busy machine)",
+        "",
+    ]
 
 
 def _cell(target: str, mode: str, c: int, rps: float, p50: float, ttfb: float, cpu: float) -> Cell:
