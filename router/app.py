@@ -11,14 +11,13 @@ from pathlib import Path
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from router.api import HOT_PATHS, chat_completions, router, send_error
 from router.config import GatewayConfig
-from router.errors import GatewayError, InvalidRequestError, MethodNotAllowedError
+from router.errors import GatewayError, MethodNotAllowedError
 from router.gateway import Gateway
 
 log = logging.getLogger("router.app")
@@ -56,7 +55,6 @@ def create_app(
     app.state.started_at = time.time()
     app.include_router(router)
     app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
     return app
@@ -106,13 +104,6 @@ def _error_response(request: Request, error: GatewayError) -> Response:
 
 async def _gateway_error(request: Request, exc: GatewayError) -> Response:
     return _error_response(request, exc)
-
-
-async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
-    first = exc.errors()[0] if exc.errors() else {}
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(loc) or None
-    return _error_response(request, InvalidRequestError(f"Invalid request: {first.get('msg', 'invalid body')}", param=param))
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
