@@ -27,6 +27,10 @@ class SSEDecoder:
                 return []
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         *blocks, self._buffer = buffer.split(b"\n\n")
+        if buffer.count(b"\n") == 2 * len(blocks):
+            # No newline but the separators: every event is one line, nearly always `data: <json>`.
+            found = [block[6:] if block[:6] == b"data: " else _data_of(block) for block in blocks]
+            return found if None not in found else [data for data in found if data is not None]
         return [data for block in blocks if (data := _data_of(block)) is not None]
 
     def flush(self) -> list[bytes]:
