@@ -226,8 +226,7 @@ async def _send_finished_stream(pipeline: Pipeline, trace: Trace, stream: Stream
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + _raw(trace.headers())})
         await send({"type": "http.response.body", "body": _events(trace, stream.head, True, want_usage)})
     finally:
-        await stream.aclose()
-        pipeline.accountant.finish(trace)
+        await _close_and_account(pipeline, trace, stream)
 
 
 def _events(trace: Trace, batch: list[Chunk], done: bool, want_usage: bool) -> bytes:
@@ -264,10 +263,14 @@ async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: b
         trace.status = CLIENT_CLOSED
         raise
     finally:
-        # The client may be gone and this task cancelled: close the upstream regardless, then account.
-        with anyio.CancelScope(shield=True):
-            await stream.aclose()
-            pipeline.accountant.finish(trace)
+        await _close_and_account(pipeline, trace, stream)
+
+
+async def _close_and_account(pipeline: Pipeline, trace: Trace, stream: Stream) -> None:
+    """Close the upstream, then account, even when the client is gone and this task is cancelled."""
+    with anyio.CancelScope(shield=True):
+        await stream.aclose()
+        pipeline.accountant.finish(trace)
 
 
 async def decide(request: Request) -> Response:
