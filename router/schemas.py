@@ -74,6 +74,8 @@ class ChatRequest(TypedDict, total=False):
 
 
 _VALIDATOR = TypeAdapter(ChatRequest)
+#: Roles whose messages must carry content, as OpenAI checks (an assistant's may be null beside tool calls).
+_CONTENT_REQUIRED = frozenset({"system", "developer", "user", "tool"})
 
 
 def parse_chat_request(body: bytes) -> dict[str, Any]:
@@ -93,6 +95,17 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
         raise _invalid(exc) from exc
     if not data["messages"]:
         raise InvalidRequestError("'messages' must contain at least one message.", param="messages")
+    for index, message in enumerate(data["messages"]):
+        role = message["role"]
+        if role in _CONTENT_REQUIRED and message.get("content") is None:
+            raise InvalidRequestError(
+                f"Missing required parameter: 'messages[{index}].content' (a {role} message needs content).",
+                param=f"messages[{index}].content",
+            )
+        if role == "tool" and "tool_call_id" not in message:
+            raise InvalidRequestError(
+                f"Missing required parameter: 'messages[{index}].tool_call_id'.", param=f"messages[{index}].tool_call_id"
+            )
     if data.get("stream_options") is not None and not data.get("stream"):
         raise InvalidRequestError(
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
