@@ -1,7 +1,7 @@
 """Routing rules: ``Features`` + request context -> ``Decision``. First match wins; pure.
 
 Rules are compiled once per loaded config into tuples of small predicates, so matching a
-request is a handful of attribute reads; the human-readable reason is built only on demand.
+request is a handful of attribute reads; each rule's decision, reason included, is built once.
 """
 
 from __future__ import annotations
@@ -41,23 +41,6 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
-class CompiledRule:
-    name: str
-    target: Target
-    conditions: tuple[tuple[str, Predicate], ...]
-    config: RuleConfig
-
-    def matches(self, features: Features, ctx: RequestContext) -> bool:
-        for _, predicate in self.conditions:
-            if not predicate(features, ctx):
-                return False
-        return True
-
-    def describe(self) -> str:
-        return " and ".join(text for text, _ in self.conditions) or "always (default rule)"
-
-
-@dataclass(frozen=True, slots=True)
 class Decision:
     """The rules' answer: which rule matched and where it sends the request."""
 
@@ -69,23 +52,37 @@ class Decision:
         return f"Decision(rule={self.rule!r}, target={self.target}, why={self.why!r})"
 
 
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    conditions: tuple[tuple[str, Predicate], ...]
+    config: RuleConfig
+    #: What matching this rule decides; built once, as it depends on the rule alone.
+    decision: Decision
+
+    def matches(self, features: Features, ctx: RequestContext) -> bool:
+        for _, predicate in self.conditions:
+            if not predicate(features, ctx):
+                return False
+        return True
+
+
 def compile_rules(rules: Sequence[RuleConfig]) -> tuple[CompiledRule, ...]:
-    return tuple(
-        CompiledRule(
-            name=rule.name,
-            target=Target(tier=rule.tier, backend=rule.backend),
-            conditions=_conditions(rule.when) if rule.when else (),
-            config=rule,
-        )
-        for rule in rules
-    )
+    return tuple(_compile(rule) for rule in rules)
+
+
+def _compile(rule: RuleConfig) -> CompiledRule:
+    conditions = _conditions(rule.when) if rule.when else ()
+    target = Target(tier=rule.tier, backend=rule.backend)
+    describe = " and ".join(text for text, _ in conditions) or "always (default rule)"
+    decision = Decision(rule=rule.name, target=target, why=f"rule {rule.name!r}: {describe}")
+    return CompiledRule(conditions=conditions, config=rule, decision=decision)
 
 
 def match_rules(features: Features, ctx: RequestContext, rules: Sequence[CompiledRule]) -> Decision:
     """Return the decision of the first rule that matches; the config guarantees a default rule."""
     for rule in rules:
         if rule.matches(features, ctx):
-            return Decision(rule=rule.name, target=rule.target, why=f"rule {rule.name!r}: {rule.describe()}")
+            return rule.decision
     raise LookupError("no rule matched; a validated config always ends with a default rule")
 
 
