@@ -9,7 +9,7 @@ Budgets and circuit breakers are applied per attempt at dispatch, because they c
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from router.classify import Features
@@ -79,10 +79,8 @@ class _Case:
     """The part of a plan fixed by the decision, the rule and which backends may and can take the prompt."""
 
     order: tuple[str, ...]
-    notes: tuple[str, ...]
-    rerouted: str | None
-    candidates: tuple[Candidate, ...]
-    downgrades: tuple[Candidate, ...]
+    #: The plan while no backend of ``order`` is under stress: most requests get it as it is.
+    plan: Plan
 
 
 class Planner:
@@ -123,29 +121,25 @@ class Planner:
         case = self._cases.get(key)
         if case is None:
             case = self._case(key, decision, rule, allowed, fits, needed, pii_locked, sticky_tier)
-        allow_downgrade = rule.allow_downgrade if rule is not None else True
-        candidates, rerouted, notes = case.candidates, case.rerouted, case.notes
-        if allow_downgrade and config.policy.degrade_under_stress and case.order:
-            max_ttft = rule.max_ttft_ms if rule is not None else None
-            first = case.order[0]
-            why = backends[first].stress(config.backends[first], max_ttft) if first in backends else None
-            if why is not None:
-                calm = [n for n in case.order[1:] if backends[n].stress(config.backends[n], max_ttft) is None]
-                if calm:
-                    order = [calm[0], *(n for n in case.order if n != calm[0])]
-                    candidates = tuple(_candidate(config, n) for n in order)
-                    rerouted = why
-                    notes = (*notes, f"backend {first!r} is under {why} stress; serving from {calm[0]!r} first")
-        refusal = None
         if not case.order:
-            if pii_locked:
-                refusal = (
-                    f"The request contains personal data ({', '.join(features.pii)}), which may only be sent to "
-                    f"self-hosted backends, and none of them can take it (needs ~{needed} tokens)."
-                )
-            else:
-                refusal = f"No backend can take a prompt of ~{needed} tokens."
-        return Plan(candidates, notes, rerouted, refusal, pii_locked, allow_downgrade, case.downgrades)
+            return replace(case.plan, refusal=_refusal(features, needed, pii_locked))
+        if not (case.plan.allow_downgrade and config.policy.degrade_under_stress):
+            return case.plan
+        max_ttft = rule.max_ttft_ms if rule is not None else None
+        first = case.order[0]
+        why = backends[first].stress(config.backends[first], max_ttft) if first in backends else None
+        if why is None:
+            return case.plan
+        calm = [n for n in case.order[1:] if backends[n].stress(config.backends[n], max_ttft) is None]
+        if not calm:
+            return case.plan
+        order = [calm[0], *(n for n in case.order if n != calm[0])]
+        return replace(
+            case.plan,
+            candidates=tuple(_candidate(config, n) for n in order),
+            rerouted=why,
+            notes=(*case.plan.notes, f"backend {first!r} is under {why} stress; serving from {calm[0]!r} first"),
+        )
 
     def _case(
         self,
@@ -191,10 +185,20 @@ class Planner:
             if allow_downgrade and n not in draft.order and ranks[config.backends[n].tier] == cheapest
         )
         candidates = tuple(_candidate(config, n) for n in draft.order)
-        case = _Case(tuple(draft.order), tuple(draft.notes), rerouted, candidates, downgrades)
+        plan = Plan(candidates, tuple(draft.notes), rerouted, None, pii_locked, allow_downgrade, downgrades)
+        case = _Case(tuple(draft.order), plan)
         if draft.reusable:
             self._cases[key] = case
         return case
+
+
+def _refusal(features: Features, needed: int, pii_locked: bool) -> str:
+    if pii_locked:
+        return (
+            f"The request contains personal data ({', '.join(features.pii)}), which may only be sent to "
+            f"self-hosted backends, and none of them can take it (needs ~{needed} tokens)."
+        )
+    return f"No backend can take a prompt of ~{needed} tokens."
 
 
 def _candidate(config: GatewayConfig, name: str) -> Candidate:
