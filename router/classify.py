@@ -102,10 +102,8 @@ _CACHE_TEXT_CHARS = 8192
 
 @dataclass(slots=True)
 class _Read:
-    """One message text as read: lower-cased, digit mask, personal data, size; its cues once scanned."""
+    """What one message text holds: personal data, size, and its cues once scanned for them."""
 
-    low: str
-    mask: bytes
     pii: frozenset[str]
     size: int
     cues: tuple[dict[int, int], dict[int, int]] | None = None
@@ -217,19 +215,20 @@ class Classifier:
             images += n_images
             if calls or role == "tool" or role == "function":
                 has_tools = True
-                call_text = self._text("\n".join(calls))
+                call_text = self._text("\n".join(calls), cues=False)
                 pii.update(call_text.pii)
                 size += call_text.size
             if not text:
                 continue
-            read = self._text(text)
+            if i < first_read and (role not in _SYSTEM_ROLES or i >= self._max_messages):
+                weight = 0.0  # outside the window
+            else:
+                weight = self._last_user_weight if i == last_user else self._role_weight.get(role, 0.0)
+            read = self._text(text, cues=weight > 0.0)
             pii.update(read.pii)
             size += read.size
-            if i < first_read and (role not in _SYSTEM_ROLES or i >= self._max_messages):
-                continue
-            weight = self._last_user_weight if i == last_user else self._role_weight.get(role, 0.0)
-            if weight > 0.0:
-                head, body = read.cues if read.cues is not None else self._read_cues(read)
+            if read.cues is not None and weight > 0.0:
+                head, body = read.cues
                 self._add(head, weight, scores, fired, hits)
                 if body:
                     self._add(body, weight * self._body_weight, scores, fired, hits)
@@ -273,27 +272,32 @@ class Classifier:
             evidence=tuple(evidence),
         )
 
-    def _text(self, text: str) -> _Read:
-        """What one message's text holds, from the cache when the same text was read before.
+    def _text(self, text: str, *, cues: bool) -> _Read:
+        """What one message's text holds (with its ``cues`` if asked), from the cache when the same
+        text was read before.
 
         Conversations re-send their history and system prompt on every turn, so most texts of a
-        multi-turn request were read already; the cache is bounded in entries and text length.
+        multi-turn request were read already; the cache is bounded in entries and text length, and
+        keeps what was found, not the text's lower-cased copies.
         """
         read = self._cache.get(text)
+        if read is not None and (read.cues is not None or not cues):
+            return read
+        low = text.lower()
+        mask = _digit_mask(low)
         if read is None:
-            low = text.lower()
-            mask = _digit_mask(low)
-            read = _Read(low, mask, self._find_pii([(low, mask)]), _utf8_size(text))
+            read = _Read(self._find_pii([(low, mask)]), _utf8_size(text))
             if len(text) <= _CACHE_TEXT_CHARS:
                 if len(self._cache) >= _CACHE_ENTRIES:
                     self._cache.popitem(last=False)  # the oldest entry
                 self._cache[text] = read
+        if cues:
+            read.cues = self._read_cues(low, mask)
         return read
 
-    def _read_cues(self, read: _Read) -> tuple[dict[int, int], dict[int, int]]:
-        """The cue groups found in one message: those in its head and tail (full weight) and those
-        only in its body (``window.body_weight``). Remembered on ``read``."""
-        low, mask = read.low, read.mask
+    def _read_cues(self, low: str, mask: bytes) -> tuple[dict[int, int], dict[int, int]]:
+        """The cue groups found in one lower-cased message and its digit mask: those in its head and
+        tail (full weight) and those only in its body (``window.body_weight``)."""
         n, head, tail = len(low), self._head, self._tail
         body: dict[int, int] = {}
         if n <= head + tail:
@@ -303,8 +307,7 @@ class Classifier:
             end = min(n - tail, head + self._body)
             if end > head and self._body_weight > 0.0:
                 body = self._scan(low[head:end], mask[head:end], skip=found)
-        read.cues = (found, body)
-        return read.cues
+        return found, body
 
     def _add(
         self,
