@@ -60,7 +60,7 @@ def rss_bytes(pid: int) -> int:
 
 def machine_cpu_seconds() -> float:
     """Busy CPU seconds of the whole machine so far (all cores; idle and iowait excluded)."""
-    user, nice, system, idle, iowait, irq, softirq = _machine_ticks()[:7]
+    user, nice, system, _idle, _iowait, irq, softirq = _machine_ticks()[:7]
     return (user + nice + system + irq + softirq) / _TICKS
 
 
