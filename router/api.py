@@ -267,9 +267,15 @@ async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: b
 
 
 async def _close_and_account(pipeline: Pipeline, trace: Trace, stream: Stream) -> None:
-    """Close the upstream, then account, even when the client is gone and this task is cancelled."""
-    with anyio.CancelScope(shield=True):
+    """Close the upstream, then account, even when the client is gone and this task is cancelled.
+
+    No cancel scope is needed: closing runs the provider's cleanup, which releases or closes the
+    connection without waiting, so a cancellation has no await to land on; and accounting is in
+    ``finally`` regardless.
+    """
+    try:
         await stream.aclose()
+    finally:
         pipeline.accountant.finish(trace)
 
 
