@@ -163,7 +163,12 @@ def _decode_events(backend: str, payloads: list[bytes]) -> tuple[list[Chunk], bo
     for payload in payloads:
         if payload == DONE:
             return out, True
-        data = _decode_json(backend, payload)
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            data = None
+        if type(data) is not dict:  # malformed, or JSON that is not an object: _decode_json says which
+            data = _decode_json(backend, payload)
         if "error" in data:
             error = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
             raise UpstreamError(
