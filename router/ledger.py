@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
+from itertools import chain
 from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -116,7 +117,16 @@ class LedgerRow:
 
 _COLUMNS = tuple(f.name for f in fields(LedgerRow))
 _values = attrgetter(*_COLUMNS)
-_INSERT = f"INSERT OR IGNORE INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+#: Rows per INSERT statement (64 x 15 parameters stays under SQLite's oldest limit of 999). sqlite3
+#: releases the GIL around each statement step: with one row per step (executemany), a writer
+#: thread competing with a busy event loop waits for the GIL once per row.
+_ROWS_PER_INSERT = 64
+_ROW = f"({', '.join('?' * len(_COLUMNS))})"
+#: ``_INSERTS[k]``: the statement inserting k rows.
+_INSERTS = ("",) + tuple(
+    f"INSERT OR IGNORE INTO requests ({', '.join(_COLUMNS)}) VALUES {', '.join([_ROW] * k)}"
+    for k in range(1, _ROWS_PER_INSERT + 1)
+)
 
 
 class _Job:
@@ -290,11 +300,14 @@ class Ledger:
     def _write(self, conn: sqlite3.Connection, rows: list[LedgerRow]) -> None:
         if not rows:
             return
-        values = [_values(row) for row in rows]
+        statements = [
+            (_INSERTS[len(part)], list(chain.from_iterable(map(_values, part))))
+            for part in (rows[i : i + _ROWS_PER_INSERT] for i in range(0, len(rows), _ROWS_PER_INSERT))
+        ]
         for attempt in range(_WRITE_TRIES):
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                inserted = conn.executemany(_INSERT, values).rowcount
+                inserted = sum(conn.execute(sql, values).rowcount for sql, values in statements)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:

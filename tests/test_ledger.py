@@ -141,6 +141,24 @@ def test_a_request_recorded_twice_is_billed_once(ledger: Ledger) -> None:
     assert ledger.stats["duplicates"] == 1
 
 
+def test_a_batch_spanning_several_insert_statements_bills_each_request_once(ledger: Ledger, db: Path) -> None:
+    """Rows are inserted many per statement: duplicates inside one statement and across two are both ignored."""
+    ids = [f"r{i}" for i in range(150)] + ["r0", "r70", "r149", "r149"]
+    for request_id in ids:
+        ledger.record(row(request_id, cost=0.5, tenant="acme" if request_id != "r70" else "beta"))
+    assert ledger.flush(5)
+    assert ledger.stats["written"] == 150
+    assert ledger.stats["duplicates"] == 4
+    assert count_rows(db) == 150
+    totals = ledger.totals(0.0)
+    assert totals[("global", None)] == 75.0
+    assert totals[("tenant", "acme")] == 74.5 and totals[("tenant", "beta")] == 0.5
+    assert ledger.spend(group_by=("tenant",)) == [
+        {"tenant": "acme", "requests": 149, "input_tokens": 14900, "output_tokens": 2980, "cost_usd": 74.5},
+        {"tenant": "beta", "requests": 1, "input_tokens": 100, "output_tokens": 20, "cost_usd": 0.5},
+    ]
+
+
 def test_spend_survives_a_restart(db: Path) -> None:
     first = Ledger(db)
     first.record(row("a", cost=1.5))
