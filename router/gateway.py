@@ -28,6 +28,8 @@ from router.upstream.base import Provider
 log = logging.getLogger("router.gateway")
 
 _CONFIG_SUFFIXES = (".yaml", ".yml")
+#: How often a worker publishes its metrics when several share them (a scrape also publishes its own).
+_PUBLISH_SECONDS = 1.0
 
 
 class Gateway:
@@ -45,6 +47,7 @@ class Gateway:
         self._scraper: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._health_checks: list[asyncio.Task[None]] = []
+        self._publisher: asyncio.Task[None] | None = None
         keyring = KeyRing.from_config(config.auth, self._environ)
         self.metrics = Metrics(**_label_sets(config, keyring), version=config.digest)
         self.pipeline = self._build(config, {}, keyring)
@@ -93,11 +96,19 @@ class Gateway:
         return True
 
     def start(self) -> None:
-        """Start background work that needs the event loop: capacity scrapers and health checks."""
+        """Start background work that needs the event loop: capacity scrapers, health checks and,
+        with several workers, publishing this worker's metrics for the others' scrapes."""
         self._loop = asyncio.get_running_loop()
         self._scraper = aiohttp.ClientSession()
         self.state.start_pollers(self._scraper)
         self._start_health_checks()
+        if self.metrics.multiprocess_dir is not None:
+            self._publisher = self._loop.create_task(self._publish_metrics())
+
+    async def _publish_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(_PUBLISH_SECONDS)
+            self.metrics.publish()
 
     def _start_health_checks(self) -> None:
         for task in self._health_checks:
@@ -160,9 +171,10 @@ class Gateway:
             self._loop.call_soon_threadsafe(schedule)  # reload() may run outside the event loop (SIGHUP, tests)
 
     async def aclose(self) -> None:
-        for task in [*self._retiring, *self._health_checks]:
+        tasks = [*self._retiring, *self._health_checks, *([self._publisher] if self._publisher else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._retiring, *self._health_checks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         for provider in self.pipeline.providers.values():
             await provider.aclose()
         await self.state.aclose()

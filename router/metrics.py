@@ -14,8 +14,15 @@ Recording (all calls are cheap, a few microseconds; label children are resolved 
     metrics.budget("tenant", "acme", "day", remaining_usd=..., limit_usd=...)  # scope global (name None) | tenant | key
     metrics.request_finished(tier=..., backend=..., ...)  # once per request, success or error
     metrics.config_reload(ok)                             # each reload attempt; after a success, configure(...)
-    body, content_type = metrics.render()                 # GET /metrics
-    metrics.close()                                       # worker shutdown
+    body, content_type = metrics.render()                 # GET /metrics (publishes this process's pending values first)
+    metrics.publish()                                     # multi-worker: every second (Gateway runs it)
+    metrics.close()                                       # worker shutdown (publishes, then drops live gauges)
+
+``request_finished`` and ``classified`` (a dozen counter and histogram updates per request) add to
+plain dicts; ``publish`` hands the sums to prometheus_client in one update per series. In
+multi-worker mode each of those updates is a write to a shared file under a lock (about 2 us,
+30 us per request unbatched); batched, a request costs about 5 us. Other workers' values reach a
+scrape within a second; a worker that is killed loses at most its last second.
 
 Labels come from closed sets given up front (config names) or fixed here (status class, reasons,
 breaker states, budget scopes and periods). A value outside its set is exported as ``other``; a
@@ -55,6 +62,7 @@ from __future__ import annotations
 
 import atexit
 import os
+from bisect import bisect_left
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -95,6 +103,9 @@ _PERIODS = {"day": "day", "month": "month"}
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 #: Time spent in the gateway itself, upstream excluded: microseconds to milliseconds when healthy.
 OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+#: Each histogram's upper bounds as prometheus_client keeps them (``+Inf`` last).
+LATENCY_BOUNDS = (*LATENCY_BUCKETS, float("inf"))
+OVERHEAD_BOUNDS = (*OVERHEAD_BUCKETS, float("inf"))
 
 _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 _STREAM = {True: "true", False: "false"}
@@ -213,6 +224,9 @@ class Metrics:
         self._config_info = Gauge("llm_router_config_info", "The serving config's version (content hash); value 1.",
                                   ["version"], multiprocess_mode="livemax", registry=r)
 
+        #: Pending until ``publish``: counter child -> amount; histogram child -> [count per bucket..., sum].
+        self._counts: dict[Any, float] = {}
+        self._observed: dict[Any, list[float]] = {}
         self._reload_children = {ok: self._reloads.labels("success" if ok else "failure") for ok in (True, False)}
         self._request_children: dict[tuple[str, ...], Any] = {}
         self._money_children: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -320,27 +334,53 @@ class Metrics:
         child = self._request_children.get(key)
         if child is None:
             child = self._request_children[key] = self._requests.labels(*key)
-        child.inc()
-        b.duration.observe(duration_s)
+        counts = self._counts
+        counts[child] = counts.get(child, 0.0) + 1.0
+        self._observe(b.duration, LATENCY_BOUNDS, duration_s)
         if ttft_s is not None:
-            b.ttft.observe(ttft_s)
-        self._overhead.observe(overhead_s)
+            self._observe(b.ttft, LATENCY_BOUNDS, ttft_s)
+        self._observe(self._overhead, OVERHEAD_BOUNDS, overhead_s)
         if input_tokens:
-            b.input_tokens.inc(input_tokens)
+            counts[b.input_tokens] = counts.get(b.input_tokens, 0.0) + input_tokens
         if output_tokens:
-            b.output_tokens.inc(output_tokens)
+            counts[b.output_tokens] = counts.get(b.output_tokens, 0.0) + output_tokens
         if cost_usd > 0 or saved_usd > 0:
             money_key = (b.label, labels.tenants.get(tenant, OTHER))
             money = self._money_children.get(money_key)
             if money is None:
                 money = self._money_children[money_key] = (self._cost.labels(*money_key), self._saved.labels(*money_key))
             if cost_usd > 0:
-                money[0].inc(cost_usd)
+                counts[money[0]] = counts.get(money[0], 0.0) + cost_usd
             if saved_usd > 0:
-                money[1].inc(saved_usd)
+                counts[money[1]] = counts.get(money[1], 0.0) + saved_usd
+
+    def _observe(self, histogram: Any, bounds: tuple[float, ...], value: float) -> None:
+        pending = self._observed.get(histogram)
+        if pending is None:
+            pending = self._observed[histogram] = [0.0] * (len(bounds) + 1)
+        pending[bisect_left(bounds, value)] += 1  # the first bucket whose upper bound is >= value
+        pending[-1] += value
+
+    def publish(self) -> None:
+        """Hand what ``request_finished`` and ``classified`` recorded to prometheus_client: one update per series.
+
+        Histograms are updated through their children's bucket and sum values (prometheus_client's
+        ``observe`` takes one observation at a time); a test compares the result with ``observe``'s.
+        """
+        counts, self._counts = self._counts, {}
+        for child, amount in counts.items():
+            child.inc(amount)
+        observed, self._observed = self._observed, {}
+        for histogram, pending in observed.items():
+            buckets = histogram._buckets
+            for i, n in enumerate(pending[:-1]):
+                if n:
+                    buckets[i].inc(n)
+            histogram._sum.inc(pending[-1])
 
     def classified(self, task: str) -> None:
-        self._child(self._classified, self._labels.tasks.get(task, OTHER)).inc()
+        child = self._child(self._classified, self._labels.tasks.get(task, OTHER))
+        self._counts[child] = self._counts.get(child, 0.0) + 1.0
 
     def fallback(self, src: str, dst: str, reason: str) -> None:
         """The plan moved from backend ``src`` to ``dst``; ``reason`` is one of ``REASONS``."""
@@ -372,6 +412,7 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The exposition body and its content type; in multi-worker mode, every worker's values merged."""
+        self.publish()
         if self.multiprocess_dir is None:
             return generate_latest(self.registry), CONTENT_TYPE
         merged = CollectorRegistry()
@@ -379,7 +420,8 @@ class Metrics:
         return generate_latest(merged), CONTENT_TYPE
 
     def close(self) -> None:
-        """Call at worker shutdown: in multi-worker mode, drop this process's live gauges (in-flight, states)."""
+        """Call at worker shutdown: publish, then (multi-worker mode) drop this process's live gauges."""
+        self.publish()
         if self.multiprocess_dir is not None:
             mark_process_dead(os.getpid(), self.multiprocess_dir)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.metrics import LATENCY_BUCKETS, MULTIPROC_ENV, Metrics, prepare_multiprocess_dir
@@ -297,6 +297,36 @@ def test_config_reloads_and_version() -> None:
                  status_class="2xx", stream="false") == 1
 
 
+def test_batched_recording_exports_what_prometheus_client_would() -> None:
+    """Histograms are published through their bucket and sum values: the exposition must equal
+    what ``observe`` gives for the same values (bounds included), and counters their plain sums."""
+    durations = [0.0, 0.009, 0.01, 0.0100001, 0.3, 2.5, 7.0, 299.0, 300.0, 301.0, 1e6]
+    m = make()
+    for i, d in enumerate(durations):
+        mid_request(m, 10 + i, i, duration_s=d, ttft_s=d / 2, overhead_s=d / 1000, stream=True)
+    m.publish()
+    m.publish()  # nothing pending: a second publish changes nothing
+    found = samples(m)
+
+    reference = make()
+    for i, d in enumerate(durations):
+        reference._requests.labels("mid", "mid", "default-mid", "faq", "2xx", "true").inc()
+        reference._duration.labels("mid").observe(d)
+        reference._ttft.labels("mid").observe(d / 2)
+        reference._overhead.observe(d / 1000)
+        reference._tokens.labels("mid", "input").inc(10 + i)
+        if i:
+            reference._tokens.labels("mid", "output").inc(i)
+        reference._cost.labels("mid", "acme").inc(cost(MID_PRICE, 10 + i, i))
+        reference._saved.labels("mid", "acme").inc(cost(FLAGSHIP_PRICE, 10 + i, i) - cost(MID_PRICE, 10 + i, i))
+    expected = parse(generate_latest(reference.registry).decode())
+    assert found.keys() == expected.keys()
+    for key, v in expected.items():
+        assert found[key] == pytest.approx(v, rel=1e-12), key
+    assert value(found, "llm_router_request_duration_seconds_bucket", backend="mid", le="0.01") == 3
+    assert value(found, "llm_router_request_duration_seconds_bucket", backend="mid", le="+Inf") == len(durations)
+
+
 def test_each_instance_has_its_own_registry() -> None:
     a, b = make(), make()
     finish(a)
@@ -324,6 +354,8 @@ def _worker(requests: int, breaker: str, graceful: bool, leave_in_flight: bool) 
         pass
     if graceful:
         m.close()
+    else:
+        m.publish()  # as the gateway does every second; then the worker dies without close()
 
 
 def _render() -> str:

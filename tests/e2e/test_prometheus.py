@@ -509,13 +509,17 @@ def test_two_workers_export_exact_totals(sims: tuple[str, str], tmp_path: Path) 
         with ThreadPoolExecutor(8) as pool:
             for _ in range(5):  # until both workers have served some
                 answers += pool.map(one, range(24))
+                time.sleep(1.5)  # each worker publishes its metrics to its file every second
                 if sum(1 for n in requests_per_worker(metrics_dir).values() if n > 0) >= 2:
                     break
         served = requests_per_worker(metrics_dir)
         assert sum(1 for n in served.values() if n > 0) >= 2, f"one worker took everything: {served}"
 
-        found = scrape(url)
-        assert total(found, "llm_router_requests_total") == len(answers)
+        def merged() -> dict[tuple[str, frozenset[tuple[str, str]]], float] | None:
+            found = scrape(url)
+            return found if total(found, "llm_router_requests_total") == len(answers) else None
+
+        found = wait_for(merged, timeout=5, what="every request in the merged totals")
         for backend in ("mid", "flagship"):
             mine = [a for a in answers if a[0] == backend]
             assert total(found, "llm_router_requests_total", backend=backend, status_class="2xx") == len(mine)
