@@ -17,7 +17,7 @@ from starlette.types import ASGIApp
 
 from router.accesslog import configure_logging
 from router.app import create_app
-from router.config import ConfigError, GatewayConfig, load_config
+from router.config import ConfigError, GatewayConfig, check_config, load_config
 from router.http_protocol import PROTOCOL
 from router.metrics import prepare_multiprocess_dir
 
@@ -70,12 +70,22 @@ def _load_or_report(path: Path) -> GatewayConfig | None:
 
 
 def _check(path: Path) -> int:
-    config = _load_or_report(path)
-    if config is None:
+    """Validate without the environment: unset required variables are what ``serve`` will need."""
+    try:
+        config, needs = check_config(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
         return 2
-    tiers = ", ".join(f"{tier} ({', '.join(names)})" for tier, names in config.tiers.items())
-    print(f"{path}: OK (version {config.digest}): tiers {tiers}; {len(config.rules)} rules; "
-          f"{len(config.classifier.vocabulary.tasks)} tasks")
+    if config is None:
+        print(f"{path}: OK (structure; the values of the variables below are checked by `serve`)")
+    else:
+        tiers = ", ".join(f"{tier} ({', '.join(names)})" for tier, names in config.tiers.items())
+        print(f"{path}: OK (version {config.digest}): tiers {tiers}; {len(config.rules)} rules; "
+              f"{len(config.classifier.vocabulary.tasks)} tasks")
+    for need in needs:
+        state = "set but empty" if need.empty else "not set"
+        print(f"serve needs {need.name} ({need.path}); {state} here")
     return 0
 
 
