@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from router import cli
 from router.app import create_app
-from router.config import load_config
+from router.config import ConfigError, load_config
 from router.metrics import Metrics
 from tests.servers import free_port, serve
 
@@ -294,11 +294,70 @@ def test_every_gateway_service_builds_the_dockerfile_and_parses(compose: dict[st
     for name, service in found.items():
         assert (REPO / service["build"] / "Dockerfile").is_file()
         assert container_ports(service) == {8080}, name
-        assert set(service["volumes"]) == {f"gateway-data:{workdir}"}, "the ledger's directory is a volume"
+        assert ledger_volume(service, workdir) in compose["volumes"], "the ledger's directory is a volume"
         args = parse_cli(service["command"], monkeypatch)
         assert (args.host, args.port) == ("0.0.0.0", 8080)
         if args.command == "serve":
             assert image_path_to_repo(str(args.config)) == REPO / "config/router.yaml"
+
+
+def ledger_volume(service: dict[str, Any], workdir: str) -> str:
+    (volume,) = [v.split(":")[0] for v in service.get("volumes") or [] if v.split(":")[1] == workdir]
+    return volume
+
+
+def test_each_gateway_keeps_its_ledger_in_its_own_volume(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two gateways writing one SQLite ledger would share (and double-count against) one budget."""
+    workdir = args_of("WORKDIR", final_stage())[-1]
+    volumes = {name: ledger_volume(service, workdir) for name, service in gateways(compose)}
+    assert len(set(volumes.values())) == len(volumes), volumes
+    demo = parse_cli(compose["services"]["gateway"]["command"], monkeypatch)
+    assert str(demo.state_dir) == workdir  # the demo's ledger lands in its volume too
+
+
+def test_gateways_read_the_config_from_the_mounted_repo_directory(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mounted, not only baked in: an edit on the host reaches the running gateway's hot reload."""
+    for name, service in gateways(compose):
+        args = parse_cli(service["command"], monkeypatch)
+        mounted = host_path(service, str(args.config))
+        assert mounted is not None and mounted == image_path_to_repo(str(args.config)), name
+        assert mounted.parent == REPO / "config" and mounted.is_file(), name
+        assert f"./config:{PurePosixPath(str(args.config)).parent}:ro" in service["volumes"], name
+
+
+def compose_environment(service: dict[str, Any], host: dict[str, str]) -> dict[str, str]:
+    """A service's environment as Compose interpolates it from the host's (``${VAR:-default}`` and ``${VAR}``)."""
+    def substitute(match: re.Match[str]) -> str:
+        return host.get(match.group(1)) or (match.group(2) or "")
+    return {k: re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", substitute, str(v)) for k, v in service["environment"].items()}
+
+
+def test_the_keyless_demo_needs_no_variable_from_the_host() -> None:
+    """Compose interpolates every service before applying profiles: a `${VAR:?}` anywhere would stop the demo."""
+    def strings(node: Any) -> Iterator[str]:
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            for value in node.values():
+                yield from strings(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from strings(value)
+
+    values = list(strings(yaml.safe_load((REPO / "docker-compose.yml").read_text())))
+    assert any("${OPENAI_API_KEY" in value for value in values)
+    assert not [value for value in values if re.search(r"\$\{\w+:?\?", value)]
+
+
+@pytest.mark.parametrize("gateway", ["gateway-vllm", "gateway-ollama"])
+def test_profile_gateways_refuse_to_start_with_an_empty_flagship_key(compose: dict[str, Any], gateway: str) -> None:
+    service = compose["services"][gateway]
+    for host in ({}, {"OPENAI_API_KEY": ""}):
+        environment = compose_environment(service, host)
+        assert environment["OPENAI_API_KEY"] == ""
+        with pytest.raises(ConfigError, match="OPENAI_API_KEY is set but empty"):
+            load_config(REPO / "config/router.yaml", environment)
+    load_config(REPO / "config/router.yaml", compose_environment(service, {"OPENAI_API_KEY": "sk-live"}))
 
 
 @pytest.mark.parametrize(("profile", "upstream", "gateway"), [("vllm", "vllm", "gateway-vllm"), ("ollama", "ollama", "gateway-ollama")])
