@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import hashlib
 import json
 import logging
 import re
@@ -520,3 +521,16 @@ def test_commands_use_the_exec_form(compose: dict[str, Any]) -> None:
         if command is not None:
             assert isinstance(command, list), f"{name}: use the exec (list) form"
     exec_form(args_of("CMD", final_stage())[-1])
+
+
+def test_license_is_the_full_apache_text_named_by_an_spdx_expression() -> None:
+    """PEP 639: setuptools >= 77 takes ``license = "Apache-2.0"`` and ships LICENSE in the wheel."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "Apache-2.0"
+    (setuptools,) = [r for r in pyproject["build-system"]["requires"] if r.startswith("setuptools")]
+    assert setuptools == "setuptools>=77"
+    text = (REPO / "LICENSE").read_text()
+    # The canonical https://www.apache.org/licenses/LICENSE-2.0.txt, byte for byte.
+    assert hashlib.sha256(text.encode()).hexdigest() == "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
+    copied = {source for args in args_of("COPY") if not args.startswith("--from") for source in args.split()[:-1]}
+    assert "LICENSE" in copied  # the image's wheel carries it
