@@ -126,6 +126,12 @@ def _check(path: Path) -> int:
     for need in needs:
         state = "set but empty" if need.empty else "not set"
         print(f"serve needs {need.name} ({need.path}); {state} here")
+    if config is not None:
+        auth = config.auth
+        sources = [("auth.keys_env", auth.keys_env)] + [(f"auth.keys.{k.name}", k.key_env) for k in auth.keys]
+        for where, name in sources:
+            if name and not os.environ.get(name):
+                print(f"serve reads client keys from {name} ({where}); not set here")
     return 0
 
 

@@ -189,15 +189,19 @@ def test_check_passes_the_shipped_config_without_its_environment(
     value: str | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A fresh clone: `check` validates the structure and says what `serve` will need."""
+    monkeypatch.delenv("ROUTER_API_KEYS", raising=False)
     if value is None:
         monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     else:
         monkeypatch.setenv("OPENAI_API_KEY", value)
     assert main(["check", str(REPO / "config" / "router.yaml")]) == 0
-    out = capsys.readouterr().out
-    assert "OK (version" in out
+    out = capsys.readouterr().out.splitlines()
     state = "not set" if value is None else "set but empty"
-    assert f"serve needs OPENAI_API_KEY (backends.flagship.api_key); {state} here" in out
+    assert out[1:] == [
+        f"serve needs OPENAI_API_KEY (backends.flagship.api_key); {state} here",
+        "serve reads client keys from ROUTER_API_KEYS (auth.keys_env); not set here",
+    ]
+    assert "OK (version" in out[0]
 
 
 def test_check_still_reports_structural_errors_next_to_unset_variables(tmp_path: Path) -> None:
