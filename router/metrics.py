@@ -98,6 +98,9 @@ NONE = "none"
 
 #: Why a fallback or retry happened: an upstream failure kind, or a policy refusal. Others fold into ``other``.
 REASONS: tuple[str, ...] = (*get_args(FailureKind), "breaker_open", "budget", "capacity", "latency", "other")
+#: The reasons a fallback happens for (an upstream failure, or the dispatcher skipping an open breaker or an
+#: unaffordable backend): exported at 0 for every known route.
+FALLBACK_REASONS: tuple[str, ...] = (*get_args(FailureKind), "breaker_open", "budget")
 BREAKER_VALUES: dict[BreakerState, int] = {"closed": 0, "half_open": 1, "open": 2}
 _PERIODS = {"day": "day", "month": "month"}
 
@@ -278,7 +281,7 @@ class Metrics:
                 self._child(self._breaker, name)
         self._labels, self._backends = labels, known_backends
         for src, dst in routes:
-            for reason in REASONS:
+            for reason in FALLBACK_REASONS:
                 self._child(self._fallbacks, labels.backends.get(src, OTHER), labels.backends.get(dst, OTHER), reason)
         for name in known_backends:
             for kind in get_args(FailureKind):
