@@ -118,7 +118,7 @@ def _check(path: Path) -> int:
             print(line, file=sys.stderr)
         return 2
     if config is None:
-        print(f"{path}: OK (structure; the values of the variables below are checked by `serve`)")
+        print(f"{path}: OK as far as it can be checked without the variables below (`serve` checks the rest)")
     else:
         tiers = ", ".join(f"{tier} ({', '.join(names)})" for tier, names in config.tiers.items())
         print(f"{path}: OK (version {config.digest}): tiers {tiers}; {len(config.rules)} rules; "

@@ -218,3 +218,18 @@ def test_check_still_reports_structural_errors_next_to_unset_variables(tmp_path:
     assert config is not None  # checked with the default in place of the unset value
     assert [(need.name, need.path) for need in needs] == [("MID_WINDOW", "backends.mid.context_window"),
                                                           ("FLAGSHIP_KEY", "backends.flagship.api_key")]
+
+
+def test_check_leaves_a_required_value_it_cannot_build_without_to_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("MID_URL", raising=False)
+    monkeypatch.setenv("FLAGSHIP_KEY", "sk-test")
+    path = write(tmp_path, BASE.replace("${MID_URL:-http://127.0.0.1:8000/v1}", "${MID_URL}"))
+    assert main(["check", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{path}: OK as far as it can be checked without the variables below (`serve` checks the rest)",
+        "serve needs MID_URL (backends.mid.base_url); not set here",
+    ]
+    assert main(["serve", "--config", str(path)]) == 2
+    assert "backends.mid.base_url: environment variable MID_URL is not set" in capsys.readouterr().err
