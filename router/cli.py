@@ -41,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging()
     if args.command == "check":
         return _check(args.path)
+    if args.command == "train":
+        from router.train import run_command
+
+        return run_command(args.data, args.out, bits=args.bits, c=args.c, held_out=not args.no_held_out)
     if args.command == "serve":
         return _serve(args.config, args.host, args.port, args.workers, args.log_level)
     return _demo(args.config or _default_demo_config(), args.host, args.port, args.mid_port, args.flagship_port,
@@ -85,6 +89,19 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Validate a config file. Exit 0 and list the environment variables "
                                             "`serve` will need, or exit 2 with one line per problem.")
     check.add_argument("path", type=Path, help="the YAML config, e.g. config/router.yaml")
+
+    train = commands.add_parser(
+        "train", help="fit the classifier's model on labelled rows (needs llm-router[train])",
+        description="Fit the learned classifier on JSON-lines rows (source, expected_tier, task, messages), print "
+                    "leave-one-source-out accuracy per source, and write the model plus a report beside it. "
+                    "Name the model in the config as classifier.model.")
+    train.add_argument("--data", type=Path, action="append", required=True,
+                       help="a JSON-lines file of labelled rows; repeat for several")
+    train.add_argument("--out", type=Path, required=True, help="the model file to write, e.g. config/models/mine.npz")
+    train.add_argument("--bits", type=int, default=18, help="hash buckets as a power of two (default: %(default)s)")
+    train.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength (default: %(default)s)")
+    train.add_argument("--no-held-out", action="store_true",
+                       help="skip the leave-one-source-out scores (one fit instead of one per source)")
     return parser
 
 
@@ -244,6 +261,7 @@ examples:
   llm-router demo                                 try it: two simulated upstreams, no keys, no GPU
   llm-router check config/router.yaml             validate a config; lists the variables serve needs
   llm-router serve --config config/router.yaml    run it in front of real upstreams
+  llm-router train --data mine.jsonl --out config/models/mine.npz   retrain the classifier on your labels
 
 Run `llm-router COMMAND --help` for a command's options.
 """
