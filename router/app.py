@@ -19,6 +19,7 @@ from router.api import HOT_PATHS, chat_completions, router, send_error
 from router.config import GatewayConfig
 from router.errors import GatewayError, MethodNotAllowedError
 from router.gateway import Gateway
+from router.messages import ANTHROPIC_PATHS, serve_anthropic
 
 log = logging.getLogger("router.app")
 
@@ -70,6 +71,10 @@ class GatewayApp(FastAPI):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in ANTHROPIC_PATHS:
+            scope["app"] = self
+            await serve_anthropic(self.state.gateway.pipeline, scope, receive, send)
+            return
         if scope["type"] != "http" or scope["path"] not in HOT_PATHS:
             await super().__call__(scope, receive, send)
             return
