@@ -150,6 +150,7 @@ def _messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]
     for i, message in enumerate(messages):
         role = message["role"]
         where = f"messages[{i}]"
+        blocks: str | list[dict[str, Any]]
         if role in ("system", "developer"):
             system.append(_text(message.get("content"), f"{where}.content"))
             continue
@@ -166,10 +167,14 @@ def _messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]
         if not blocks:
             continue
         if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
+            turns[-1]["content"] = [*_as_blocks(turns[-1]["content"]), *_as_blocks(blocks)]
         else:
             turns.append({"role": role, "content": blocks})
     return "\n\n".join(system), turns
+
+
+def _as_blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
 
 
 def _text(content: Any, where: str) -> str:
@@ -183,9 +188,10 @@ def _text(content: Any, where: str) -> str:
     return "".join(parts)
 
 
-def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
+def _user_blocks(content: Any, where: str) -> str | list[dict[str, Any]]:
+    """A user turn's content: a string stays a string (as Anthropic's own examples send it)."""
     if isinstance(content, str):
-        return [{"type": "text", "text": content}]
+        return content
     blocks = []
     for j, part in enumerate(content or ()):
         kind = part.get("type")

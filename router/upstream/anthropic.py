@@ -120,7 +120,7 @@ def anthropic_error(backend: str, status: int, body: bytes, headers: Any, *, mid
     if isinstance(error, UpstreamClientError):
         message = str(detail.get("message") or "").lower()
         error.code = CONTEXT_LENGTH_CODE if any(m in message for m in _CONTEXT_LENGTH_MARKERS) else kind
-    elif error.code is None and kind:
+    elif kind and error.code in (None, error.default_code):
         error.code = str(kind)
     if mid_stream:
         error.message = f"Backend {backend!r} failed mid-stream: {detail.get('message') or kind or 'unknown error'}"
