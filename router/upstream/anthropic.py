@@ -77,11 +77,11 @@ class AnthropicProvider(OpenAICompatProvider):
             while True:
                 with map_transport_errors(self.name):
                     raw = await reader.readany()
-                batch = [
-                    Chunk(orjson.dumps(data), data)
-                    for payload in (decoder.feed(raw) if raw else decoder.flush())
-                    for data in translator.feed(self._event(payload))
-                ]
+                batch, failure = self._translate(translator, decoder.feed(raw) if raw else decoder.flush())
+                if failure is not None:
+                    if batch:  # what came before the error event is the client's, as if it came in its own read
+                        yield batch, False
+                    raise failure
                 if translator.done:
                     reusable = await _drain(reader)
                     yield batch, True
@@ -96,6 +96,17 @@ class AnthropicProvider(OpenAICompatProvider):
                 response.release()
             else:
                 response.close()
+
+    def _translate(self, translator: ChunkTranslator, payloads: list[bytes]) -> tuple[list[Chunk], UpstreamError | None]:
+        """The chunks of the events that arrived together, up to an ``error`` event (returned, not raised)."""
+        batch: list[Chunk] = []
+        for payload in payloads:
+            try:
+                event = self._event(payload)
+            except UpstreamError as exc:
+                return batch, exc
+            batch += [Chunk(orjson.dumps(data), data) for data in translator.feed(event)]
+        return batch, None
 
     def _event(self, payload: bytes) -> dict[str, Any]:
         """One decoded event; an ``error`` event raises the error it carries."""
