@@ -46,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--config", type=Path, default=None, help="default: config/demo.yaml")
+    demo.add_argument("--anthropic-flagship", action="store_true",
+                      help="the simulated flagship speaks Anthropic's Messages API (a kind: anthropic backend)")
 
     check = commands.add_parser("check", help="validate a config file; exit 2 with precise errors if invalid")
     check.add_argument("path", type=Path)
@@ -57,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args.path)
     if args.command == "serve":
         return _serve(args.config, args.host, args.port, args.workers, args.log_level)
-    return _demo(args.config or _default_demo_config(), args.host, args.port)
+    return _demo(args.config or _default_demo_config(), args.host, args.port, anthropic=args.anthropic_flagship)
 
 
 def _load_or_report(path: Path) -> GatewayConfig | None:
@@ -116,12 +118,14 @@ def _default_demo_config() -> Path:
     return local if local.exists() else _REPO_CONFIG / "demo.yaml"
 
 
-def _demo(path: Path, host: str, port: int) -> int:
+def _demo(path: Path, host: str, port: int, *, anthropic: bool = False) -> int:
     from router.simulator import SimProfile, create_simulator_app
 
     mid_port, flagship_port = _free_port(), _free_port()
     os.environ["MID_BASE_URL"] = f"http://127.0.0.1:{mid_port}/v1"
-    os.environ["FLAGSHIP_BASE_URL"] = f"http://127.0.0.1:{flagship_port}/v1"
+    # An Anthropic base URL has no /v1: the provider calls {base_url}/v1/messages, as the anthropic SDK does.
+    os.environ["FLAGSHIP_BASE_URL"] = f"http://127.0.0.1:{flagship_port}" + ("" if anthropic else "/v1")
+    os.environ["FLAGSHIP_KIND"] = "anthropic" if anthropic else "openai"
     config = _load_or_report(path)
     if config is None:
         return 2
@@ -136,7 +140,8 @@ def _demo(path: Path, host: str, port: int) -> int:
                                                 context_window=flagship.context_window)), "127.0.0.1", flagship_port),
         _server(create_app(config, path=path), host, port),
     ]
-    print(_DEMO_BANNER.format(url=f"http://{host}:{port}", mid=mid_port, flagship=flagship_port), flush=True)
+    wire = "Anthropic Messages API" if anthropic else "OpenAI API"
+    print(_DEMO_BANNER.format(url=f"http://{host}:{port}", mid=mid_port, flagship=flagship_port, wire=wire), flush=True)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve_all(servers))
@@ -170,7 +175,7 @@ def _free_port() -> int:
 
 
 _DEMO_BANNER = """\
-llm-router demo: gateway on {url}  (simulated upstreams: mid on :{mid}, flagship on :{flagship}; auth off)
+llm-router demo: gateway on {url}  (simulated upstreams: mid on :{mid}, flagship on :{flagship} speaking the {wire}; auth off)
 
 Point the OpenAI SDK at it (only base_url changes):
     from openai import OpenAI
@@ -186,6 +191,12 @@ Or curl:
       -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Write a Python function to merge intervals"}}]}}'
     curl -sN {url}/v1/chat/completions -H 'content-type: application/json' \\
       -d '{{"model": "auto", "stream": true, "messages": [{{"role": "user", "content": "Summarise: the meeting moved to 3pm."}}]}}'
+
+Or the Anthropic SDK (and Claude Code: ANTHROPIC_BASE_URL={url}):
+    import anthropic
+    client = anthropic.Anthropic(base_url="{url}", api_key="demo")
+    print(client.messages.create(model="claude-sonnet-4-5", max_tokens=200,
+          messages=[{{"role": "user", "content": "What are your opening hours?"}}]).content[0].text)
 
 Ctrl-C stops everything.
 """

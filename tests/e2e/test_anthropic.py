@@ -5,7 +5,7 @@ Anthropic's Messages API), with failover between an Anthropic and an OpenAI-comp
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,13 +70,17 @@ WEATHER = {"name": "get_weather", "description": "Get the current weather in a g
 class Stack:
     url: str
     upstreams: dict[str, str]
-    ledger: Path
+    clients: list[anthropic.Anthropic | openai.OpenAI] = field(default_factory=list)
 
-    def anthropic(self, key: str = CLIENT_KEY, **kwargs: Any) -> anthropic.Anthropic:
-        return anthropic.Anthropic(base_url=self.url, api_key=key, max_retries=0, **kwargs)
+    def anthropic(self, key: str | None = CLIENT_KEY, **kwargs: Any) -> anthropic.Anthropic:
+        client = anthropic.Anthropic(base_url=self.url, api_key=key, max_retries=0, **kwargs)
+        self.clients.append(client)  # closed after the test: their pooled sockets must not leak
+        return client
 
     def openai(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+        client = openai.OpenAI(base_url=f"{self.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+        self.clients.append(client)
+        return client
 
     def fault(self, which: str, **spec: Any) -> None:
         httpx.post(f"{self.upstreams[which]}/_sim/faults", json=spec, timeout=5).raise_for_status()
@@ -104,7 +108,10 @@ def stack(upstreams: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
     path.write_text(CONFIG.format(**upstreams, vocabulary=REPO / "config" / "tasks.yaml", ledger=ledger))
     app = create_app(load_config(path, ENV), environ=ENV, watch=False)
     with serve(app) as url:
-        yield Stack(url, upstreams, ledger)
+        stack = Stack(url, upstreams)
+        yield stack
+        for client in stack.clients:
+            client.close()
     for upstream in upstreams.values():
         httpx.delete(f"{upstream}/_sim/faults", timeout=5).raise_for_status()
 
@@ -132,7 +139,7 @@ def test_messages_are_classified_and_routed_like_chat(stack: Stack) -> None:
 
 
 def test_claude_model_names_and_bearer_auth(stack: Stack) -> None:
-    client = stack.anthropic(key=None, auth_token=CLIENT_KEY)  # type: ignore[arg-type]
+    client = stack.anthropic(key=None, auth_token=CLIENT_KEY)
     raw = client.messages.with_raw_response.create(model="claude-sonnet-4-5", max_tokens=32, messages=FAQ)  # type: ignore[arg-type]
     assert (raw.headers["x-router-tier"], raw.headers["x-router-rule"]) == ("flagship", "requested-model")
 

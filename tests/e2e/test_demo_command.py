@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -22,12 +23,19 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The demo on a free port, run from an empty directory (it falls back to the repo's demo config)."""
+    with running_demo(tmp_path_factory.mktemp("demo")) as running:
+        yield running
+
+
+@contextmanager
+def running_demo(cwd: Path, *options: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``llm-router demo [options]`` as a process in ``cwd``, until the block ends."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "LLM_ROUTER_", "OPENAI_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "LLM_ROUTER_", "OPENAI_", "FLAGSHIP_"))}
     env["PYTHONPATH"] = str(REPO)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "router", "demo", "--port", str(port)],
-        cwd=tmp_path_factory.mktemp("demo"),
+        [sys.executable, "-m", "router", "demo", "--port", str(port), *options],
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -50,6 +58,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subpro
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def test_sdk_chat_against_the_demo_routes_by_difficulty(demo: tuple[str, subprocess.Popen[bytes]]) -> None:
