@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.servers import with_claude
 from router.config import ANTHROPIC_BASE_URL, BackendConfig, ConfigError, load_config
 from router.upstream import create_provider
 from router.upstream.anthropic import AnthropicProvider
@@ -23,14 +24,7 @@ def test_anthropic_backend_defaults() -> None:
 
 def test_the_commented_claude_flagship_in_router_yaml_is_valid(tmp_path: Path) -> None:
     """Uncommenting the Claude backend and its aliases, as the comments invite, gives a config that loads."""
-    lines = (REPO / "config" / "router.yaml").read_text().splitlines()
-    start = lines.index(next(line for line in lines if line.startswith("  # claude:")))
-    end = lines.index("", start)
-    enabled = [line.replace("  # ", "  ", 1) for line in lines[start:end]]
-    aliases = [line.replace("  # ", "  ", 1) if line.startswith("  # claude-") else line for line in lines[end:]]
-    path = tmp_path / "router.yaml"
-    path.write_text("\n".join([*lines[:start], *enabled, *aliases]))
-    (tmp_path / "tasks.yaml").write_text((REPO / "config" / "tasks.yaml").read_text())
+    path = with_claude(REPO / "config" / "router.yaml", tmp_path)
     config = load_config(path, {"OPENAI_API_KEY": "sk-o", "ANTHROPIC_API_KEY": "sk-a"})
     claude = config.backends["claude"]
     assert (claude.kind, claude.tier, claude.base_url, claude.price.cache_write) == ("anthropic", "flagship", ANTHROPIC_BASE_URL, 3.75)
