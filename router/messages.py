@@ -21,6 +21,7 @@ from router.anthropic_wire.downstream import (
     EventTranslator,
     error_body,
     parse_messages_request,
+    passthrough_request,
     sse_event,
     to_chat_request,
     to_message,
@@ -41,6 +42,7 @@ from router.cost import chunk_chars
 from router.errors import GatewayError, MethodNotAllowedError
 from router.pipeline import Pipeline, Stream
 from router.trace import Trace
+from router.upstream.anthropic import NATIVE_REQUEST
 
 log = logging.getLogger("router.messages")
 
@@ -97,7 +99,8 @@ async def messages(pipeline: Pipeline, scope: Scope, receive: Receive, send: Sen
     try:
         client = _authenticate(pipeline, headers)
         raw = await _read_body(receive, headers.get("content-length"), pipeline.config.server.max_body_bytes)
-        body = to_chat_request(parse_messages_request(raw))
+        native = parse_messages_request(raw)
+        body = to_chat_request(native)
         route = pipeline.route(body, client, headers)
     except GatewayError as exc:  # refused before routing: still a request, on no backend
         pipeline.accountant.reject(request_id, exc.status_code, started)
@@ -107,6 +110,15 @@ async def messages(pipeline: Pipeline, scope: Scope, receive: Receive, send: Sen
         pipeline.accountant.reject(request_id, CLIENT_CLOSED, started)
         return
     trace = Trace(request_id, unique_id, client, route, body, stream=bool(body.get("stream")), started=started)
+    passthrough = NATIVE_REQUEST.set(passthrough_request(native))
+    try:
+        await _answer(pipeline, trace, scope, receive, send)
+    finally:
+        NATIVE_REQUEST.reset(passthrough)
+
+
+async def _answer(pipeline: Pipeline, trace: Trace, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve a routed request: a ``message``, or the event stream."""
     try:
         if trace.stream:
             with _finish_on_error(pipeline, trace):
@@ -118,7 +130,7 @@ async def messages(pipeline: Pipeline, scope: Scope, receive: Receive, send: Sen
         with _finish_on_error(pipeline, trace):
             completion = await pipeline.complete(trace)
     except GatewayError as exc:
-        await send_error(send, exc, request_id)
+        await send_error(send, exc, trace.request_id)
         return
     trace.answered_at = time.perf_counter()
     pipeline.accountant.price(trace)

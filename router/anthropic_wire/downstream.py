@@ -4,9 +4,11 @@
 the field), ``to_chat_request`` turns it into the chat-completions body the pipeline routes and
 every backend kind accepts, and ``to_message`` / ``EventTranslator`` turn the answer back.
 
-Dropped on the way in, as hints with no chat-completions equivalent: ``cache_control`` on any
-block, ``thinking`` (the answer carries no thinking blocks; thinking blocks in the history are left
-out), ``top_k``, ``service_tier``, ``is_error`` on tool results. Refused with a 400 naming the field:
+Dropped on the way to OpenAI-compatible backends, as hints with no chat-completions equivalent:
+``cache_control`` on any block, ``top_k``, ``service_tier``, ``is_error`` on tool results (an
+Anthropic backend is sent the request itself, ``passthrough_request``, and keeps them). Dropped for
+every backend: ``thinking`` (the answer carries no thinking blocks; those in the history are left
+out). Refused with a 400 naming the field, whatever the backend:
 server tools (``web_search`` and other typed tools), ``document`` and other non-text, non-image
 blocks, images inside tool results, and unknown top-level fields (as Anthropic refuses them).
 """
@@ -80,6 +82,30 @@ def parse_messages_request(raw: bytes, *, generate: bool = True) -> dict[str, An
     if not data["messages"]:
         raise InvalidRequestError("messages: at least one message is required.", param="messages")
     return data
+
+
+def passthrough_request(body: dict[str, Any]) -> dict[str, Any]:
+    """What an Anthropic backend is sent of a checked Messages API body: all of it but ``thinking``
+    and the thinking blocks of the history (the answers the gateway returns carry none)."""
+    out = {key: value for key, value in body.items() if key != "thinking"}
+    if "thinking" in body or any(_has_thinking(turn) for turn in body["messages"]):
+        out["messages"] = [_without_thinking(turn) for turn in body["messages"]]
+    return out
+
+
+def _has_thinking(turn: dict[str, Any]) -> bool:
+    return turn["role"] == "assistant" and isinstance(turn["content"], list) and any(
+        block["type"] in _THINKING for block in turn["content"]
+    )
+
+
+def _without_thinking(turn: dict[str, Any]) -> dict[str, Any]:
+    if not _has_thinking(turn):
+        return turn
+    return {**turn, "content": [block for block in turn["content"] if block["type"] not in _THINKING]}
+
+
+_THINKING = frozenset({"thinking", "redacted_thinking"})
 
 
 def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +183,7 @@ def _assistant(content: list[dict[str, Any]], where: str) -> dict[str, Any]:
         elif kind == "tool_use":
             arguments = orjson.dumps(block.get("input") or {}).decode()
             calls.append({"id": block.get("id"), "type": "function", "function": {"name": block.get("name"), "arguments": arguments}})
-        elif kind not in ("thinking", "redacted_thinking"):
+        elif kind not in _THINKING:
             raise _unsupported_block(kind, f"{where}.content.{i}.type")
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:

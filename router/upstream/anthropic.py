@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -23,6 +24,12 @@ from router.errors import UpstreamClientError, UpstreamError
 from router.upstream.base import CONTEXT_LENGTH_CODE, Batch, Chunk, Completion, error_from_status, map_transport_errors
 from router.upstream.openai_compat import _MAX_ERROR_BODY, OpenAICompatProvider, _drain
 from router.upstream.sse import SSEDecoder
+
+#: The request as a Messages API body, while ``POST /v1/messages`` serves it: an Anthropic backend
+#: sends that on (with its own model name) instead of translating the chat body back, so what the
+#: chat shape cannot carry (``cache_control``, ``top_k``, system blocks) reaches it. Set and reset
+#: by ``router.messages``; the pipeline's call into the provider runs in the request's own context.
+NATIVE_REQUEST: ContextVar[dict[str, Any] | None] = ContextVar("native_anthropic_request", default=None)
 
 #: How Anthropic words a prompt that does not fit the model's window.
 _CONTEXT_LENGTH_MARKERS = ("prompt is too long", "context limit", "context window", "context length")
@@ -41,6 +48,9 @@ class AnthropicProvider(OpenAICompatProvider):
         self._headers = headers
 
     def _request(self, body: dict[str, Any]) -> bytes:
+        native = NATIVE_REQUEST.get()
+        if native is not None:
+            return orjson.dumps({**native, "model": body["model"], "stream": bool(body.get("stream"))})
         return orjson.dumps(to_messages_request(body, default_max_tokens=self.config.default_max_tokens))
 
     async def complete(self, body: dict[str, Any]) -> Completion:
