@@ -196,6 +196,11 @@ def render(model: str, stream: bool, usage: bool, chunks: int) -> Rendered:
     if usage:
         events.append({**_chunk(model, []), "usage": usage_body})
     payloads = [b"data: " + orjson.dumps(event) + b"\n\n" for event in events] + [b"data: [DONE]\n\n"]
+    return _event_stream(payloads)
+
+
+def _event_stream(payloads: list[bytes]) -> Rendered:
+    """An SSE response in chunked transfer-encoding, one chunk per payload."""
     frames = [b"%x\r\n%s\r\n" % (len(p), p) for p in payloads]
     frames[-1] += b"0\r\n\r\n"
     head = (
@@ -229,14 +234,7 @@ def render_messages(model: str, stream: bool, usage: bool, chunks: int) -> Rende
     ]
     payloads = [b"event: %s\ndata: %s\n\n" % (str(e["type"]).encode(), orjson.dumps(e)) for e in events]
     # As many frames as ``render``'s stream, so a delayed mock paces both alike: the opening events go together.
-    payloads = [b"".join(payloads[:3]), *payloads[3:-3], b"".join(payloads[-3:])]
-    frames = [b"%x\r\n%s\r\n" % (len(p), p) for p in payloads]
-    frames[-1] += b"0\r\n\r\n"
-    head = (
-        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
-        b"transfer-encoding: chunked\r\n\r\n"
-    )
-    return Rendered(head=head, frames=tuple(frames), whole=head + b"".join(frames))
+    return _event_stream([b"".join(payloads[:3]), *payloads[3:-3], b"".join(payloads[-3:])])
 
 
 def _chunk(model: str, choices: list[dict[str, object]]) -> dict[str, object]:

@@ -285,10 +285,22 @@ class _Simulator:
 
 
 class _ChatCompletions:
-    """``POST /v1/chat/completions`` as a raw ASGI app, so it can watch for the client leaving."""
+    """``POST /v1/chat/completions`` as a raw ASGI app, so it can watch for the client leaving.
+
+    ``plan``, ``run`` and ``refusal`` are the wire format's; ``router.simulator_anthropic`` overrides them.
+    """
 
     def __init__(self, sim: _Simulator) -> None:
         self.sim = sim
+
+    def plan(self, request: Request, raw: bytes) -> _Exchange:
+        return self.sim.plan(request, raw)
+
+    async def run(self, exchange: _Exchange, send: Send) -> bool:
+        return await exchange.run(send)
+
+    def refusal(self, error: _RequestError) -> Response:
+        return error.response()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sim = self.sim
@@ -298,11 +310,11 @@ class _ChatCompletions:
         sim.in_flight += 1
         try:
             try:
-                exchange = sim.plan(request, raw)
+                exchange = self.plan(request, raw)
             except _RequestError as exc:
-                await exc.response()(scope, receive, send)
+                await self.refusal(exc)(scope, receive, send)
                 return
-            finished = await _until_disconnect(exchange.run(send), receive)
+            finished = await _until_disconnect(self.run(exchange, send), receive)
             if finished is None:
                 sim.cancelled += 1
             elif finished:

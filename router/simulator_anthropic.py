@@ -14,46 +14,20 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Send
 
 from router.anthropic_wire.downstream import EventTranslator, error_body, parse_messages_request, sse_event, to_chat_request, to_message
 from router.errors import InvalidRequestError
-from router.simulator import _Exchange, _json_or_none, _RequestError, _until_disconnect
-
-if TYPE_CHECKING:
-    from router.simulator import _Simulator
+from router.simulator import _ChatCompletions, _Exchange, _json_or_none, _RequestError
 
 
-class AnthropicMessages:
-    """``POST /v1/messages`` as a raw ASGI app, so it can watch for the client leaving."""
-
-    def __init__(self, sim: _Simulator) -> None:
-        self.sim = sim
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sim = self.sim
-        request = Request(scope, receive)
-        raw = await request.body()
-        sim.requests += 1
-        sim.in_flight += 1
-        try:
-            try:
-                exchange = self.plan(request, raw)
-            except _RequestError as exc:
-                await _error_response(exc)(scope, receive, send)
-                return
-            finished = await _until_disconnect(self.run(exchange, send), receive)
-            if finished is None:
-                sim.cancelled += 1
-            elif finished:
-                sim.completed += 1
-        finally:
-            sim.in_flight -= 1
+class AnthropicMessages(_ChatCompletions):
+    """``POST /v1/messages``: the chat side's exchange, checked and delivered in Anthropic's wire format."""
 
     def plan(self, request: Request, raw: bytes) -> _Exchange:
         """Check the request the way Anthropic does (credentials, version header, body) and plan the answer."""
@@ -66,7 +40,7 @@ class AnthropicMessages:
         sim.last_request = {"headers": dict(request.headers), "body": native}
         key = sim.profile.api_key
         if key is not None and request.headers.get("x-api-key") != key:
-            raise _RequestError(401, "invalid x-api-key", type="authentication_error")
+            raise _RequestError(401, "invalid x-api-key")
         if "anthropic-version" not in request.headers:
             raise _RequestError(400, "anthropic-version: header is required")
         if body is not None and body.get("stream"):
@@ -81,6 +55,11 @@ class AnthropicMessages:
 
     async def run(self, exchange: _Exchange, send: Send) -> bool:
         return await (self._send_sse(exchange, send) if exchange.sse else self._send_json(exchange, send))
+
+    def refusal(self, error: _RequestError) -> Response:
+        """Anthropic's error shape; the type follows the status (529: ``overloaded_error``)."""
+        body = error_body(error.status, error.message)
+        return Response(orjson.dumps(body), error.status, error.headers, media_type="application/json")
 
     async def _send_json(self, exchange: _Exchange, send: Send) -> bool:
         await exchange.generate()
@@ -127,10 +106,3 @@ def _message_id(exchange: _Exchange) -> str:
 
 async def _write(send: Send, data: bytes, *, more: bool = True) -> None:
     await send({"type": "http.response.body", "body": data, "more_body": more})
-
-
-def _error_response(exc: _RequestError) -> Response:
-    body = error_body(exc.status, exc.message)
-    if exc.type in ("authentication_error", "overloaded_error", "rate_limit_error", "api_error", "not_found_error"):
-        body["error"]["type"] = exc.type
-    return Response(orjson.dumps(body), exc.status, exc.headers, media_type="application/json")
