@@ -163,7 +163,9 @@ async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream) -> AsyncItera
     except GatewayError as exc:
         trace.status = exc.status_code
         pipeline.state.backends[stream.candidate.backend].breaker.record_failure()
-        log.warning("request %s: stream from %s failed after it started: %s", trace.request_id, stream.candidate.backend, exc)
+        log.warning(
+            "request %s: stream from %s failed after it started: %s", trace.request_id, stream.candidate.backend, exc
+        )
         yield b"".join(map(sse_event, [*events, error_body(exc.status_code, exc.message)]))
     except BaseException:
         trace.status = CLIENT_CLOSED

@@ -21,7 +21,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Send
 
-from router.anthropic_wire.downstream import EventTranslator, error_body, parse_messages_request, sse_event, to_chat_request, to_message
+from router.anthropic_wire.downstream import (
+    EventTranslator,
+    error_body,
+    parse_messages_request,
+    sse_event,
+    to_chat_request,
+    to_message,
+)
 from router.errors import InvalidRequestError
 from router.simulator import _ChatCompletions, _Exchange, _json_or_none, _RequestError
 
@@ -93,7 +100,7 @@ class AnthropicMessages(_ChatCompletions):
                         await _write(send, sse_event(error), more=False)
                         return False
                     if exchange.malformed and sent == 0:
-                        await _write(send, b"event: message_start\ndata: {\"type\": \"message_start\", \"message\": {\n\n")
+                        await _write(send, b'event: message_start\ndata: {"type": "message_start", "message": {\n\n')
                     await _write(send, sse_event(event))
                     sent += 1
         await _write(send, b"", more=False)

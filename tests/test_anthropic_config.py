@@ -16,7 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_anthropic_backend_defaults() -> None:
     backend = BackendConfig(tier="flagship", kind="anthropic", model="claude-sonnet-4-5", api_key="k")  # type: ignore[arg-type]
-    assert (backend.base_url, backend.anthropic_version, backend.default_max_tokens) == (ANTHROPIC_BASE_URL, "2023-06-01", 4096)
+    assert (backend.base_url, backend.anthropic_version, backend.default_max_tokens) == (
+        ANTHROPIC_BASE_URL,
+        "2023-06-01",
+        4096,
+    )
     assert isinstance(create_provider("claude", backend), AnthropicProvider)
     with pytest.raises(ValueError, match="base_url"):
         BackendConfig(tier="flagship", model="gpt-4.1")  # an OpenAI-compatible backend has no default URL
@@ -27,7 +31,12 @@ def test_the_commented_claude_flagship_in_router_yaml_is_valid(tmp_path: Path) -
     path = with_claude(REPO / "config" / "router.yaml", tmp_path)
     config = load_config(path, {"OPENAI_API_KEY": "sk-o", "ANTHROPIC_API_KEY": "sk-a"})
     claude = config.backends["claude"]
-    assert (claude.kind, claude.tier, claude.base_url, claude.price.cache_write) == ("anthropic", "flagship", ANTHROPIC_BASE_URL, 3.75)
+    assert (claude.kind, claude.tier, claude.base_url, claude.price.cache_write) == (
+        "anthropic",
+        "flagship",
+        ANTHROPIC_BASE_URL,
+        3.75,
+    )
     assert config.tiers["flagship"] == ["flagship", "claude"]
     assert config.aliases["claude-sonnet-4-5"] == "flagship"
     with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):

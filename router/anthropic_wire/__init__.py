@@ -25,8 +25,13 @@ FINISH_REASONS = {
 }
 
 #: OpenAI ``finish_reason`` -> Anthropic ``stop_reason``.
-STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
-                "content_filter": "refusal"}
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
 
 #: Anthropic error ``type`` -> the HTTP status Anthropic answers it with (also for ``error`` events after a 200).
 ERROR_STATUS = {

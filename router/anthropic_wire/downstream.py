@@ -15,11 +15,11 @@ blocks, images inside tool results, and unknown top-level fields (as Anthropic r
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Required
 
 import orjson
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
-from typing_extensions import Required, TypedDict
+from typing_extensions import TypedDict
 
 from router.anthropic_wire import ERROR_STATUS, STOP_REASONS, anthropic_usage
 from router.errors import InvalidRequestError
@@ -63,7 +63,7 @@ class MessagesRequest(CountTokensRequest, total=False):
     service_tier: str
 
 
-_VALIDATORS = {True: TypeAdapter(MessagesRequest), False: TypeAdapter(CountTokensRequest)}
+_VALIDATORS: dict[bool, TypeAdapter[Any]] = {True: TypeAdapter(MessagesRequest), False: TypeAdapter(CountTokensRequest)}
 _TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 
 
@@ -94,8 +94,10 @@ def passthrough_request(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _has_thinking(turn: dict[str, Any]) -> bool:
-    return turn["role"] == "assistant" and isinstance(turn["content"], list) and any(
-        block["type"] in _THINKING for block in turn["content"]
+    return (
+        turn["role"] == "assistant"
+        and isinstance(turn["content"], list)
+        and any(block["type"] in _THINKING for block in turn["content"])
     )
 
 
@@ -141,7 +143,9 @@ def _text(content: str | list[dict[str, Any]], where: str) -> str:
     parts = []
     for i, block in enumerate(content):
         if block["type"] != "text":
-            raise InvalidRequestError(f"{where}.{i}.type: only text blocks are supported here.", param=f"{where}.{i}.type")
+            raise InvalidRequestError(
+                f"{where}.{i}.type: only text blocks are supported here.", param=f"{where}.{i}.type"
+            )
         parts.append(block.get("text", ""))
     return "".join(parts)
 
@@ -165,7 +169,12 @@ def _turn(turn: dict[str, Any], where: str) -> list[dict[str, Any]]:
         elif kind == "text":
             parts.append({"type": "text", "text": block.get("text", "")})
         elif kind == "image":
-            parts.append({"type": "image_url", "image_url": {"url": _image_url(block.get("source") or {}, f"{where}.content.{i}")}})
+            parts.append(
+                {
+                    "type": "image_url",
+                    "image_url": {"url": _image_url(block.get("source") or {}, f"{where}.content.{i}")},
+                }
+            )
         else:
             raise _unsupported_block(kind, f"{where}.content.{i}.type")
     if parts:
@@ -182,7 +191,13 @@ def _assistant(content: list[dict[str, Any]], where: str) -> dict[str, Any]:
             texts.append(block.get("text", ""))
         elif kind == "tool_use":
             arguments = orjson.dumps(block.get("input") or {}).decode()
-            calls.append({"id": block.get("id"), "type": "function", "function": {"name": block.get("name"), "arguments": arguments}})
+            calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": arguments},
+                }
+            )
         elif kind not in _THINKING:
             raise _unsupported_block(kind, f"{where}.content.{i}.type")
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
@@ -192,7 +207,9 @@ def _assistant(content: list[dict[str, Any]], where: str) -> dict[str, Any]:
 
 
 def _unsupported_block(kind: str, where: str) -> InvalidRequestError:
-    return InvalidRequestError(f"{where}: content blocks of type '{kind}' are not supported by this gateway.", param=where)
+    return InvalidRequestError(
+        f"{where}: content blocks of type '{kind}' are not supported by this gateway.", param=where
+    )
 
 
 def _image_url(source: dict[str, Any], where: str) -> str:
@@ -205,8 +222,10 @@ def _image_url(source: dict[str, Any], where: str) -> str:
 
 def _tool(tool: dict[str, Any], where: str) -> dict[str, Any]:
     if tool.get("type", "custom") != "custom":
-        raise InvalidRequestError(f"{where}.type: server tools ('{tool.get('type')}') are not supported by this gateway.",
-                                  param=f"{where}.type")
+        raise InvalidRequestError(
+            f"{where}.type: server tools ('{tool.get('type')}') are not supported by this gateway.",
+            param=f"{where}.type",
+        )
     if not isinstance(tool.get("name"), str) or not isinstance(tool.get("input_schema"), dict):
         raise InvalidRequestError(f"{where}: a tool needs a `name` and an `input_schema`.", param=where)
     function: dict[str, Any] = {"name": tool["name"], "parameters": tool["input_schema"]}
@@ -240,9 +259,17 @@ def to_message(completion: dict[str, Any]) -> dict[str, Any]:
         content.append({"type": "text", "text": reply["content"]})
     for call in reply.get("tool_calls") or ():
         function = call.get("function") or {}
-        content.append({"type": "tool_use", "id": call.get("id"), "name": function.get("name"),
-                        "input": _arguments(function.get("arguments"))})
-    stop = "tool_use" if reply.get("tool_calls") else STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn")
+        content.append(
+            {
+                "type": "tool_use",
+                "id": call.get("id"),
+                "name": function.get("name"),
+                "input": _arguments(function.get("arguments")),
+            }
+        )
+    stop = (
+        "tool_use" if reply.get("tool_calls") else STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn")
+    )
     return {
         "id": message_id(str(completion.get("id", "gateway"))),
         "type": "message",
@@ -284,8 +311,16 @@ class EventTranslator:
         self._usage: dict[str, Any] | None = None
 
     def start(self) -> list[dict[str, Any]]:
-        message = {"id": self._id, "type": "message", "role": "assistant", "model": self._model, "content": [],
-                   "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}
+        message: dict[str, Any] = {
+            "id": self._id,
+            "type": "message",
+            "role": "assistant",
+            "model": self._model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
         return [{"type": "message_start", "message": message}, {"type": "ping"}]
 
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
@@ -304,7 +339,9 @@ class EventTranslator:
                 index = call.get("index", 0)
                 function = call.get("function") or {}
                 if self._block != "tool_use" or index != self._tool:
-                    events += self._open({"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": {}})
+                    events += self._open(
+                        {"type": "tool_use", "id": call.get("id"), "name": function.get("name"), "input": {}}
+                    )
                     self._tool = index
                 if function.get("arguments"):
                     events.append(self._delta({"type": "input_json_delta", "partial_json": function["arguments"]}))
@@ -317,7 +354,9 @@ class EventTranslator:
         usage = anthropic_usage(self._usage)
         if self._tool is not None:
             self._stop = "tool_use"
-        events.append({"type": "message_delta", "delta": {"stop_reason": self._stop, "stop_sequence": None}, "usage": usage})
+        events.append(
+            {"type": "message_delta", "delta": {"stop_reason": self._stop, "stop_sequence": None}, "usage": usage}
+        )
         events.append({"type": "message_stop"})
         return events
 

@@ -14,6 +14,7 @@ API cannot express, and drops what OpenAI's own semantics make optional:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -22,7 +23,9 @@ from router.anthropic_wire import FINISH_REASONS, openai_usage
 from router.errors import UpstreamClientError
 
 #: Dropped: OpenAI parameters whose absence OpenAI's own semantics allow.
-_DROPPED = frozenset({"stream_options", "store", "metadata", "seed", "service_tier", "prompt_cache_key", "safety_identifier"})
+_DROPPED = frozenset(
+    {"stream_options", "store", "metadata", "seed", "service_tier", "prompt_cache_key", "safety_identifier"}
+)
 #: Dropped at these (neutral) values, refused at any other.
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "n": (1,),
@@ -62,6 +65,9 @@ def to_messages_request(body: dict[str, Any], *, default_max_tokens: int) -> dic
             if value in _NEUTRAL[key]:
                 continue
             raise refuse(f"'{key}' is not supported by Anthropic backends (only {_NEUTRAL[key][0]!r}).", key)
+        if key in _SAME:
+            out[key] = value
+            continue
         mapper = _MAPPERS.get(key)
         if mapper is None:
             raise refuse(f"Unsupported parameter for Anthropic backends: '{key}'.", key)
@@ -93,7 +99,10 @@ def _tools(tools: list[dict[str, Any]], out: dict[str, Any]) -> None:
         function = tool.get("function")
         if tool.get("type") != "function" or not isinstance(function, dict):
             raise refuse("Anthropic backends take only tools of type 'function'.", f"tools[{i}].type")
-        entry = {"name": function["name"], "input_schema": function.get("parameters") or {"type": "object", "properties": {}}}
+        entry = {
+            "name": function["name"],
+            "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+        }
         if function.get("description"):
             entry["description"] = function["description"]
         converted.append(entry)
@@ -118,7 +127,9 @@ def _response_format(fmt: dict[str, Any], out: dict[str, Any]) -> None:
     if kind == "text":
         return
     if out.get("tools"):
-        raise refuse("'response_format' together with 'tools' is not supported by Anthropic backends.", "response_format")
+        raise refuse(
+            "'response_format' together with 'tools' is not supported by Anthropic backends.", "response_format"
+        )
     if kind == "json_schema":
         spec = fmt.get("json_schema") or {}
         name, schema = spec.get("name") or "json_output", spec.get("schema") or {"type": "object"}
@@ -129,18 +140,19 @@ def _response_format(fmt: dict[str, Any], out: dict[str, Any]) -> None:
     out["tool_choice"] = {"type": "tool", "name": name}
 
 
-_MAPPERS = {
+_MAPPERS: dict[str, Callable[[Any, dict[str, Any]], None]] = {
     "temperature": _temperature,
-    "top_p": lambda value, out: out.__setitem__("top_p", value),
-    "top_k": lambda value, out: out.__setitem__("top_k", value),
-    "stream": lambda value, out: out.__setitem__("stream", value),
     "stop": _stop,
     "user": _user,
     "tools": _tools,
     "tool_choice": _tool_choice,
 }
+#: Same name, same meaning (``top_k`` is vLLM's extension of chat completions and Anthropic's own).
+_SAME = frozenset({"stream", "top_p", "top_k"})
 #: Read by ``to_messages_request`` itself, not by a mapper.
-_HANDLED = frozenset({"model", "messages", "max_tokens", "max_completion_tokens", "response_format", "parallel_tool_calls"})
+_HANDLED = frozenset(
+    {"model", "messages", "max_tokens", "max_completion_tokens", "response_format", "parallel_tool_calls"}
+)
 
 
 def _messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
@@ -163,7 +175,9 @@ def _messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]
             blocks = [{"type": "tool_result", "tool_use_id": message["tool_call_id"], "content": content}]
             role = "user"
         else:
-            raise refuse(f"Messages with role '{role}' are not supported by Anthropic backends; use tools.", f"{where}.role")
+            raise refuse(
+                f"Messages with role '{role}' are not supported by Anthropic backends; use tools.", f"{where}.role"
+            )
         if not blocks:
             continue
         if turns and turns[-1]["role"] == role:
@@ -200,7 +214,9 @@ def _user_blocks(content: Any, where: str) -> str | list[dict[str, Any]]:
         elif kind == "image_url":
             blocks.append(_image(part.get("image_url") or {}, f"{where}.content[{j}]"))
         else:
-            raise refuse(f"Content of type '{kind}' is not supported by Anthropic backends.", f"{where}.content[{j}].type")
+            raise refuse(
+                f"Content of type '{kind}' is not supported by Anthropic backends.", f"{where}.content[{j}].type"
+            )
     return blocks
 
 
@@ -246,7 +262,9 @@ def to_chat_completion(message: dict[str, Any], *, structured: bool, created: in
             if structured:
                 texts.append(arguments)
             else:
-                calls.append({"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": arguments}})
+                calls.append(
+                    {"id": block["id"], "type": "function", "function": {"name": block["name"], "arguments": arguments}}
+                )
     finish = FINISH_REASONS.get(message.get("stop_reason") or "end_turn", "stop")
     if structured and finish == "tool_calls":
         finish = "stop"
@@ -277,7 +295,12 @@ class ChunkTranslator:
     def __init__(self, *, structured: bool, created: int) -> None:
         self._structured = structured
         self._created = created
-        self._base: dict[str, Any] = {"id": "msg-gateway", "object": "chat.completion.chunk", "created": created, "model": ""}
+        self._base: dict[str, Any] = {
+            "id": "msg-gateway",
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": "",
+        }
         self._tools: dict[int, int] = {}  # content block index -> tool call index
         self._usage: dict[str, Any] = {}
         self.done = False
@@ -310,8 +333,12 @@ class ChunkTranslator:
         if kind != "tool_use" or self._structured:
             return []
         index = self._tools[event.get("index", 0)] = len(self._tools)
-        call = {"index": index, "id": block.get("id"), "type": "function",
-                "function": {"name": block.get("name"), "arguments": ""}}
+        call = {
+            "index": index,
+            "id": block.get("id"),
+            "type": "function",
+            "function": {"name": block.get("name"), "arguments": ""},
+        }
         return [self._chunk({"tool_calls": [call]})]
 
     def _delta(self, event: dict[str, Any]) -> list[dict[str, Any]]:

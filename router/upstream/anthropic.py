@@ -41,8 +41,12 @@ class AnthropicProvider(OpenAICompatProvider):
     def __init__(self, name: str, config: BackendConfig) -> None:
         super().__init__(name, config)
         self._url = f"{config.base_url}/v1/messages"
-        headers = {"content-type": "application/json", "accept-encoding": "identity",
-                   "anthropic-version": config.anthropic_version, **config.headers}
+        headers = {
+            "content-type": "application/json",
+            "accept-encoding": "identity",
+            "anthropic-version": config.anthropic_version,
+            **config.headers,
+        }
         if config.api_key is not None:
             headers["x-api-key"] = config.api_key.get_secret_value()
         self._headers = headers
@@ -99,15 +103,18 @@ class AnthropicProvider(OpenAICompatProvider):
                 if batch:
                     yield batch, False
                 if not raw:
-                    raise UpstreamError(f"Backend {self.name!r} ended the stream without message_stop.",
-                                        code="upstream_disconnected")
+                    raise UpstreamError(
+                        f"Backend {self.name!r} ended the stream without message_stop.", code="upstream_disconnected"
+                    )
         finally:
             if reusable:
                 response.release()
             else:
                 response.close()
 
-    def _translate(self, translator: ChunkTranslator, payloads: list[bytes]) -> tuple[list[Chunk], UpstreamError | None]:
+    def _translate(
+        self, translator: ChunkTranslator, payloads: list[bytes]
+    ) -> tuple[list[Chunk], UpstreamError | None]:
         """The chunks of the events that arrived together, up to an ``error`` event (returned, not raised)."""
         batch: list[Chunk] = []
         for payload in payloads:
@@ -125,10 +132,12 @@ class AnthropicProvider(OpenAICompatProvider):
         except orjson.JSONDecodeError as exc:
             raise UpstreamError(f"Backend {self.name!r} sent a malformed event.", code="upstream_malformed") from exc
         if not isinstance(event, dict):
-            raise UpstreamError(f"Backend {self.name!r} sent an event that is not an object.", code="upstream_malformed")
+            raise UpstreamError(
+                f"Backend {self.name!r} sent an event that is not an object.", code="upstream_malformed"
+            )
         if event.get("type") == "error":
             error = event.get("error") or {}
-            status = ERROR_STATUS.get(error.get("type"), 500)
+            status = ERROR_STATUS.get(str(error.get("type")), 500)
             raise anthropic_error(self.name, status, payload, {}, mid_stream=True)
         return event
 

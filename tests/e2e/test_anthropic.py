@@ -62,8 +62,11 @@ rules:
 
 FAQ = [{"role": "user", "content": "How do I reset my online banking password?"}]
 MATH = [{"role": "user", "content": "Solve for x: 3x + 7 = 22. Show each step of the algebra."}]
-WEATHER = {"name": "get_weather", "description": "Get the current weather in a given location",
-           "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}
+WEATHER = {
+    "name": "get_weather",
+    "description": "Get the current weather in a given location",
+    "input_schema": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
+}
 
 
 @dataclass
@@ -95,8 +98,11 @@ def upstreams() -> Iterator[dict[str, str]]:
     def sim(name: str, model: str, key: str | None) -> Any:
         return create_simulator_app(SimProfile(name=name, model=model, ttft=0.0, token_interval=0.0, api_key=key))
 
-    with serve(sim("mid", "sim-mid-7b", None)) as mid, serve(sim("flagship", "claude-sim", ANTHROPIC_KEY)) as claude, \
-            serve(sim("flagship", "sim-gpt", GPT_KEY)) as gpt:
+    with (
+        serve(sim("mid", "sim-mid-7b", None)) as mid,
+        serve(sim("flagship", "claude-sim", ANTHROPIC_KEY)) as claude,
+        serve(sim("flagship", "sim-gpt", GPT_KEY)) as gpt,
+    ):
         yield {"mid": mid, "claude": claude, "gpt": gpt}
 
 
@@ -123,7 +129,11 @@ def test_messages_are_classified_and_routed_like_chat(stack: Stack) -> None:
     client = stack.anthropic()
     raw = client.messages.with_raw_response.create(model="claude-haiku-4-5", max_tokens=64, messages=FAQ)  # type: ignore[arg-type]
     message = raw.parse()
-    assert (raw.headers["x-router-tier"], raw.headers["x-router-backend"], raw.headers["x-router-rule"]) == ("mid", "mid", "default-mid")
+    assert (raw.headers["x-router-tier"], raw.headers["x-router-backend"], raw.headers["x-router-rule"]) == (
+        "mid",
+        "mid",
+        "default-mid",
+    )
     assert message.type == "message" and message.role == "assistant" and message.stop_reason == "end_turn"
     assert message.content[0].type == "text" and "mid tier" in message.content[0].text
     assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
@@ -169,8 +179,11 @@ def test_tool_use_round_trip(stack: Stack, model: str) -> None:
     assert first.stop_reason == "tool_use"
     call = next(block for block in first.content if block.type == "tool_use")
     assert call.name == "get_weather" and isinstance(call.input, dict) and isinstance(call.input["location"], str)
-    history = [*question, {"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in first.content]},
-               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "15 degrees"}]}]
+    history = [
+        *question,
+        {"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "15 degrees"}]},
+    ]
     second = client.messages.create(model=model, max_tokens=64, tools=[WEATHER], messages=history)  # type: ignore[arg-type, list-item]
     assert second.stop_reason == "end_turn" and second.content[0].type == "text"
     if model == "claude":  # passed on to the Anthropic backend as a tool_result block
@@ -212,8 +225,10 @@ def test_messages_stream_error_after_start_is_an_error_event(stack: Stack) -> No
     stack.fault("claude", error_event_after_chunks=6)
     client = stack.anthropic()
     received = []
-    with pytest.raises(anthropic.APIStatusError) as caught, \
-            client.messages.create(model="claude", max_tokens=50, messages=FAQ, stream=True) as events:  # type: ignore[arg-type]
+    with (
+        pytest.raises(anthropic.APIStatusError) as caught,
+        client.messages.create(model="claude", max_tokens=50, messages=FAQ, stream=True) as events,
+    ):  # type: ignore[arg-type]
         for event in events:
             received.append(event.type)
     assert "content_block_delta" in received and "message_stop" not in received
@@ -223,8 +238,12 @@ def test_messages_stream_error_after_start_is_an_error_event(stack: Stack) -> No
 def test_messages_are_accounted_in_the_ledger_and_metrics(stack: Stack) -> None:
     stack.anthropic().messages.create(model="claude", max_tokens=16, messages=FAQ)  # type: ignore[arg-type]
     metrics = httpx.get(f"{stack.url}/metrics").text
-    assert any(line.startswith("llm_router_requests_total{") and 'backend="claude"' in line for line in metrics.splitlines())
-    assert any(line.startswith("llm_router_cost_usd_total{") and 'backend="claude"' in line for line in metrics.splitlines())
+    assert any(
+        line.startswith("llm_router_requests_total{") and 'backend="claude"' in line for line in metrics.splitlines()
+    )
+    assert any(
+        line.startswith("llm_router_cost_usd_total{") and 'backend="claude"' in line for line in metrics.splitlines()
+    )
 
 
 # -- outbound: the openai SDK through a kind: anthropic backend ---------------------------------------
@@ -233,19 +252,26 @@ def test_messages_are_accounted_in_the_ledger_and_metrics(stack: Stack) -> None:
 def test_openai_sdk_through_an_anthropic_backend(stack: Stack) -> None:
     client = stack.openai()
     raw = client.chat.completions.with_raw_response.create(
-        model="claude", max_tokens=16, messages=[{"role": "system", "content": "Be brief."}, *FAQ]  # type: ignore[list-item]
+        model="claude",
+        max_tokens=16,
+        messages=[{"role": "system", "content": "Be brief."}, *FAQ],  # type: ignore[list-item]
     )
     completion = raw.parse()
     assert raw.headers["x-router-backend"] == "claude"
-    assert completion.choices[0].finish_reason == "length" and "claude-sim" in (completion.choices[0].message.content or "")
+    assert completion.choices[0].finish_reason == "length" and "claude-sim" in (
+        completion.choices[0].message.content or ""
+    )
     assert completion.usage is not None and completion.usage.completion_tokens == 16
     expected = (completion.usage.prompt_tokens * 3 + 16 * 15) / 1e6
     assert float(raw.headers["x-router-cost-usd"]) == pytest.approx(expected)
     sent = stack.stats("claude")["last_request"]["body"]
     assert sent["system"] == "Be brief." and sent["max_tokens"] == 16
 
-    chunks = list(client.chat.completions.create(model="claude", stream=True, stream_options={"include_usage": True},
-                                                 messages=FAQ))  # type: ignore[arg-type]
+    chunks = list(
+        client.chat.completions.create(
+            model="claude", stream=True, stream_options={"include_usage": True}, messages=FAQ
+        )
+    )  # type: ignore[arg-type]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
@@ -255,18 +281,28 @@ def test_openai_sdk_through_an_anthropic_backend(stack: Stack) -> None:
 def test_openai_sdk_tools_and_json_schema_through_an_anthropic_backend(stack: Stack) -> None:
     client = stack.openai()
     tool = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER["input_schema"]}}
-    completion = client.chat.completions.create(model="claude", tools=[tool], messages=[{"role": "user", "content": "Weather in Paris?"}])  # type: ignore[list-item]
+    completion = client.chat.completions.create(
+        model="claude", tools=[tool], messages=[{"role": "user", "content": "Weather in Paris?"}]
+    )  # type: ignore[list-item]
     call = completion.choices[0].message.tool_calls[0]  # type: ignore[index]
     assert completion.choices[0].finish_reason == "tool_calls"
     assert isinstance(orjson.loads(call.function.arguments)["location"], str)  # type: ignore[union-attr]
-    schema = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}}, "required": ["city", "days"]}
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city", "days"],
+    }
     fmt = {"type": "json_schema", "json_schema": {"name": "forecast", "schema": schema}}
     for stream in (False, True):
         if stream:
             chunks = client.chat.completions.create(model="claude", response_format=fmt, stream=True, messages=FAQ)  # type: ignore[arg-type, call-overload]
             content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         else:
-            content = client.chat.completions.create(model="claude", response_format=fmt, messages=FAQ).choices[0].message.content  # type: ignore[arg-type, call-overload]
+            content = (
+                client.chat.completions.create(model="claude", response_format=fmt, messages=FAQ)
+                .choices[0]
+                .message.content
+            )  # type: ignore[arg-type, call-overload]
         document = orjson.loads(content)
         assert isinstance(document["city"], str) and isinstance(document["days"], int)
 
@@ -295,8 +331,10 @@ def test_error_event_before_the_first_token_fails_over(stack: Stack) -> None:
 def test_error_event_after_content_ends_the_openai_stream_with_an_error(stack: Stack) -> None:
     stack.fault("claude", error_event_after_chunks=8)
     received = []
-    with pytest.raises(openai.APIError, match="Overloaded"), \
-            stack.openai().chat.completions.create(model="claude", stream=True, messages=FAQ) as chunks:  # type: ignore[arg-type]
+    with (
+        pytest.raises(openai.APIError, match="Overloaded"),
+        stack.openai().chat.completions.create(model="claude", stream=True, messages=FAQ) as chunks,
+    ):  # type: ignore[arg-type]
         for chunk in chunks:
             received.append(chunk.choices[0].delta.content if chunk.choices else None)
     assert any(received)

@@ -25,8 +25,14 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subpro
 def test_openai_sdk_reaches_the_anthropic_speaking_flagship(demo: tuple[str, subprocess.Popen[bytes]]) -> None:
     with openai.OpenAI(base_url=f"{demo[0]}/v1", api_key="demo", max_retries=0) as client:
         raw = client.chat.completions.with_raw_response.create(model="auto", messages=HARD)  # type: ignore[arg-type]
-        stream = list(client.chat.completions.create(model="flagship", messages=EASY, stream=True,  # type: ignore[arg-type]
-                                                     stream_options={"include_usage": True}))
+        stream = list(
+            client.chat.completions.create(
+                model="flagship",
+                messages=EASY,
+                stream=True,  # type: ignore[arg-type]
+                stream_options={"include_usage": True},
+            )
+        )
     assert raw.headers["x-router-tier"] == "flagship"
     completion = raw.parse()
     assert completion.id.startswith("msg_")  # translated from the simulator's Anthropic message

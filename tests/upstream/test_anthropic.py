@@ -40,8 +40,11 @@ WEATHER_TOOL = {
     },
 }
 QUESTION = {"role": "user", "content": "What is the weather like in San Francisco?"}
-TOOL_CALL = {"id": "toolu_01A09q90qw90lq917835lq9", "type": "function",
-             "function": {"name": "get_weather", "arguments": '{"location": "San Francisco, CA"}'}}
+TOOL_CALL = {
+    "id": "toolu_01A09q90qw90lq917835lq9",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": '{"location": "San Francisco, CA"}'},
+}
 
 
 def fixture(name: str) -> Any:
@@ -60,7 +63,9 @@ def test_response_fixtures_are_sdk_messages(name: str) -> None:
     Message.model_validate(fixture(name))
 
 
-@pytest.mark.parametrize("name", ["basic_request.json", "tool_use_request.json", "tool_result_request.json", "image_request.json"])
+@pytest.mark.parametrize(
+    "name", ["basic_request.json", "tool_use_request.json", "tool_result_request.json", "image_request.json"]
+)
 def test_request_fixtures_are_sdk_create_params(name: str) -> None:
     TypeAdapter(MessageCreateParamsNonStreaming).validate_python(fixture(name))
 
@@ -75,7 +80,9 @@ def test_stream_fixtures_are_sdk_events(name: str) -> None:
             adapter.validate_python(event)
 
 
-@pytest.mark.parametrize("name", ["error_529.json", "error_429.json", "error_401.json", "error_400_prompt_too_long.json"])
+@pytest.mark.parametrize(
+    "name", ["error_529.json", "error_429.json", "error_401.json", "error_400_prompt_too_long.json"]
+)
 def test_error_fixtures_are_sdk_error_responses(name: str) -> None:
     ErrorResponse.model_validate(fixture(name))
 
@@ -86,20 +93,62 @@ def test_error_fixtures_are_sdk_error_responses(name: str) -> None:
 @pytest.mark.parametrize(
     ("chat", "expected"),
     [
-        ({"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": [{"role": "user", "content": "Hello, world"}]},
-         "basic_request.json"),
-        ({"model": "claude-opus-4-1", "max_completion_tokens": 1024, "tools": [WEATHER_TOOL], "messages": [QUESTION]},
-         "tool_use_request.json"),
-        ({"model": "claude-opus-4-1", "max_tokens": 1024, "tools": [WEATHER_TOOL], "messages": [
-            QUESTION,
-            {"role": "assistant", "content": "I'll check the current weather in San Francisco for you.", "tool_calls": [TOOL_CALL]},
-            {"role": "tool", "tool_call_id": "toolu_01A09q90qw90lq917835lq9", "content": "15 degrees"},
-        ]}, "tool_result_request.json"),
-        ({"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQSkZJRg=="}},
-            {"type": "image_url", "image_url": {"url": "https://upload.wikimedia.org/wikipedia/commons/a/a7/Camponotus_flavomarginatus_ant.jpg"}},
-            {"type": "text", "text": "Describe this image."},
-        ]}]}, "image_request.json"),
+        (
+            {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 1024,
+                "messages": [{"role": "user", "content": "Hello, world"}],
+            },
+            "basic_request.json",
+        ),
+        (
+            {
+                "model": "claude-opus-4-1",
+                "max_completion_tokens": 1024,
+                "tools": [WEATHER_TOOL],
+                "messages": [QUESTION],
+            },
+            "tool_use_request.json",
+        ),
+        (
+            {
+                "model": "claude-opus-4-1",
+                "max_tokens": 1024,
+                "tools": [WEATHER_TOOL],
+                "messages": [
+                    QUESTION,
+                    {
+                        "role": "assistant",
+                        "content": "I'll check the current weather in San Francisco for you.",
+                        "tool_calls": [TOOL_CALL],
+                    },
+                    {"role": "tool", "tool_call_id": "toolu_01A09q90qw90lq917835lq9", "content": "15 degrees"},
+                ],
+            },
+            "tool_result_request.json",
+        ),
+        (
+            {
+                "model": "claude-sonnet-4-5",
+                "max_tokens": 1024,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQSkZJRg=="}},
+                            {
+                                "type": "image_url",
+                                "image_url": {
+                                    "url": "https://upload.wikimedia.org/wikipedia/commons/a/a7/Camponotus_flavomarginatus_ant.jpg"
+                                },
+                            },
+                            {"type": "text", "text": "Describe this image."},
+                        ],
+                    }
+                ],
+            },
+            "image_request.json",
+        ),
     ],
 )
 def test_chat_requests_become_the_documented_messages_requests(chat: dict[str, Any], expected: str) -> None:
@@ -108,9 +157,21 @@ def test_chat_requests_become_the_documented_messages_requests(chat: dict[str, A
 
 def test_request_parameters_are_mapped() -> None:
     chat = {
-        "model": "claude", "stream": True, "temperature": 0.2, "top_p": 0.9, "stop": "END", "user": "user-42",
-        "seed": 7, "store": False, "metadata": {"app": "x"}, "n": 1, "logprobs": False, "stream_options": {"include_usage": True},
-        "tools": [WEATHER_TOOL], "tool_choice": "required", "parallel_tool_calls": False,
+        "model": "claude",
+        "stream": True,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "stop": "END",
+        "user": "user-42",
+        "seed": 7,
+        "store": False,
+        "metadata": {"app": "x"},
+        "n": 1,
+        "logprobs": False,
+        "stream_options": {"include_usage": True},
+        "tools": [WEATHER_TOOL],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
         "messages": [
             {"role": "system", "content": "Be brief."},
             {"role": "developer", "content": [{"type": "text", "text": "Use metric units."}]},
@@ -119,8 +180,13 @@ def test_request_parameters_are_mapped() -> None:
         ],
     }
     assert to_messages_request(chat, default_max_tokens=4096) == {
-        "model": "claude", "max_tokens": 4096, "stream": True, "temperature": 0.2, "top_p": 0.9,
-        "stop_sequences": ["END"], "metadata": {"user_id": "user-42"},
+        "model": "claude",
+        "max_tokens": 4096,
+        "stream": True,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "stop_sequences": ["END"],
+        "metadata": {"user_id": "user-42"},
         "system": "Be brief.\n\nUse metric units.",
         "tools": [fixture("tool_use_request.json")["tools"][0]],
         "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
@@ -130,10 +196,15 @@ def test_request_parameters_are_mapped() -> None:
 
 def test_json_schema_response_format_is_a_forced_tool() -> None:
     schema = {"type": "object", "properties": {"city": {"type": "string"}}}
-    chat = {"model": "claude", "messages": [{"role": "user", "content": "x"}],
-            "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema}}}
+    chat = {
+        "model": "claude",
+        "messages": [{"role": "user", "content": "x"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "place", "schema": schema}},
+    }
     out = to_messages_request(chat, default_max_tokens=10)
-    assert out["tools"] == [{"name": "place", "description": "Answer with JSON that follows this schema.", "input_schema": schema}]
+    assert out["tools"] == [
+        {"name": "place", "description": "Answer with JSON that follows this schema.", "input_schema": schema}
+    ]
     assert out["tool_choice"] == {"type": "tool", "name": "place"}
 
 
@@ -148,9 +219,24 @@ def test_json_schema_response_format_is_a_forced_tool() -> None:
         ({"functions": [{"name": "f"}]}, "functions"),
         ({"audio": {"voice": "alloy"}}, "audio"),
         ({"tools": [WEATHER_TOOL], "response_format": {"type": "json_object"}}, "response_format"),
-        ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}, "messages[0].content[0].type"),
-        ({"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
-          "function": {"name": "f", "arguments": "not json"}}]}]}, "messages[0].tool_calls[0].function.arguments"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
+            "messages[0].content[0].type",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "not json"}}
+                        ],
+                    }
+                ]
+            },
+            "messages[0].tool_calls[0].function.arguments",
+        ),
     ],
 )
 def test_parameters_with_no_equivalent_are_refused_naming_the_field(extra: dict[str, Any], param: str) -> None:
@@ -166,10 +252,20 @@ def test_parameters_with_no_equivalent_are_refused_naming_the_field(extra: dict[
 
 def test_documented_message_becomes_a_chat_completion() -> None:
     completion = to_chat_completion(fixture("basic_response.json"), structured=False, created=1)
-    assert completion["choices"] == [{"index": 0, "logprobs": None, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": "Hi! My name is Claude.", "refusal": None}}]
-    assert completion["usage"] == {"prompt_tokens": 2095, "completion_tokens": 503, "total_tokens": 2598,
-                                   "prompt_tokens_details": {"cached_tokens": 0}}
+    assert completion["choices"] == [
+        {
+            "index": 0,
+            "logprobs": None,
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "Hi! My name is Claude.", "refusal": None},
+        }
+    ]
+    assert completion["usage"] == {
+        "prompt_tokens": 2095,
+        "completion_tokens": 503,
+        "total_tokens": 2598,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
     assert completion["model"] == "claude-sonnet-4-5-20250929"
 
 
@@ -177,8 +273,13 @@ def test_documented_tool_use_becomes_tool_calls() -> None:
     choice = to_chat_completion(fixture("tool_use_response.json"), structured=False, created=1)["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] == "I'll check the current weather in San Francisco for you."
-    assert choice["message"]["tool_calls"] == [{"id": "toolu_01A09q90qw90lq917835lq9", "type": "function",
-                                                "function": {"name": "get_weather", "arguments": '{"location":"San Francisco, CA"}'}}]
+    assert choice["message"]["tool_calls"] == [
+        {
+            "id": "toolu_01A09q90qw90lq917835lq9",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"location":"San Francisco, CA"}'},
+        }
+    ]
 
 
 def test_structured_output_tool_becomes_content() -> None:
@@ -196,8 +297,11 @@ def test_cache_tokens_are_reported_and_priced() -> None:
     assert (parsed.cache_write_tokens, parsed.cache_read_tokens) == (188086, 0)
     price = PriceConfig(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75)
     assert usage_cost(price, parsed) == pytest.approx((21 * 3.0 + 188086 * 3.75 + 393 * 15.0) / 1e6)
-    read = usage_from({"prompt_tokens": 1000, "completion_tokens": 0, "prompt_tokens_details": {"cached_tokens": 800}},
-                      input_estimate=0, output_chars=0)
+    read = usage_from(
+        {"prompt_tokens": 1000, "completion_tokens": 0, "prompt_tokens_details": {"cached_tokens": 800}},
+        input_estimate=0,
+        output_chars=0,
+    )
     assert usage_cost(price, read) == pytest.approx((200 * 3.0 + 800 * 0.3) / 1e6)
 
 
@@ -211,8 +315,12 @@ def test_documented_text_stream_becomes_chunks() -> None:
     deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
     assert deltas == [{"role": "assistant", "content": ""}, {"content": "Hello"}, {"content": "!"}, {}]
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
-    assert chunks[-1]["usage"] == {"prompt_tokens": 25, "completion_tokens": 15, "total_tokens": 40,
-                                   "prompt_tokens_details": {"cached_tokens": 0}}
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": 25,
+        "completion_tokens": 15,
+        "total_tokens": 40,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
     assert {c["id"] for c in chunks} == {"msg_1nZdL29xx5MUA1yADyHTEsnR8uuvGzszyY"}
 
 
@@ -221,8 +329,12 @@ def test_documented_tool_stream_becomes_tool_call_chunks() -> None:
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     calls = [call for c in chunks if c["choices"] for call in c["choices"][0]["delta"].get("tool_calls") or ()]
     assert text == "Okay, let's check the weather for San Francisco, CA:"
-    assert calls[0] == {"index": 0, "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6", "type": "function",
-                        "function": {"name": "get_weather", "arguments": ""}}
+    assert calls[0] == {
+        "index": 0,
+        "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
     arguments = "".join(call["function"]["arguments"] for call in calls)
     assert orjson.loads(arguments) == {"location": "San Francisco, CA", "unit": "fahrenheit"}
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
@@ -235,7 +347,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @pytest.fixture
-async def anthropic_upstream() -> AsyncIterator[Callable[[Handler], Awaitable[tuple[list[web.Request], list[bytes], Provider]]]]:
+async def anthropic_upstream() -> AsyncIterator[
+    Callable[[Handler], Awaitable[tuple[list[web.Request], list[bytes], Provider]]]
+]:
     servers: list[TestServer] = []
     providers: list[Provider] = []
 
@@ -253,8 +367,13 @@ async def anthropic_upstream() -> AsyncIterator[Callable[[Handler], Awaitable[tu
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         servers.append(server)
-        config = BackendConfig(tier="flagship", kind="anthropic", base_url=f"http://127.0.0.1:{server.port}",
-                               model="claude-sonnet-4-5", api_key="sk-ant-secret")  # type: ignore[arg-type]
+        config = BackendConfig(
+            tier="flagship",
+            kind="anthropic",
+            base_url=f"http://127.0.0.1:{server.port}",
+            model="claude-sonnet-4-5",
+            api_key="sk-ant-secret",
+        )  # type: ignore[arg-type]
         provider = create_provider("claude", config)
         providers.append(provider)
         return seen, bodies, provider
@@ -268,21 +387,26 @@ async def anthropic_upstream() -> AsyncIterator[Callable[[Handler], Awaitable[tu
 
 def answer(name: str, status: int = 200, **headers: str) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=(FIXTURES / name).read_bytes(), status=status, content_type="application/json", headers=headers)
+        return web.Response(
+            body=(FIXTURES / name).read_bytes(), status=status, content_type="application/json", headers=headers
+        )
+
     return handle
 
 
 def stream(name: str, piece: int = 37, pause: float = 0.0) -> Handler:
     """The fixture's bytes in small writes, so events are split across reads (``pause``: apart in time too)."""
+
     async def handle(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8"})
         await response.prepare(request)
         raw = (FIXTURES / name).read_bytes()
         for start in range(0, len(raw), piece):
-            await response.write(raw[start:start + piece])
+            await response.write(raw[start : start + piece])
             await asyncio.sleep(pause)
         await response.write_eof()
         return response
+
     return handle
 
 
@@ -333,8 +457,9 @@ async def test_error_event_after_a_200_raises_a_server_error(anthropic_upstream:
         ("error_400_prompt_too_long.json", 400, "context_length", "context_length_exceeded", UpstreamClientError),
     ],
 )
-async def test_documented_errors_are_mapped(anthropic_upstream: Any, name: str, status: int, kind: str, code: str,
-                                            error_type: type[UpstreamError]) -> None:
+async def test_documented_errors_are_mapped(
+    anthropic_upstream: Any, name: str, status: int, kind: str, code: str, error_type: type[UpstreamError]
+) -> None:
     _, _, provider = await anthropic_upstream(answer(name, status=status, **{"retry-after": "2"}))
     for call in (provider.complete(CHAT), anext(provider.stream({**CHAT, "stream": True}))):
         with pytest.raises(UpstreamError) as caught:
