@@ -17,6 +17,7 @@ import pytest
 
 from router.app import create_app
 from router.config import load_config
+from router.gateway import Gateway
 from router.simulator import SimProfile, create_simulator_app
 from tests.servers import serve
 
@@ -24,7 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 CLIENT_KEY = "sk-client-acme"
 ANTHROPIC_KEY = "sk-ant-upstream"
 GPT_KEY = "sk-gpt-upstream"
-ENV = {"TEST_CLIENT_KEYS": f"{CLIENT_KEY}:acme", "ANTHROPIC_KEY": ANTHROPIC_KEY, "GPT_KEY": GPT_KEY}
+TIGHT_KEY = "sk-client-tight"
+ENV = {"TEST_CLIENT_KEYS": f"{CLIENT_KEY}:acme,{TIGHT_KEY}:tight", "ANTHROPIC_KEY": ANTHROPIC_KEY, "GPT_KEY": GPT_KEY}
 
 CONFIG = """\
 auth: {{keys_env: TEST_CLIENT_KEYS}}
@@ -51,6 +53,7 @@ aliases: {{claude-sonnet-4-5: flagship, claude-haiku-4-5: auto}}
 classifier: {{vocabulary: {vocabulary}}}
 policy:
   ledger: {{path: {ledger}}}
+  budgets: {{limits: [{{scope: tenant, name: tight, daily_usd: 0.000001, action: reject}}]}}
   fallback: {{mid: [flagship]}}
   retries: {{max_attempts: 3, same_backend_retries: 1, backoff_base_seconds: 0.01, backoff_cap_seconds: 2, deadline_seconds: 20}}
   breaker: {{consecutive_failures: 3, min_requests: 1000, cooldown_seconds: 30}}
@@ -73,6 +76,7 @@ WEATHER = {
 class Stack:
     url: str
     upstreams: dict[str, str]
+    gateway: Gateway
     clients: list[anthropic.Anthropic | openai.OpenAI] = field(default_factory=list)
 
     def anthropic(self, key: str | None = CLIENT_KEY, **kwargs: Any) -> anthropic.Anthropic:
@@ -114,7 +118,7 @@ def stack(upstreams: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
     path.write_text(CONFIG.format(**upstreams, vocabulary=REPO / "config" / "tasks.yaml", ledger=ledger))
     app = create_app(load_config(path, ENV), environ=ENV, watch=False)
     with serve(app) as url:
-        stack = Stack(url, upstreams)
+        stack = Stack(url, upstreams, app.state.gateway)
         yield stack
         for client in stack.clients:
             client.close()
@@ -235,8 +239,19 @@ def test_messages_stream_error_after_start_is_an_error_event(stack: Stack) -> No
     assert caught.value.body["error"]["type"] == "api_error"  # type: ignore[index]
 
 
-def test_messages_are_accounted_in_the_ledger_and_metrics(stack: Stack) -> None:
+def test_messages_are_accounted_in_the_ledger_metrics_and_budgets(stack: Stack) -> None:
     stack.anthropic().messages.create(model="claude", max_tokens=16, messages=FAQ)  # type: ignore[arg-type]
+    with stack.anthropic().messages.stream(model="mid", max_tokens=16, messages=FAQ) as stream:  # type: ignore[arg-type]
+        stream.until_done()
+    ledger = stack.gateway.state.ledger
+    assert ledger is not None and ledger.flush(5)
+    rows = {row["backend"]: row for row in ledger.spend(group_by=("backend",))}
+    assert (rows["claude"]["requests"], rows["mid"]["requests"]) == (1, 1)
+    assert rows["claude"]["cost_usd"] > rows["mid"]["cost_usd"] > 0
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        stack.anthropic(key=TIGHT_KEY).messages.create(model="claude", max_tokens=16, messages=FAQ)  # type: ignore[arg-type]
+    assert caught.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert "budget" in caught.value.message
     metrics = httpx.get(f"{stack.url}/metrics").text
     assert any(
         line.startswith("llm_router_requests_total{") and 'backend="claude"' in line for line in metrics.splitlines()
