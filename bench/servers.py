@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -40,6 +40,7 @@ class Server:
     base_url: str  #: ``http://127.0.0.1:<port>``
     model: str  #: The model name to send it.
     log: Path
+    path: str = "/v1/chat/completions"  #: Where the load goes (``/v1/messages``: Anthropic's Messages API).
 
     @property
     def pid(self) -> int:
@@ -47,7 +48,7 @@ class Server:
 
     @property
     def chat_url(self) -> str:
-        return f"{self.base_url}/v1/chat/completions"
+        return f"{self.base_url}{self.path}"
 
 
 @contextmanager
@@ -85,13 +86,16 @@ def with_claude(config: Path, dest: Path) -> Path:
 
 
 @contextmanager
-def llm_router(upstream: Server, log_dir: Path, workers: int = 2, *, claude: bool = False) -> Iterator[Server]:
+def llm_router(
+    upstream: Server, log_dir: Path, workers: int = 2, *, claude: bool = False, messages: bool = False
+) -> Iterator[Server]:
     """``llm-router serve --config config/router.yaml`` with both tiers pointed at the mock, auth off.
 
     It runs in ``log_dir``, so files it writes relative to its working directory (the spend ledger)
     land there rather than in the repo. ``claude``: the config's Claude backend is enabled (a
     ``kind: anthropic`` backend on the mock's ``/v1/messages``) and every request is sent to it, so
-    each one is translated to the Messages API and back.
+    each one is translated to the Messages API and back. ``messages``: the load is Anthropic's
+    Messages API on ``/v1/messages``, translated to chat completions for the (OpenAI-compatible) mid.
     """
     port = _free_port()
     script = Path(sys.executable).parent / "llm-router"
@@ -110,7 +114,9 @@ def llm_router(upstream: Server, log_dir: Path, workers: int = 2, *, claude: boo
         CLAUDE_MODEL="mock-flagship",
     )
     env.pop("ROUTER_API_KEYS", None)
-    with _started("llm-router-claude" if claude else "llm-router", cmd, env, port, "claude" if claude else "auto", log_dir) as server:
+    name = "llm-router-claude" if claude else "llm-router-messages" if messages else "llm-router"
+    with _started(name, cmd, env, port, "claude" if claude else "auto", log_dir) as started:
+        server = replace(started, path="/v1/messages") if messages else started
         _wait_ready(server, "/healthz", timeout=30.0)
         yield server
 
