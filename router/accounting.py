@@ -64,7 +64,7 @@ class Accountant:
         self._record_metrics(trace, now)
         usage = trace.usage
         self.access_log.request(
-            request_id=trace.request_id, method="POST", path="/v1/chat/completions", status=trace.status,
+            request_id=trace.request_id, method="POST", path=trace.path, status=trace.status,
             latency_s=now - trace.started, stream=trace.stream,
             tier=candidate.tier if candidate else None, backend=candidate.backend if candidate else None,
             rule=trace.route.decision.rule, task=trace.route.features.task, tenant=trace.client.tenant,
@@ -96,7 +96,7 @@ class Accountant:
                 )
             )
 
-    def reject(self, request_id: str, status: int, started: float) -> None:
+    def reject(self, request_id: str, status: int, started: float, path: str = "/v1/chat/completions") -> None:
         """Account for a request refused before it could be routed (auth, parsing, unknown model)."""
         duration = time.perf_counter() - started
         self.metrics.request_finished(
@@ -104,8 +104,7 @@ class Accountant:
             duration_s=duration, ttft_s=None, overhead_s=duration, input_tokens=0, output_tokens=0,
             cost_usd=0.0, saved_usd=0.0,
         )
-        self.access_log.request(request_id=request_id, method="POST", path="/v1/chat/completions", status=status,
-                                latency_s=duration)
+        self.access_log.request(request_id=request_id, method="POST", path=path, status=status, latency_s=duration)
 
     def _record_metrics(self, trace: Trace, now: float) -> None:
         candidate = trace.served

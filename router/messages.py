@@ -103,13 +103,14 @@ async def messages(pipeline: Pipeline, scope: Scope, receive: Receive, send: Sen
         body = to_chat_request(native)
         route = pipeline.route(body, client, headers)
     except GatewayError as exc:  # refused before routing: still a request, on no backend
-        pipeline.accountant.reject(request_id, exc.status_code, started)
+        pipeline.accountant.reject(request_id, exc.status_code, started, MESSAGES_PATH)
         await send_error(send, exc, request_id)
         return
     except ClientDisconnect:
-        pipeline.accountant.reject(request_id, CLIENT_CLOSED, started)
+        pipeline.accountant.reject(request_id, CLIENT_CLOSED, started, MESSAGES_PATH)
         return
-    trace = Trace(request_id, unique_id, client, route, body, stream=bool(body.get("stream")), started=started)
+    stream = bool(body.get("stream"))
+    trace = Trace(request_id, unique_id, client, route, body, stream=stream, started=started, path=MESSAGES_PATH)
     passthrough = NATIVE_REQUEST.set(passthrough_request(native))
     try:
         await _answer(pipeline, trace, scope, receive, send)

@@ -4,6 +4,7 @@ Anthropic's Messages API), with failover between an Anthropic and an OpenAI-comp
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ import openai
 import orjson
 import pytest
 
+from router.accesslog import ACCESS_LOGGER
 from router.app import create_app
 from router.config import load_config
 from router.gateway import Gateway
@@ -239,7 +241,8 @@ def test_messages_stream_error_after_start_is_an_error_event(stack: Stack) -> No
     assert caught.value.body["error"]["type"] == "api_error"  # type: ignore[index]
 
 
-def test_messages_are_accounted_in_the_ledger_metrics_and_budgets(stack: Stack) -> None:
+def test_messages_are_accounted_in_the_ledger_metrics_and_budgets(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
     stack.anthropic().messages.create(model="claude", max_tokens=16, messages=FAQ)  # type: ignore[arg-type]
     with stack.anthropic().messages.stream(model="mid", max_tokens=16, messages=FAQ) as stream:  # type: ignore[arg-type]
         stream.until_done()
@@ -252,6 +255,10 @@ def test_messages_are_accounted_in_the_ledger_metrics_and_budgets(stack: Stack) 
         stack.anthropic(key=TIGHT_KEY).messages.create(model="claude", max_tokens=16, messages=FAQ)  # type: ignore[arg-type]
     assert caught.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
     assert "budget" in caught.value.message
+    logged = [r.fields for r in caplog.records if r.name == ACCESS_LOGGER]  # type: ignore[attr-defined]
+    assert [(f["path"], f["backend"], f["status"]) for f in logged] == [
+        ("/v1/messages", "claude", 200), ("/v1/messages", "mid", 200), ("/v1/messages", None, 429)
+    ]
     metrics = httpx.get(f"{stack.url}/metrics").text
     assert any(
         line.startswith("llm_router_requests_total{") and 'backend="claude"' in line for line in metrics.splitlines()
