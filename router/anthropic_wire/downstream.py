@@ -8,7 +8,7 @@ Dropped on the way to OpenAI-compatible backends, as hints with no chat-completi
 ``cache_control`` on any block, ``top_k``, ``service_tier``, ``is_error`` on tool results (an
 Anthropic backend is sent the request itself, ``passthrough_request``, and keeps them). Dropped for
 every backend: ``thinking`` (the answer carries no thinking blocks; those in the history are left
-out). Refused with a 400 naming the field, whatever the backend:
+out), ``context_management`` (a beta). Refused with a 400 naming the field, whatever the backend:
 server tools (``web_search`` and other typed tools), ``document`` and other non-text, non-image
 blocks, images inside tool results, and unknown top-level fields (as Anthropic refuses them).
 """
@@ -49,6 +49,7 @@ class CountTokensRequest(TypedDict, total=False):
     tools: list[dict[str, Any]]
     tool_choice: dict[str, Any]
     thinking: dict[str, Any]
+    context_management: dict[str, Any]
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -86,8 +87,9 @@ def parse_messages_request(raw: bytes, *, generate: bool = True) -> dict[str, An
 
 def passthrough_request(body: dict[str, Any]) -> dict[str, Any]:
     """What an Anthropic backend is sent of a checked Messages API body: all of it but ``thinking``
-    and the thinking blocks of the history (the answers the gateway returns carry none)."""
-    out = {key: value for key, value in body.items() if key != "thinking"}
+    and the thinking blocks of the history (the answers the gateway returns carry none), and
+    ``context_management`` (a beta: the client's ``anthropic-beta`` header is not sent upstream)."""
+    out = {key: value for key, value in body.items() if key not in _NOT_PASSED}
     if "thinking" in body or any(_has_thinking(turn) for turn in body["messages"]):
         out["messages"] = [_without_thinking(turn) for turn in body["messages"]]
     return out
@@ -108,6 +110,7 @@ def _without_thinking(turn: dict[str, Any]) -> dict[str, Any]:
 
 
 _THINKING = frozenset({"thinking", "redacted_thinking"})
+_NOT_PASSED = frozenset({"thinking", "context_management"})
 
 
 def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:

@@ -387,14 +387,14 @@ def test_anthropic_backends_get_the_request_itself(stack: Stack) -> None:
     """What the chat shape cannot carry (cache_control, top_k, system blocks) reaches an Anthropic backend;
     an OpenAI-compatible one gets the translation; thinking is dropped for both (no thinking blocks come back)."""
     system = [{"type": "text", "text": "You are a support agent. " * 20, "cache_control": {"type": "ephemeral"}}]
-    extra = {"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 1024}}
+    extra = {"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 1024}, "context_management": {"edits": []}}
     client = stack.anthropic()
     for model in ("claude", "mid"):
         message = client.messages.create(model=model, max_tokens=32, system=system, messages=FAQ, extra_body=extra)  # type: ignore[arg-type]
         assert message.content[0].type == "text"
     sent = stack.stats("claude")["last_request"]["body"]
-    assert sent["system"] == system and sent["top_k"] == 5 and "thinking" not in sent
+    assert sent["system"] == system and sent["top_k"] == 5 and not {"thinking", "context_management"} & set(sent)
     assert (sent["model"], sent["max_tokens"], sent["messages"]) == ("claude-sim", 32, FAQ)
     chat = stack.stats("mid")["last_request"]["body"]
     assert chat["messages"][0] == {"role": "system", "content": "You are a support agent. " * 20}
-    assert not {"top_k", "thinking", "system"} & set(chat)
+    assert not {"top_k", "thinking", "system", "context_management"} & set(chat)
