@@ -241,7 +241,9 @@ def test_messages_stream_error_after_start_is_an_error_event(stack: Stack) -> No
     assert caught.value.body["error"]["type"] == "api_error"  # type: ignore[index]
 
 
-def test_messages_are_accounted_in_the_ledger_metrics_and_budgets(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+def test_messages_are_accounted_in_the_ledger_metrics_and_budgets(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
     stack.anthropic().messages.create(model="claude", max_tokens=16, messages=FAQ)  # type: ignore[arg-type]
     with stack.anthropic().messages.stream(model="mid", max_tokens=16, messages=FAQ) as stream:  # type: ignore[arg-type]
@@ -257,7 +259,9 @@ def test_messages_are_accounted_in_the_ledger_metrics_and_budgets(stack: Stack, 
     assert "budget" in caught.value.message
     logged = [r.fields for r in caplog.records if r.name == ACCESS_LOGGER]  # type: ignore[attr-defined]
     assert [(f["path"], f["backend"], f["status"]) for f in logged] == [
-        ("/v1/messages", "claude", 200), ("/v1/messages", "mid", 200), ("/v1/messages", None, 429)
+        ("/v1/messages", "claude", 200),
+        ("/v1/messages", "mid", 200),
+        ("/v1/messages", None, 429),
     ]
     metrics = httpx.get(f"{stack.url}/metrics").text
     assert any(
