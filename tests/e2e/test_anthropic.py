@@ -402,3 +402,42 @@ def test_anthropic_backends_get_the_request_itself(stack: Stack) -> None:
     chat = stack.stats("mid")["last_request"]["body"]
     assert chat["messages"][0] == {"role": "system", "content": "You are a support agent. " * 20}
     assert not {"top_k", "thinking", "system", "context_management"} & set(chat)
+
+
+def test_a_claude_code_shaped_request(stack: Stack) -> None:
+    """What Claude Code sends: ?beta=true, anthropic-beta, Bearer auth token, system blocks and tools with
+    cache_control, metadata.user_id, a streamed answer; routed by the aliases to the rules' choice."""
+    body = {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 32000,
+        "stream": True,
+        "metadata": {"user_id": "user_abc_account_def_session_ghi"},
+        "system": [
+            {"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude."},
+            {"type": "text", "text": "Help the user with software tasks.", "cache_control": {"type": "ephemeral"}},
+        ],
+        "tools": [{**WEATHER, "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": FAQ[0]["content"], "cache_control": {"type": "ephemeral"}}],
+            }
+        ],
+    }
+    headers = {
+        "authorization": f"Bearer {CLIENT_KEY}",
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14",
+    }
+    url = f"{stack.url}/v1/messages?beta=true"
+    # 32000 output tokens fit no backend's window here (8192): refused before any call, in Anthropic's shape.
+    refused = httpx.post(url, json=body, headers=headers, timeout=10)
+    assert refused.status_code == 503 and refused.json()["error"]["type"] == "overloaded_error"
+    assert "32" in refused.json()["error"]["message"]  # the size that did not fit
+    response = httpx.post(url, json={**body, "max_tokens": 4096}, headers=headers, timeout=10)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["x-router-tier"] == "mid"
+    kinds = [line.removeprefix("event: ") for line in response.text.splitlines() if line.startswith("event: ")]
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    sent = stack.stats("mid")["last_request"]["body"]
+    assert sent["user"] == "user_abc_account_def_session_ghi" and sent["messages"][0]["role"] == "system"
