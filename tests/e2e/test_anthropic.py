@@ -441,3 +441,13 @@ def test_a_claude_code_shaped_request(stack: Stack) -> None:
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
     sent = stack.stats("mid")["last_request"]["body"]
     assert sent["user"] == "user_abc_account_def_session_ghi" and sent["messages"][0]["role"] == "system"
+
+
+def test_anthropic_credential_failure_fails_over_without_leaking(stack: Stack) -> None:
+    stack.fault("claude", status=401)  # Anthropic's authentication_error
+    raw = stack.openai().chat.completions.with_raw_response.create(model="flagship", messages=MATH)  # type: ignore[arg-type]
+    assert (raw.headers["x-router-backend"], raw.headers["x-router-fallback"]) == ("gpt", "claude->gpt; reason=auth")
+    with pytest.raises(openai.APIStatusError) as caught:
+        stack.openai().chat.completions.create(model="claude", messages=MATH)  # type: ignore[arg-type]
+    assert caught.value.status_code == 502 and caught.value.code == "upstream_auth_failed"
+    assert ANTHROPIC_KEY not in caught.value.message
