@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Mapping
 
 import orjson
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from router.anthropic_wire.downstream import (
     EventTranslator,
@@ -61,14 +61,14 @@ async def serve_anthropic(pipeline: Pipeline, scope: Scope, receive: Receive, se
         return
     started = False
 
-    async def send_tracked(message: dict[str, object]) -> None:
+    async def send_tracked(message: Message) -> None:
         nonlocal started
         started = True
-        await send(message)  # type: ignore[arg-type]
+        await send(message)
 
     handler = messages if path == MESSAGES_PATH else count_tokens
     try:
-        await handler(pipeline, scope, receive, send_tracked)  # type: ignore[arg-type]
+        await handler(pipeline, scope, receive, send_tracked)
     except Exception:
         log.exception("unhandled error on POST %s", path)
         if started:

@@ -290,11 +290,10 @@ class ChunkTranslator:
     provider's to raise before they get here.
     """
 
-    __slots__ = ("_base", "_created", "_structured", "_tools", "_usage", "done")
+    __slots__ = ("_base", "_structured", "_tools", "_usage", "done")
 
     def __init__(self, *, structured: bool, created: int) -> None:
         self._structured = structured
-        self._created = created
         self._base: dict[str, Any] = {
             "id": "msg-gateway",
             "object": "chat.completion.chunk",
