@@ -10,7 +10,8 @@ import anthropic
 import openai
 import pytest
 
-from tests.e2e.test_demo_command import running_demo
+from tests.e2e.test_demo_command import DemoSetup, running_demo
+from tests.servers import free_port
 
 HARD = [{"role": "user", "content": "Prove that the square root of 2 is irrational, step by step."}]
 EASY = [{"role": "user", "content": "What are your opening hours?"}]
@@ -18,7 +19,8 @@ EASY = [{"role": "user", "content": "What are your opening hours?"}]
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    with running_demo(tmp_path_factory.mktemp("demo"), "--anthropic-flagship") as running:
+    setup = DemoSetup(tmp_path_factory.mktemp("demo"), tmp_path_factory.mktemp("state"), free_port(), free_port(), free_port())
+    with running_demo(setup, "--anthropic-flagship") as running:
         yield running
 
 
