@@ -36,7 +36,10 @@ from router.vocabulary import Vocabulary, VocabularyError, load_vocabulary
 
 AUTO_MODEL = "auto"
 
-ProviderKind = Literal["openai"]
+ProviderKind = Literal["openai", "anthropic"]
+
+#: Where ``kind: anthropic`` backends go when the config gives no ``base_url``.
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 
 
 def _as_list(value: Any) -> Any:
@@ -94,6 +97,10 @@ class PriceConfig(_Model):
 
     input: float = Field(default=0.0, ge=0)
     output: float = Field(default=0.0, ge=0)
+    #: Prompt tokens read from the upstream's prompt cache; None: priced as ``input``.
+    cache_read: float | None = Field(default=None, ge=0)
+    #: Prompt tokens written to the upstream's prompt cache (Anthropic's cache creation); None: priced as ``input``.
+    cache_write: float | None = Field(default=None, ge=0)
 
 
 class TimeoutsConfig(_Model):
@@ -167,6 +174,17 @@ class BackendConfig(_Model):
     breaker: BreakerConfig | None = None
     capacity: CapacityConfig | None = None
     health_check: HealthCheckConfig | None = None
+    #: ``kind: anthropic`` only: the ``anthropic-version`` header sent upstream.
+    anthropic_version: str = "2023-06-01"
+    #: ``kind: anthropic`` only: ``max_tokens`` for requests that give none (Anthropic requires one).
+    default_max_tokens: int = Field(default=4096, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _anthropic_base_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") == "anthropic" and "base_url" not in data:
+            return {**data, "base_url": ANTHROPIC_BASE_URL}
+        return data
 
     @field_validator("base_url")
     @classmethod
