@@ -19,6 +19,7 @@ from router.accounting import Accountant
 from router.auth import ClientKey, KeyRing
 from router.budget import Exceeded, Reservation
 from router.classify import Classifier, Features
+from router.classify_model import model_texts
 from router.config import AUTO_MODEL, FailureKind, GatewayConfig
 from router.cost import completion_chars, cost_usd
 from router.errors import (
@@ -147,8 +148,9 @@ class Pipeline:
             log.exception("classifier failed; treating the request as sensitive")
             return _fail_safe_features(messages)
 
-    def explain(self, route: Route, client: ClientKey) -> dict[str, Any]:
-        """The ``/v1/router/decide`` answer: the route plus the state each planned backend is in."""
+    def explain(self, route: Route, client: ClientKey, messages: list[Any]) -> dict[str, Any]:
+        """The ``/v1/router/decide`` answer: the route, why (the cues that fired and the n-grams that pushed
+        the model most), and the state each planned backend is in."""
         plan = route.plan
         first = plan.candidates[0] if plan.candidates else None
         chain = []
@@ -173,9 +175,18 @@ class Pipeline:
             "task": route.features.task,
             "reason": route.reason(),
             "features": route.features.as_dict(),
+            "cues": list(route.features.evidence),
+            "model_push": self._model_push(messages),
             "plan": {**plan.as_dict(), "chain": chain},
             "budgets": self.state.budgets.snapshot(tenant=client.tenant, key=client.name),
         }
+
+    def _model_push(self, messages: list[Any]) -> list[dict[str, Any]]:
+        """The words that moved the model's escalation most: positive towards the flagship."""
+        model = self.classifier.model
+        if model is None:
+            return []
+        return [{"feature": name, "escalation_logit": value} for name, value in model.explain(model_texts(messages))]
 
     # -- upstream ----------------------------------------------------------------------------------
 
