@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from router.envsubst import interpolate
+from router.redact import redact
 from router.vocabulary import Vocabulary, VocabularyError, load_vocabulary
 
 AUTO_MODEL = "auto"
@@ -432,7 +433,9 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     try:
         config = GatewayConfig.model_validate(tree, context={"base_dir": path.parent})
     except ValidationError as exc:
-        raise ConfigError(_describe(label, exc)) from exc
+        # Errors reach logs and /readyz: never with a secret's value in them.
+        secrets = _secret_values(tree, raw, os.environ if environ is None else environ)
+        raise ConfigError([redact(line, secrets) for line in _describe(label, exc)]) from exc
     config._digest = _digest(raw, config)
     return config
 
@@ -449,6 +452,23 @@ def _describe(label: str, exc: ValidationError) -> list[str]:
         for line in message.splitlines():
             lines.append(f"{label}: {loc}: {line}" if loc else f"{label}: {line}")
     return lines
+
+
+_SECRET_NAME = re.compile(r"(?i)key|token|secret|passw|credential|auth")
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _secret_values(tree: dict[str, Any], raw: bytes, environ: Mapping[str, str]) -> list[str]:
+    """Values a config error must not show: backends' keys and headers, and the variables with secret-like names it uses."""
+    values = [environ.get(name, "") for name in _REFERENCE.findall(raw.decode("utf-8", "replace")) if _SECRET_NAME.search(name)]
+    backends = tree.get("backends")
+    for backend in backends.values() if isinstance(backends, dict) else ():
+        if isinstance(backend, dict):
+            values.append(str(backend.get("api_key") or ""))
+            headers = backend.get("headers")
+            if isinstance(headers, dict):
+                values.extend(str(v) for v in headers.values())
+    return [value for value in values if value]
 
 
 def _digest(raw: bytes, config: GatewayConfig) -> str:

@@ -140,3 +140,12 @@ def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str], monke
     assert f"{bad}: rules.0.tier: unknown tier 'nowhere'" in capsys.readouterr().err
     assert main(["check", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_config_errors_never_show_a_secrets_value(tmp_path: Path) -> None:
+    """Item 12: errors reach logs and /readyz; a secret swapped into the wrong field must not be quoted."""
+    text = BASE.replace("base_url: https://api.example.com/v1", "base_url: ${FLAGSHIP_KEY}")
+    errors = errors_of(tmp_path, text, env={"FLAGSHIP_KEY": "zq-live-0a1b2c3d4e5f"})
+    assert any(line.startswith("backends.flagship.base_url: must be an http(s) URL") for line in errors), errors
+    assert not any("zq-live-0a1b2c3d4e5f" in line for line in errors), errors
+    assert any("[redacted]" in line for line in errors)
