@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import re
 import time
@@ -237,14 +238,35 @@ def _events(trace: Trace, batch: list[Chunk], done: bool, want_usage: bool) -> b
     payloads = []
     for chunk in batch:
         data = chunk.data
-        if data.get("usage"):
-            trace.usage_reported = data["usage"]
-            if not want_usage and not data.get("choices"):
-                continue  # the usage chunk the gateway asked for on its own behalf
+        raw = chunk.raw
+        if "usage" in data:
+            if data["usage"]:
+                trace.usage_reported = data["usage"]
+            if not want_usage:
+                # The gateway asked for usage on its own behalf: the client gets neither the usage
+                # chunk (OpenAI's has no choices, LiteLLM's an empty delta) nor "usage": null on every chunk.
+                if not _carries_choice(data):
+                    continue
+                raw = _without_usage(raw, data)
         if count_chars:
             trace.output_chars += chunk_chars(data)
-        payloads.append(chunk.raw)
+        payloads.append(raw)
     return frames(payloads) + DONE_FRAME if done else frames(payloads)
+
+
+def _carries_choice(chunk: dict[str, Any]) -> bool:
+    """True if a chunk has something for the client besides usage: a delta or a finish reason."""
+    return any(choice.get("delta") or choice.get("finish_reason") for choice in chunk.get("choices") or ())
+
+
+_NULL_USAGE_TAIL = b',"usage":null}'
+
+
+def _without_usage(raw: bytes, data: dict[str, Any]) -> bytes:
+    """``raw`` without its top-level ``usage``; compact JSON ending in it (OpenAI's, vLLM's) is cut, not re-encoded."""
+    if raw.endswith(_NULL_USAGE_TAIL):
+        return raw[: -len(_NULL_USAGE_TAIL)] + b"}"
+    return orjson.dumps({key: value for key, value in data.items() if key != "usage"})
 
 
 async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: bool) -> AsyncIterator[bytes]:
@@ -297,10 +319,23 @@ async def spend(request: Request) -> Response:
     ledger = pipeline.state.ledger
     if ledger is None:
         raise InvalidRequestError("The spend ledger is disabled (policy.ledger.path is empty).", code="ledger_disabled")
-    since = request.query_params.get("since")
-    rows = await anyio.to_thread.run_sync(lambda: ledger.spend(since=float(since) if since else None))
+    since = _since(request.query_params.get("since"))
+    rows = await anyio.to_thread.run_sync(lambda: ledger.spend(since=since))
     total = sum(row["cost_usd"] for row in rows)
     return _json({"object": "list", "data": rows, "total_usd": round(total, 8)}, headers={"x-request-id": request_id})
+
+
+def _since(value: str | None) -> float | None:
+    """The ``since`` query parameter: a Unix time."""
+    if not value:
+        return None
+    try:
+        since = float(value)
+    except ValueError:
+        since = math.nan
+    if not math.isfinite(since):
+        raise InvalidRequestError(f"Invalid value for 'since': {value!r} is not a Unix time in seconds.", param="since")
+    return since
 
 
 async def list_models(request: Request) -> Response:

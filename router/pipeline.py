@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from router.config import AUTO_MODEL, FailureKind, GatewayConfig
 from router.cost import completion_chars, cost_usd
 from router.errors import (
     GatewayError,
+    InvalidRequestError,
     ModelNotFoundError,
     RateLimitError,
     ServiceUnavailableError,
@@ -31,7 +33,7 @@ from router.errors import (
     UpstreamTimeoutError,
 )
 from router.metrics import Metrics
-from router.policy import Candidate, Planner
+from router.policy import Candidate, Plan, Planner
 from router.retry import backoff_delay, parse_retry_after
 from router.rules import (
     REQUESTED_MODEL,
@@ -231,7 +233,7 @@ class Pipeline:
         """Try the plan's candidates in order with retries, breakers and budgets; return the first success."""
         plan = trace.route.plan
         if plan.refusal is not None:
-            raise ServiceUnavailableError(plan.refusal, code="no_allowed_backend")
+            raise self._refused(plan)
         retries = self.config.policy.retries
         fallback_on = set(self.config.policy.fallback_on)
         loop = asyncio.get_running_loop()
@@ -240,6 +242,8 @@ class Pipeline:
         last_error: GatewayError | None = None
         previous: Candidate | None = None
         skipped: str | None = None
+        #: Seconds until the first open breaker that turned this request away admits a probe again.
+        cooling: float | None = None
         for candidate in (*plan.candidates, *plan.downgrades):
             if trace.attempts >= retries.max_attempts or loop.time() >= deadline:
                 break
@@ -251,7 +255,11 @@ class Pipeline:
             backend = self.state.backends[candidate.backend]
             if not backend.breaker.allow():
                 skipped = skipped or "breaker_open"
-                last_error = last_error or ServiceUnavailableError(f"Backend {candidate.backend!r} is unavailable (circuit open).")
+                wait = backend.breaker.retry_in()
+                cooling = wait if cooling is None else min(cooling, wait)
+                if last_error is None:
+                    last_error = ServiceUnavailableError(f"Backend {candidate.backend!r} is unavailable (circuit open).")
+                    trace.attempted = candidate
                 continue
             if not self._reserve(trace, candidate):
                 skipped = skipped or "budget"
@@ -265,6 +273,7 @@ class Pipeline:
             if trace.fallback is not None and trace.fallback[1] == candidate.backend:
                 self.metrics.fallback(*trace.fallback)
             same_backend = 0
+            trace.attempted = candidate
             while True:
                 trace.attempts += 1
                 backend.load.started()
@@ -325,7 +334,25 @@ class Pipeline:
             self._release(trace)
         if last_error is None:
             last_error = self._budget_error(trace) or ServiceUnavailableError("No backend could take the request.")
+        elif cooling is not None and isinstance(last_error, ServiceUnavailableError):
+            # Only open breakers turned it away: the SDK may retry, once the first of them half-opens.
+            last_error.headers = {**last_error.headers, "retry-after": str(max(1, math.ceil(cooling)))}
         raise self._final(trace, last_error)
+
+    def _refused(self, plan: Plan) -> GatewayError:
+        """Nothing may serve the request: too long for every window the request may use, which no retry changes."""
+        assert plan.refusal is not None
+        if plan.pii_locked:
+            error: GatewayError = ServiceUnavailableError(plan.refusal, code="no_allowed_backend")
+            error.retryable = False
+            return error
+        largest = max(backend.context_window for backend in self.config.backends.values())
+        return InvalidRequestError(
+            f"{plan.refusal} The largest context window here is {largest} tokens, for the prompt and "
+            "max_tokens together: shorten the messages or lower max_tokens.",
+            param="messages",
+            code=CONTEXT_LENGTH_CODE,
+        )
 
     def _final(self, trace: Trace, error: GatewayError) -> GatewayError:
         """The error the client gets; once the gateway retried or failed over, it tells the SDK not to retry."""
