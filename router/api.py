@@ -278,7 +278,7 @@ async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: b
                 yield events
     except GatewayError as exc:
         trace.status = exc.status_code
-        pipeline.state.backends[stream.candidate.backend].breaker.record_failure()
+        pipeline.backends[stream.candidate.backend].breaker.record_failure()
         log.warning("request %s: stream from %s failed after it started: %s", trace.request_id, stream.candidate.backend, exc)
         yield frame(exc.body_bytes())
     except BaseException:

@@ -82,7 +82,8 @@ def _check(path: Path) -> int:
 def _serve(path: Path, host: str, port: int, workers: int, log_level: str) -> int:
     if _load_or_report(path) is None:
         return 2
-    os.environ[CONFIG_ENV] = str(path.resolve())
+    # Absolute, not resolved: a symlinked config (a Kubernetes ConfigMap) must be re-read through its link.
+    os.environ[CONFIG_ENV] = str(path.absolute())
     prepare_multiprocess_dir(workers)  # before the workers spawn: they inherit PROMETHEUS_MULTIPROC_DIR
     uvicorn.run(
         "router.cli:app_from_env",

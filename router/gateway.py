@@ -79,6 +79,10 @@ class Gateway:
             log.error("config reload rejected, still serving version %s:\n%s", self.config.digest, exc)
             return False
         if config.digest == self.config.digest:
+            if self.last_reload_error is not None:  # a bad edit was undone: the file on disk serves again
+                self.last_reload_error = None
+                self.metrics.config_reload(True)
+                log.info("config file is valid again (version %s)", config.digest)
             return False
         previous = self.pipeline
         self.state.reconfigure(config)
@@ -129,7 +133,10 @@ class Gateway:
         assert check is not None
         while True:
             await asyncio.sleep(check.interval_seconds)
-            breaker = self.state.backends[provider.name].breaker
+            backend = self.state.backends.get(provider.name)
+            if backend is None:  # removed by a reload; this task is being replaced
+                return
+            breaker = backend.breaker
             if not breaker.allow():
                 continue
             if await provider.healthy(check.path, check.timeout_seconds):
@@ -139,7 +146,12 @@ class Gateway:
                 breaker.record_failure()
 
     async def watch(self) -> None:
-        """Reload whenever a YAML file next to the config changes (editors often replace files)."""
+        """Reload whenever a YAML file next to the config changes (editors often replace files).
+
+        The path is watched as given, never resolved: a Kubernetes ConfigMap mounts the file as a
+        symlink through ``..data``, which the kubelet swaps to a new directory (the old one is
+        deleted), so a change of a ``..``-named entry is a change of the config too.
+        """
         if self.path is None:
             return
         from watchfiles import awatch
@@ -147,7 +159,7 @@ class Gateway:
         # The watcher thread wakes every `step` ms (and takes the GIL) even when nothing changed: half
         # a second keeps reloads within a second at a tenth of watchfiles' default wake-ups.
         async for changes in awatch(self.path.parent, debounce=200, step=500):
-            if any(changed.endswith(_CONFIG_SUFFIXES) for _, changed in changes):
+            if any(_is_config_change(self.path.parent, changed) for _, changed in changes):
                 self.reload()
 
     def _retire(self, providers: list[Provider]) -> None:
@@ -181,6 +193,14 @@ class Gateway:
         self.metrics.close()
         if self._scraper is not None:
             await self._scraper.close()
+
+
+def _is_config_change(directory: Path, changed: str) -> bool:
+    """A YAML file, or the ConfigMap machinery (``..data`` and its ``..<timestamp>`` targets) in ``directory``."""
+    if changed.endswith(_CONFIG_SUFFIXES):
+        return True
+    relative = Path(changed).relative_to(directory) if changed.startswith(str(directory)) else Path(changed)
+    return bool(relative.parts) and relative.parts[0].startswith("..")
 
 
 def _label_sets(config: GatewayConfig, keyring: KeyRing) -> dict[str, list[str]]:

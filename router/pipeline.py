@@ -99,6 +99,9 @@ class Pipeline:
         self.keyring = keyring
         self.providers = providers
         self.state = state
+        #: The backends' health and load as of this config: a request runs to its end on the pipeline
+        #: it started on, even after a reload removed one of its backends.
+        self.backends = state.backends
         self.metrics = metrics
         self.classifier = Classifier(config.classifier.vocabulary)
         self.rules: tuple[CompiledRule, ...] = compile_rules(config.rules)
@@ -135,7 +138,7 @@ class Pipeline:
         plan = self.planner.plan(
             decision,
             features,
-            self.state.backends,
+            self.backends,
             max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 0,
             sticky_tier=sticky,
         )
@@ -154,7 +157,7 @@ class Pipeline:
         first = plan.candidates[0] if plan.candidates else None
         chain = []
         for c in plan.candidates:
-            state = self.state.backends[c.backend]
+            state = self.backends[c.backend]
             chain.append(
                 {
                     "backend": c.backend,
@@ -252,7 +255,7 @@ class Pipeline:
             if previous is not None and last_error is not None and _failure_kind(last_error) == "context_length":
                 if candidate.config.context_window <= previous.config.context_window:
                     continue  # only a larger window can help
-            backend = self.state.backends[candidate.backend]
+            backend = self.backends[candidate.backend]
             if not backend.breaker.allow():
                 skipped = skipped or "breaker_open"
                 wait = backend.breaker.retry_in()
