@@ -10,7 +10,7 @@ import math
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -27,6 +27,7 @@ from router.errors import (
     InvalidRequestError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    ServiceUnavailableError,
 )
 from router.gateway import Gateway
 from router.pipeline import Pipeline, Stream
@@ -130,13 +131,20 @@ async def chat_completions(pipeline: Pipeline, scope: Scope, receive: Receive, s
             if stream.head_done:
                 await _send_finished_stream(pipeline, trace, stream, want_usage, send)
                 return
-            events = EventStreamResponse(_relay(pipeline, trace, stream, want_usage), _SSE_HEADERS + _raw(trace.headers()))
+            events = EventStreamResponse(
+                _relay(pipeline, trace, stream, want_usage), _SSE_HEADERS + _raw(trace.headers()), on_disconnect=trace.client_left
+            )
             await events(scope, receive, send)
             return
         with _finish_on_error(pipeline, trace):
             completion = await pipeline.complete(trace)
     except GatewayError as exc:
         await send_error(send, exc, request_id)
+        return
+    except asyncio.CancelledError:
+        # Before the answer started, only the server cancels (at its drain deadline): say so.
+        _uncancel()
+        await send_error(send, _shutting_down(), request_id)
         return
     trace.answered_at = time.perf_counter()
     pipeline.accountant.price(trace)
@@ -177,10 +185,28 @@ def _finish_on_error(pipeline: Pipeline, trace: Trace) -> Iterator[None]:
         trace.status = exc.status_code
         pipeline.accountant.finish(trace)
         raise
+    except asyncio.CancelledError:
+        trace.status = _shutting_down().status_code
+        pipeline.accountant.finish(trace)
+        raise
     except BaseException:
         trace.status = CLIENT_CLOSED
         pipeline.accountant.finish(trace)
         raise
+
+
+def _shutting_down() -> GatewayError:
+    return ServiceUnavailableError(
+        "The gateway is shutting down and stopped this request at its drain deadline; send it again.",
+        code="gateway_shutting_down",
+    )
+
+
+def _uncancel() -> None:
+    """Carry on in a task the server cancelled, to answer its client before the process exits."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 class EventStreamResponse:
@@ -190,9 +216,18 @@ class EventStreamResponse:
     task that watches for ``http.disconnect`` and cancels the sender is enough, and cheaper.
     """
 
-    def __init__(self, body: AsyncIterator[bytes], raw_headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        raw_headers: list[tuple[bytes, bytes]],
+        *,
+        on_disconnect: Callable[[], None] | None = None,
+    ) -> None:
         self.body_iterator = body
         self.raw_headers = raw_headers  # no content-length: the body is streamed
+        #: Called before the sender is cancelled because the client left, so the body can tell that
+        #: cancellation from the server's own (its drain deadline at shutdown).
+        self.on_disconnect = on_disconnect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sender = asyncio.current_task()
@@ -204,6 +239,8 @@ class EventStreamResponse:
             while (await receive())["type"] != "http.disconnect":
                 pass
             gone = True
+            if self.on_disconnect is not None:
+                self.on_disconnect()
             sender.cancel()
 
         watcher = asyncio.create_task(watch())
@@ -281,6 +318,16 @@ async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: b
         pipeline.backends[stream.candidate.backend].breaker.record_failure()
         log.warning("request %s: stream from %s failed after it started: %s", trace.request_id, stream.candidate.backend, exc)
         yield frame(exc.body_bytes())
+    except asyncio.CancelledError:
+        if trace.client_gone:
+            trace.status = CLIENT_CLOSED
+            raise
+        # The server cancelled the stream at its drain deadline: the client gets an error event
+        # (the SDK raises) instead of a cut connection, and the request is accounted below.
+        _uncancel()
+        error = _shutting_down()
+        trace.status = error.status_code
+        yield frame(error.body_bytes())
     except BaseException:
         trace.status = CLIENT_CLOSED
         raise

@@ -80,7 +80,8 @@ def _check(path: Path) -> int:
 
 
 def _serve(path: Path, host: str, port: int, workers: int, log_level: str) -> int:
-    if _load_or_report(path) is None:
+    config = _load_or_report(path)
+    if config is None:
         return 2
     # Absolute, not resolved: a symlinked config (a Kubernetes ConfigMap) must be re-read through its link.
     os.environ[CONFIG_ENV] = str(path.absolute())
@@ -95,6 +96,8 @@ def _serve(path: Path, host: str, port: int, workers: int, log_level: str) -> in
         log_config=None,  # uvicorn's loggers propagate to ours
         access_log=False,
         timeout_keep_alive=30,
+        # Then uvicorn cancels what is still running: streams end with an error event (router.api).
+        timeout_graceful_shutdown=config.server.drain_seconds,
         **SERVER_OPTIONS,
     )
     return 0
@@ -135,7 +138,7 @@ def _demo(path: Path, host: str, port: int) -> int:
                                                 context_window=mid.context_window)), "127.0.0.1", mid_port),
         _server(create_simulator_app(SimProfile(name="flagship", model=flagship.model, ttft=0.35, token_interval=0.03,
                                                 context_window=flagship.context_window)), "127.0.0.1", flagship_port),
-        _server(create_app(config, path=path), host, port),
+        _server(create_app(config, path=path), host, port, drain_seconds=config.server.drain_seconds),
     ]
     print(_DEMO_BANNER.format(url=f"http://{host}:{port}", mid=mid_port, flagship=flagship_port), flush=True)
     try:
@@ -159,8 +162,9 @@ async def _serve_all(servers: list[uvicorn.Server]) -> None:
     await asyncio.gather(*(server.serve() for server in servers))
 
 
-def _server(app: ASGIApp, host: str, port: int) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, **SERVER_OPTIONS))
+def _server(app: ASGIApp, host: str, port: int, *, drain_seconds: float | None = None) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                         timeout_graceful_shutdown=drain_seconds, **SERVER_OPTIONS))
 
 
 def _free_port() -> int:

@@ -62,6 +62,10 @@ class ServerConfig(_Model):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     #: Write each request's messages into its access log line. Off: prompts can hold personal data.
     log_prompts: bool = False
+    #: On SIGTERM, seconds requests in flight get to finish; then each open stream gets an error event,
+    #: the ledger is flushed and the process exits. Keep it below the orchestrator's kill deadline
+    #: (Kubernetes: terminationGracePeriodSeconds, 30 by default).
+    drain_seconds: float = Field(default=25.0, ge=0)
 
 
 class ApiKeyConfig(_Model):

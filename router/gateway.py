@@ -30,6 +30,8 @@ log = logging.getLogger("router.gateway")
 _CONFIG_SUFFIXES = (".yaml", ".yml")
 #: How often a worker publishes its metrics when several share them (a scrape also publishes its own).
 _PUBLISH_SECONDS = 1.0
+#: At shutdown, the longest wait for cancelled requests to be accounted before the ledger closes.
+_SETTLE_SECONDS = 2.0
 
 
 class Gateway:
@@ -162,6 +164,14 @@ class Gateway:
             if any(_is_config_change(self.path.parent, changed) for _, changed in changes):
                 self.reload()
 
+    async def _settle(self) -> None:
+        """Give requests the server just cancelled (its drain deadline passed) a moment to send their
+        error event and be accounted, so their ledger rows are written before the ledger closes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _SETTLE_SECONDS
+        while any(state.load.in_flight for state in self.state.backends.values()) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
     def _retire(self, providers: list[Provider]) -> None:
         if not providers:
             return
@@ -183,6 +193,7 @@ class Gateway:
             self._loop.call_soon_threadsafe(schedule)  # reload() may run outside the event loop (SIGHUP, tests)
 
     async def aclose(self) -> None:
+        await self._settle()
         tasks = [*self._retiring, *self._health_checks, *([self._publisher] if self._publisher else [])]
         for task in tasks:
             task.cancel()

@@ -71,6 +71,11 @@ class Trace:
     usage: Usage | None = None
     cost: float = 0.0
     finished: bool = False
+    #: The client went away mid-answer (as opposed to the server cancelling the request at shutdown).
+    client_gone: bool = False
+
+    def client_left(self) -> None:
+        self.client_gone = True
 
     def headers(self) -> dict[str, str]:
         candidate = self.served or self.attempted or (self.route.plan.candidates[0] if self.route.plan.candidates else None)
