@@ -8,8 +8,8 @@ ledger in a temporary directory; clients are the openai SDK, one thread each.
   (Kubernetes' terminationGracePeriodSeconds). Reports how each client's stream ended and how many
   ledger rows were written.
 - ``kill9``: ``--clients`` threads send short streams in a loop; after ``--seconds`` the gateway
-  gets SIGKILL. Reports answered requests against ledger rows, and upstream calls in flight at the
-  kill against the rows that bill them.
+  gets SIGKILL. Reports answered requests and upstream calls against the ledger's rows, after the
+  write-ahead rows the dead process left are billed (as the next start does once they are stale).
 
 ``--gateway-src DIR`` runs another checkout's ``router`` package (to measure before a change).
 """
@@ -34,6 +34,7 @@ import httpx
 import openai
 import uvicorn
 
+from router.ledger import Ledger
 from router.simulator import SimProfile, create_simulator_app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,7 +88,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _stack(token_interval: float, server: str, src: Path | None) -> Iterator[tuple[subprocess.Popen[bytes], str, Path, dict[str, str]]]:
+def gateway_stack(token_interval: float, server: str, src: Path | None) -> Iterator[tuple[subprocess.Popen[bytes], str, Path, dict[str, str]]]:
     """Upstreams, and the gateway as a child process: (process, url, ledger path, upstream urls)."""
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -124,7 +125,7 @@ def _stack(token_interval: float, server: str, src: Path | None) -> Iterator[tup
                 process.wait()
 
 
-def _ledger_rows(path: Path) -> dict[str, int]:
+def ledger_rows(path: Path) -> dict[str, int]:
     """Rows per table: ``requests`` (finished) and, where it exists, ``pending`` (write-ahead)."""
     with sqlite3.connect(path) as conn:
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -134,7 +135,7 @@ def _ledger_rows(path: Path) -> dict[str, int]:
 def sigterm(clients: int, stream_seconds: float, drain: float | None, grace: float, src: Path | None) -> dict[str, object]:
     tokens = 64
     server = f"drain_seconds: {drain}" if drain is not None else ""
-    with _stack(stream_seconds / tokens, server, src) as (process, url, ledger, _):
+    with gateway_stack(stream_seconds / tokens, server, src) as (process, url, ledger, _):
         started = threading.Barrier(clients + 1)
         endings: list[str] = []
 
@@ -174,11 +175,11 @@ def sigterm(clients: int, stream_seconds: float, drain: float | None, grace: flo
         for thread in threads:
             thread.join(30)
         return {"clients": clients, "endings": dict(Counter(endings)), "sigkill": killed,
-                "exit_seconds": round(exit_seconds, 1), "ledger": _ledger_rows(ledger)}
+                "exit_seconds": round(exit_seconds, 1), "ledger": ledger_rows(ledger)}
 
 
 def kill9(clients: int, seconds: float, src: Path | None) -> dict[str, object]:
-    with _stack(0.02, "", src) as (process, url, ledger, upstreams):
+    with gateway_stack(0.02, "", src) as (process, url, ledger, upstreams):
         answered: list[int] = []
         stop = threading.Event()
 
@@ -202,10 +203,13 @@ def kill9(clients: int, seconds: float, src: Path | None) -> dict[str, object]:
             thread.join(15)
         with httpx.Client(base_url=upstreams["mid"]) as sim:
             calls = sim.get("/_sim/stats").json()["requests"]
-        rows = _ledger_rows(ledger)
-        recorded = sum(rows.values())
-        return {"clients": clients, "answered": len(answered), "upstream_calls": calls, "ledger": rows,
-                "answered_without_row": max(0, len(answered) - recorded), "calls_without_row": max(0, calls - recorded)}
+        rows = ledger_rows(ledger)
+        # The next start, once no request of the dead process can still be running, bills its write-ahead rows.
+        Ledger(ledger, stale_after=0).close()
+        recorded = ledger_rows(ledger)["requests"]
+        return {"clients": clients, "answered": len(answered), "upstream_calls": calls, "ledger_at_kill": rows,
+                "billed_after_recovery": recorded, "answered_without_row": max(0, len(answered) - recorded),
+                "calls_without_row": max(0, calls - recorded)}
 
 
 def main() -> None:

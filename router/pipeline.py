@@ -381,6 +381,7 @@ class Pipeline:
         result = self.state.budgets.reserve(tenant=trace.client.tenant, key=trace.client.name, estimate_usd=estimate)
         if isinstance(result, Reservation):
             trace.reservation = result
+            self.accountant.begin(trace, candidate, estimate)
             return True
         if result.action == "reject" or not trace.route.plan.allow_downgrade:
             raise self._final(trace, _budget_exceeded(result))

@@ -3,7 +3,15 @@
 
 from __future__ import annotations
 
-from bench.lifecycle import sigterm
+import signal
+import sqlite3
+import time
+
+import httpx
+import openai
+
+from bench.lifecycle import MESSAGES, ledger_rows, gateway_stack, sigterm
+from router.ledger import PENDING_STATUS, Ledger
 
 
 def test_sigterm_drains_then_ends_open_streams_with_an_error_event_and_writes_the_ledger() -> None:
@@ -12,4 +20,34 @@ def test_sigterm_drains_then_ends_open_streams_with_an_error_event_and_writes_th
     result = sigterm(clients=6, stream_seconds=30, drain=1.0, grace=20, src=None)
     assert result["endings"] == {"error event": 6}, result
     assert result["sigkill"] is False, result
-    assert result["ledger"] == {"requests": 6}, result
+    assert result["ledger"] == {"requests": 6, "pending": 0}, result
+
+
+def test_kill_9_leaves_the_call_in_flight_billed_at_its_estimate() -> None:
+    """Item 16: a request in flight when the process is killed was never billed; its write-ahead row
+    now survives the kill, and the next start bills it at the reserved estimate once it is stale."""
+    with gateway_stack(0.01, "", None) as (process, url, ledger, upstreams):
+        with httpx.Client(base_url=upstreams["mid"]) as sim:
+            sim.post("/_sim/faults", json={"stall_after_chunks": 2, "stall_seconds": 60}).raise_for_status()
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
+        stream = client.chat.completions.create(model="mid", messages=MESSAGES, stream=True, max_tokens=100)  # type: ignore[arg-type]
+        assert next(iter(stream)).choices[0].delta.role == "assistant"
+
+        def pending() -> int:
+            return ledger_rows(ledger).get("pending", 0) if ledger.exists() else 0
+
+        deadline = time.monotonic() + 10
+        while pending() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pending() == 1
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        stream.close()
+        Ledger(ledger, stale_after=0).close()  # the next start, once the dead process's requests are over
+        with sqlite3.connect(ledger) as conn:
+            billed = conn.execute("SELECT backend, status, estimated, cost_usd FROM requests").fetchall()
+        conn.close()
+        assert len(billed) == 1
+        backend, status, estimated, cost = billed[0]
+        assert (backend, status, estimated) == ("mid", PENDING_STATUS, 1)
+        assert cost > 0
