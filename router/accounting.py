@@ -90,6 +90,8 @@ class Accountant:
             fallback="{}->{}:{}".format(*trace.fallback) if trace.fallback else None,
             messages=trace.body["messages"],
         )
+        if self.state.ledger is not None and candidate is None and trace.attempts:
+            self.state.ledger.discard(trace.unique_id)  # no upstream answered: nothing to bill
         if self.state.ledger is not None and candidate is not None:
             usage = trace.usage or Usage(0, 0, True)
             self.state.ledger.record(

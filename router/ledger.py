@@ -161,6 +161,15 @@ class _Begun:
         self.row = row
 
 
+class _Ended:
+    """A request that ended without a row to record: its write-ahead row goes."""
+
+    __slots__ = ("request_id",)
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+
+
 class _Job:
     """A read (or a flush) run on the writer thread, after every row queued before it."""
 
@@ -202,6 +211,10 @@ class Ledger:
     def begin(self, row: LedgerRow) -> None:
         """Queue the write-ahead row of a request whose upstream call starts (see the module docstring)."""
         self._put(_Begun(row))
+
+    def discard(self, request_id: str) -> None:
+        """The request ended with nothing to bill (no upstream answered): drop its write-ahead row."""
+        self._put(_Ended(request_id))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every row recorded so far is committed (or given up on); False on timeout."""
@@ -287,7 +300,7 @@ class Ledger:
         result: _T = job.future.result(_READ_TIMEOUT)
         return result
 
-    def _put(self, item: LedgerRow | _Begun | _Job) -> bool:
+    def _put(self, item: LedgerRow | _Begun | _Ended | _Job) -> bool:
         with self._lock:
             if self._closed:
                 return False
@@ -307,7 +320,7 @@ class Ledger:
             stopping = False
             while not stopping:
                 items = [self._queue.get()]
-                if isinstance(items[0], LedgerRow | _Begun):
+                if isinstance(items[0], LedgerRow | _Begun | _Ended):
                     # Let rows gather: one transaction (and one wake-up of this thread) per interval
                     # instead of per request keeps the writer off the event loop's back.
                     time.sleep(_GATHER_SECONDS)
@@ -326,6 +339,7 @@ class Ledger:
             self._recover(conn)
         rows: list[LedgerRow] = []
         begun: list[LedgerRow] = []
+        ended: set[str] = set()
         for item in items:
             if isinstance(item, LedgerRow):
                 rows.append(item)
@@ -333,15 +347,18 @@ class Ledger:
             if isinstance(item, _Begun):
                 begun.append(item.row)
                 continue
-            self._write(conn, rows, begun)
-            rows, begun = [], []
+            if isinstance(item, _Ended):
+                ended.add(item.request_id)
+                continue
+            self._write(conn, rows, begun, ended)
+            rows, begun, ended = [], [], set()
             if item is _STOP:
                 return True
             try:
                 item.future.set_result(item.run(conn))
             except Exception as exc:
                 item.future.set_exception(exc)
-        self._write(conn, rows, begun)
+        self._write(conn, rows, begun, ended)
         return False
 
     def _recover(self, conn: sqlite3.Connection) -> None:
@@ -361,10 +378,10 @@ class Ledger:
         if moved:
             log.warning("ledger: billed %d requests at their estimate: their process ended before they did", moved)
 
-    def _write(self, conn: sqlite3.Connection, rows: list[LedgerRow], begun: list[LedgerRow]) -> None:
-        if not rows and not begun:
+    def _write(self, conn: sqlite3.Connection, rows: list[LedgerRow], begun: list[LedgerRow], ended: set[str]) -> None:
+        if not rows and not begun and not ended:
             return
-        finished = {row.request_id for row in rows}
+        finished = {row.request_id for row in rows} | ended
         # A request that began and finished within one batch needs no write-ahead row.
         ahead = [row for row in begun if row.request_id not in finished]
         statements = [
@@ -391,7 +408,7 @@ class Ledger:
                     time.sleep(0.1 * 2**attempt)
                     continue
                 self.stats["dropped"] += len(rows)
-                log.error("ledger: giving up on %d rows after %d tries: %s; first row: %r", len(rows), _WRITE_TRIES, exc, (rows or ahead)[0])
+                log.error("ledger: giving up on %d rows after %d tries: %s; first row: %r", len(rows), _WRITE_TRIES, exc, (rows or ahead)[:1])
                 return
             self._ahead.difference_update(finished)
             self._ahead.update(row.request_id for row in ahead)

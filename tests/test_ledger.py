@@ -347,3 +347,11 @@ def test_write_ahead_rows_of_a_process_that_died_are_billed_at_their_estimate_on
     assert later.totals(DAY1)[("tenant", "acme")] == pytest.approx(0.05)
     later.close()
     assert pending_rows(db) == []
+
+
+def test_a_request_that_ended_with_nothing_to_bill_leaves_no_write_ahead_row(ledger: Ledger, db: Path) -> None:
+    ledger.begin(started("failed"))
+    assert ledger.flush(5)
+    ledger.discard("failed")
+    assert ledger.flush(5)
+    assert pending_rows(db) == [] and count_rows(db) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import threading
 import time
 
 import httpx
@@ -51,3 +52,33 @@ def test_kill_9_leaves_the_call_in_flight_billed_at_its_estimate() -> None:
         backend, status, estimated, cost = billed[0]
         assert (backend, status, estimated) == ("mid", PENDING_STATUS, 1)
         assert cost > 0
+
+
+def test_sigterm_answers_a_request_still_waiting_for_its_upstream_with_a_503() -> None:
+    """Item 15, before the answer started (a non-stream call, or a stream before its first token)."""
+    with gateway_stack(0.01, "drain_seconds: 0.5", None) as (process, url, ledger, upstreams):
+        sim = httpx.Client(base_url=upstreams["mid"])
+        sim.post("/_sim/faults", json={"delay_first_token": 60}).raise_for_status()
+        outcome: list[BaseException] = []
+
+        def call() -> None:
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
+            try:
+                client.chat.completions.create(model="mid", messages=MESSAGES)  # type: ignore[arg-type]
+            except BaseException as exc:  # noqa: BLE001 - the test inspects it
+                outcome.append(exc)
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        deadline = time.monotonic() + 10
+        while sim.get("/_sim/stats").json()["in_flight"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)  # uvicorn re-raises SIGTERM once it has shut down
+        caller.join(20)
+        sim.close()
+        assert len(outcome) == 1 and isinstance(outcome[0], openai.APIStatusError), outcome
+        assert outcome[0].status_code == 503
+        assert outcome[0].code == "gateway_shutting_down"
+        # No upstream answered: nothing is billed, and no write-ahead row is left to bill it later.
+        assert ledger_rows(ledger) == {"requests": 0, "pending": 0}

@@ -4,6 +4,7 @@ real servers and proxies sometimes send, and the official SDK must still get a w
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -260,3 +261,16 @@ def test_breaker_open_503_says_when_to_retry(wire: Wire) -> None:
     assert headers["x-should-retry"] == "true"
     assert headers["x-router-backend"] == "mid"
     assert wire.mid.requests == 2 and wire.flagship.requests == 2
+
+
+def test_a_failed_request_leaves_no_write_ahead_row_to_bill_later(gateway: Stack) -> None:
+    """Item 16's write-ahead row is cleared when no upstream answered (nothing is billed, now or later)."""
+    with gateway.sim("mid") as sim:
+        sim.post("/_sim/faults", json={"status": 500, "message": "down"}).raise_for_status()
+    with pytest.raises(openai.InternalServerError):
+        gateway.client().chat.completions.create(model="mid", messages=HELLO)
+    # A spend read runs after every row queued before it: the ledger has settled.
+    assert httpx.get(f"{gateway.url}/v1/router/spend", headers={"authorization": f"Bearer {ADMIN_KEY}"}).status_code == 200
+    with sqlite3.connect(gateway.config_path.parent / "spend.sqlite3") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM pending").fetchone() == (0,)
+    conn.close()
