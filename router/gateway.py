@@ -160,8 +160,9 @@ class Gateway:
 
         # The watcher thread wakes every `step` ms (and takes the GIL) even when nothing changed: half
         # a second keeps reloads within a second at a tenth of watchfiles' default wake-ups.
-        async for changes in awatch(self.path.parent, debounce=200, step=500):
-            if any(_is_config_change(self.path.parent, changed) for _, changed in changes):
+        directory = self.path.absolute().parent
+        async for changes in awatch(directory, debounce=200, step=500):
+            if any(_is_config_change(directory, changed) for _, changed in changes):
                 self.reload()
 
     async def _settle(self) -> None:
@@ -210,8 +211,11 @@ def _is_config_change(directory: Path, changed: str) -> bool:
     """A YAML file, or the ConfigMap machinery (``..data`` and its ``..<timestamp>`` targets) in ``directory``."""
     if changed.endswith(_CONFIG_SUFFIXES):
         return True
-    relative = Path(changed).relative_to(directory) if changed.startswith(str(directory)) else Path(changed)
-    return bool(relative.parts) and relative.parts[0].startswith("..")
+    path = Path(changed)
+    if not path.is_relative_to(directory):
+        return False
+    parts = path.relative_to(directory).parts
+    return bool(parts) and parts[0].startswith("..")
 
 
 def _label_sets(config: GatewayConfig, keyring: KeyRing) -> dict[str, list[str]]:
