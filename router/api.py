@@ -142,7 +142,9 @@ async def chat_completions(pipeline: Pipeline, scope: Scope, receive: Receive, s
         await send_error(send, exc, request_id)
         return
     except asyncio.CancelledError:
-        # Before the answer started, only the server cancels (at its drain deadline): say so.
+        if trace.answered_at is not None:
+            raise  # the answer is under way (a stream handles its own cancellation)
+        # Before the answer starts, only the server cancels (at its drain deadline): say so.
         _uncancel()
         await send_error(send, _shutting_down(), request_id)
         return
