@@ -10,7 +10,7 @@ import math
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -220,7 +220,7 @@ class EventStreamResponse:
 
     def __init__(
         self,
-        body: AsyncIterator[bytes],
+        body: AsyncGenerator[bytes, None],
         raw_headers: list[tuple[bytes, bytes]],
         *,
         on_disconnect: Callable[[], None] | None = None,
@@ -257,6 +257,9 @@ class EventStreamResponse:
             sender.uncancel()  # the client left: nothing more to send, the relay has closed the upstream
         finally:
             watcher.cancel()
+            # Closed now, not whenever it is collected: the body's own cleanup closes the upstream and
+            # accounts for the request (also when a cancellation landed on a send, not in the body).
+            await self.body_iterator.aclose()
 
 
 async def _send_finished_stream(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: bool, send: Send) -> None:
@@ -308,7 +311,7 @@ def _without_usage(raw: bytes, data: dict[str, Any]) -> bytes:
     return orjson.dumps({key: value for key, value in data.items() if key != "usage"})
 
 
-async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: bool) -> AsyncIterator[bytes]:
+async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: bool) -> AsyncGenerator[bytes, None]:
     """Re-frame upstream chunks as ``data: <json>``; a failure ends the stream with an error event, no [DONE]."""
     try:
         async for batch, done in stream.batches():
