@@ -104,7 +104,7 @@ class Pipeline:
         #: it started on, even after a reload removed one of its backends.
         self.backends = state.backends
         self.metrics = metrics
-        self.classifier = Classifier(config.classifier.vocabulary)
+        self.classifier = Classifier(config.classifier.vocabulary, config.classifier.model)
         self.rules: tuple[CompiledRule, ...] = compile_rules(config.rules)
         self.planner = Planner(config)
         tiers = config.tiers

@@ -73,6 +73,8 @@ class Trace:
     finished: bool = False
     #: The client went away mid-answer (as opposed to the server cancelling the request at shutdown).
     client_gone: bool = False
+    #: The endpoint it came in on, for the access log.
+    path: str = "/v1/chat/completions"
 
     def client_left(self) -> None:
         self.client_gone = True
