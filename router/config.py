@@ -165,6 +165,10 @@ class BackendConfig(_Model):
     breaker: BreakerConfig | None = None
     capacity: CapacityConfig | None = None
     health_check: HealthCheckConfig | None = None
+    #: A non-streaming answer larger than this is cut off and fails over, like a malformed one.
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    #: One streamed SSE event (or a line that never ends) larger than this ends the stream with an error.
+    max_event_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
 
     @field_validator("base_url")
     @classmethod
