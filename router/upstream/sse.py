@@ -44,6 +44,7 @@ class SSEDecoder:
         if pending:
             if b"\n\n" not in chunk and not (chunk[:1] == b"\n" and pending[-1].endswith(b"\n")):
                 self._hold(chunk)
+                self._check_pending()
                 return []
             pending.append(chunk)
             buffer = b"".join(pending)
@@ -57,11 +58,16 @@ class SSEDecoder:
         if buffer.count(b"\n") == 2 * len(blocks):
             # No newline but the separators: every event is one line, nearly always `data: <json>`.
             found = [block[6:] if block[:6] == b"data: " else _data_of(block) for block in blocks]
-            return found if None not in found else [data for data in found if data is not None]
-        return [data for block in blocks if (data := _data_of(block)) is not None]
+            found = found if None not in found else [data for data in found if data is not None]
+        else:
+            found = [data for block in blocks if (data := _data_of(block)) is not None]
+        if not found:
+            self._check_pending()  # else the events that came first are returned; the next feed raises
+        return found
 
     def flush(self) -> list[bytes]:
         """Data of a final event the upstream did not terminate with a blank line."""
+        self._check_pending()
         buffer = b"".join(self._pending)
         self._pending, self._pending_bytes, self._cr = [], 0, False
         data = _data_of(buffer.strip(b"\n"))
@@ -71,8 +77,10 @@ class SSEDecoder:
         if piece:
             self._pending.append(piece)
             self._pending_bytes += len(piece)
-            if self._pending_bytes > self._max_event_bytes:
-                raise EventTooLargeError(f"an SSE event exceeds {self._max_event_bytes} bytes without ending")
+
+    def _check_pending(self) -> None:
+        if self._pending_bytes > self._max_event_bytes:
+            raise EventTooLargeError(f"an SSE event exceeds {self._max_event_bytes} bytes without ending")
 
 
 def _data_of(block: bytes) -> bytes | None:

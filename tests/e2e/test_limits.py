@@ -12,6 +12,7 @@ import httpx
 import openai
 import orjson
 import pytest
+from starlette.types import Receive, Scope, Send
 
 from router.app import create_app
 from router.config import load_config
@@ -118,3 +119,56 @@ def test_a_healthy_request_keeps_its_latency_while_prompts_full_of_number_like_s
     prose = max(healthy_latencies_while(gateway, big_prompt(numbers=False)))
     numbers = max(healthy_latencies_while(gateway, big_prompt(numbers=True)))
     assert numbers < 5 * prose, (numbers, prose)
+
+
+async def endless_upstream(scope: Scope, receive: Receive, send: Send) -> None:
+    """An OpenAI-compatible upstream gone wrong: a JSON answer that never ends, or a stream whose
+    second event is a line that never ends (each stops at 128 MB, or when the gateway hangs up)."""
+    if scope["type"] != "http":
+        return
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body, more = body + message.get("body", b""), message.get("more_body", False)
+    stream = bool(orjson.loads(body).get("stream"))
+    content_type = b"text/event-stream" if stream else b"application/json"
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", content_type)]})
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "sim-mid-7b",
+             "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": None}]}
+    first = b"data: " + orjson.dumps(chunk) + b'\n\ndata: {"choices": "' if stream else b'{"choices": ['
+    await send({"type": "http.response.body", "body": first, "more_body": True})
+    for _ in range(2000):
+        await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+@pytest.fixture(scope="module")
+def endless(upstreams: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A gateway whose mid backend is ``endless_upstream``, with small caps, and the flagship as its fallback."""
+    _, flagship_url = upstreams
+    with serve(endless_upstream) as mid_url:
+        path = tmp_path_factory.mktemp("endless") / "router.yaml"
+        write_config(path, mid_url, flagship_url, policy="  fallback: {mid: [flagship]}\n")
+        caps = "    max_response_bytes: 1048576\n    max_event_bytes: 65536\n"
+        path.write_text(path.read_text().replace("    model: sim-mid-7b\n", "    model: sim-mid-7b\n" + caps))
+        app = create_app(load_config(path, ENV), path=path, environ=ENV, watch=False)
+        with serve(app) as url:
+            yield Stack(url, mid_url, flagship_url, path)
+
+
+def test_an_endless_answer_is_cut_at_max_response_bytes_and_fails_over(endless: Stack) -> None:
+    raw = endless.client().chat.completions.with_raw_response.create(
+        model="mid", messages=[{"role": "user", "content": "hello"}])
+    assert raw.headers["x-router-backend"] == "flagship"
+    assert raw.headers["x-router-fallback"] == "mid->flagship; reason=malformed"
+    assert raw.parse().choices[0].message.content
+
+
+def test_a_stream_whose_line_never_ends_ends_with_an_error_event_after_the_first_token(endless: Stack) -> None:
+    stream = endless.client().chat.completions.create(
+        model="mid", messages=[{"role": "user", "content": "hello"}], stream=True)
+    received: list[str] = []
+    with pytest.raises(openai.APIError, match="max_event_bytes"):
+        for chunk in stream:
+            received.append(chunk.choices[0].delta.content or "")
+    assert received == ["Hi"]

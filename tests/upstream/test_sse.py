@@ -78,3 +78,14 @@ def test_events_split_at_every_point_around_a_crlf_blank_line_decode_once() -> N
             decoder = SSEDecoder(max_event_bytes=64)
             parts = (wire[:cut], wire[cut:second], wire[second:])
             assert [d for part in parts for d in decoder.feed(part)] + decoder.flush() == [b'{"a":1}', b'{"b":2}']
+
+
+def test_events_before_an_oversized_one_in_the_same_read_are_returned_and_the_next_read_raises() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    assert decoder.feed(frame(b"first") + b"data: " + b"x" * 200) == [b"first"]
+    with pytest.raises(EventTooLargeError):
+        decoder.feed(b"more")
+    ended = SSEDecoder(max_event_bytes=100)
+    assert ended.feed(frame(b"first") + b"data: " + b"x" * 200) == [b"first"]
+    with pytest.raises(EventTooLargeError):
+        ended.flush()  # the upstream closed: the oversized tail is not an event either
