@@ -476,8 +476,8 @@ def _digit_runs(mask: bytes, min_digits: int, long_run: re.Pattern[bytes]) -> li
     """(start, end, digits) of each run of at least ``min_digits`` digits in a digit mask, allowing two
     other characters between digits ("+1 (555) 123-4567"); ``long_run`` finds such runs. None when
     there are more than ``_MAX_DIGIT_RUNS``: the cost is bounded, whatever the text."""
-    if mask.count(b"0") < min_digits:
-        return []
+    if mask.count(b"0") < min_digits or long_run.search(mask) is None:
+        return []  # most texts: a test cheaper than setting up the iteration
     runs: list[tuple[int, int, int]] = []
     for match in long_run.finditer(mask):
         if len(runs) == _MAX_DIGIT_RUNS:

@@ -75,14 +75,18 @@ class CoalescingTransport:
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     _limits: ServerConfig
     #: Bytes of the request head read so far; -1 once the head is complete, until the body is.
-    _head_bytes = 0
-    _deadline: asyncio.TimerHandle | None = None
-    _refused = False
+    _head_bytes: int
+    #: The running header or body timer, if any.
+    _deadline: asyncio.TimerHandle | None
+    #: Answered with an error and closing: whatever else arrives is dropped.
+    _refused: bool
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
         self._limits = _server_config(self.app)
+        self._head_bytes = 0
+        self._refused = False
         self._deadline = self.loop.call_later(self._limits.header_timeout_seconds, self._timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -94,7 +98,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             return  # lingering after an error answer: dropped unread
         if self._head_bytes >= 0:
             self._head_bytes += len(data)
-        super().data_received(data)
+        HttpToolsProtocol.data_received(self, data)  # not super(): this runs for every read
         head_bytes = self._head_bytes
         if not head_bytes or self._refused or self.transport.is_closing():
             return  # nearly always: the whole request came in this read
@@ -114,19 +118,21 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self._refuse_head(f"Request headers exceed the limit of {limits.max_header_bytes} bytes.")
             return
         self._head_bytes = -1
-        self._cancel_deadline()
-        super().on_headers_complete()
+        if self._deadline is not None:
+            self._cancel_deadline()
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
-            super().on_body(body)
+            HttpToolsProtocol.on_body(self, body)
 
     def on_message_complete(self) -> None:
         if self._refused:
             return
         self._head_bytes = 0
-        self._cancel_deadline()
-        super().on_message_complete()
+        if self._deadline is not None:
+            self._cancel_deadline()
+        HttpToolsProtocol.on_message_complete(self)
 
     def on_response_complete(self) -> None:
         # A finished response leaves at once: work the app does after its last send (accounting)

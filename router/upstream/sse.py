@@ -43,7 +43,9 @@ class SSEDecoder:
         pending = self._pending
         if pending:
             if b"\n\n" not in chunk and not (chunk[:1] == b"\n" and pending[-1].endswith(b"\n")):
-                self._hold(chunk)
+                if chunk:
+                    pending.append(chunk)
+                    self._pending_bytes += len(chunk)
                 self._check_pending()
                 return []
             pending.append(chunk)
@@ -54,14 +56,15 @@ class SSEDecoder:
         *blocks, rest = buffer.split(b"\n\n")
         if len(buffer) > self._max_event_bytes and any(len(block) > self._max_event_bytes for block in blocks):
             raise EventTooLargeError(f"an SSE event exceeds {self._max_event_bytes} bytes")
-        self._hold(rest)
+        if rest:
+            self._pending, self._pending_bytes = [rest], len(rest)
         if buffer.count(b"\n") == 2 * len(blocks):
             # No newline but the separators: every event is one line, nearly always `data: <json>`.
             found = [block[6:] if block[:6] == b"data: " else _data_of(block) for block in blocks]
             found = found if None not in found else [data for data in found if data is not None]
         else:
             found = [data for block in blocks if (data := _data_of(block)) is not None]
-        if not found:
+        if not found and rest:
             self._check_pending()  # else the events that came first are returned; the next feed raises
         return found
 
@@ -72,11 +75,6 @@ class SSEDecoder:
         self._pending, self._pending_bytes, self._cr = [], 0, False
         data = _data_of(buffer.strip(b"\n"))
         return [] if data is None else [data]
-
-    def _hold(self, piece: bytes) -> None:
-        if piece:
-            self._pending.append(piece)
-            self._pending_bytes += len(piece)
 
     def _check_pending(self) -> None:
         if self._pending_bytes > self._max_event_bytes:
