@@ -100,8 +100,14 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
         HttpToolsProtocol.data_received(self, data)  # not super(): this runs for every read
         head_bytes = self._head_bytes
-        if not head_bytes or self._refused or self.transport.is_closing():
-            return  # nearly always: the whole request came in this read
+        if not head_bytes:
+            if self.scope is self.cycle.scope:
+                return  # nearly always: the whole request came in this read, and nothing after it
+            # A pipelined request began after the one that ended in this read; its bytes so far
+            # went uncounted (at most this read), but its time starts now.
+            head_bytes = self._head_bytes = 1
+        if self._refused or self.transport.is_closing():
+            return
         limits = self._limits
         if head_bytes > limits.max_header_bytes:
             self._refuse_head(f"Request headers exceed the limit of {limits.max_header_bytes} bytes.")
@@ -150,28 +156,36 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def _timed_out(self) -> None:
         self._deadline = None
-        if self._head_bytes >= 0:
-            self._reject(408, "request_timeout", f"The client did not send the request headers within "
-                         f"{self._limits.header_timeout_seconds:g} s.")
-        elif self.cycle is not None and self.cycle.response_started:
-            self.transport.close()  # the app already answered: only the connection is left to end
+        limits, cycle = self._limits, self.cycle
+        if self._head_bytes < 0:
+            self._reject(408, "request_timeout",
+                         f"The client did not send the request body within {limits.body_timeout_seconds:g} s.")
+        elif cycle is not None and not cycle.response_complete:
+            # A pipelined head behind an answer still on its way: its time starts when that ends.
+            self._deadline = self.loop.call_later(limits.header_timeout_seconds, self._timed_out)
         else:
-            self._reject(408, "request_timeout", f"The client did not send the request body within "
-                         f"{self._limits.body_timeout_seconds:g} s.")
+            self._reject(408, "request_timeout",
+                         f"The client did not send the request headers within {limits.header_timeout_seconds:g} s.")
 
     def _reject(self, status: int, code: str, message: str) -> None:
-        """Answer ``status`` with an OpenAI-shaped error and close; the app (if running) sees a disconnect."""
+        """Answer ``status`` with an OpenAI-shaped error and close; the app (if running) sees a disconnect.
+
+        The answer is only written where it cannot mix with another: not after the app started to
+        answer the request, nor ahead of an earlier pipelined request's answer (those just close).
+        """
         self._refused = True
         self._cancel_deadline()
-        body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
-        head = [STATUS_LINE[status]]
-        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
-        head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
-        self.transport.write(b"".join(head) + body)
-        self.transport.flush()  # type: ignore[attr-defined]
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.disconnected = True  # as uvicorn marks it when the connection is lost
-            self.cycle.message_event.set()
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or (self._head_bytes < 0 and not cycle.response_started):
+            body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
+            head = [STATUS_LINE[status]]
+            head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+            head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
+            self.transport.write(b"".join(head) + body)
+            self.transport.flush()  # type: ignore[attr-defined]
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # as uvicorn marks it when the connection is lost
+            cycle.message_event.set()
         # Lingering close: what the client still sends is read and dropped for a moment, as closing a
         # socket with unread data would reset the connection and lose the answer on the way.
         if self.transport.can_write_eof():

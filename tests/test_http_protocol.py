@@ -135,9 +135,10 @@ def test_a_finished_response_leaves_before_the_app_returns() -> None:
 class LimitedApp:
     """An app with the ``server`` settings the protocol reads from the gateway's app; echoes the body."""
 
-    def __init__(self, **limits: Any) -> None:
+    def __init__(self, delay: float = 0.0, **limits: Any) -> None:
         self.server_config = ServerConfig(**limits)
         self.disconnects = 0
+        self.delay = delay
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -149,6 +150,7 @@ class LimitedApp:
                 self.disconnects += 1
                 return
             body, more = body + message.get("body", b""), message.get("more_body", False)
+        await asyncio.sleep(self.delay)
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
         await send({"type": "http.response.body", "body": body})
 
@@ -239,3 +241,11 @@ def test_a_slow_client_within_the_timeouts_is_served_on_a_kept_alive_connection(
             while received.count(b"slow") < 2:
                 received += sock.recv(65536)
     assert received.count(b"HTTP/1.1 200") == 2
+
+
+def test_a_pipelined_head_that_stalls_behind_a_slow_answer_gets_its_408_after_that_answer() -> None:
+    app = LimitedApp(delay=1.0, header_timeout_seconds=0.3)
+    with serve(app) as url:
+        received = exchange(url, b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\nslow" + b"POST / HTTP/1.1\r\nho")
+    first, _, second = received.partition(b"slow")
+    assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 408")
