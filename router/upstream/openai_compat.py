@@ -113,7 +113,7 @@ class OpenAICompatProvider:
             while True:
                 with map_transport_errors(self.name):
                     raw = await reader.readany()
-                payloads = self._events(decoder, raw) if raw else decoder.flush()
+                payloads = self._events(decoder, raw)
                 if payloads:
                     batch, done = _decode_events(self.name, payloads)
                     if done:
@@ -135,8 +135,9 @@ class OpenAICompatProvider:
                 response.close()
 
     def _events(self, decoder: SSEDecoder, raw: bytes) -> list[bytes]:
+        """The events completed by ``raw`` (by the end of the body when it is empty); one too large raises."""
         try:
-            return decoder.feed(raw)
+            return decoder.feed(raw) if raw else decoder.flush()
         except EventTooLargeError as exc:
             raise UpstreamError(
                 f"Backend {self.name!r} sent an SSE event larger than max_event_bytes "

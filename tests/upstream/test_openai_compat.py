@@ -296,3 +296,11 @@ async def test_a_stream_with_a_line_that_never_ends_is_an_error_after_the_first_
     assert [c["choices"][0]["delta"]["content"] for c in got] == ["Hi"]
     assert info.value.code == "upstream_malformed" and "max_event_bytes (1048576 bytes)" in info.value.message
     assert sum(sent) < 64 * 1024 * 1024
+
+
+async def test_a_stream_that_ends_inside_an_oversized_event_is_an_upstream_error(upstream: Any) -> None:
+    _, provider = await upstream(stream_handler(sse(chunk({"content": "a"})) + b'data: {"x": "' + b"y" * 4096),
+                                 max_event_bytes=1024)
+    with pytest.raises(UpstreamError) as info:
+        await collect(provider.stream({**BODY, "stream": True}))
+    assert info.value.code == "upstream_malformed"
