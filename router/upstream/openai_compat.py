@@ -162,10 +162,11 @@ class OpenAICompatProvider:
 
 
 async def _read_body(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
-    """Up to ``limit`` bytes of the response body, and whether that is all of it.
+    """The response body and True, or its first ``limit`` bytes and False.
 
     A body with a Content-Length within the limit is read in one call; any other is read as it
-    arrives and abandoned past the limit, so an endless body costs at most ``limit`` of memory.
+    arrives and abandoned past the limit, so an endless body costs a few times ``limit`` of memory
+    at most (the pieces, their join, the cut) while it is read, and nothing after.
     """
     declared = response.content_length
     if declared is not None and declared <= limit:
