@@ -304,3 +304,18 @@ async def test_a_stream_that_ends_inside_an_oversized_event_is_an_upstream_error
     with pytest.raises(UpstreamError) as info:
         await collect(provider.stream({**BODY, "stream": True}))
     assert info.value.code == "upstream_malformed"
+
+
+async def test_an_anthropic_backend_has_the_same_caps(upstream: Any) -> None:
+    sent: list[int] = []
+    _, provider = await upstream(endless_handler("application/json", b'{"content": [', FILLER, sent),
+                                 kind="anthropic", max_response_bytes=1024 * 1024)
+    with pytest.raises(UpstreamError, match=r"max_response_bytes \(1048576 bytes\)") as info:
+        await provider.complete(BODY)
+    assert info.value.code == "upstream_malformed"
+    _, streaming = await upstream(endless_handler("text/event-stream", b'event: message_start\ndata: {"type": "', FILLER, sent),
+                                  kind="anthropic", max_event_bytes=1024 * 1024)
+    with pytest.raises(UpstreamError, match=r"max_event_bytes \(1048576 bytes\)") as info:
+        await collect(streaming.stream({**BODY, "stream": True}))
+    assert info.value.code == "upstream_malformed"
+    assert sum(sent) < 64 * 1024 * 1024
