@@ -47,6 +47,9 @@ _NUMBER_RUNS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
 #: each run costs a few regex searches in Python, and an 8 MiB prompt of number-like strings held
 #: the event loop for seconds.
 _MAX_DIGIT_RUNS = 1024
+#: Messages read per request, the most recent ones: a request with more is taken to hold personal data
+#: ("unverified") rather than scanned, as 130k tiny number-like messages held the event loop for seconds.
+_MAX_READ_MESSAGES = 2048
 #: The kind of personal data reported for a text too full of numbers to read (see _MAX_DIGIT_RUNS).
 _UNVERIFIED = "unverified"
 #: Characters read around a run of digits, enough for a PII regex to see its whole match and context.
@@ -236,12 +239,17 @@ class Classifier:
         first_read = len(messages) - self._max_messages
         model = self.model
         model_parts: list[tuple[np.ndarray, int]] = []
+        unread = len(messages) - _MAX_READ_MESSAGES  # messages before this one are only counted
         for i, message in enumerate(messages):
             if not isinstance(message, dict):
                 continue
             text, n_images, calls = _read(message)
             role = message.get("role")
             images += n_images
+            if i < unread:
+                pii.add(_UNVERIFIED)
+                size += sum(map(_utf8_size, calls), _utf8_size(text))
+                continue
             if calls or role == "tool" or role == "function":
                 has_tools = True
                 call_text = self._text("\n".join(calls), cues=False)

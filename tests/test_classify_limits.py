@@ -46,3 +46,13 @@ def test_the_cap_is_per_text_and_other_detectors_still_run(classifier: Classifie
     assert classifier.classify([{"role": "user", "content": crowded}]).pii == ("email", "unverified")
     messages = [{"role": "user", "content": numbers(_MAX_DIGIT_RUNS // 2)} for _ in range(4)]
     assert classifier.classify(messages).pii == ()
+
+
+def test_a_request_of_more_messages_than_are_read_fails_closed_and_still_counts_its_size(classifier: Classifier) -> None:
+    from router.classify import _MAX_READ_MESSAGES
+
+    many = [{"role": "user", "content": f"card {not_luhn(400_000_000_000_000 + 7 * i)}"} for i in range(_MAX_READ_MESSAGES + 1)]
+    features = classifier.classify(many)
+    assert features.pii == ("unverified",)
+    assert features.input_tokens > classifier.classify(many[1:]).input_tokens
+    assert classifier.classify(many[1:]).pii == ()  # exactly the cap: every message read
