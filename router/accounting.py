@@ -59,7 +59,7 @@ class Accountant:
                 if self.config.policy.stickiness.enabled:
                     self.state.sticky.remember(trace.body["messages"], trace.client.tenant, candidate.tier)
         if trace.reservation is not None:
-            self.state.budgets.settle(trace.reservation, trace.cost)
+            self.state.settle(trace.reservation, trace.cost)
             trace.reservation = None
         self._record_metrics(trace, now)
         usage = trace.usage

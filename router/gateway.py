@@ -28,6 +28,8 @@ from router.upstream.base import Provider
 log = logging.getLogger("router.gateway")
 
 _CONFIG_SUFFIXES = (".yaml", ".yml")
+#: Set by ``serve --workers N`` for its workers: N processes share this machine's budgets.
+WORKERS_ENV = "LLM_ROUTER_WORKERS"
 #: How often a worker publishes its metrics when several share them (a scrape also publishes its own).
 _PUBLISH_SECONDS = 1.0
 
@@ -43,7 +45,10 @@ class Gateway:
         self.path = path
         self._environ = os.environ if environ is None else environ
         self._retiring: set[asyncio.Task[None]] = set()
-        self.state = PolicyState(config, on_breaker=lambda backend, state: self.metrics.breaker_state(backend, state))
+        workers = int(self._environ.get(WORKERS_ENV) or 1)
+        self.state = PolicyState(
+            config, on_breaker=lambda backend, state: self.metrics.breaker_state(backend, state), workers=workers
+        )
         self._scraper: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._health_checks: list[asyncio.Task[None]] = []

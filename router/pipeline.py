@@ -19,7 +19,7 @@ from router.auth import ClientKey, KeyRing
 from router.budget import Exceeded, Reservation
 from router.classify import Classifier, Features
 from router.config import AUTO_MODEL, FailureKind, GatewayConfig
-from router.cost import completion_chars, cost_usd
+from router.cost import completion_chars, cost_usd, reserved_output_tokens
 from router.errors import (
     GatewayError,
     ModelNotFoundError,
@@ -42,6 +42,7 @@ from router.rules import (
     compile_rules,
     match_rules,
 )
+from router.shared import StateUnavailableError
 from router.state import PolicyState
 from router.trace import Route, Trace
 from router.upstream.base import CONTEXT_LENGTH_CODE, Batch, Chunk, Completion, Provider
@@ -146,7 +147,7 @@ class Pipeline:
             log.exception("classifier failed; treating the request as sensitive")
             return _fail_safe_features(messages)
 
-    def explain(self, route: Route, client: ClientKey) -> dict[str, Any]:
+    def explain(self, route: Route, client: ClientKey, body: dict[str, Any]) -> dict[str, Any]:
         """The ``/v1/router/decide`` answer: the route plus the state each planned backend is in."""
         plan = route.plan
         first = plan.candidates[0] if plan.candidates else None
@@ -161,7 +162,7 @@ class Pipeline:
                     "breaker": state.breaker.snapshot(),
                     "load": state.load.snapshot(),
                     "capacity": state.capacity.snapshot() if state.capacity else None,
-                    "estimated_cost_usd": round(self._estimate(route, c), 8),
+                    "estimated_cost_usd": round(self._estimate(body, route, c), 8),
                 }
             )
         return {
@@ -253,7 +254,10 @@ class Pipeline:
                 skipped = skipped or "breaker_open"
                 last_error = last_error or ServiceUnavailableError(f"Backend {candidate.backend!r} is unavailable (circuit open).")
                 continue
-            if not self._reserve(trace, candidate):
+            held = self._reserve(trace, candidate)
+            if held is None:  # this process's share of a shared budget must grow first
+                held = await self._acquire_shared(trace)
+            if not held:
                 skipped = skipped or "budget"
                 continue
             if previous is not None or skipped is not None:
@@ -338,23 +342,44 @@ class Pipeline:
 
     # -- budgets and accounting --------------------------------------------------------------------
 
-    def _estimate(self, route: Route, candidate: Candidate) -> float:
-        output = self.config.policy.budgets.expected_output_tokens
-        return cost_usd(candidate.config.price, route.features.input_tokens, output)
+    def _estimate(self, body: dict[str, Any], route: Route, candidate: Candidate) -> float:
+        """The most this request can cost on ``candidate``, as far as its body bounds it (see ``reserved_output_tokens``)."""
+        unbounded = self.config.policy.budgets.expected_output_tokens
+        inputs = route.features.input_tokens
+        output = reserved_output_tokens(body, inputs, candidate.config.context_window, unbounded)
+        return cost_usd(candidate.config.price, inputs, output)
 
-    def _reserve(self, trace: Trace, candidate: Candidate) -> bool:
-        """Hold the estimated cost of a call to ``candidate`` in every budget that applies."""
+    def _reserve(self, trace: Trace, candidate: Candidate) -> bool | None:
+        """Hold the estimated cost of a call to ``candidate`` in every budget that applies; None when
+        a shared budget must trade with its store first (``_acquire_shared``)."""
         self._release(trace)
-        budgets = self.config.policy.budgets
-        output = trace.body.get("max_completion_tokens") or trace.body.get("max_tokens") or budgets.expected_output_tokens
-        estimate = cost_usd(candidate.config.price, trace.route.features.input_tokens, output)
+        estimate = self._estimate(trace.body, trace.route, candidate)
         result = self.state.budgets.reserve(tenant=trace.client.tenant, key=trace.client.name, estimate_usd=estimate)
         if isinstance(result, Reservation):
             trace.reservation = result
+            shared = self.state.shared_budgets
+            return True if shared is None or shared.hold(result, self.state.budgets) else None
+        return self._over_budget(trace, result)
+
+    async def _acquire_shared(self, trace: Trace) -> bool:
+        reservation = trace.reservation
+        shared = self.state.shared_budgets
+        assert reservation is not None and shared is not None
+        try:
+            exceeded = await shared.acquire(reservation, self.state.budgets)
+        except StateUnavailableError:
+            raise self._final(trace, ServiceUnavailableError(
+                "The shared budget state is unavailable and this gateway refuses budgeted requests until it is back "
+                "(state.on_failure: closed).", code="state_backend_unavailable")) from None
+        if exceeded is None:
             return True
-        if result.action == "reject" or not trace.route.plan.allow_downgrade:
-            raise self._final(trace, _budget_exceeded(result))
-        trace.budget_exceeded = result
+        self._release(trace)
+        return self._over_budget(trace, exceeded)
+
+    def _over_budget(self, trace: Trace, exceeded: Exceeded) -> bool:
+        if exceeded.action == "reject" or not trace.route.plan.allow_downgrade:
+            raise self._final(trace, _budget_exceeded(exceeded))
+        trace.budget_exceeded = exceeded
         return False
 
     def _budget_error(self, trace: Trace) -> GatewayError | None:
@@ -362,7 +387,7 @@ class Pipeline:
 
     def _release(self, trace: Trace) -> None:
         if trace.reservation is not None:
-            self.state.budgets.settle(trace.reservation, 0.0)
+            self.state.settle(trace.reservation, 0.0)
             trace.reservation = None
 
 

@@ -16,12 +16,15 @@ from dataclasses import dataclass
 import aiohttp
 
 from router.breaker import BreakerState, CircuitBreaker
-from router.budget import BudgetLimit, Budgets
+from router.budget import BudgetLimit, Budgets, Reservation
 from router.capacity import CapacityGauge
 from router.config import BackendConfig, BreakerConfig, GatewayConfig
 from router.latency import BackendLoad
 from router.ledger import Ledger
 from router.retry import RetryBudget
+from router.shared import StateUnavailableError
+from router.shared.escrow import SharedBudgets
+from router.shared.sqlite import SqliteStore
 from router.sticky import StickyStore
 
 log = logging.getLogger("router.state")
@@ -48,7 +51,7 @@ class BackendState:
 
 
 class PolicyState:
-    def __init__(self, config: GatewayConfig, *, on_breaker: BreakerListener | None = None) -> None:
+    def __init__(self, config: GatewayConfig, *, on_breaker: BreakerListener | None = None, workers: int = 1) -> None:
         self._on_breaker = on_breaker
         self.backends: dict[str, BackendState] = {}
         retries = config.policy.retries
@@ -62,6 +65,10 @@ class PolicyState:
         self.ledger = Ledger(path) if path else None
         if self.ledger is not None:
             self._load_spend()
+        #: Budgets shared with the other workers of this machine through the ledger file (None: this process only).
+        self.shared_budgets: SharedBudgets | None = None
+        if workers > 1 and self.ledger is not None and path != ":memory:":
+            self.shared_budgets = SharedBudgets(SqliteStore(self.ledger.path), on_failure=config.state.on_failure)
         self._pollers: dict[str, asyncio.Task[None]] = {}
         self.reconfigure(config)
 
@@ -93,6 +100,12 @@ class PolicyState:
         if (retries.budget_ratio, retries.budget_min_per_second) != self._retry_settings:
             self._retry_settings = (retries.budget_ratio, retries.budget_min_per_second)
             self.retry_budget = RetryBudget(ratio=retries.budget_ratio, min_per_second=retries.budget_min_per_second)
+
+    def settle(self, reservation: Reservation, actual_usd: float) -> None:
+        """Settle a request's budget reservation here and in the shared store's escrow."""
+        self.budgets.settle(reservation, actual_usd)
+        if reservation.shared is not None and self.shared_budgets is not None:
+            self.shared_budgets.settle(reservation, actual_usd)
 
     def _breaker(self, name: str, c: BreakerConfig) -> CircuitBreaker:
         listener = self._on_breaker
@@ -137,7 +150,7 @@ class PolicyState:
         """(Re)start capacity scrapers for the backends that have one configured."""
         wanted = {name: s.capacity for name, s in self.backends.items() if s.capacity is not None}
         for name, task in list(self._pollers.items()):
-            if name != "__ledger__" and (name not in wanted or task.get_name() != str(id(wanted[name]))):
+            if name not in ("__ledger__", "__escrow__") and (name not in wanted or task.get_name() != str(id(wanted[name]))):
                 task.cancel()
                 del self._pollers[name]
         for name, gauge in wanted.items():
@@ -145,6 +158,8 @@ class PolicyState:
                 self._pollers[name] = asyncio.create_task(gauge.poll(session), name=str(id(gauge)))
         if self.ledger is not None and "__ledger__" not in self._pollers:
             self._pollers["__ledger__"] = asyncio.create_task(self.sync_budgets(), name="__ledger__")
+        if self.shared_budgets is not None and "__escrow__" not in self._pollers:
+            self._pollers["__escrow__"] = asyncio.create_task(self.shared_budgets.run(), name="__escrow__")
 
     async def aclose(self) -> None:
         for task in self._pollers.values():
@@ -152,6 +167,11 @@ class PolicyState:
         for task in self._pollers.values():
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.shared_budgets is not None:
+            try:
+                await self.shared_budgets.aclose()
+            except StateUnavailableError as exc:
+                log.error("could not hand back budget shares at shutdown: %s", exc)
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
 
