@@ -47,7 +47,10 @@ class Gateway:
         self._retiring: set[asyncio.Task[None]] = set()
         workers = int(self._environ.get(WORKERS_ENV) or 1)
         self.state = PolicyState(
-            config, on_breaker=lambda backend, state: self.metrics.breaker_state(backend, state), workers=workers
+            config,
+            on_breaker=lambda backend, state: self.metrics.breaker_state(backend, state),
+            on_state=lambda up: self.metrics.state_backend(up),
+            workers=workers,
         )
         self._scraper: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -55,6 +58,8 @@ class Gateway:
         self._publisher: asyncio.Task[None] | None = None
         keyring = KeyRing.from_config(config.auth, self._environ)
         self.metrics = Metrics(**_label_sets(config, keyring), version=config.digest)
+        if self.state.store is not None:
+            self.metrics.state_backend(True)
         self.pipeline = self._build(config, {}, keyring)
         self.reloads = {"success": 0, "failure": 0}
         self.last_reload_error: str | None = None

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from router import ratelimit
 from router.accounting import Accountant
 from router.auth import ClientKey, KeyRing
 from router.budget import Exceeded, Reservation
@@ -114,7 +115,11 @@ class Pipeline:
 
     # -- classify -> rules -> policy -------------------------------------------------------------
 
-    def route(self, body: dict[str, Any], client: ClientKey, headers: Mapping[str, str]) -> Route:
+    def route(
+        self, body: dict[str, Any], client: ClientKey, headers: Mapping[str, str], shared_sticky: str | None = None
+    ) -> Route:
+        """Classify, match the rules and plan. ``shared_sticky``: the conversation's tier as Redis
+        knows it (``PolicyState.sticky_tier``), when the state is shared."""
         model = body["model"]
         if model != AUTO_MODEL and model not in self.config.aliases and model not in self._forced:
             raise ModelNotFoundError(
@@ -130,7 +135,7 @@ class Pipeline:
             decision = match_rules(features, ctx, self.rules)
         sticky = None
         if self.config.policy.stickiness.enabled and len(messages) >= 3:
-            sticky = self.state.sticky.tier_of(messages, client.tenant)
+            sticky = shared_sticky if self.state.store is not None else self.state.sticky.tier_of(messages, client.tenant)
         plan = self.planner.plan(
             decision,
             features,
@@ -238,6 +243,8 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + retries.deadline_seconds
         self.state.retry_budget.record_request()
+        if self.state.rate_limits:
+            await self._admit(trace)
         last_error: GatewayError | None = None
         previous: Candidate | None = None
         skipped: str | None = None
@@ -381,6 +388,30 @@ class Pipeline:
             raise self._final(trace, _budget_exceeded(exceeded))
         trace.budget_exceeded = exceeded
         return False
+
+    async def _admit(self, trace: Trace) -> None:
+        """Take this request from the rate limits that apply to its caller, or refuse it (429 with retry-after)."""
+        first = trace.route.plan.candidates[0] if trace.route.plan.candidates else None
+        tokens = trace.route.features.input_tokens
+        if first is not None:
+            unbounded = self.config.policy.budgets.expected_output_tokens
+            tokens += reserved_output_tokens(trace.body, tokens, first.config.context_window, unbounded)
+        try:
+            taken = await self.state.take_rate(trace.client.tenant, trace.client.name, tokens)
+        except StateUnavailableError:
+            raise self._final(trace, ServiceUnavailableError(
+                "The shared rate-limit state is unavailable and this gateway refuses rate-limited requests until "
+                "it is back (state.on_failure: closed).", code="state_backend_unavailable")) from None
+        if taken is None:
+            return
+        bucket_state, take = taken
+        buckets = bucket_state[0]
+        trace.rate_headers = ratelimit.headers(buckets, take)
+        if not take.admitted:
+            error = RateLimitError(ratelimit.refused(buckets, take), code="rate_limit_exceeded")
+            error.retryable = True
+            raise self._final(trace, error)
+        trace.rate = bucket_state
 
     def _budget_error(self, trace: Trace) -> GatewayError | None:
         return _budget_exceeded(trace.budget_exceeded) if trace.budget_exceeded is not None else None

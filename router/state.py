@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -22,10 +23,12 @@ from router.config import BackendConfig, BreakerConfig, GatewayConfig
 from router.latency import BackendLoad
 from router.ledger import Ledger
 from router.retry import RetryBudget
+from router.ratelimit import LocalBuckets, RateLimits, Take, costs
 from router.shared import StateUnavailableError
 from router.shared.escrow import SharedBudgets
+from router.shared.redis import RedisStore
 from router.shared.sqlite import SqliteStore
-from router.sticky import StickyStore
+from router.sticky import StickyStore, conversation_digest
 
 log = logging.getLogger("router.state")
 
@@ -51,7 +54,14 @@ class BackendState:
 
 
 class PolicyState:
-    def __init__(self, config: GatewayConfig, *, on_breaker: BreakerListener | None = None, workers: int = 1) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        on_breaker: BreakerListener | None = None,
+        on_state: Callable[[bool], None] | None = None,
+        workers: int = 1,
+    ) -> None:
         self._on_breaker = on_breaker
         self.backends: dict[str, BackendState] = {}
         retries = config.policy.retries
@@ -65,10 +75,22 @@ class PolicyState:
         self.ledger = Ledger(path) if path else None
         if self.ledger is not None:
             self._load_spend()
-        #: Budgets shared with the other workers of this machine through the ledger file (None: this process only).
+        self.on_failure = config.state.on_failure
+        #: Redis, when ``state.redis_url`` is set: budgets, rate limits and stickiness shared across replicas.
+        self.store: RedisStore | None = None
+        #: Budgets shared with other processes (None: this process only): through Redis, or with
+        #: ``serve --workers N`` through the ledger file.
         self.shared_budgets: SharedBudgets | None = None
-        if workers > 1 and self.ledger is not None and path != ":memory:":
-            self.shared_budgets = SharedBudgets(SqliteStore(self.ledger.path), on_failure=config.state.on_failure)
+        self._escrow_store: SqliteStore | None = None
+        if config.state.redis_url:
+            self.store = RedisStore(config.state, on_change=on_state)
+            self.shared_budgets = SharedBudgets(self.store, on_failure=self.on_failure)
+        elif workers > 1 and self.ledger is not None and path != ":memory:":
+            self._escrow_store = SqliteStore(self.ledger.path)
+            self.shared_budgets = SharedBudgets(self._escrow_store, on_failure=self.on_failure)
+        self.rate_limits = RateLimits(config.policy.rate_limits)
+        self.local_buckets = LocalBuckets()
+        self._background: set[asyncio.Task[None]] = set()
         self._pollers: dict[str, asyncio.Task[None]] = {}
         self.reconfigure(config)
 
@@ -96,6 +118,8 @@ class PolicyState:
             budgets = Budgets(limits)
             budgets.carry_over(self.budgets)  # spend and in-flight holds move over with the accounts
             self.budgets = budgets
+        if tuple(config.policy.rate_limits) != self.rate_limits.limits:
+            self.rate_limits = RateLimits(config.policy.rate_limits)
         retries = config.policy.retries
         if (retries.budget_ratio, retries.budget_min_per_second) != self._retry_settings:
             self._retry_settings = (retries.budget_ratio, retries.budget_min_per_second)
@@ -106,6 +130,61 @@ class PolicyState:
         self.budgets.settle(reservation, actual_usd)
         if reservation.shared is not None and self.shared_budgets is not None:
             self.shared_budgets.settle(reservation, actual_usd)
+
+    async def take_rate(self, tenant: str | None, key: str | None, tokens: int) -> tuple[Any, Take] | None:
+        """Take one request and ``tokens`` from every rate limit that applies (None: none applies).
+
+        Through Redis when configured and up; else (``on_failure: open``) from this process's
+        buckets. Raises ``StateUnavailableError`` when Redis is down and ``on_failure`` is ``closed``.
+        """
+        buckets = self.rate_limits.buckets(tenant, key)
+        if not buckets:
+            return None
+        amounts = costs(buckets, tokens)
+        store = self.store
+        if store is not None:
+            try:
+                return (buckets, tokens, store), await store.take(buckets, amounts)
+            except StateUnavailableError:
+                if self.on_failure == "closed":
+                    raise
+        return (buckets, tokens, self.local_buckets), self.local_buckets.take_now(buckets, amounts)
+
+    def settle_rate(self, taken: Any, actual_tokens: int) -> None:
+        """Give back (or take more of) the token buckets: the actual tokens against the estimate."""
+        buckets, estimate, where = taken
+        deltas = [0.0 if b.kind == "requests" else float(actual_tokens - estimate) for b in buckets]
+        if not any(deltas):
+            return
+        if where is self.local_buckets:
+            self.local_buckets.adjust_now(buckets, deltas)
+        else:
+            self._spawn(self._adjust(where, buckets, deltas))
+
+    async def _adjust(self, store: RedisStore, buckets: Any, deltas: list[float]) -> None:
+        with contextlib.suppress(StateUnavailableError):  # Redis down: the estimate stands
+            await store.adjust(buckets, deltas)
+
+    async def sticky_tier(self, messages: list[Any], tenant: str | None) -> str | None:
+        """The tier a conversation was escalated to, from Redis (any replica's), else from this process."""
+        if self.store is not None and len(messages) >= 3:
+            with contextlib.suppress(StateUnavailableError):
+                return await self.store.sticky_get(conversation_digest(messages[:-2], tenant))
+        return self.sticky.tier_of(messages, tenant)
+
+    def remember_sticky(self, messages: list[Any], tenant: str | None, tier: str, ttl_seconds: float) -> None:
+        self.sticky.remember(messages, tenant, tier)
+        if self.store is not None:
+            self._spawn(self._remember_shared(self.store, conversation_digest(messages, tenant), tier, ttl_seconds))
+
+    async def _remember_shared(self, store: RedisStore, digest: bytes, tier: str, ttl_seconds: float) -> None:
+        with contextlib.suppress(StateUnavailableError):
+            await store.sticky_set(digest, tier, ttl_seconds)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _breaker(self, name: str, c: BreakerConfig) -> CircuitBreaker:
         listener = self._on_breaker
@@ -168,10 +247,12 @@ class PolicyState:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.shared_budgets is not None:
-            try:
-                await self.shared_budgets.aclose()
-            except StateUnavailableError as exc:
-                log.error("could not hand back budget shares at shutdown: %s", exc)
+            await self.shared_budgets.aclose()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        for store in (self.store, self._escrow_store):
+            if store is not None:
+                await store.aclose()
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
 

@@ -69,6 +69,10 @@ class Trace:
     usage: Usage | None = None
     cost: float = 0.0
     finished: bool = False
+    #: The rate-limit buckets this request took from (``PolicyState.take_rate``), settled at the end.
+    rate: Any = None
+    #: OpenAI's ``x-ratelimit-*`` headers for a rate-limited caller.
+    rate_headers: dict[str, str] | None = None
 
     def headers(self) -> dict[str, str]:
         candidate = self.served or (self.route.plan.candidates[0] if self.route.plan.candidates else None)
@@ -81,4 +85,6 @@ class Trace:
             headers["x-router-downgraded"] = self.downgraded
         if self.rerouted is not None:
             headers["x-router-rerouted"] = self.rerouted
+        if self.rate_headers is not None:
+            headers.update(self.rate_headers)
         return headers

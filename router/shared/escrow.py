@@ -159,11 +159,8 @@ class SharedBudgets:
                     self._plans.clear()
 
     async def aclose(self) -> None:
-        """Hand everything back and move what was settled into the store, then close it."""
-        try:
-            await self.sync()
-        finally:
-            await self.store.aclose()
+        """Hand everything back and move what was settled into the store (whose owner closes it)."""
+        await self.sync()
 
     async def _trade(self, windows: list[_Window], want: float) -> None:
         trades = [Exchange(w.key, w.limit, w.seed, w.settled, w.held, want, w.expires_at) for w in windows]
@@ -176,13 +173,9 @@ class SharedBudgets:
         self._mark(True)
 
     def _mark(self, up: bool) -> None:
-        if up != self.up:
+        if up != self.up:  # the store logs the transition itself
             self.up = up
-            if up:
-                log.warning("shared budget store is reachable again; spend settled meanwhile was moved into it")
-            else:
-                log.error("shared budget store is unreachable; %s", "serving with this process's budgets" if
-                          self.on_failure == "open" else "refusing requests a budget applies to until it is back")
+            log.info("shared budgets: store %s", "up: spend settled meanwhile moved into it" if up else "down")
 
     def _windows_for(self, reservation: Reservation, budgets: Budgets) -> tuple[_Window, ...]:
         accounts = reservation.accounts

@@ -10,12 +10,15 @@ second of its spend) is missing from the budget, though not from the ledger.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
 from router.shared import Exchange, Grant, StateUnavailableError
+
+log = logging.getLogger("router.shared")
 
 #: Seconds after its last trade at which a worker counts as gone (it trades every second while it holds shares).
 STALE_SECONDS = 15.0
@@ -48,6 +51,7 @@ class SqliteStore:
         try:
             return await asyncio.to_thread(self._exchange, worker, trades, fraction)
         except sqlite3.Error as exc:
+            log.error("budget store %s: %s", self.path, exc)
             raise StateUnavailableError(f"budget store {self.path}: {exc}") from exc
 
     async def aclose(self) -> None:

@@ -1,0 +1,166 @@
+"""Fleet mode: several ``llm-router serve`` replicas sharing budgets and rate limits through a real redis-server.
+
+Each replica has its own SQLite ledger, as on separate machines; only Redis is shared. The
+client is the openai SDK; requests alternate between the replicas as a load balancer would send them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from router.simulator import SimProfile, create_simulator_app
+from tests.e2e.conftest import CLIENT_KEY, ENV, UPSTREAM_KEY, write_config
+from tests.e2e.processes import Process, RedisServer, gateway_process, redis_server
+from tests.servers import serve
+
+ASK = [{"role": "user", "content": "What are your opening hours on Saturday?"}]
+FLAGSHIP_PRICE = (2.0, 8.0)
+
+
+@pytest.fixture(scope="module")
+def upstreams() -> Iterator[tuple[str, str]]:
+    mid = create_simulator_app(SimProfile(name="mid", model="sim-mid-7b", ttft=0.2, token_interval=0.0))
+    flagship = create_simulator_app(SimProfile(name="flagship", model="sim-flagship", ttft=0.2, token_interval=0.0,
+                                               context_window=200000, api_key=UPSTREAM_KEY))
+    with serve(mid) as mid_url, serve(flagship) as flagship_url:
+        yield mid_url, flagship_url
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    with redis_server(tmp_path) as server:
+        yield server
+
+
+def replicas(tmp_path: Path, upstreams: tuple[str, str], redis_url: str, policy: str, count: int = 2,
+             on_failure: str = "open") -> tuple[ExitStack, list[Process]]:
+    """``count`` replicas, each in its own directory with its own ledger, sharing ``redis_url``."""
+    stack = ExitStack()
+    processes = []
+    for i in range(count):
+        home = tmp_path / f"replica{i}"
+        home.mkdir()
+        config = home / "router.yaml"
+        write_config(config, *upstreams, policy=policy)
+        config.write_text(config.read_text() + f"state: {{redis_url: {redis_url}, on_failure: {on_failure}}}\n")
+        processes.append(stack.enter_context(gateway_process(config, ENV)))
+    return stack, processes
+
+
+async def spread(urls: list[str], requests: int, **extra: object) -> list[openai.APIStatusError | float]:
+    """``requests`` at once, round-robin over ``urls``; each outcome is the answer's cost or the SDK's error."""
+    clients = [openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0, timeout=60) for url in urls]
+    rotation = itertools.cycle(clients)
+
+    async def one(client: openai.AsyncOpenAI) -> openai.APIStatusError | float:
+        try:
+            raw = await client.chat.completions.with_raw_response.create(model="flagship", messages=ASK, **extra)  # type: ignore[arg-type]
+        except openai.APIStatusError as exc:
+            return exc
+        return float(raw.headers["x-router-cost-usd"])
+
+    try:
+        return await asyncio.gather(*(one(next(rotation)) for _ in range(requests)))
+    finally:
+        for client in clients:
+            await client.close()
+
+
+def test_a_budget_hammered_through_two_replicas_is_not_overrun(tmp_path: Path, upstreams: tuple[str, str],
+                                                               redis: RedisServer) -> None:
+    """Before: each replica enforced the budget alone ($1.94 served against $1.00 in the issue)."""
+    budget = 0.05
+    policy = f"  budgets:\n    limits:\n      - {{scope: tenant, name: acme, daily_usd: {budget}, action: reject}}\n"
+    stack, gateways = replicas(tmp_path, upstreams, redis.url, policy)
+    with stack:
+        outcomes = asyncio.run(spread([g.url for g in gateways], 200, max_tokens=64))
+    costs = [o for o in outcomes if isinstance(o, float)]
+    refused = [o for o in outcomes if not isinstance(o, float)]
+    assert costs and refused
+    assert all(e.status_code == 429 and e.code == "budget_exceeded" for e in refused)
+    one_estimate = (40 * FLAGSHIP_PRICE[0] + 64 * FLAGSHIP_PRICE[1]) / 1e6
+    assert sum(costs) <= budget + one_estimate, f"${sum(costs):.4f} served against ${budget}"
+    assert sum(costs) > budget / 2  # the shares were not left stranded
+
+
+def test_a_30_per_minute_limit_is_exact_across_replicas(tmp_path: Path, upstreams: tuple[str, str],
+                                                        redis: RedisServer) -> None:
+    policy = "  rate_limits:\n    - {scope: tenant, name: acme, rpm: 30}\n"
+    stack, gateways = replicas(tmp_path, upstreams, redis.url, policy)
+    urls = [g.url for g in gateways]
+
+    async def send_all() -> list[httpx.Response]:  # at once: a minute's refill must not blur the count
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(*(
+                client.post(f"{urls[i % 2]}/v1/chat/completions", headers={"authorization": f"Bearer {CLIENT_KEY}"},
+                            json={"model": "mid", "messages": ASK, "max_tokens": 8})
+                for i in range(60)
+            ))
+
+    with stack:
+        answers = asyncio.run(send_all())
+    served = [a for a in answers if a.status_code == 200]
+    refused = [a for a in answers if a.status_code != 200]
+    assert 29 <= len(served) <= 31
+    assert {a.status_code for a in refused} == {429}
+    for answer in refused:
+        assert answer.json()["error"]["code"] == "rate_limit_exceeded"
+        assert int(answer.headers["retry-after"]) >= 1
+    for answer in answers:  # OpenAI's headers on every answer of the limited tenant
+        assert answer.headers["x-ratelimit-limit-requests"] == "30"
+        assert int(answer.headers["x-ratelimit-remaining-requests"]) >= 0
+        assert answer.headers["x-ratelimit-reset-requests"].endswith("s")
+    assert min(int(a.headers["x-ratelimit-remaining-requests"]) for a in served) == 0
+    assert max(int(a.headers["x-ratelimit-remaining-requests"]) for a in served) == 29
+    assert {a.headers["x-ratelimit-remaining-requests"] for a in refused} == {"0"}
+
+
+def test_redis_killed_mid_traffic_gives_no_5xx_in_open_mode(tmp_path: Path, upstreams: tuple[str, str],
+                                                            redis: RedisServer) -> None:
+    policy = ("  budgets:\n    limits:\n      - {scope: tenant, name: acme, daily_usd: 100, action: reject}\n"
+              "  rate_limits:\n    - {scope: tenant, name: acme, rpm: 100000}\n")
+    stack, gateways = replicas(tmp_path, upstreams, redis.url, policy)
+    urls = [g.url for g in gateways]
+    with stack:
+        before = asyncio.run(spread(urls, 20, max_tokens=8))
+        redis.stop()
+        during = asyncio.run(spread(urls, 40, max_tokens=8))
+        gauges = [_gauge(url, "llm_router_state_backend_up") for url in urls]
+        redis.start()
+        time.sleep(2.5)  # the probe notices within a second; the escrow trades again the next second
+        after = asyncio.run(spread(urls, 20, max_tokens=8))
+        gauges_after = [_gauge(url, "llm_router_state_backend_up") for url in urls]
+        logs = [g.tail() for g in gateways]
+    for outcome in (*before, *during, *after):
+        assert isinstance(outcome, float), outcome
+    assert gauges == [0.0, 0.0] and gauges_after == [1.0, 1.0]
+    for log in logs:
+        assert log.count("Redis is unreachable") == 1 and log.count("Redis is reachable again") == 1
+
+
+def test_closed_mode_refuses_budgeted_requests_while_redis_is_down(tmp_path: Path, upstreams: tuple[str, str],
+                                                                   redis: RedisServer) -> None:
+    policy = "  budgets:\n    limits:\n      - {scope: tenant, name: acme, daily_usd: 100, action: reject}\n"
+    stack, gateways = replicas(tmp_path, upstreams, redis.url, policy, count=1, on_failure="closed")
+    with stack:
+        redis.stop()
+        time.sleep(1.5)  # the replica's once-a-second trade notices, and hands nothing out any more
+        outcomes = asyncio.run(spread([gateways[0].url], 5, max_tokens=8))
+    statuses = {o.status_code for o in outcomes if not isinstance(o, float)}
+    assert statuses == {503}, outcomes
+
+
+def _gauge(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not exported by {url}")
