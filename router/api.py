@@ -319,6 +319,9 @@ async def metrics(request: Request) -> Response:
         scope, _, name = budget["scope"].partition(":")
         gateway.metrics.budget(scope, name or None, budget["period"], remaining_usd=budget["remaining_usd"],
                                limit_usd=budget["limit_usd"])
+    buffered = getattr(gateway.state.ledger, "buffered", None)  # the PostgreSQL ledger's backlog
+    if buffered is not None:
+        gateway.metrics.ledger_buffered(buffered)
     body, content_type = gateway.metrics.render()
     return Response(body, media_type=content_type)
 

@@ -272,6 +272,17 @@ class StickinessConfig(_Model):
 class LedgerConfig(_Model):
     #: SQLite file of per-request spend (relative paths are relative to the working directory); None disables it.
     path: str | None = "llm-router-spend.sqlite3"
+    #: ``postgresql://user:pass@host/db``: one ledger for every replica, instead of ``path``.
+    url: str = ""
+    #: Rows kept in memory while PostgreSQL is unreachable; beyond it the oldest are dropped (and counted).
+    buffer_rows: int = Field(default=100_000, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_scheme(cls, value: str) -> str:
+        if value and not re.match(r"^postgres(ql)?://", value):
+            raise ValueError("must be a postgresql:// URL")  # no echo: it may hold a password
+        return value
 
 
 class PolicyConfig(_Model):

@@ -221,6 +221,8 @@ class Metrics:
                                    ["scope", "name", "period"], multiprocess_mode="mostrecent", registry=r)
         self._state_up = Gauge("llm_router_state_backend_up", "1 while the shared state (Redis) answers, 0 while it does "
                                "not; absent without Redis.", multiprocess_mode="livemin", registry=r)
+        self._ledger_buffered = Gauge("llm_router_ledger_buffered_rows", "Spend rows recorded and not yet written to "
+                                      "the PostgreSQL ledger.", multiprocess_mode="livesum", registry=r)
         self._reloads = Counter("llm_router_config_reloads_total", "Config reload attempts, by result.", ["result"],
                                 registry=r)
         self._reload_ok = Gauge("llm_router_config_last_reload_successful", "1 if the last config reload succeeded.",
@@ -411,6 +413,9 @@ class Metrics:
     def state_backend(self, up: bool) -> None:
         """Fits ``PolicyState(on_state=...)``: the shared state store went up or down."""
         self._state_up.set(1 if up else 0)
+
+    def ledger_buffered(self, rows: int) -> None:
+        self._ledger_buffered.set(rows)
 
     def config_reload(self, ok: bool) -> None:
         """A reload attempt; on success also call ``configure`` with the new config."""

@@ -22,6 +22,7 @@ from router.capacity import CapacityGauge
 from router.config import BackendConfig, BreakerConfig, GatewayConfig
 from router.latency import BackendLoad
 from router.ledger import Ledger
+from router.ledger_pg import PostgresLedger
 from router.retry import RetryBudget
 from router.ratelimit import LocalBuckets, RateLimits, Take, costs
 from router.shared import StateUnavailableError
@@ -71,8 +72,13 @@ class PolicyState:
         self.budgets = Budgets(self._limits)
         sticky = config.policy.stickiness
         self.sticky = StickyStore(ttl_seconds=sticky.ttl_seconds, max_conversations=sticky.max_conversations)
-        path = config.policy.ledger.path
-        self.ledger = Ledger(path) if path else None
+        ledger = config.policy.ledger
+        path = ledger.path
+        self.ledger: Ledger | PostgresLedger | None = None
+        if ledger.url:
+            self.ledger = PostgresLedger(ledger.url, buffer_rows=ledger.buffer_rows)
+        elif path:
+            self.ledger = Ledger(path)
         if self.ledger is not None:
             self._load_spend()
         self.on_failure = config.state.on_failure
@@ -85,7 +91,7 @@ class PolicyState:
         if config.state.redis_url:
             self.store = RedisStore(config.state, on_change=on_state)
             self.shared_budgets = SharedBudgets(self.store, on_failure=self.on_failure)
-        elif workers > 1 and self.ledger is not None and path != ":memory:":
+        elif workers > 1 and isinstance(self.ledger, Ledger) and path != ":memory:":
             self._escrow_store = SqliteStore(self.ledger.path)
             self.shared_budgets = SharedBudgets(self._escrow_store, on_failure=self.on_failure)
         self.rate_limits = RateLimits(config.policy.rate_limits)
@@ -257,7 +263,7 @@ class PolicyState:
             await asyncio.to_thread(self.ledger.close)
 
 
-def _read_totals(ledger: Ledger, day: float, month: float) -> tuple[dict[tuple[str, str | None], float], ...]:
+def _read_totals(ledger: Ledger | PostgresLedger, day: float, month: float) -> tuple[dict[tuple[str, str | None], float], ...]:
     """Spend since the day's and the month's start, after this process's queued rows are written."""
     ledger.flush()
     return ledger.totals(day), ledger.totals(month)

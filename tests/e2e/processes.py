@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -152,30 +153,66 @@ def _quiet(check: object) -> bool:
         return False
 
 
-@contextmanager
-def postgres_server(tmp: Path) -> Iterator[str]:
-    """A throwaway PostgreSQL cluster (initdb in ``tmp``, trust auth on loopback); yields its URL."""
-    initdb = binary("initdb", "apt-get install postgresql")
-    pg_ctl = binary("pg_ctl", "apt-get install postgresql")
-    data = tmp / "pgdata"
-    port = free_port()
-    run_as: dict[str, object] = {}
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root: use an unprivileged account
-        import pwd
+@dataclass
+class Postgres:
+    url: str
+    home: Path
 
-        user = pwd.getpwnam("postgres") if _has_user("postgres") else pwd.getpwnam("nobody")
-        os.chown(tmp, user.pw_uid, user.pw_gid)
-        run_as = {"user": user.pw_uid, "group": user.pw_gid}
-    subprocess.run([initdb, "-D", str(data), "-U", "router", "-A", "trust", "--no-sync"], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **run_as)  # type: ignore[call-overload]
-    options = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run([pg_ctl, "-D", str(data), "-o", options, "-l", str(tmp / "pg.log"), "-w", "start"], check=True,
-                   stdout=subprocess.DEVNULL, **run_as)  # type: ignore[call-overload]
+    def stop(self) -> None:
+        pg_ctl(self.home, "stop")
+
+    def start(self) -> None:
+        pg_ctl(self.home, "start")
+
+
+@contextmanager
+def postgres_server() -> Iterator[Postgres]:
+    """A throwaway PostgreSQL cluster (initdb in a temp dir, trust auth on loopback, its own port).
+
+    Run as root (CI containers), the cluster belongs to the ``postgres`` (or ``nobody``) account,
+    since PostgreSQL refuses to run as root; its directory is outside pytest's private tmp for that.
+    """
+    initdb = binary("initdb", "apt-get install postgresql")
+    home = Path(tempfile.mkdtemp(prefix="llm-router-pg-"))
     try:
-        yield f"postgresql://router@127.0.0.1:{port}/postgres"
+        port = free_port()
+        (home / "port").write_text(str(port))
+        if os.geteuid() == 0:
+            os.chown(home, *_pg_user())
+        subprocess.run([initdb, "-D", str(home / "pgdata"), "-U", "router", "-A", "trust", "--no-sync"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **_run_as())  # type: ignore[call-overload]
+        server = Postgres(f"postgresql://router@127.0.0.1:{port}/postgres", home)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
     finally:
-        subprocess.run([pg_ctl, "-D", str(data), "-m", "immediate", "stop"], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, **run_as)  # type: ignore[call-overload]
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def pg_ctl(tmp: Path, action: str) -> None:
+    executable = binary("pg_ctl", "apt-get install postgresql")
+    port = (tmp / "port").read_text()
+    options = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off"
+    cmd = [executable, "-D", str(tmp / "pgdata"), "-w"]
+    cmd += ["-o", options, "-l", str(tmp / "pg.log"), "start"] if action == "start" else ["-m", "immediate", "stop"]
+    subprocess.run(cmd, check=action == "start", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   **_run_as())  # type: ignore[call-overload]
+
+
+def _pg_user() -> tuple[int, int]:
+    import pwd
+
+    user = pwd.getpwnam("postgres") if _has_user("postgres") else pwd.getpwnam("nobody")
+    return user.pw_uid, user.pw_gid
+
+
+def _run_as() -> dict[str, int]:
+    if os.geteuid() != 0:
+        return {}
+    uid, gid = _pg_user()
+    return {"user": uid, "group": gid}
 
 
 def _has_user(name: str) -> bool:

@@ -1,0 +1,226 @@
+"""Spend ledger in PostgreSQL (``policy.ledger.url: postgresql://...``): one ledger for a fleet of replicas.
+
+The same rows and the same reads as ``router.ledger.Ledger`` (SQLite), behind the same interface:
+``record`` (never waits), ``flush``, ``close``, ``spend``, ``totals``. One writer thread owns a
+connection and inserts what was recorded every ``_GATHER_SECONDS`` in one transaction
+(``ON CONFLICT DO NOTHING``: a row recorded twice is billed once). PostgreSQL down: rows stay in a
+bounded buffer (``buffer_rows``; beyond it the oldest are dropped and counted) and the writer
+retries every second; ``buffered`` is exported as ``llm_router_ledger_buffered_rows``.
+A replica killed with ``kill -9`` loses what was buffered: the last ``_GATHER_SECONDS`` of rows
+when PostgreSQL is up. The schema is created, or migrated, at start under an advisory lock, so
+replicas starting together do it once.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from router.ledger import GroupBy, LedgerRow, _COLUMNS, _values
+
+log = logging.getLogger("router.ledger")
+
+_GATHER_SECONDS = 0.2
+_RETRY_SECONDS = 1.0
+_LOCK_ID = 0x6C6C6D72  # pg_advisory_xact_lock key of schema migrations ("llmr")
+
+#: Schema versions, applied in order; each runs once per database.
+_MIGRATIONS = (
+    """
+    CREATE TABLE IF NOT EXISTS requests (
+        ts DOUBLE PRECISION NOT NULL,
+        request_id TEXT PRIMARY KEY,
+        tenant TEXT,
+        key TEXT,
+        backend TEXT NOT NULL,
+        tier TEXT NOT NULL,
+        model TEXT NOT NULL,
+        input_tokens BIGINT NOT NULL,
+        output_tokens BIGINT NOT NULL,
+        cost_usd DOUBLE PRECISION NOT NULL,
+        estimated BOOLEAN NOT NULL,
+        status INTEGER NOT NULL,
+        latency_ms DOUBLE PRECISION NOT NULL,
+        attempts INTEGER NOT NULL,
+        fallback TEXT
+    );
+    CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
+    """,
+)
+
+_DAY_SQL = "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+_GROUP_SQL: dict[str, str] = {
+    "tenant": "tenant", "key": "key", "backend": "backend", "tier": "tier", "model": "model", "status": "status",
+    "day": _DAY_SQL, "month": "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM')",
+}
+_INSERT = f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_COLUMNS))}) ON CONFLICT DO NOTHING"
+
+
+class PostgresLedger:
+    def __init__(self, url: str, *, buffer_rows: int = 100_000) -> None:
+        try:
+            import psycopg
+        except ImportError as exc:  # pragma: no cover - the extra is missing
+            raise RuntimeError("a postgresql:// ledger needs psycopg: pip install 'llm-router[fleet]'") from exc
+        self._psycopg = psycopg
+        self.url = url
+        self.path = "postgresql"  # never the URL: it may hold a password
+        self.stats = {"written": 0, "duplicates": 0, "dropped": 0, "commits": 0}
+        self._buffer: collections.deque[LedgerRow] = collections.deque()
+        self._limit = buffer_rows
+        self._cond = threading.Condition()
+        self._closed = False
+        self._recorded = 0  # rows recorded since start
+        self._done = 0  # rows committed or dropped since start
+        self._conn: Any = None
+        self._up = True
+        self._migrate()
+        self._thread = threading.Thread(target=self._run, name="llm-router-ledger-pg", daemon=True)
+        self._thread.start()
+
+    @property
+    def buffered(self) -> int:
+        """Rows recorded and not yet committed."""
+        return len(self._buffer)
+
+    def record(self, row: LedgerRow) -> None:
+        with self._cond:
+            if self._closed:
+                log.error("ledger is closed; spend not recorded: %r", row)
+                return
+            self._buffer.append(row)
+            self._recorded += 1
+            self._trim()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every row recorded so far is committed; False on timeout (e.g. PostgreSQL is down)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self._recorded
+            self._cond.notify_all()
+            while self._done < target:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._cond.wait(left if left is not None else 1.0)
+        return True
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        if self._conn is not None and not self._thread.is_alive():
+            self._conn.close()
+            self._conn = None
+        if self._buffer:
+            log.error("ledger: %d rows could not be written to PostgreSQL before shutdown", len(self._buffer))
+
+    def spend(self, *, since: float | None = None, group_by: Sequence[GroupBy] = ("tenant", "backend", "day")) -> list[dict[str, Any]]:
+        unknown = [g for g in group_by if g not in _GROUP_SQL]
+        if unknown:
+            raise ValueError(f"cannot group spend by {unknown}; choose from {sorted(_GROUP_SQL)}")
+        names = list(group_by)
+        exprs = [_GROUP_SQL[g] for g in names]
+        select = ", ".join([*exprs, "COUNT(*)", "SUM(input_tokens)", "SUM(output_tokens)", "SUM(cost_usd)"])
+        sql = f"SELECT {select} FROM requests WHERE ts >= %s"
+        if exprs:
+            sql += f" GROUP BY {', '.join(exprs)} ORDER BY {', '.join(exprs)}"
+        out = []
+        for row in self._query(sql, (float("-inf") if since is None else since,)):
+            requests, input_tokens, output_tokens, cost = row[len(names):]
+            if not requests:
+                continue
+            entry = dict(zip(names, row, strict=False))
+            entry.update(requests=requests, input_tokens=int(input_tokens), output_tokens=int(output_tokens), cost_usd=cost)
+            out.append(entry)
+        return out
+
+    def totals(self, since: float) -> dict[tuple[str, str | None], float]:
+        out: dict[tuple[str, str | None], float] = {("global", None): 0.0}
+        for tenant, key, cost in self._query(
+            "SELECT tenant, key, SUM(cost_usd) FROM requests WHERE ts >= %s GROUP BY tenant, key", (since,)
+        ):
+            out["global", None] += cost
+            if tenant is not None:
+                out["tenant", tenant] = out.get(("tenant", tenant), 0.0) + cost
+            if key is not None:
+                out["key", key] = out.get(("key", key), 0.0) + cost
+        return out
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._psycopg.connect(self.url, connect_timeout=5) as conn:
+            return list(conn.execute(sql, args))
+
+    def _migrate(self) -> None:
+        with self._psycopg.connect(self.url, connect_timeout=5) as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+            conn.execute("CREATE TABLE IF NOT EXISTS ledger_schema (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM ledger_schema").fetchone()
+            current = row[0] or 0 if row else 0
+            for version, sql in enumerate(_MIGRATIONS, start=1):
+                if version > current:
+                    conn.execute(sql)
+                    conn.execute("INSERT INTO ledger_schema VALUES (%s)", (version,))
+
+    def _trim(self) -> None:
+        """Drop the oldest rows beyond the buffer's bound (counted in ``stats["dropped"]``). Under the lock."""
+        while len(self._buffer) > self._limit:
+            self._buffer.popleft()
+            self._done += 1
+            self.stats["dropped"] += 1
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._closed:
+                    self._cond.wait(_GATHER_SECONDS)
+                batch = list(self._buffer)
+                self._buffer.clear()
+                closing = self._closed
+            written = not batch or self._write(batch)
+            with self._cond:
+                if written:
+                    self._done += len(batch)
+                    self._cond.notify_all()
+                else:  # back in front of what was recorded meanwhile, oldest dropped first if over the bound
+                    self._buffer.extendleft(reversed(batch))
+                    self._trim()
+            if closing and (written or not batch):
+                return
+            if not written:
+                if closing:
+                    return
+                time.sleep(_RETRY_SECONDS)
+
+    def _write(self, rows: list[LedgerRow]) -> bool:
+        psycopg = self._psycopg
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self.url, connect_timeout=5)
+            with self._conn.transaction(), self._conn.cursor() as cursor:
+                cursor.executemany(_INSERT, [_values(row) for row in rows])
+                inserted = cursor.rowcount
+        except psycopg.Error as exc:
+            if self._up:
+                self._up = False
+                log.error("ledger: PostgreSQL unreachable (%s); %d rows buffered, retrying every second",
+                          type(exc).__name__, len(self._buffer))
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            return False
+        if not self._up:
+            self._up = True
+            log.warning("ledger: PostgreSQL reachable again; buffered rows written")
+        self.stats["written"] += max(inserted, 0)
+        self.stats["commits"] += 1
+        return True
