@@ -122,15 +122,18 @@ class RedisStore:
         try:
             import redis.asyncio as aioredis
             from redis.backoff import NoBackoff
+            from redis.exceptions import ConnectionError as RedisConnectionError
             from redis.exceptions import RedisError
             from redis.retry import Retry
         except ImportError as exc:  # pragma: no cover - the extra is missing
             raise RuntimeError("state.redis_url needs the redis package: pip install 'llm-router[fleet]'") from exc
         self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
         timeout = config.timeout_seconds
+        # One immediate retry on a broken connection (a pooled socket Redis closed when it restarted),
+        # none on a timeout: a slow Redis must not hold requests twice as long.
+        retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
         self._client = aioredis.Redis.from_url(
-            config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
-            decode_responses=True,
+            config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry, decode_responses=True
         )
         self._prefix = config.key_prefix
         self._on_change = on_change
@@ -220,6 +223,7 @@ class RedisStore:
                 await self._client.ping()
             except self._errors:
                 continue
+            await self._client.connection_pool.disconnect()  # sockets to the Redis that went away are dead
             self._mark(True)
             return
 
