@@ -83,7 +83,7 @@ def _check(path: Path) -> int:
 def _serve(path: Path, host: str, port: int, workers: int, log_level: str) -> int:
     if _load_or_report(path) is None:
         return 2
-    os.environ[CONFIG_ENV] = str(path.resolve())
+    os.environ[CONFIG_ENV] = str(path.absolute())  # not resolved: a ConfigMap's symlinks must be followed on every reload
     os.environ[WORKERS_ENV] = str(workers)  # the workers share budgets through the ledger when there are several
     prepare_multiprocess_dir(workers)  # before the workers spawn: they inherit PROMETHEUS_MULTIPROC_DIR
     uvicorn.run(

@@ -157,7 +157,8 @@ class Gateway:
         # The watcher thread wakes every `step` ms (and takes the GIL) even when nothing changed: half
         # a second keeps reloads within a second at a tenth of watchfiles' default wake-ups.
         async for changes in awatch(self.path.parent, debounce=200, step=500):
-            if any(changed.endswith(_CONFIG_SUFFIXES) for _, changed in changes):
+            # Kubernetes updates a mounted ConfigMap by swapping its `..data` symlink: that is a change too.
+            if any(changed.endswith(_CONFIG_SUFFIXES) or "/..data" in changed for _, changed in changes):
                 self.reload()
 
     def _retire(self, providers: list[Provider]) -> None:
