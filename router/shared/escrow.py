@@ -12,14 +12,11 @@ A held amount is charged to the window in which it was reserved. Not thread-safe
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import Literal
 
 from router.budget import Budgets, Exceeded, Reservation
 from router.shared import EscrowStore, Exchange, StateUnavailableError, WindowKey, worker_id
-
-log = logging.getLogger("router.shared")
 
 _SLACK = 1e-9  # USD, as in router.budget
 
@@ -27,10 +24,10 @@ _SLACK = 1e-9  # USD, as in router.budget
 class _Window:
     """This process's side of one budget window."""
 
-    __slots__ = ("action", "expires_at", "held", "key", "limit", "name", "others", "period", "scope", "seed", "settled",
+    __slots__ = ("action", "expires_at", "held", "key", "limit", "name", "others", "period", "scope", "settled",
                  "share", "spent")
 
-    def __init__(self, key: WindowKey, scope: str, name: str | None, limit: float, action: str, seed: float,
+    def __init__(self, key: WindowKey, scope: str, name: str | None, limit: float, action: str, spent: float,
                  expires_at: float) -> None:
         self.key = key
         self.scope = scope
@@ -38,12 +35,11 @@ class _Window:
         self.period = key[1]
         self.limit = limit
         self.action = action
-        self.seed = seed
         self.expires_at = expires_at
         self.share = 0.0  # what the store granted this process
         self.held = 0.0  # estimates of this process's requests in flight
         self.settled = 0.0  # actual costs settled here and not yet moved into the store's spend
-        self.spent = seed  # the window's spend, as of the last exchange
+        self.spent = spent  # the window's spend, as of the last exchange
         self.others = 0.0  # the other processes' shares, as of the last exchange
 
     @property
@@ -80,8 +76,7 @@ class SharedBudgets:
         self._windows: dict[WindowKey, _Window] = {}
         self._plans: dict[tuple[object, int, int], tuple[_Window, ...]] = {}
         self._lock = asyncio.Lock()
-        #: False while the store did not answer; requests are then held locally (``open``) or refused (``closed``).
-        self.up = True
+        self._budgets: Budgets | None = None
 
     def hold(self, reservation: Reservation, budgets: Budgets) -> bool:
         """Hold ``reservation`` in this process's shares without I/O; False when ``acquire`` must trade first."""
@@ -109,9 +104,7 @@ class SharedBudgets:
             short = [w for w in windows if w.free < estimate - _SLACK]
             if short:
                 try:
-                    if not self.up:
-                        raise StateUnavailableError("the shared budget store is down")
-                    await self._trade(short, want=estimate)
+                    await self._trade(short, want=estimate)  # a store that is down fails at once
                 except StateUnavailableError:
                     if self.on_failure == "closed":
                         raise
@@ -150,8 +143,7 @@ class SharedBudgets:
             try:
                 await self._trade(windows, want=0.0)
             except StateUnavailableError:
-                self._mark(False)
-                return
+                return  # the store logs its outage; what was settled meanwhile moves in once it is back
             now = time.time()
             for key, window in list(self._windows.items()):
                 if window.expires_at < now and window.held <= 0.0 and window.settled <= 0.0 and window.share <= 0.0:
@@ -163,21 +155,25 @@ class SharedBudgets:
         await self.sync()
 
     async def _trade(self, windows: list[_Window], want: float) -> None:
-        trades = [Exchange(w.key, w.limit, w.seed, w.settled, w.held, want, w.expires_at) for w in windows]
+        trades = [Exchange(w.key, w.limit, self._seed(w), w.settled, w.held, want, w.expires_at) for w in windows]
         grants = await self.store.exchange(self.worker, trades, self.fraction)
         for window, trade, grant in zip(windows, trades, grants, strict=True):
             window.settled -= trade.settled  # what settled during the trade stays for the next one
             window.share = grant.share
             window.spent = grant.spent
             window.others = grant.others
-        self._mark(True)
 
-    def _mark(self, up: bool) -> None:
-        if up != self.up:  # the store logs the transition itself
-            self.up = up
-            log.info("shared budgets: store %s", "up: spend settled meanwhile moved into it" if up else "down")
+    def _seed(self, window: _Window) -> float:
+        """What the window starts from if the store does not have it (first use, or a Redis that
+        restarted empty): this process's current view of the period's spend, from the ledger plus
+        what it settled since (which may count its last second twice: on the safe side)."""
+        budgets = self._budgets
+        if budgets is None or int(budgets.period_start(window.period)) != window.key[2]:  # type: ignore[arg-type]
+            return window.spent
+        return max(window.spent, budgets.spent((window.scope, window.name), window.period))  # type: ignore[arg-type]
 
     def _windows_for(self, reservation: Reservation, budgets: Budgets) -> tuple[_Window, ...]:
+        self._budgets = budgets  # the current config's (a reload replaces them)
         accounts = reservation.accounts
         day, month = int(budgets.period_start("day")), int(budgets.period_start("month"))
         plan = self._plans.get((accounts, day, month))

@@ -129,11 +129,10 @@ class RedisStore:
             raise RuntimeError("state.redis_url needs the redis package: pip install 'llm-router[fleet]'") from exc
         self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
         timeout = config.timeout_seconds
-        # One immediate retry on a broken connection (a pooled socket Redis closed when it restarted),
-        # none on a timeout: a slow Redis must not hold requests twice as long.
-        retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        self._broken: type[BaseException] = RedisConnectionError
         self._client = aioredis.Redis.from_url(
-            config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry, decode_responses=True
+            config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
         )
         self._prefix = config.key_prefix
         self._on_change = on_change
@@ -197,7 +196,13 @@ class RedisStore:
         if not self.up:
             raise StateUnavailableError("Redis is down")
         try:
-            return await run()
+            try:
+                return await run()
+            except self._broken:
+                # A pooled socket to a Redis that restarted: the idle others are as dead. Drop them and
+                # retry once, at once (not after a timeout: a slow Redis must not hold requests twice as long).
+                await self._client.connection_pool.disconnect(inuse_connections=False)
+                return await run()
         except self._errors as exc:
             self._mark(False, exc)
             raise StateUnavailableError(f"Redis: {type(exc).__name__}") from exc

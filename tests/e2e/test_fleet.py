@@ -156,8 +156,7 @@ def test_closed_mode_refuses_budgeted_requests_while_redis_is_down(tmp_path: Pat
     policy = "  budgets:\n    limits:\n      - {scope: tenant, name: acme, daily_usd: 100, action: reject}\n"
     stack, gateways = replicas(tmp_path, upstreams, redis.url, policy, count=1, on_failure="closed")
     with stack:
-        redis.stop()
-        time.sleep(1.5)  # the replica's once-a-second trade notices, and hands nothing out any more
+        redis.stop()  # the replica holds no share yet: its first budgeted request must ask Redis
         outcomes = asyncio.run(spread([gateways[0].url], 5, max_tokens=8))
     statuses = {o.status_code for o in outcomes if not isinstance(o, float)}
     assert statuses == {503}, outcomes
@@ -168,6 +167,41 @@ def _gauge(url: str, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not exported by {url}")
+
+
+def test_a_redis_that_restarts_empty_is_restored_and_the_budget_still_holds(
+    tmp_path: Path, upstreams: tuple[str, str], redis: RedisServer
+) -> None:
+    budget = 0.05
+    policy = f"  budgets:\n    limits:\n      - {{scope: tenant, name: acme, daily_usd: {budget}, action: reject}}\n"
+    stack, gateways = replicas(tmp_path, upstreams, redis.url, policy)
+    urls = [g.url for g in gateways]
+    with stack:
+        first = asyncio.run(spread(urls, 40, max_tokens=64))  # about half the budget
+        redis.stop()
+        redis.start()  # empty: no save, no append-only file
+        for url in urls:
+            wait_until(lambda url=url: _gauge(url, "llm_router_state_backend_up") == 1.0, 15, "Redis seen again")
+        second = asyncio.run(spread(urls, 200, max_tokens=64))
+    costs = [o for o in (*first, *second) if isinstance(o, float)]
+    one_estimate = (40 * FLAGSHIP_PRICE[0] + 64 * FLAGSHIP_PRICE[1]) / 1e6
+    assert len([o for o in first if isinstance(o, float)]) == 40
+    assert sum(costs) <= budget + one_estimate, f"${sum(costs):.4f} served against ${budget} across a Redis restart"
+
+
+def test_an_escalated_conversation_sticks_on_another_replica(tmp_path: Path, upstreams: tuple[str, str],
+                                                             redis: RedisServer) -> None:
+    stack, (a, b) = replicas(tmp_path, upstreams, redis.url, "")
+    with stack:
+        first = openai.OpenAI(base_url=f"{a.url}/v1", api_key=CLIENT_KEY, max_retries=0).chat.completions.create(
+            model="flagship", messages=ASK)
+        follow_up = [*ASK, {"role": "assistant", "content": first.choices[0].message.content},
+                     {"role": "user", "content": "and on Sunday?"}]
+        time.sleep(0.2)  # replica a records the conversation in Redis after it answered
+        raw = openai.OpenAI(base_url=f"{b.url}/v1", api_key=CLIENT_KEY, max_retries=0).chat.completions.with_raw_response.create(
+            model="auto", messages=follow_up)
+    assert raw.headers["x-router-tier"] == "flagship"
+    assert raw.headers["x-router-rerouted"] == "sticky"
 
 
 @pytest.fixture
