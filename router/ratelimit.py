@@ -8,7 +8,9 @@ when it ends, the difference between its actual and estimated tokens is settled.
 (the tightest applicable limit of each kind).
 
 ``LocalBuckets`` keeps the buckets in this process; ``router.shared.redis.RedisStore`` keeps them
-in Redis with the same arithmetic in a Lua script, exact across replicas.
+in Redis with the same arithmetic in a Lua script, exact across replicas. With Redis, settlements
+wait for the caller's next request (or the once-a-second flush), which carries them in the same
+round trip as its own take.
 """
 
 from __future__ import annotations
@@ -45,9 +47,9 @@ class Take:
 
 
 class BucketStore(Protocol):
-    async def take(self, buckets: Sequence[Bucket], costs: Sequence[float]) -> Take: ...
-
-    async def adjust(self, buckets: Sequence[Bucket], deltas: Sequence[float]) -> None: ...
+    async def take(self, buckets: Sequence[Bucket], costs: Sequence[float], deltas: Sequence[float]) -> Take:
+        """Apply ``deltas`` (earlier requests' actual minus estimated tokens), then take ``costs``, all or none."""
+        ...
 
 
 def gcra(tat: float, now: float, per_minute: int, cost: float) -> tuple[float, float]:
@@ -74,18 +76,12 @@ class LocalBuckets:
         remaining = tuple(_remaining(b, tat, now) for b, tat in zip(buckets, current, strict=True))
         return Take(over <= 0, max(over, 0.0), remaining)
 
-    async def take(self, buckets: Sequence[Bucket], costs: Sequence[float]) -> Take:
-        return self.take_now(buckets, costs)
-
     def adjust_now(self, buckets: Sequence[Bucket], deltas: Sequence[float]) -> None:
         now: float = self._clock()  # type: ignore[operator]
         for bucket, delta in zip(buckets, deltas, strict=True):
             tat = self._tat.get(bucket.key)
             if tat is not None:
                 self._tat[bucket.key] = max(now, tat + delta * _PERIOD / bucket.per_minute)
-
-    async def adjust(self, buckets: Sequence[Bucket], deltas: Sequence[float]) -> None:
-        self.adjust_now(buckets, deltas)
 
 
 def _remaining(bucket: Bucket, tat: float, now: float) -> tuple[float, float]:

@@ -24,7 +24,7 @@ from router.latency import BackendLoad
 from router.ledger import Ledger
 from router.ledger_pg import PostgresLedger
 from router.retry import RetryBudget
-from router.ratelimit import LocalBuckets, RateLimits, Take, costs
+from router.ratelimit import Bucket, LocalBuckets, RateLimits, Take, costs
 from router.shared import StateUnavailableError
 from router.shared.escrow import SharedBudgets
 from router.shared.redis import RedisStore
@@ -97,6 +97,9 @@ class PolicyState:
         self.rate_limits = RateLimits(config.policy.rate_limits)
         self.local_buckets = LocalBuckets()
         self._background: set[asyncio.Task[None]] = set()
+        #: Token settlements (actual - estimate) not yet carried to Redis, per bucket key.
+        self._unsettled: dict[str, float] = {}
+        self._unsettled_buckets: dict[str, Bucket] = {}
         self._pollers: dict[str, asyncio.Task[None]] = {}
         self.reconfigure(config)
 
@@ -149,27 +152,51 @@ class PolicyState:
         amounts = costs(buckets, tokens)
         store = self.store
         if store is not None:
+            pending = self._unsettled
+            deltas = [pending.pop(b.key, 0.0) for b in buckets]
             try:
-                return (buckets, tokens, store), await store.take(buckets, amounts)
+                return (buckets, tokens, store), await store.take(buckets, amounts, deltas)
             except StateUnavailableError:
+                for bucket, delta in zip(buckets, deltas, strict=True):  # for when Redis is back
+                    if delta:
+                        pending[bucket.key] = pending.get(bucket.key, 0.0) + delta
                 if self.on_failure == "closed":
                     raise
         return (buckets, tokens, self.local_buckets), self.local_buckets.take_now(buckets, amounts)
 
     def settle_rate(self, taken: Any, actual_tokens: int) -> None:
-        """Give back (or take more of) the token buckets: the actual tokens against the estimate."""
-        buckets, estimate, where = taken
-        deltas = [0.0 if b.kind == "requests" else float(actual_tokens - estimate) for b in buckets]
-        if not any(deltas):
-            return
-        if where is self.local_buckets:
-            self.local_buckets.adjust_now(buckets, deltas)
-        else:
-            self._spawn(self._adjust(where, buckets, deltas))
+        """Give back (or take more of) the token buckets: the actual tokens against the estimate.
 
-    async def _adjust(self, store: RedisStore, buckets: Any, deltas: list[float]) -> None:
-        with contextlib.suppress(StateUnavailableError):  # Redis down: the estimate stands
-            await store.adjust(buckets, deltas)
+        Locally at once; for Redis, carried by the caller's next take (or ``flush_rates``).
+        """
+        buckets, estimate, where = taken
+        delta = float(actual_tokens - estimate)
+        if not delta:
+            return
+        tokens = [b for b in buckets if b.kind == "tokens"]
+        if where is self.local_buckets:
+            self.local_buckets.adjust_now(tokens, [delta] * len(tokens))
+            return
+        for bucket in tokens:
+            self._unsettled[bucket.key] = self._unsettled.get(bucket.key, 0.0) + delta
+            self._unsettled_buckets[bucket.key] = bucket
+
+    async def flush_rates(self, interval: float = 1.0) -> None:
+        """Every ``interval``, move settlements no request carried yet into Redis."""
+        assert self.store is not None
+        while True:
+            await asyncio.sleep(interval)
+            pending = {k: d for k, d in self._unsettled.items() if d}
+            if not pending:
+                continue
+            buckets = [self._unsettled_buckets[k] for k in pending]
+            for key in pending:
+                self._unsettled.pop(key, None)
+            try:
+                await self.store.take(buckets, [0.0] * len(buckets), list(pending.values()))
+            except StateUnavailableError:  # kept for when Redis is back
+                for key, delta in pending.items():
+                    self._unsettled[key] = self._unsettled.get(key, 0.0) + delta
 
     async def sticky_tier(self, messages: list[Any], tenant: str | None) -> str | None:
         """The tier a conversation was escalated to, from Redis (any replica's), else from this process."""
@@ -235,7 +262,7 @@ class PolicyState:
         """(Re)start capacity scrapers for the backends that have one configured."""
         wanted = {name: s.capacity for name, s in self.backends.items() if s.capacity is not None}
         for name, task in list(self._pollers.items()):
-            if name not in ("__ledger__", "__escrow__") and (name not in wanted or task.get_name() != str(id(wanted[name]))):
+            if name not in ("__ledger__", "__escrow__", "__rates__") and (name not in wanted or task.get_name() != str(id(wanted[name]))):
                 task.cancel()
                 del self._pollers[name]
         for name, gauge in wanted.items():
@@ -245,6 +272,8 @@ class PolicyState:
             self._pollers["__ledger__"] = asyncio.create_task(self.sync_budgets(), name="__ledger__")
         if self.shared_budgets is not None and "__escrow__" not in self._pollers:
             self._pollers["__escrow__"] = asyncio.create_task(self.shared_budgets.run(), name="__escrow__")
+        if self.store is not None and "__rates__" not in self._pollers:
+            self._pollers["__rates__"] = asyncio.create_task(self.flush_rates(), name="__rates__")
 
     async def aclose(self) -> None:
         for task in self._pollers.values():

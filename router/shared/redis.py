@@ -85,31 +85,27 @@ redis.call('ZREMRANGEBYSCORE', workers, '-inf', now - 86400)
 return out
 """
 
-# GCRA over every bucket of a request, all or none (see router.ratelimit.gcra): ARGV = mode, then
-# (per_minute, cost-or-delta) per key. Returns the excess over the burst (> 0: refused), then each
-# bucket's backlog in seconds.
+# GCRA over every bucket of a request, all or none (see router.ratelimit.gcra). ARGV: per bucket
+# (per_minute, cost, delta), where delta is what earlier requests settled (actual - estimated
+# tokens), applied first whether or not this request is admitted. Returns the excess over the burst
+# (> 0: refused), then each bucket's backlog in seconds.
 _BUCKETS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local take = ARGV[1] == 'take'
-local news, over = {}, 0
+local adjusted, news, over = {}, {}, 0
 for i = 1, #KEYS do
-  local per, amount = tonumber(ARGV[i * 2]), tonumber(ARGV[i * 2 + 1])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if take then
-    news[i] = math.max(tat, now) + amount * 60 / per
-    over = math.max(over, news[i] - now - 60)
-  else
-    news[i] = math.max(now, tat + amount * 60 / per)
-  end
+  local per, cost, delta = tonumber(ARGV[i * 3 - 2]), tonumber(ARGV[i * 3 - 1]), tonumber(ARGV[i * 3])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') + delta * 60 / per
+  adjusted[i] = tat
+  news[i] = math.max(tat, now) + cost * 60 / per
+  over = math.max(over, news[i] - now - 60)
 end
 local out = {tostring(over)}
 for i = 1, #KEYS do
-  local tat = news[i]
-  if over <= 0 then
-    redis.call('SET', KEYS[i], tostring(tat), 'PXAT', math.ceil(tat * 1000) + 1000)
-  else
-    tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local tat = adjusted[i]
+  if over <= 0 then tat = news[i] end
+  if over <= 0 or tonumber(ARGV[i * 3]) ~= 0 then
+    redis.call('SET', KEYS[i], tostring(tat), 'PXAT', math.ceil(math.max(tat, now) * 1000) + 1000)
   end
   out[#out + 1] = tostring(math.max(0, tat - now))
 end
@@ -160,25 +156,19 @@ class RedisStore:
 
     # -- rate-limit buckets (router.ratelimit.BucketStore) ---------------------------------------
 
-    async def take(self, buckets: Sequence[Bucket], costs: Sequence[float]) -> Take:
-        out = await self._run_buckets("take", buckets, costs)
+    async def take(self, buckets: Sequence[Bucket], costs: Sequence[float], deltas: Sequence[float]) -> Take:
+        """Apply ``deltas`` (settlements of earlier requests), then take ``costs`` from every bucket, all or none."""
+        keys = [f"{self._prefix}:rate:{b.key}" for b in buckets]
+        args: list[Any] = []
+        for bucket, cost, delta in zip(buckets, costs, deltas, strict=True):
+            args += [bucket.per_minute, cost, delta]
+        out: list[str] = await self._call(lambda: self._buckets(keys=keys, args=args))
         over = float(out[0])
         remaining = tuple(
             (max(0.0, (60.0 - float(backlog)) * b.per_minute / 60.0), float(backlog))
             for b, backlog in zip(buckets, out[1:], strict=True)
         )
         return Take(over <= 0, max(over, 0.0), remaining)
-
-    async def adjust(self, buckets: Sequence[Bucket], deltas: Sequence[float]) -> None:
-        await self._run_buckets("adjust", buckets, deltas)
-
-    async def _run_buckets(self, mode: str, buckets: Sequence[Bucket], amounts: Sequence[float]) -> list[str]:
-        keys = [f"{self._prefix}:rate:{b.key}" for b in buckets]
-        args: list[Any] = [mode]
-        for bucket, amount in zip(buckets, amounts, strict=True):
-            args += [bucket.per_minute, amount]
-        result: list[str] = await self._call(lambda: self._buckets(keys=keys, args=args))
-        return result
 
     # -- stickiness ------------------------------------------------------------------------------
 
