@@ -68,7 +68,7 @@ for i = 2, #KEYS do
   if want <= 0 then
     share = floor
   else
-    local available = limit - spent - others
+    local available = limit - spent - others + 1e-9
     if available >= floor + want then
       share = floor + want + (available - floor - want) * fraction
     else

@@ -114,7 +114,7 @@ def grant(t: Exchange, spent: float, others: float, mine: float, fraction: float
     ``floor + want`` and a ``fraction`` of the rest when the window can afford it, else what it had."""
     if t.want <= 0:
         return t.floor
-    available = t.limit - spent - others
+    available = t.limit - spent - others + 1e-9  # USD; float sums of exact fits must not be refused
     if available >= t.floor + t.want:
         return t.floor + t.want + (available - t.floor - t.want) * fraction
     return max(t.floor, mine)
