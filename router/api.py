@@ -26,8 +26,10 @@ from router.errors import (
     InvalidRequestError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    ServiceUnavailableError,
 )
 from router.gateway import Gateway
+from router.ledger_pg import LedgerUnavailableError
 from router.pipeline import Pipeline, Stream
 from router.schemas import parse_chat_request
 from router.trace import Trace
@@ -301,7 +303,10 @@ async def spend(request: Request) -> Response:
     if ledger is None:
         raise InvalidRequestError("The spend ledger is disabled (policy.ledger.path is empty).", code="ledger_disabled")
     since = request.query_params.get("since")
-    rows = await anyio.to_thread.run_sync(lambda: ledger.spend(since=float(since) if since else None))
+    try:
+        rows = await anyio.to_thread.run_sync(lambda: ledger.spend(since=float(since) if since else None))
+    except LedgerUnavailableError as exc:
+        raise ServiceUnavailableError(str(exc), code="ledger_unavailable") from exc
     total = sum(row["cost_usd"] for row in rows)
     return _json({"object": "list", "data": rows, "total_usd": round(total, 8)}, headers={"x-request-id": request_id})
 

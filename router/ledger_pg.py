@@ -60,6 +60,10 @@ _GROUP_SQL: dict[str, str] = {
 _INSERT = f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_COLUMNS))}) ON CONFLICT DO NOTHING"
 
 
+class LedgerUnavailableError(RuntimeError):
+    """PostgreSQL could not answer a read (the writer buffers and retries on its own)."""
+
+
 class PostgresLedger:
     def __init__(self, url: str, *, buffer_rows: int = 100_000) -> None:
         try:
@@ -78,7 +82,11 @@ class PostgresLedger:
         self._done = 0  # rows committed or dropped since start
         self._conn: Any = None
         self._up = True
-        self._migrate()
+        self._migrated = False
+        try:
+            self._migrate()
+        except psycopg.OperationalError as exc:  # PostgreSQL down at start: serve, and migrate once it is back
+            log.error("ledger: PostgreSQL unreachable at start (%s); rows will be buffered", type(exc).__name__)
         self._thread = threading.Thread(target=self._run, name="llm-router-ledger-pg", daemon=True)
         self._thread.start()
 
@@ -157,8 +165,13 @@ class PostgresLedger:
     # -- internals --------------------------------------------------------------------------------
 
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        with self._psycopg.connect(self.url, connect_timeout=5) as conn:
-            return list(conn.execute(sql, args))
+        try:
+            if not self._migrated:
+                self._migrate()
+            with self._psycopg.connect(self.url, connect_timeout=5) as conn:
+                return list(conn.execute(sql, args))
+        except self._psycopg.OperationalError as exc:
+            raise LedgerUnavailableError(f"the PostgreSQL ledger is unreachable ({type(exc).__name__})") from exc
 
     def _migrate(self) -> None:
         with self._psycopg.connect(self.url, connect_timeout=5) as conn, conn.transaction():
@@ -170,6 +183,7 @@ class PostgresLedger:
                 if version > current:
                     conn.execute(sql)
                     conn.execute("INSERT INTO ledger_schema VALUES (%s)", (version,))
+        self._migrated = True
 
     def _trim(self) -> None:
         """Drop the oldest rows beyond the buffer's bound (counted in ``stats["dropped"]``). Under the lock."""
@@ -204,6 +218,8 @@ class PostgresLedger:
     def _write(self, rows: list[LedgerRow]) -> bool:
         psycopg = self._psycopg
         try:
+            if not self._migrated:
+                self._migrate()
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(self.url, connect_timeout=5)
             with self._conn.transaction(), self._conn.cursor() as cursor:

@@ -22,7 +22,7 @@ from router.capacity import CapacityGauge
 from router.config import BackendConfig, BreakerConfig, GatewayConfig
 from router.latency import BackendLoad
 from router.ledger import Ledger
-from router.ledger_pg import PostgresLedger
+from router.ledger_pg import LedgerUnavailableError, PostgresLedger
 from router.retry import RetryBudget
 from router.ratelimit import Bucket, LocalBuckets, RateLimits, Take, costs
 from router.shared import StateUnavailableError
@@ -34,6 +34,8 @@ from router.sticky import StickyStore, conversation_digest
 log = logging.getLogger("router.state")
 
 BreakerListener = Callable[[str, BreakerState], None]
+#: Seconds a budget re-read waits for this process's rows to be written (a PostgreSQL outage must not stall it).
+_FLUSH_TIMEOUT = 5.0
 
 
 @dataclass
@@ -241,7 +243,10 @@ class PolicyState:
         """Budgets start from what the ledger says was spent this day and month (spend survives restarts)."""
         assert self.ledger is not None
         budgets = self.budgets
-        budgets.load(self.ledger.totals(budgets.period_start("day")), self.ledger.totals(budgets.period_start("month")))
+        try:
+            budgets.load(self.ledger.totals(budgets.period_start("day")), self.ledger.totals(budgets.period_start("month")))
+        except LedgerUnavailableError as exc:  # re-read every few seconds by sync_budgets
+            log.error("budgets start without the ledger's spend: %s", exc)
 
     async def sync_budgets(self, interval: float = 5.0) -> None:
         """Re-read spend from the shared ledger now and then, so worker processes see each other's spend."""
@@ -255,7 +260,10 @@ class PolicyState:
             budgets = self.budgets
             day, month = budgets.period_start("day"), budgets.period_start("month")
 
-            spent_today, spent_month = await asyncio.to_thread(_read_totals, ledger, day, month)
+            try:
+                spent_today, spent_month = await asyncio.to_thread(_read_totals, ledger, day, month)
+            except LedgerUnavailableError:
+                continue  # the PostgreSQL ledger is down: keep what is known, try again next time
             budgets.load(spent_today, spent_month)
 
     def start_pollers(self, session: aiohttp.ClientSession) -> None:
@@ -294,7 +302,7 @@ class PolicyState:
 
 def _read_totals(ledger: Ledger | PostgresLedger, day: float, month: float) -> tuple[dict[tuple[str, str | None], float], ...]:
     """Spend since the day's and the month's start, after this process's queued rows are written."""
-    ledger.flush()
+    ledger.flush(_FLUSH_TIMEOUT)
     return ledger.totals(day), ledger.totals(month)
 
 

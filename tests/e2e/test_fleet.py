@@ -21,7 +21,7 @@ import pytest
 
 from router.simulator import SimProfile, create_simulator_app
 from router.ledger import LedgerRow
-from router.ledger_pg import PostgresLedger
+from router.ledger_pg import LedgerUnavailableError, PostgresLedger
 from tests.e2e.conftest import ADMIN_KEY, CLIENT_KEY, ENV, UPSTREAM_KEY, write_config
 from tests.e2e.processes import Postgres, Process, RedisServer, gateway_process, postgres_server, redis_server, wait_until
 from tests.servers import serve
@@ -249,11 +249,16 @@ def test_postgres_down_buffers_rows_and_writes_them_when_it_returns(postgres: Po
         ledger.record(dataclasses.replace(row, request_id=f"r{i}"))
     assert not ledger.flush(0.5)
     assert ledger.buffered == 50 and ledger.stats["dropped"] == 10  # bounded: the oldest ten went
+    with pytest.raises(LedgerUnavailableError):  # a read says so (the API answers 503), it does not hang
+        ledger.spend()
+    late = PostgresLedger(url)  # a replica starting while PostgreSQL is down serves, and buffers
+    late.record(dataclasses.replace(row, request_id="late"))
     postgres.start()
     assert ledger.flush(10)
     assert ledger.buffered == 0
-    assert sum(r["requests"] for r in ledger.spend()) == 51
-    PostgresLedger(url).close()  # a second start migrates nothing and fails nothing
+    assert late.flush(10)  # migrated the schema once PostgreSQL was back, then wrote
+    assert sum(r["requests"] for r in ledger.spend()) == 52
+    late.close()
     ledger.close()
 
 
