@@ -83,6 +83,8 @@ class PolicyState:
             self.ledger = Ledger(path)
         if self.ledger is not None:
             self._load_spend()
+        self._state_config = config.state
+        self._ledger_config = config.policy.ledger
         self.on_failure = config.state.on_failure
         #: Redis, when ``state.redis_url`` is set: budgets, rate limits and stickiness shared across replicas.
         self.store: RedisStore | None = None
@@ -129,6 +131,8 @@ class PolicyState:
             budgets = Budgets(limits)
             budgets.carry_over(self.budgets)  # spend and in-flight holds move over with the accounts
             self.budgets = budgets
+        if config.state != self._state_config or config.policy.ledger != self._ledger_config:
+            log.warning("`state` and `policy.ledger` changes take effect at the next restart")
         if tuple(config.policy.rate_limits) != self.rate_limits.limits:
             self.rate_limits = RateLimits(config.policy.rate_limits)
         retries = config.policy.retries
