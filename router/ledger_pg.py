@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from router.ledger import GroupBy, LedgerRow, _COLUMNS, _values
+from router.ledger import _COLUMNS, GroupBy, LedgerRow, _values, add_scope_totals, spend_entries, spend_sql
 
 log = logging.getLogger("router.ledger")
 
@@ -131,35 +131,15 @@ class PostgresLedger:
             log.error("ledger: %d rows could not be written to PostgreSQL before shutdown", len(self._buffer))
 
     def spend(self, *, since: float | None = None, group_by: Sequence[GroupBy] = ("tenant", "backend", "day")) -> list[dict[str, Any]]:
-        unknown = [g for g in group_by if g not in _GROUP_SQL]
-        if unknown:
-            raise ValueError(f"cannot group spend by {unknown}; choose from {sorted(_GROUP_SQL)}")
-        names = list(group_by)
-        exprs = [_GROUP_SQL[g] for g in names]
-        select = ", ".join([*exprs, "COUNT(*)", "SUM(input_tokens)", "SUM(output_tokens)", "SUM(cost_usd)"])
-        sql = f"SELECT {select} FROM requests WHERE ts >= %s"
-        if exprs:
-            sql += f" GROUP BY {', '.join(exprs)} ORDER BY {', '.join(exprs)}"
-        out = []
-        for row in self._query(sql, (float("-inf") if since is None else since,)):
-            requests, input_tokens, output_tokens, cost = row[len(names):]
-            if not requests:
-                continue
-            entry = dict(zip(names, row, strict=False))
-            entry.update(requests=requests, input_tokens=int(input_tokens), output_tokens=int(output_tokens), cost_usd=cost)
-            out.append(entry)
-        return out
+        """Requests, tokens and USD per group (``day``/``month`` in UTC), ordered by the groups."""
+        sql = spend_sql(_GROUP_SQL, group_by, "%s")
+        return spend_entries(group_by, self._query(sql, (float("-inf") if since is None else since,)))
 
     def totals(self, since: float) -> dict[tuple[str, str | None], float]:
+        """USD spent since ``since`` per budget scope: ``("global", None)``, ``("tenant", name)``, ``("key", name)``."""
         out: dict[tuple[str, str | None], float] = {("global", None): 0.0}
-        for tenant, key, cost in self._query(
-            "SELECT tenant, key, SUM(cost_usd) FROM requests WHERE ts >= %s GROUP BY tenant, key", (since,)
-        ):
-            out["global", None] += cost
-            if tenant is not None:
-                out["tenant", tenant] = out.get(("tenant", tenant), 0.0) + cost
-            if key is not None:
-                out["key", key] = out.get(("key", key), 0.0) + cost
+        sql = "SELECT tenant, key, SUM(cost_usd) FROM requests WHERE ts >= %s GROUP BY tenant, key"
+        add_scope_totals(out, self._query(sql, (since,)))
         return out
 
     # -- internals --------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from router.budget import BudgetLimit, Budgets, Reservation
 from router.capacity import CapacityGauge
 from router.config import BackendConfig, BreakerConfig, GatewayConfig
 from router.latency import BackendLoad
-from router.ledger import Ledger
+from router.ledger import Ledger, SpendLedger
 from router.ledger_pg import LedgerUnavailableError, PostgresLedger
 from router.retry import RetryBudget
 from router.ratelimit import Bucket, LocalBuckets, RateLimits, Take, costs
@@ -76,7 +76,7 @@ class PolicyState:
         self.sticky = StickyStore(ttl_seconds=sticky.ttl_seconds, max_conversations=sticky.max_conversations)
         ledger = config.policy.ledger
         path = ledger.path
-        self.ledger: Ledger | PostgresLedger | None = None
+        self.ledger: SpendLedger | None = None
         if ledger.url:
             self.ledger = PostgresLedger(ledger.url, buffer_rows=ledger.buffer_rows)
         elif path:
@@ -304,7 +304,7 @@ class PolicyState:
             await asyncio.to_thread(self.ledger.close)
 
 
-def _read_totals(ledger: Ledger | PostgresLedger, day: float, month: float) -> tuple[dict[tuple[str, str | None], float], ...]:
+def _read_totals(ledger: SpendLedger, day: float, month: float) -> tuple[dict[tuple[str, str | None], float], ...]:
     """Spend since the day's and the month's start, after this process's queued rows are written."""
     ledger.flush(_FLUSH_TIMEOUT)
     return ledger.totals(day), ledger.totals(month)
