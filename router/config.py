@@ -250,8 +250,9 @@ class StateConfig(_Model):
     on_failure: Literal["open", "closed"] = "open"
     #: Prefix of every Redis key, so several gateways can share one Redis.
     key_prefix: str = Field(default="llm-router", min_length=1)
-    #: Seconds a Redis call may take before the replica counts Redis as down.
-    timeout_seconds: float = Field(default=0.25, gt=0)
+    #: Seconds a Redis call may take before the replica counts Redis as down. Generous: a replica whose
+    #: own event loop is saturated reads replies late, and a false "down" serves from local state.
+    timeout_seconds: float = Field(default=1.0, gt=0)
 
     @field_validator("redis_url")
     @classmethod
