@@ -88,3 +88,12 @@ async def test_an_unreachable_store_refuses_in_closed_mode_and_serves_locally_in
     opened = Worker(broken, "o", on_failure="open")
     served = [await opened.reserve(0.3) for _ in range(4)]
     assert [isinstance(r, Reservation) for r in served] == [True, True, True, False]  # this process's own limit
+
+
+async def test_a_reloaded_limit_applies_to_the_shares(tmp_path: Path) -> None:
+    a = Worker(tmp_path / "l.sqlite3", "a")
+    assert isinstance(await a.reserve(0.5), Reservation)
+    raised = Budgets([BudgetLimit(scope="tenant", name="acme", daily_usd=3.0, action="reject")])
+    raised.carry_over(a.budgets)  # what a config reload does
+    a.budgets = raised
+    assert isinstance(await a.reserve(2.0), Reservation)  # fits only under the new limit

@@ -173,7 +173,9 @@ class SharedBudgets:
         return max(window.spent, budgets.spent((window.scope, window.name), window.period))  # type: ignore[arg-type]
 
     def _windows_for(self, reservation: Reservation, budgets: Budgets) -> tuple[_Window, ...]:
-        self._budgets = budgets  # the current config's (a reload replaces them)
+        if budgets is not self._budgets:  # a reload replaced them: limits may have changed
+            self._budgets = budgets
+            self._plans.clear()
         accounts = reservation.accounts
         day, month = int(budgets.period_start("day")), int(budgets.period_start("month"))
         plan = self._plans.get((accounts, day, month))
