@@ -7,6 +7,19 @@ if command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/d
     echo "redis-server and PostgreSQL already installed"
     exit 0
 fi
+if ! command -v apt-get >/dev/null; then
+    # Exit 3: "not installable here"; .ci/run then skips only the tests that need these servers.
+    cat >&2 <<'TEXT'
+install-fleet-servers.sh: apt-get not found, so redis-server and PostgreSQL cannot be installed automatically.
+  Install Redis (>= 6.2) and PostgreSQL (>= 13) so that `redis-server`, `initdb` and `pg_ctl` are on PATH, then re-run:
+    macOS:          brew install redis postgresql@16
+    Fedora/RHEL:    sudo dnf install redis postgresql-server
+    Alpine:         sudo apk add redis postgresql
+    Arch:           sudo pacman -S redis postgresql
+TEXT
+    exit 3
+fi
+
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
     sudo="sudo"
