@@ -83,6 +83,13 @@ def test_prometheus_discovers_each_fleet_replica(compose: dict[str, Any]) -> Non
     assert sd["port"] in container_ports(compose["services"]["gateway-fleet"])
 
 
+def test_the_image_carries_the_fleet_clients(compose: dict[str, Any]) -> None:
+    """The fleet's replicas (compose and Kubernetes) run the one image: it must hold redis and psycopg."""
+    installs = [args for args in args_of("RUN") if "pip install" in args]
+    assert any("'.[fleet]'" in args for args in installs), installs
+    assert compose["services"]["gateway-fleet"]["build"] == "."
+
+
 # --- Kubernetes ------------------------------------------------------------------------------------
 
 
