@@ -101,7 +101,7 @@ class Pipeline:
         self.providers = providers
         self.state = state
         self.metrics = metrics
-        self.classifier = Classifier(config.classifier.vocabulary)
+        self.classifier = Classifier(config.classifier.vocabulary, config.classifier.model)
         self.rules: tuple[CompiledRule, ...] = compile_rules(config.rules)
         self.planner = Planner(config)
         tiers = config.tiers
@@ -145,6 +145,13 @@ class Pipeline:
             sticky_tier=sticky,
         )
         return Route(features, decision, plan)
+
+    async def shared_sticky(self, body: dict[str, Any], client: ClientKey) -> str | None:
+        """For ``route``: the tier any replica escalated this conversation to, when the state is shared (Redis)."""
+        messages = body["messages"]
+        if self.state.store is None or len(messages) < 3 or not self.config.policy.stickiness.enabled:
+            return None
+        return await self.state.sticky_tier(messages, client.tenant)
 
     def _classify(self, messages: list[dict[str, Any]], tools: Any) -> Features:
         try:

@@ -69,6 +69,8 @@ class Trace:
     usage: Usage | None = None
     cost: float = 0.0
     finished: bool = False
+    #: The endpoint it came in on, for the access log.
+    path: str = "/v1/chat/completions"
     #: The rate-limit buckets this request took from (``PolicyState.take_rate``), settled at the end.
     rate: Any = None
     #: OpenAI's ``x-ratelimit-*`` headers for a rate-limited caller.
