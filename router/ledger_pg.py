@@ -104,6 +104,12 @@ class PostgresLedger:
             self._recorded += 1
             self._trim()
 
+    def begin(self, row: LedgerRow) -> None:
+        """No write-ahead rows here (yet): a ``kill -9`` loses what is buffered (see the module docstring)."""
+
+    def discard(self, request_id: str) -> None:
+        """Nothing to discard: ``begin`` wrote nothing."""
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every row recorded so far is committed; False on timeout (e.g. PostgreSQL is down)."""
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -80,7 +80,9 @@ class PolicyState:
         if ledger.url:
             self.ledger = PostgresLedger(ledger.url, buffer_rows=ledger.buffer_rows)
         elif path:
-            self.ledger = Ledger(path)
+            # A write-ahead row older than the longest a request may run was left by a process that died.
+            longest = config.policy.retries.deadline_seconds + max((b.timeouts.total for b in config.backends.values()), default=0)
+            self.ledger = Ledger(path, stale_after=2 * longest)
         if self.ledger is not None:
             self._load_spend()
         self._state_config = config.state
