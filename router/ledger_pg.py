@@ -6,8 +6,11 @@ connection and inserts what was recorded every ``_GATHER_SECONDS`` in one transa
 (``ON CONFLICT DO NOTHING``: a row recorded twice is billed once). PostgreSQL down: rows stay in a
 bounded buffer (``buffer_rows``; beyond it the oldest are dropped and counted) and the writer
 retries every second; ``buffered`` is exported as ``llm_router_ledger_buffered_rows``.
-A replica killed with ``kill -9`` loses what was buffered: the last ``_GATHER_SECONDS`` of rows
-when PostgreSQL is up. The schema is created, or migrated, at start under an advisory lock, so
+Write-ahead, as in the SQLite ledger: ``begin`` queues a pending row (status 0, the estimate as
+its cost) when an upstream call starts, and the final row replaces it in one transaction. A replica
+killed with ``kill -9`` loses what was buffered, the last ``_GATHER_SECONDS`` when PostgreSQL is up;
+the pending rows it had written are billed at their estimate by any replica once older than
+``stale_after``. The schema is created, or migrated, at start under an advisory lock, so
 replicas starting together do it once.
 """
 
@@ -50,6 +53,8 @@ _MIGRATIONS = (
     );
     CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
     """,
+    # Write-ahead rows of upstream calls in progress (see ``begin``).
+    "CREATE TABLE IF NOT EXISTS pending (LIKE requests INCLUDING ALL)",
 )
 
 _DAY_SQL = "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
@@ -58,6 +63,11 @@ _GROUP_SQL: dict[str, str] = {
     "day": _DAY_SQL, "month": "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM')",
 }
 _INSERT = f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_COLUMNS))}) ON CONFLICT DO NOTHING"
+_INSERT_PENDING = _INSERT.replace("INTO requests", "INTO pending", 1)
+_CLEAR_PENDING = "DELETE FROM pending WHERE request_id = ANY(%s)"
+#: Write-ahead rows older than the cutoff belong to calls no process can still be making: bill them.
+_RECOVER = "WITH stale AS (DELETE FROM pending WHERE ts < %s RETURNING *) INSERT INTO requests SELECT * FROM stale ON CONFLICT DO NOTHING"
+_RECOVER_EVERY = 30.0
 
 
 class LedgerUnavailableError(RuntimeError):
@@ -65,7 +75,7 @@ class LedgerUnavailableError(RuntimeError):
 
 
 class PostgresLedger:
-    def __init__(self, url: str, *, buffer_rows: int = 100_000) -> None:
+    def __init__(self, url: str, *, buffer_rows: int = 100_000, stale_after: float = 3600.0) -> None:
         try:
             import psycopg
         except ImportError as exc:  # pragma: no cover - the extra is missing
@@ -74,8 +84,11 @@ class PostgresLedger:
         self.url = url
         self.path = "postgresql"  # never the URL: it may hold a password
         self.stats = {"written": 0, "duplicates": 0, "dropped": 0, "commits": 0}
-        self._buffer: collections.deque[LedgerRow] = collections.deque()
+        self._buffer: collections.deque[LedgerRow | _Begun | _Ended] = collections.deque()
         self._limit = buffer_rows
+        #: A write-ahead row older than this belongs to a request that can no longer be running.
+        self.stale_after = stale_after
+        self._recovered_at = float("-inf")
         self._cond = threading.Condition()
         self._closed = False
         self._recorded = 0  # rows recorded since start
@@ -96,19 +109,26 @@ class PostgresLedger:
         return len(self._buffer)
 
     def record(self, row: LedgerRow) -> None:
+        if not self._put(row):
+            log.error("ledger is closed; spend not recorded: %r", row)
+
+    def _put(self, item: LedgerRow | _Begun | _Ended) -> bool:
         with self._cond:
             if self._closed:
-                log.error("ledger is closed; spend not recorded: %r", row)
-                return
-            self._buffer.append(row)
+                return False
+            self._buffer.append(item)
             self._recorded += 1
             self._trim()
+            return True
 
     def begin(self, row: LedgerRow) -> None:
-        """No write-ahead rows here (yet): a ``kill -9`` loses what is buffered (see the module docstring)."""
+        """Queue the write-ahead row of a request whose upstream call starts: ``record`` replaces it;
+        left by a process that died, it is billed as it is once older than ``stale_after``."""
+        self._put(_Begun(row))
 
     def discard(self, request_id: str) -> None:
-        """Nothing to discard: ``begin`` wrote nothing."""
+        """The request ended with nothing to bill: drop its write-ahead row."""
+        self._put(_Ended(request_id))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every row recorded so far is committed; False on timeout (e.g. PostgreSQL is down)."""
@@ -186,7 +206,7 @@ class PostgresLedger:
                 batch = list(self._buffer)
                 self._buffer.clear()
                 closing = self._closed
-            written = not batch or self._write(batch)
+            written = not batch or self._write(batch)  # (stale write-ahead rows are billed with a batch)
             with self._cond:
                 if written:
                     self._done += len(batch)
@@ -201,16 +221,30 @@ class PostgresLedger:
                     return
                 time.sleep(_RETRY_SECONDS)
 
-    def _write(self, rows: list[LedgerRow]) -> bool:
+    def _write(self, items: list[LedgerRow | _Begun | _Ended]) -> bool:
+        """Write a batch in one transaction, in order: write-ahead rows, final rows, then clear the
+        write-ahead rows of requests that ended; now and then bill stale write-ahead rows."""
         psycopg = self._psycopg
+        rows = [item for item in items if isinstance(item, LedgerRow)]
+        begun = [item.row for item in items if isinstance(item, _Begun)]
+        ended = [item.request_id for item in items if isinstance(item, _Ended)] + [row.request_id for row in rows]
+        recover = time.monotonic() - self._recovered_at > _RECOVER_EVERY
         try:
             if not self._migrated:
                 self._migrate()
             if self._conn is None or self._conn.closed:
                 self._conn = psycopg.connect(self.url, connect_timeout=5)
             with self._conn.transaction(), self._conn.cursor() as cursor:
-                cursor.executemany(_INSERT, [_values(row) for row in rows])
-                inserted = cursor.rowcount
+                if begun:
+                    cursor.executemany(_INSERT_PENDING, [_values(row) for row in begun])
+                inserted = 0
+                if rows:
+                    cursor.executemany(_INSERT, [_values(row) for row in rows])
+                    inserted = cursor.rowcount
+                if ended:
+                    cursor.execute(_CLEAR_PENDING, (ended,))
+                if recover:
+                    cursor.execute(_RECOVER, (time.time() - self.stale_after,))
         except psycopg.Error as exc:
             if self._up:
                 self._up = False
@@ -220,9 +254,29 @@ class PostgresLedger:
                 self._conn.close()
                 self._conn = None
             return False
+        if recover:
+            self._recovered_at = time.monotonic()
         if not self._up:
             self._up = True
             log.warning("ledger: PostgreSQL reachable again; buffered rows written")
         self.stats["written"] += max(inserted, 0)
         self.stats["commits"] += 1
         return True
+
+
+class _Begun:
+    """A write-ahead row in the buffer."""
+
+    __slots__ = ("row",)
+
+    def __init__(self, row: LedgerRow) -> None:
+        self.row = row
+
+
+class _Ended:
+    """A request that ended with nothing to bill: its write-ahead row goes."""
+
+    __slots__ = ("request_id",)
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id

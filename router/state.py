@@ -76,12 +76,12 @@ class PolicyState:
         self.sticky = StickyStore(ttl_seconds=sticky.ttl_seconds, max_conversations=sticky.max_conversations)
         ledger = config.policy.ledger
         path = ledger.path
+        # A write-ahead row older than the longest a request may run was left by a process that died.
+        longest = config.policy.retries.deadline_seconds + max((b.timeouts.total for b in config.backends.values()), default=0)
         self.ledger: SpendLedger | None = None
         if ledger.url:
-            self.ledger = PostgresLedger(ledger.url, buffer_rows=ledger.buffer_rows)
+            self.ledger = PostgresLedger(ledger.url, buffer_rows=ledger.buffer_rows, stale_after=2 * longest)
         elif path:
-            # A write-ahead row older than the longest a request may run was left by a process that died.
-            longest = config.policy.retries.deadline_seconds + max((b.timeouts.total for b in config.backends.values()), default=0)
             self.ledger = Ledger(path, stale_after=2 * longest)
         if self.ledger is not None:
             self._load_spend()

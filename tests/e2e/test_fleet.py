@@ -262,6 +262,29 @@ def test_postgres_down_buffers_rows_and_writes_them_when_it_returns(postgres: Po
     ledger.close()
 
 
+def test_a_killed_replicas_calls_in_flight_are_billed_at_their_estimate(postgres: Postgres) -> None:
+    """Write-ahead rows: a call that started and never ended (its process died) is billed once stale;
+    one that ended replaces its row; one that ended with nothing to bill leaves none."""
+    dead = PostgresLedger(postgres.url)
+    row = LedgerRow(ts=time.time() - 10, request_id="in-flight", tenant="acme", key=None, backend="mid", tier="mid",
+                    model="m", input_tokens=10, output_tokens=0, cost_usd=0.25, estimated=True, status=0,
+                    latency_ms=0.0, attempts=1, fallback=None)
+    dead.begin(row)
+    dead.begin(dataclasses.replace(row, request_id="answered"))
+    dead.record(dataclasses.replace(row, request_id="answered", output_tokens=5, cost_usd=0.1, status=200))
+    dead.begin(dataclasses.replace(row, request_id="refused"))
+    dead.discard("refused")
+    assert dead.flush(5)
+    assert {r["status"]: r["requests"] for r in dead.spend(group_by=("status",))} == {200: 1}  # pending is not spend
+    survivor = PostgresLedger(postgres.url, stale_after=5.0)  # the dead one's row is 10 s old
+    survivor.record(dataclasses.replace(row, request_id="next", ts=time.time(), status=200))
+    assert survivor.flush(5)
+    billed = {r["status"]: (r["requests"], r["cost_usd"]) for r in survivor.spend(group_by=("status",))}
+    assert billed == {0: (1, 0.25), 200: (2, pytest.approx(0.35))}
+    survivor.close()
+    dead.close()
+
+
 def test_kill_9_loses_at_most_the_last_flush_interval_of_rows(tmp_path: Path, upstreams: tuple[str, str],
                                                               postgres: Postgres) -> None:
     """A replica killed with SIGKILL under load: every row older than the writer's interval (0.2 s) is in
