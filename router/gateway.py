@@ -29,7 +29,8 @@ from router.upstream.base import Provider
 
 log = logging.getLogger("router.gateway")
 
-_CONFIG_SUFFIXES = (".yaml", ".yml")
+#: Files whose change reloads the config: the YAML files and the classifier's model.
+_CONFIG_SUFFIXES = (".yaml", ".yml", ".npz")
 #: Set by ``serve --workers N`` for its workers: N processes share this machine's budgets.
 WORKERS_ENV = "LLM_ROUTER_WORKERS"
 #: How often a worker publishes its metrics when several share them (a scrape also publishes its own).
