@@ -361,7 +361,7 @@ async def decide(request: Request) -> Response:
     started = time.perf_counter_ns()
     route = pipeline.route(body, client, request.headers)
     elapsed_us = (time.perf_counter_ns() - started) / 1000
-    explained = pipeline.explain(route, client, body)
+    explained = pipeline.explain(route, client, body["messages"], body)
     return _json({**explained, "decision_us": round(elapsed_us, 1)}, headers={"x-request-id": request_id})
 
 

@@ -166,9 +166,12 @@ class Pipeline:
             log.exception("classifier failed; treating the request as sensitive")
             return _fail_safe_features(messages)
 
-    def explain(self, route: Route, client: ClientKey, body: dict[str, Any]) -> dict[str, Any]:
+    def explain(
+        self, route: Route, client: ClientKey, messages: list[Any], body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The ``/v1/router/decide`` answer: the route, why (the cues that fired and the n-grams that pushed
-        the model most), and the state each planned backend is in."""
+        the model most), and the state each planned backend is in. ``body`` bounds the cost estimate
+        (``max_tokens``, ``n``); without it the estimate is that of an unbounded request."""
         plan = route.plan
         first = plan.candidates[0] if plan.candidates else None
         chain = []
@@ -182,7 +185,7 @@ class Pipeline:
                     "breaker": state.breaker.snapshot(),
                     "load": state.load.snapshot(),
                     "capacity": state.capacity.snapshot() if state.capacity else None,
-                    "estimated_cost_usd": round(self._estimate(body, route, c), 8),
+                    "estimated_cost_usd": round(self._estimate(body or {}, route, c), 8),
                 }
             )
         return {
@@ -194,7 +197,7 @@ class Pipeline:
             "reason": route.reason(),
             "features": route.features.as_dict(),
             "cues": list(route.features.evidence),
-            "model_push": self._model_push(body["messages"]),
+            "model_push": self._model_push(messages),
             "plan": {**plan.as_dict(), "chain": chain},
             "budgets": self.state.budgets.snapshot(tenant=client.tenant, key=client.name),
         }
