@@ -72,11 +72,16 @@ class Accountant:
             if trace.in_flight is not None:
                 trace.in_flight.__exit__(None, None, None)
             if trace.status < 400 and self._ranks.get(candidate.tier, 0) > self._lowest_rank:
-                if self.config.policy.stickiness.enabled:
-                    self.state.sticky.remember(trace.body["messages"], trace.client.tenant, candidate.tier)
+                stickiness = self.config.policy.stickiness
+                if stickiness.enabled:
+                    self.state.remember_sticky(trace.body["messages"], trace.client.tenant, candidate.tier, stickiness.ttl_seconds)
         if trace.reservation is not None:
-            self.state.budgets.settle(trace.reservation, trace.cost)
+            self.state.settle(trace.reservation, trace.cost)
             trace.reservation = None
+        if trace.rate is not None:
+            usage = trace.usage
+            self.state.settle_rate(trace.rate, usage.input_tokens + usage.output_tokens if usage else 0)
+            trace.rate = None
         self._record_metrics(trace, now)
         usage = trace.usage
         self.access_log.request(

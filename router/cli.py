@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 from router.accesslog import configure_logging
 from router.app import create_app
 from router.config import ConfigError, GatewayConfig, check_config, load_config
+from router.gateway import WORKERS_ENV
 from router.http_protocol import PROTOCOL
 from router.metrics import prepare_multiprocess_dir
 
@@ -162,6 +163,7 @@ def _serve(path: Path, host: str, port: int, workers: int, log_level: str) -> in
         return 2
     # Absolute, not resolved: a symlinked config (a Kubernetes ConfigMap) must be re-read through its link.
     os.environ[CONFIG_ENV] = str(path.absolute())
+    os.environ[WORKERS_ENV] = str(workers)  # the workers share budgets through the ledger when there are several
     prepare_multiprocess_dir(workers)  # before the workers spawn: they inherit PROMETHEUS_MULTIPROC_DIR
     uvicorn.run(
         "router.cli:app_from_env",

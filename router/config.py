@@ -251,9 +251,52 @@ class BudgetLimitConfig(_Model):
 
 class BudgetsConfig(_Model):
     action: BudgetAction = "downgrade"
-    #: Output tokens assumed for the cost estimate when the request gives no ``max_tokens``.
-    expected_output_tokens: int = Field(default=512, ge=0)
+    #: Output tokens reserved per choice when the request gives no ``max_tokens`` (capped by the
+    #: backend's context window); the actual cost is settled when the request ends.
+    expected_output_tokens: int = Field(default=4096, ge=0)
     limits: list[BudgetLimitConfig] = []
+
+
+class RateLimitConfig(_Model):
+    """Requests and tokens per minute for one key, one tenant, or the whole gateway."""
+
+    scope: Literal["global", "tenant", "key"]
+    #: Tenant or key name; omitted for the global scope, or to give each tenant (key) its own limit.
+    name: str | None = None
+    rpm: int | None = Field(default=None, gt=0)
+    #: Input + output tokens per minute: reserved from the estimate, settled from the reported usage.
+    tpm: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _well_formed(self) -> Self:
+        if self.scope == "global" and self.name is not None:
+            raise ValueError("a global rate limit has no `name`")
+        if self.rpm is None and self.tpm is None:
+            raise ValueError("give `rpm`, `tpm` or both")
+        return self
+
+
+class StateConfig(_Model):
+    """Where budgets, rate limits and stickiness are shared. No Redis: this machine only."""
+
+    #: ``redis://host:6379/0``; empty keeps the state in this process (and, with ``--workers``,
+    #: budgets shared through the SQLite ledger).
+    redis_url: str = ""
+    #: Redis unreachable: ``open`` serves with this replica's local state, ``closed`` refuses
+    #: requests a budget or rate limit applies to (503) until it is back.
+    on_failure: Literal["open", "closed"] = "open"
+    #: Prefix of every Redis key, so several gateways can share one Redis.
+    key_prefix: str = Field(default="llm-router", min_length=1)
+    #: Seconds a Redis call may take before the replica counts Redis as down. Generous: a replica whose
+    #: own event loop is saturated reads replies late, and a false "down" serves from local state.
+    timeout_seconds: float = Field(default=1.0, gt=0)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if value and not re.match(r"^(redis|rediss|unix)://", value):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")  # no echo: it may hold a password
+        return value
 
 
 class StickinessConfig(_Model):
@@ -267,6 +310,17 @@ class StickinessConfig(_Model):
 class LedgerConfig(_Model):
     #: SQLite file of per-request spend (relative paths are relative to the working directory); None disables it.
     path: str | None = "llm-router-spend.sqlite3"
+    #: ``postgresql://user:pass@host/db``: one ledger for every replica, instead of ``path``.
+    url: str = ""
+    #: Rows kept in memory while PostgreSQL is unreachable; beyond it the oldest are dropped (and counted).
+    buffer_rows: int = Field(default=100_000, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_scheme(cls, value: str) -> str:
+        if value and not re.match(r"^postgres(ql)?://", value):
+            raise ValueError("must be a postgresql:// URL")  # no echo: it may hold a password
+        return value
 
 
 class PolicyConfig(_Model):
@@ -277,6 +331,7 @@ class PolicyConfig(_Model):
     #: Which failures move a request on to the next attempt. Other errors (400, 401, quota) never do.
     fallback_on: list[FailureKind] = ["connect", "timeout", "rate_limit", "server_error", "context_length", "malformed", "auth"]
     budgets: BudgetsConfig = BudgetsConfig()
+    rate_limits: list[RateLimitConfig] = []
     stickiness: StickinessConfig = StickinessConfig()
     ledger: LedgerConfig = LedgerConfig()
     #: When the preferred tier is saturated or slower than the rule's objective, serve from the other (with a header).
@@ -387,6 +442,7 @@ class GatewayConfig(_Model):
     classifier: ClassifierConfig
     rules: list[RuleConfig] = Field(min_length=1)
     policy: PolicyConfig = PolicyConfig()
+    state: StateConfig = StateConfig()
 
     _digest: str = PrivateAttr(default="")
 
@@ -476,6 +532,11 @@ class GatewayConfig(_Model):
             env_key = re.fullmatch(r"key-[0-9a-f]{8}", limit.name or "")  # names of keys from `keys_env`
             if limit.scope == "key" and not env_key and limit.name not in {k.name for k in self.auth.keys}:
                 errors.append(f"policy.budgets.limits.{i}.name: unknown key name {limit.name!r}")
+        seen_limits: set[tuple[str, str | None]] = set()
+        for i, rate in enumerate(self.policy.rate_limits):
+            if (rate.scope, rate.name) in seen_limits:
+                errors.append(f"policy.rate_limits.{i}: a {rate.scope} limit named {rate.name!r} is given twice")
+            seen_limits.add((rate.scope, rate.name))
         key_names = [k.name for k in self.auth.keys]
         for i, name in enumerate(key_names):
             if name in key_names[:i]:

@@ -30,13 +30,13 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, fields
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 log = logging.getLogger("router.ledger")
 
@@ -170,6 +170,30 @@ class _Ended:
         self.request_id = request_id
 
 
+class SpendLedger(Protocol):
+    """What the gateway needs of a spend ledger: ``Ledger`` (SQLite) and ``ledger_pg.PostgresLedger`` provide it.
+
+    ``record`` never waits on storage; ``flush`` waits until what was recorded is stored (False on
+    timeout); ``close`` stores what is left; the reads may block (call them off the event loop).
+    """
+
+    stats: dict[str, int]
+
+    def record(self, row: LedgerRow) -> None: ...
+
+    def begin(self, row: LedgerRow) -> None: ...
+
+    def discard(self, request_id: str) -> None: ...
+
+    def flush(self, timeout: float | None = None) -> bool: ...
+
+    def close(self, timeout: float | None = None) -> None: ...
+
+    def spend(self, *, since: float | None = None, group_by: Sequence[GroupBy] = ...) -> list[dict[str, Any]]: ...
+
+    def totals(self, since: float) -> dict[tuple[str, str | None], float]: ...
+
+
 class _Job:
     """A read (or a flush) run on the writer thread, after every row queued before it."""
 
@@ -242,29 +266,9 @@ class Ledger:
         self, *, since: float | None = None, group_by: Sequence[GroupBy] = ("tenant", "backend", "day")
     ) -> list[dict[str, Any]]:
         """Requests, tokens and USD per group (``day``/``month`` in UTC), ordered by the groups."""
-        unknown = [g for g in group_by if g not in _GROUP_SQL]
-        if unknown:
-            raise ValueError(f"cannot group spend by {unknown}; choose from {sorted(_GROUP_SQL)}")
-        names = list(group_by)
-        exprs = [_GROUP_SQL[g] for g in names]
-        select = ", ".join([*exprs, "COUNT(*)", "SUM(input_tokens)", "SUM(output_tokens)", "SUM(cost_usd)"])
-        sql = f"SELECT {select} FROM requests WHERE ts >= ?"
-        if exprs:
-            sql += f" GROUP BY {', '.join(exprs)} ORDER BY {', '.join(exprs)}"
+        sql = spend_sql(_GROUP_SQL, group_by, "?")
         args = (float("-inf") if since is None else since,)
-
-        def query(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            out = []
-            for row in conn.execute(sql, args):
-                requests, input_tokens, output_tokens, cost = row[len(names) :]
-                if not requests:
-                    continue
-                entry = dict(zip(names, row, strict=False))
-                entry.update(requests=requests, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost)
-                out.append(entry)
-            return out
-
-        return self._read(query)
+        return self._read(lambda conn: spend_entries(group_by, conn.execute(sql, args)))
 
     def totals(self, since: float) -> dict[tuple[str, str | None], float]:
         """USD spent since ``since`` per budget scope: ``("global", None)``, ``("tenant", name)``, ``("key", name)``."""
@@ -276,12 +280,7 @@ class Ledger:
             out: dict[tuple[str, str | None], float] = {("global", None): 0.0}
             if since < next_day:
                 sql = "SELECT tenant, key, SUM(cost_usd) FROM requests WHERE ts >= ? AND ts < ? GROUP BY tenant, key"
-                for tenant, key, cost in conn.execute(sql, (since, next_day)):
-                    out["global", None] += cost
-                    if tenant is not None:
-                        out["tenant", tenant] = out.get(("tenant", tenant), 0.0) + cost
-                    if key is not None:
-                        out["key", key] = out.get(("key", key), 0.0) + cost
+                add_scope_totals(out, conn.execute(sql, (since, next_day)))
             sql = (
                 "SELECT scope, name, SUM(cost_usd) FROM daily_spend "
                 "WHERE day >= strftime('%Y-%m-%d', ?, 'unixepoch') GROUP BY scope, name"
@@ -416,6 +415,42 @@ class Ledger:
             self.stats["duplicates"] += len(rows) - inserted
             self.stats["commits"] += 1
             return
+
+
+def spend_sql(group_sql: Mapping[str, str], group_by: Sequence[str], placeholder: str) -> str:
+    """The spend report's query, for a ledger whose group expressions are ``group_sql``."""
+    unknown = [g for g in group_by if g not in group_sql]
+    if unknown:
+        raise ValueError(f"cannot group spend by {unknown}; choose from {sorted(group_sql)}")
+    exprs = [group_sql[g] for g in group_by]
+    select = ", ".join([*exprs, "COUNT(*)", "SUM(input_tokens)", "SUM(output_tokens)", "SUM(cost_usd)"])
+    sql = f"SELECT {select} FROM requests WHERE ts >= {placeholder}"
+    if exprs:
+        sql += f" GROUP BY {', '.join(exprs)} ORDER BY {', '.join(exprs)}"
+    return sql
+
+
+def spend_entries(group_by: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """The spend report's rows as dicts: the groups, then requests, tokens and cost (empty groups left out)."""
+    out = []
+    for row in rows:
+        requests, input_tokens, output_tokens, cost = row[len(group_by) :]
+        if not requests:
+            continue
+        entry = dict(zip(group_by, row, strict=False))
+        entry.update(requests=requests, input_tokens=int(input_tokens), output_tokens=int(output_tokens), cost_usd=cost)
+        out.append(entry)
+    return out
+
+
+def add_scope_totals(out: dict[tuple[str, str | None], float], rows: Iterable[Sequence[Any]]) -> None:
+    """Add (tenant, key, cost) rows into budget-scope totals: global, per tenant, per key."""
+    for tenant, key, cost in rows:
+        out["global", None] += cost
+        if tenant is not None:
+            out["tenant", tenant] = out.get(("tenant", tenant), 0.0) + cost
+        if key is not None:
+            out["key", key] = out.get(("key", key), 0.0) + cost
 
 
 def _connect(path: str) -> sqlite3.Connection:

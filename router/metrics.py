@@ -223,6 +223,10 @@ class Metrics:
                                        ["scope", "name", "period"], multiprocess_mode="mostrecent", registry=r)
         self._budget_limit = Gauge("llm_router_budget_limit_usd", "Budget of the current period, USD.",
                                    ["scope", "name", "period"], multiprocess_mode="mostrecent", registry=r)
+        self._state_up = Gauge("llm_router_state_backend_up", "1 while the shared state (Redis) answers, 0 while it does "
+                               "not; absent without Redis.", multiprocess_mode="livemin", registry=r)
+        self._ledger_buffered = Gauge("llm_router_ledger_buffered_rows", "Spend rows recorded and not yet written to "
+                                      "the PostgreSQL ledger.", multiprocess_mode="livesum", registry=r)
         self._reloads = Counter("llm_router_config_reloads_total", "Config reload attempts, by result.", ["result"],
                                 registry=r)
         self._reload_ok = Gauge("llm_router_config_last_reload_successful", "1 if the last config reload succeeded.",
@@ -424,6 +428,13 @@ class Metrics:
         labels = (scope, names.get(name, OTHER), _PERIODS.get(period, OTHER)) if names else (OTHER, OTHER, OTHER)
         self._child(self._budget_remaining, *labels).set(remaining_usd)
         self._child(self._budget_limit, *labels).set(limit_usd)
+
+    def state_backend(self, up: bool) -> None:
+        """Fits ``PolicyState(on_state=...)``: the shared state store went up or down."""
+        self._state_up.set(1 if up else 0)
+
+    def ledger_buffered(self, rows: int) -> None:
+        self._ledger_buffered.set(rows)
 
     def config_reload(self, ok: bool) -> None:
         """A reload attempt; on success also call ``configure`` with the new config."""

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from router import ratelimit
 from router.accounting import Accountant
 from router.auth import ClientKey, KeyRing
 from router.budget import Exceeded, Reservation
 from router.classify import Classifier, Features
 from router.classify_model import model_texts
 from router.config import AUTO_MODEL, FailureKind, GatewayConfig
-from router.cost import completion_chars, cost_usd
+from router.cost import completion_chars, cost_usd, reserved_output_tokens
 from router.errors import (
     GatewayError,
     InvalidRequestError,
@@ -46,6 +47,7 @@ from router.rules import (
     compile_rules,
     match_rules,
 )
+from router.shared import StateUnavailableError
 from router.state import PolicyState
 from router.trace import Route, Trace
 from router.upstream.base import CONTEXT_LENGTH_CODE, Batch, Chunk, Completion, Provider
@@ -120,7 +122,11 @@ class Pipeline:
 
     # -- classify -> rules -> policy -------------------------------------------------------------
 
-    def route(self, body: dict[str, Any], client: ClientKey, headers: Mapping[str, str]) -> Route:
+    def route(
+        self, body: dict[str, Any], client: ClientKey, headers: Mapping[str, str], shared_sticky: str | None = None
+    ) -> Route:
+        """Classify, match the rules and plan. ``shared_sticky``: the conversation's tier as Redis
+        knows it (``PolicyState.sticky_tier``), when the state is shared."""
         model = body["model"]
         if model != AUTO_MODEL and model not in self.config.aliases and model not in self._forced:
             raise ModelNotFoundError(
@@ -136,7 +142,7 @@ class Pipeline:
             decision = match_rules(features, ctx, self.rules)
         sticky = None
         if self.config.policy.stickiness.enabled and len(messages) >= 3:
-            sticky = self.state.sticky.tier_of(messages, client.tenant)
+            sticky = shared_sticky if self.state.store is not None else self.state.sticky.tier_of(messages, client.tenant)
         plan = self.planner.plan(
             decision,
             features,
@@ -146,6 +152,13 @@ class Pipeline:
         )
         return Route(features, decision, plan)
 
+    async def shared_sticky(self, body: dict[str, Any], client: ClientKey) -> str | None:
+        """For ``route``: the tier any replica escalated this conversation to, when the state is shared (Redis)."""
+        messages = body["messages"]
+        if self.state.store is None or len(messages) < 3 or not self.config.policy.stickiness.enabled:
+            return None
+        return await self.state.sticky_tier(messages, client.tenant)
+
     def _classify(self, messages: list[dict[str, Any]], tools: Any) -> Features:
         try:
             return self.classifier.classify(messages, tools)
@@ -153,9 +166,12 @@ class Pipeline:
             log.exception("classifier failed; treating the request as sensitive")
             return _fail_safe_features(messages)
 
-    def explain(self, route: Route, client: ClientKey, messages: list[Any]) -> dict[str, Any]:
+    def explain(
+        self, route: Route, client: ClientKey, messages: list[Any], body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The ``/v1/router/decide`` answer: the route, why (the cues that fired and the n-grams that pushed
-        the model most), and the state each planned backend is in."""
+        the model most), and the state each planned backend is in. ``body`` bounds the cost estimate
+        (``max_tokens``, ``n``); without it the estimate is that of an unbounded request."""
         plan = route.plan
         first = plan.candidates[0] if plan.candidates else None
         chain = []
@@ -169,7 +185,7 @@ class Pipeline:
                     "breaker": state.breaker.snapshot(),
                     "load": state.load.snapshot(),
                     "capacity": state.capacity.snapshot() if state.capacity else None,
-                    "estimated_cost_usd": round(self._estimate(route, c), 8),
+                    "estimated_cost_usd": round(self._estimate(body or {}, route, c), 8),
                 }
             )
         return {
@@ -254,6 +270,8 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + retries.deadline_seconds
         self.state.retry_budget.record_request()
+        if self.state.rate_limits:
+            await self._admit(trace)
         last_error: GatewayError | None = None
         previous: Candidate | None = None
         skipped: str | None = None
@@ -276,9 +294,14 @@ class Pipeline:
                     last_error = ServiceUnavailableError(f"Backend {candidate.backend!r} is unavailable (circuit open).")
                     trace.attempted = candidate
                 continue
-            if not self._reserve(trace, candidate):
+            held = self._reserve(trace, candidate)
+            if held is None:  # this process's share of a shared budget must grow first
+                held = await self._acquire_shared(trace)
+            if not held:
                 skipped = skipped or "budget"
                 continue
+            assert trace.reservation is not None
+            self.accountant.begin(trace, candidate, trace.reservation.amount)  # the write-ahead row
             if previous is not None or skipped is not None:
                 reason = _failure_kind(last_error) if last_error is not None and previous is not None else skipped
                 source = previous.backend if previous is not None else plan.candidates[0].backend
@@ -381,32 +404,76 @@ class Pipeline:
 
     # -- budgets and accounting --------------------------------------------------------------------
 
-    def _estimate(self, route: Route, candidate: Candidate) -> float:
-        output = self.config.policy.budgets.expected_output_tokens
-        return cost_usd(candidate.config.price, route.features.input_tokens, output)
+    def _estimate(self, body: dict[str, Any], route: Route, candidate: Candidate) -> float:
+        """The most this request can cost on ``candidate``, as far as its body bounds it (see ``reserved_output_tokens``)."""
+        unbounded = self.config.policy.budgets.expected_output_tokens
+        inputs = route.features.input_tokens
+        output = reserved_output_tokens(body, inputs, candidate.config.context_window, unbounded)
+        return cost_usd(candidate.config.price, inputs, output)
 
-    def _reserve(self, trace: Trace, candidate: Candidate) -> bool:
-        """Hold the estimated cost of a call to ``candidate`` in every budget that applies."""
+    def _reserve(self, trace: Trace, candidate: Candidate) -> bool | None:
+        """Hold the estimated cost of a call to ``candidate`` in every budget that applies; None when
+        a shared budget must trade with its store first (``_acquire_shared``)."""
         self._release(trace)
-        budgets = self.config.policy.budgets
-        output = trace.body.get("max_completion_tokens") or trace.body.get("max_tokens") or budgets.expected_output_tokens
-        estimate = cost_usd(candidate.config.price, trace.route.features.input_tokens, output)
+        estimate = self._estimate(trace.body, trace.route, candidate)
         result = self.state.budgets.reserve(tenant=trace.client.tenant, key=trace.client.name, estimate_usd=estimate)
         if isinstance(result, Reservation):
             trace.reservation = result
-            self.accountant.begin(trace, candidate, estimate)
+            shared = self.state.shared_budgets
+            return True if shared is None or shared.hold(result, self.state.budgets) else None
+        return self._over_budget(trace, result)
+
+    async def _acquire_shared(self, trace: Trace) -> bool:
+        reservation = trace.reservation
+        shared = self.state.shared_budgets
+        assert reservation is not None and shared is not None
+        try:
+            exceeded = await shared.acquire(reservation, self.state.budgets)
+        except StateUnavailableError:
+            raise self._final(trace, ServiceUnavailableError(
+                "The shared budget state is unavailable and this gateway refuses budgeted requests until it is back "
+                "(state.on_failure: closed).", code="state_backend_unavailable")) from None
+        if exceeded is None:
             return True
-        if result.action == "reject" or not trace.route.plan.allow_downgrade:
-            raise self._final(trace, _budget_exceeded(result))
-        trace.budget_exceeded = result
+        self._release(trace)
+        return self._over_budget(trace, exceeded)
+
+    def _over_budget(self, trace: Trace, exceeded: Exceeded) -> bool:
+        if exceeded.action == "reject" or not trace.route.plan.allow_downgrade:
+            raise self._final(trace, _budget_exceeded(exceeded))
+        trace.budget_exceeded = exceeded
         return False
+
+    async def _admit(self, trace: Trace) -> None:
+        """Take this request from the rate limits that apply to its caller, or refuse it (429 with retry-after)."""
+        first = trace.route.plan.candidates[0] if trace.route.plan.candidates else None
+        tokens = trace.route.features.input_tokens
+        if first is not None:
+            unbounded = self.config.policy.budgets.expected_output_tokens
+            tokens += reserved_output_tokens(trace.body, tokens, first.config.context_window, unbounded)
+        try:
+            taken = await self.state.take_rate(trace.client.tenant, trace.client.name, tokens)
+        except StateUnavailableError:
+            raise self._final(trace, ServiceUnavailableError(
+                "The shared rate-limit state is unavailable and this gateway refuses rate-limited requests until "
+                "it is back (state.on_failure: closed).", code="state_backend_unavailable")) from None
+        if taken is None:
+            return
+        bucket_state, take = taken
+        buckets = bucket_state[0]
+        trace.rate_headers = ratelimit.headers(buckets, take)
+        if not take.admitted:
+            error = RateLimitError(ratelimit.refused(buckets, take), code="rate_limit_exceeded")
+            error.retryable = True
+            raise self._final(trace, error)
+        trace.rate = bucket_state
 
     def _budget_error(self, trace: Trace) -> GatewayError | None:
         return _budget_exceeded(trace.budget_exceeded) if trace.budget_exceeded is not None else None
 
     def _release(self, trace: Trace) -> None:
         if trace.reservation is not None:
-            self.state.budgets.settle(trace.reservation, 0.0)
+            self.state.settle(trace.reservation, 0.0)
             trace.reservation = None
 
 

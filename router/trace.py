@@ -75,6 +75,10 @@ class Trace:
     client_gone: bool = False
     #: The endpoint it came in on, for the access log.
     path: str = "/v1/chat/completions"
+    #: The rate-limit buckets this request took from (``PolicyState.take_rate``), settled at the end.
+    rate: Any = None
+    #: OpenAI's ``x-ratelimit-*`` headers for a rate-limited caller.
+    rate_headers: dict[str, str] | None = None
 
     def client_left(self) -> None:
         self.client_gone = True
@@ -90,4 +94,6 @@ class Trace:
             headers["x-router-downgraded"] = self.downgraded
         if self.rerouted is not None:
             headers["x-router-rerouted"] = self.rerouted
+        if self.rate_headers is not None:
+            headers.update(self.rate_headers)
         return headers

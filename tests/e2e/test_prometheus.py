@@ -307,6 +307,10 @@ tests:
         values: '50x60'
       - series: 'llm_router_config_last_reload_successful'
         values: '1x10 0x50'
+      - series: 'llm_router_state_backend_up{{instance="gateway-1:8080"}}'
+        values: '1x10 0x50'
+      - series: 'llm_router_state_backend_up{{instance="gateway-2:8080"}}'
+        values: '1x60'
       - series: 'up{{job="llm-router"}}'
         values: '1x60'
     alert_rule_test:
@@ -318,6 +322,10 @@ tests:
       - alertname: LLMRouterBudgetNearlySpent
         eval_time: 20m
         exp_alerts: [{{exp_labels: {{severity: warning, scope: tenant, name: acme, period: day}}}}]
+      - {{alertname: LLMRouterStateBackendDown, eval_time: 10m, exp_alerts: []}}
+      - alertname: LLMRouterStateBackendDown
+        eval_time: 20m
+        exp_alerts: [{{exp_labels: {{severity: critical, instance: "gateway-1:8080"}}}}]
       - {{alertname: LLMRouterConfigReloadFailing, eval_time: 5m, exp_alerts: []}}
       - alertname: LLMRouterConfigReloadFailing
         eval_time: 20m
