@@ -11,6 +11,7 @@ import time
 from router.accesslog import AccessLog
 from router.config import GatewayConfig
 from router.cost import Usage, cost_usd, usage_from
+from router.evaluate import inputs
 from router.ledger import LedgerRow
 from router.metrics import Metrics
 from router.state import PolicyState
@@ -28,6 +29,8 @@ class Accountant:
         self._lowest_rank = min(ranks.values())
         top = max(ranks, key=ranks.__getitem__)
         self._reference_price = config.backends[config.tiers[top][0]].price
+        self._record_decisions = config.policy.ledger.record_decisions
+        self._rule_headers = inputs.rule_headers(config.rules)
 
     def price(self, trace: Trace) -> None:
         """Set the served request's usage and cost (for the answer's cost header, before ``finish``)."""
@@ -93,8 +96,21 @@ class Accountant:
                     latency_ms=(time.perf_counter() - trace.started) * 1000,
                     attempts=trace.attempts,
                     fallback=f"{trace.fallback[0]}->{trace.fallback[1]}" if trace.fallback else None,
+                    decision=self._decision(trace) if self._record_decisions else None,
                 )
             )
+
+    def _decision(self, trace: Trace) -> str | None:
+        route = trace.route
+        if route.context is None:
+            return None
+        body = trace.body
+        return inputs.encode(
+            route.features, route.context, rule=route.decision.rule,
+            tier=route.plan.candidates[0].tier if route.plan.candidates else None,
+            max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 0,
+            headers=self._rule_headers,
+        )
 
     def reject(self, request_id: str, status: int, started: float) -> None:
         """Account for a request refused before it could be routed (auth, parsing, unknown model)."""

@@ -1,9 +1,11 @@
-"""``llm-router serve | demo | check``: arguments -> config -> app -> uvicorn. No routing logic here."""
+"""``llm-router serve | demo | check | eval | test | replay | calibrate``: arguments -> config -> app or
+evaluation (``router.evaluate``). No routing logic here."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import sys
@@ -18,6 +20,8 @@ from starlette.types import ASGIApp
 from router.accesslog import configure_logging
 from router.app import create_app
 from router.config import ConfigError, GatewayConfig, load_config
+from router.evaluate import golden, labelled
+from router.evaluate.offline import EvaluationError, OfflineRouter, config_or_error
 from router.http_protocol import PROTOCOL
 from router.metrics import prepare_multiprocess_dir
 
@@ -50,14 +54,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("check", help="validate a config file; exit 2 with precise errors if invalid")
     check.add_argument("path", type=Path)
 
+    _add_evaluation_commands(commands)
+
     args = parser.parse_args(argv)
+    if args.command in _EVALUATIONS:
+        return _evaluation(args)
     os.environ[LOG_ENV] = f"{getattr(args, 'log_level', 'info')}:{getattr(args, 'log_format', 'text')}"
     _configure_logging()
     if args.command == "check":
         return _check(args.path)
     if args.command == "serve":
         return _serve(args.config, args.host, args.port, args.workers, args.log_level)
-    return _demo(args.config or _default_demo_config(), args.host, args.port)
+    return _demo(args.config or _shipped_config("demo.yaml"), args.host, args.port)
+
+
+def _add_evaluation_commands(commands: Any) -> None:
+    config_help = "the gateway config (default: config/router.yaml)"
+    ev = commands.add_parser("eval", help="accuracy, flagship share and projected cost on a labelled JSONL data set")
+    ev.add_argument("data", type=Path, help="JSON Lines: messages, expected_tier, optional task and source")
+    ev.add_argument("--config", type=Path, default=None, help=config_help)
+    ev.add_argument("--json", action="store_true", help="print the report as JSON")
+    ev.add_argument("--min-accuracy", type=float, default=None, help="exit 1 when tier accuracy is below this")
+    ev.add_argument("-v", "--verbose", action="count", default=0, help="list misrouted rows (-vv: wrong tasks too)")
+
+    test = commands.add_parser("test", help="run golden routing cases; exit 1 on any failure")
+    test.add_argument("fixtures", type=Path, nargs="?", default=None,
+                      help="cases file (default: routing-tests.yaml next to the config)")
+    test.add_argument("--config", type=Path, default=None, help=config_help)
+
+
+def _evaluation(args: argparse.Namespace) -> int:
+    """Run an evaluation command; bad input is one line on stderr and exit status 2."""
+    args.config = args.config or _shipped_config("router.yaml")
+    try:
+        router = OfflineRouter(config_or_error(args.config))
+        return _EVALUATIONS[args.command](router, args)
+    except EvaluationError as exc:
+        print(f"llm-router {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _eval(router: OfflineRouter, args: argparse.Namespace) -> int:
+    report = labelled.evaluate(router, labelled.load_rows(args.data, set(router.config.tiers)))
+    print(json.dumps(report.as_dict(), indent=2) if args.json else labelled.render(report, verbose=args.verbose))
+    if args.min_accuracy is not None and report.tier_accuracy < args.min_accuracy:
+        print(f"tier accuracy {report.tier_accuracy:.3f} is below --min-accuracy {args.min_accuracy}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _test(router: OfflineRouter, args: argparse.Namespace) -> int:
+    path = args.fixtures or args.config.parent / "routing-tests.yaml"
+    results = golden.run(router, golden.load_cases(path))
+    print(golden.render(results, fixtures=path, config=args.config))
+    return 0 if all(r.passed for r in results) else 1
+
+
+_EVALUATIONS: dict[str, Callable[[OfflineRouter, argparse.Namespace], int]] = {"eval": _eval, "test": _test}
 
 
 def _load_or_report(path: Path) -> GatewayConfig | None:
@@ -111,9 +164,10 @@ def _configure_logging() -> None:
     configure_logging(level, json=style == "json")
 
 
-def _default_demo_config() -> Path:
-    local = Path("config/demo.yaml")
-    return local if local.exists() else _REPO_CONFIG / "demo.yaml"
+def _shipped_config(name: str) -> Path:
+    """``config/<name>`` of the working directory, else the one shipped with the package."""
+    local = Path("config") / name
+    return local if local.exists() else _REPO_CONFIG / name
 
 
 def _demo(path: Path, host: str, port: int) -> int:

@@ -230,6 +230,9 @@ class StickinessConfig(_Model):
 class LedgerConfig(_Model):
     #: SQLite file of per-request spend (relative paths are relative to the working directory); None disables it.
     path: str | None = "llm-router-spend.sqlite3"
+    #: Record each request's decision inputs (features, rule, requested model; never prompt text) for
+    #: ``llm-router replay`` and ``calibrate``.
+    record_decisions: bool = True
 
 
 class PolicyConfig(_Model):

@@ -70,7 +70,8 @@ CREATE TABLE IF NOT EXISTS requests (
     status INTEGER NOT NULL,
     latency_ms REAL NOT NULL,
     attempts INTEGER NOT NULL,
-    fallback TEXT
+    fallback TEXT,
+    decision TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 -- Spend per UTC day and budget scope, kept by a trigger in the same transaction as the rows, so
@@ -113,14 +114,17 @@ class LedgerRow:
     latency_ms: float
     attempts: int
     fallback: str | None
+    #: The request's decision inputs as JSON (``router.evaluate.inputs``), for offline replay; no prompt text.
+    decision: str | None = None
 
 
 _COLUMNS = tuple(f.name for f in fields(LedgerRow))
 _values = attrgetter(*_COLUMNS)
-#: Rows per INSERT statement (64 x 15 parameters stays under SQLite's oldest limit of 999). sqlite3
-#: releases the GIL around each statement step: with one row per step (executemany), a writer
-#: thread competing with a busy event loop waits for the GIL once per row.
-_ROWS_PER_INSERT = 64
+_ESTIMATED = _COLUMNS.index("estimated")
+#: Rows per INSERT statement (the most whose parameters stay under SQLite's oldest limit of 999).
+#: sqlite3 releases the GIL around each statement step: with one row per step (executemany), a
+#: writer thread competing with a busy event loop waits for the GIL once per row.
+_ROWS_PER_INSERT = 999 // len(_COLUMNS)
 _ROW = f"({', '.join('?' * len(_COLUMNS))})"
 #: ``_INSERTS[k]``: the statement inserting k rows.
 _INSERTS = ("",) + tuple(
@@ -239,6 +243,17 @@ class Ledger:
 
         return self._read(query)
 
+    def rows(self, *, since: float | None = None, until: float | None = None) -> list[LedgerRow]:
+        """The requests recorded in ``[since, until)``, oldest first."""
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM requests WHERE ts >= ? AND ts < ? ORDER BY ts"
+        args = (float("-inf") if since is None else since, float("inf") if until is None else until)
+
+        def query(conn: sqlite3.Connection) -> list[LedgerRow]:
+            return [LedgerRow(**{**dict(zip(_COLUMNS, row, strict=True)), "estimated": bool(row[_ESTIMATED])})
+                    for row in conn.execute(sql, args)]
+
+        return self._read(query)
+
     def _read(self, run: Callable[[sqlite3.Connection], _T]) -> _T:
         job = _Job(run)
         if not self._put(job):
@@ -333,11 +348,27 @@ def _connect(path: str) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable across process crashes, fast commits
         conn.executescript(_SCHEMA)
+        _add_columns(conn)
         _backfill_daily_spend(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+#: Columns added after the first release: a ledger written before them gets them on open.
+_ADDED_COLUMNS = {"decision": "TEXT"}
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in have:
+            try:
+                conn.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # else another process added it first
+                    raise
 
 
 def _backfill_daily_spend(conn: sqlite3.Connection) -> None:

@@ -121,12 +121,8 @@ class Pipeline:
             )
         messages = body["messages"]
         features = self._classify(messages, body.get("tools") or body.get("functions"))
-        forced = self._forced.get(model)
-        if forced is not None:
-            decision = Decision(rule=REQUESTED_MODEL, target=forced, why=f"client asked for model {model!r}")
-        else:
-            ctx = RequestContext(model=model, tenant=client.tenant, api_key=client.name, headers=headers)
-            decision = match_rules(features, ctx, self.rules)
+        ctx = RequestContext(model=model, tenant=client.tenant, api_key=client.name, headers=headers)
+        decision = self.decide(features, ctx)
         sticky = None
         if self.config.policy.stickiness.enabled and len(messages) >= 3:
             sticky = self.state.sticky.tier_of(messages, client.tenant)
@@ -137,7 +133,14 @@ class Pipeline:
             max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 0,
             sticky_tier=sticky,
         )
-        return Route(features, decision, plan)
+        return Route(features, decision, plan, ctx)
+
+    def decide(self, features: Features, ctx: RequestContext) -> Decision:
+        """The rules' decision for a classified request (also how ``llm-router replay`` re-decides)."""
+        forced = self._forced.get(ctx.model)
+        if forced is not None:
+            return Decision(rule=REQUESTED_MODEL, target=forced, why=f"client asked for model {ctx.model!r}")
+        return match_rules(features, ctx, self.rules)
 
     def _classify(self, messages: list[dict[str, Any]], tools: Any) -> Features:
         try:

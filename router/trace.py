@@ -13,7 +13,7 @@ from router.budget import Exceeded, Reservation
 from router.classify import Features
 from router.cost import Usage
 from router.policy import Candidate, Plan
-from router.rules import Decision
+from router.rules import Decision, RequestContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,8 @@ class Route:
     features: Features
     decision: Decision
     plan: Plan
+    #: What the rules saw besides the features (model, tenant, key, headers).
+    context: RequestContext | None = None
 
     def headers(self, candidate: Candidate) -> dict[str, str]:
         return {
