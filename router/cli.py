@@ -20,9 +20,10 @@ from starlette.types import ASGIApp
 from router.accesslog import configure_logging
 from router.app import create_app
 from router.config import ConfigError, GatewayConfig, load_config
-from router.evaluate import golden, labelled
+from router.evaluate import golden, labelled, replay
 from router.evaluate.offline import EvaluationError, OfflineRouter, config_or_error
 from router.http_protocol import PROTOCOL
+from router.ledger import LedgerRow
 from router.metrics import prepare_multiprocess_dir
 
 CONFIG_ENV = "LLM_ROUTER_CONFIG"
@@ -82,6 +83,27 @@ def _add_evaluation_commands(commands: Any) -> None:
                       help="cases file (default: routing-tests.yaml next to the config)")
     test.add_argument("--config", type=Path, default=None, help=config_help)
 
+    rp = commands.add_parser("replay", help="re-decide logged traffic under a config (no prompts, no upstream calls)")
+    rp.add_argument("--config", type=Path, default=None, help="the config to replay under (default: config/router.yaml)")
+    _add_ledger_arguments(rp)
+    rp.add_argument("--until", default=None, help="end of the period (same forms as --since; default: now)")
+    rp.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _add_ledger_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ledger", type=Path, default=None, help="the spend ledger (default: the one the config names)")
+    parser.add_argument("--since", default=None, help="start of the period: unix time, ISO date/time (UTC) or an age (24h, 7d)")
+
+
+def _ledger_rows(router: OfflineRouter, args: argparse.Namespace) -> list[LedgerRow]:
+    path = args.ledger or router.config.policy.ledger.path
+    if path is None:
+        raise EvaluationError("the config has no ledger (policy.ledger.path); give --ledger PATH")
+    since = replay.parse_time(args.since) if args.since else None
+    until = replay.parse_time(args.until) if getattr(args, "until", None) else None
+    with replay.open_ledger(Path(path)) as ledger:
+        return ledger.rows(since=since, until=until)
+
 
 def _evaluation(args: argparse.Namespace) -> int:
     """Run an evaluation command; bad input is one line on stderr and exit status 2."""
@@ -110,7 +132,13 @@ def _test(router: OfflineRouter, args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in results) else 1
 
 
-_EVALUATIONS: dict[str, Callable[[OfflineRouter, argparse.Namespace], int]] = {"eval": _eval, "test": _test}
+def _replay(router: OfflineRouter, args: argparse.Namespace) -> int:
+    summary = replay.summarize(*replay.replay(router, _ledger_rows(router, args)))
+    print(json.dumps(summary.as_dict(), indent=2) if args.json else replay.render(summary))
+    return 0
+
+
+_EVALUATIONS: dict[str, Callable[[OfflineRouter, argparse.Namespace], int]] = {"eval": _eval, "test": _test, "replay": _replay}
 
 
 def _load_or_report(path: Path) -> GatewayConfig | None:

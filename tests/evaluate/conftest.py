@@ -27,3 +27,34 @@ def edited_config(tmp_path: Path) -> EditConfig:
         return path
 
     return edit
+
+
+RULES = """\
+  - name: pii-stays-self-hosted
+    when: {pii: true}
+    tier: mid
+  - name: escalate-hard-tasks
+    when: {task: [reasoning, math, code]}
+    tier: flagship
+  - name: escalate-complex
+    when: {complexity_gte: 0.75}
+    tier: flagship
+  - name: default-mid
+    tier: mid
+"""
+
+
+def write_config(path: Path, rules: str = RULES, ledger: Path | None = None) -> Path:
+    """A two-tier config (mid 0.05/0.20, flagship 2/8 USD per Mtok) with the given rules."""
+    path.write_text(f"""\
+backends:
+  mid: {{tier: mid, base_url: "http://127.0.0.1:9/v1", model: m, context_window: 32768, self_hosted: true,
+         price: {{input: 0.05, output: 0.20}}}}
+  flagship: {{tier: flagship, base_url: "http://127.0.0.1:9/v1", model: f, context_window: 200000,
+              price: {{input: 2.0, output: 8.0}}}}
+aliases: {{gpt-4o: flagship}}
+classifier: {{vocabulary: {CONFIG / "tasks.yaml"}}}
+policy: {{ledger: {{path: {ledger or path.parent / "ledger.sqlite3"}}}}}
+rules:
+{rules}""")
+    return path
