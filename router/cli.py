@@ -20,7 +20,7 @@ from starlette.types import ASGIApp
 from router.accesslog import configure_logging
 from router.app import create_app
 from router.config import ConfigError, GatewayConfig, load_config
-from router.evaluate import golden, labelled, replay
+from router.evaluate import calibrate, golden, labelled, replay
 from router.evaluate.offline import EvaluationError, OfflineRouter, config_or_error
 from router.http_protocol import PROTOCOL
 from router.ledger import LedgerRow
@@ -89,6 +89,13 @@ def _add_evaluation_commands(commands: Any) -> None:
     rp.add_argument("--until", default=None, help="end of the period (same forms as --since; default: now)")
     rp.add_argument("--json", action="store_true", help="print the summary as JSON")
 
+    cal = commands.add_parser("calibrate", help="propose the threshold that gives a target flagship share on logged traffic")
+    cal.add_argument("--target-flagship-share", type=float, required=True, help="e.g. 0.25")
+    cal.add_argument("--config", type=Path, default=None, help=config_help)
+    _add_ledger_arguments(cal)
+    cal.add_argument("--rule", default=None, help="the rule whose threshold to move (default: the first one to the flagship)")
+    cal.add_argument("--json", action="store_true", help="print the proposal as JSON")
+
 
 def _add_ledger_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ledger", type=Path, default=None, help="the spend ledger (default: the one the config names)")
@@ -138,7 +145,13 @@ def _replay(router: OfflineRouter, args: argparse.Namespace) -> int:
     return 0
 
 
-_EVALUATIONS: dict[str, Callable[[OfflineRouter, argparse.Namespace], int]] = {"eval": _eval, "test": _test, "replay": _replay}
+def _calibrate(router: OfflineRouter, args: argparse.Namespace) -> int:
+    result = calibrate.calibrate(router, _ledger_rows(router, args), args.target_flagship_share, rule=args.rule)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else calibrate.render(result))
+    return 0
+
+
+_EVALUATIONS: dict[str, Callable[[OfflineRouter, argparse.Namespace], int]] = {"eval": _eval, "test": _test, "replay": _replay, "calibrate": _calibrate}
 
 
 def _load_or_report(path: Path) -> GatewayConfig | None:

@@ -8,8 +8,9 @@ and the caller has not set get placeholders.
 
 from __future__ import annotations
 
+import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,14 @@ import yaml
 
 from router.auth import ANONYMOUS, ClientKey
 from router.classify import Features
-from router.config import ConfigError, GatewayConfig, PriceConfig, load_config
+from router.config import ConfigError, GatewayConfig, PriceConfig, RuleConfig, load_config
 from router.cost import cost_usd
 from router.envsubst import interpolate
 from router.errors import GatewayError
 from router.gateway import Gateway
 from router.pipeline import Pipeline
-from router.rules import Decision, RequestContext
+from router.policy import Planner
+from router.rules import Decision, RequestContext, compile_rules
 from router.schemas import parse_chat_request
 from router.trace import Route
 
@@ -88,6 +90,16 @@ class OfflineRouter:
         decision = self.pipeline.decide(features, ctx)
         plan = self.pipeline.planner.plan(decision, features, {}, max_output_tokens=max_output_tokens)
         return _routed(features, decision, Route(features, decision, plan, ctx))
+
+    def with_rules(self, rules: Sequence[RuleConfig]) -> OfflineRouter:
+        """This router with other rules, keeping its classifier (calibration tries many thresholds)."""
+        other = copy.copy(self)
+        other.config = self.config.model_copy(update={"rules": list(rules)})
+        other.pipeline = copy.copy(self.pipeline)
+        other.pipeline.config = other.config
+        other.pipeline.rules = compile_rules(rules)
+        other.pipeline.planner = Planner(other.config)
+        return other
 
     def price(self, backend: str | None) -> PriceConfig:
         return self.config.backends[backend].price if backend in self.config.backends else PriceConfig()

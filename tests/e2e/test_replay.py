@@ -21,7 +21,10 @@ PROMPTS = {
     "pii": "Update the billing email on my account to jane.doe@example.com please",
 }
 CANARY_RULES = DEFAULT_RULES.replace(
-    "  - name: default-mid\n", '  - name: canary\n    when: {headers: {x-canary: "1"}}\n    tier: flagship\n  - name: default-mid\n'
+    "  - name: default-mid\n",
+    '  - name: canary\n    when: {headers: {x-canary: "1"}}\n    tier: flagship\n'
+    "  - name: escalate-complex\n    when: {complexity_gte: 0.9}\n    tier: flagship\n"
+    "  - name: default-mid\n",
 )
 
 
@@ -68,3 +71,11 @@ def test_replay_a_ledger_the_gateway_wrote(upstreams: tuple[str, str], tmp_path:
         ("beta-tenant-flagship", "default-mid", 1), ("canary", "default-mid", 1),
     ]
     assert summary["cost_after_usd"] < summary["cost_before_usd"]
+
+    # Calibration on the same ledger: the escalate-complex threshold, lowered to 0, sends everything up.
+    assert main(["calibrate", "--config", str(config), "--ledger", str(ledger), "--target-flagship-share", "1", "--json"]) == 0
+    proposal = json.loads(capsys.readouterr().out)
+    assert proposal["rule"] == "escalate-complex" and proposal["requests"] == 8
+    assert proposal["current"]["flagship_share"] == 5 / 8
+    # pii requests stay on mid whatever the threshold: 6 of 8 is the most this rule can reach
+    assert proposal["proposed"]["flagship_share"] == 6 / 8
