@@ -12,6 +12,7 @@ from router.accesslog import AccessLog
 from router.config import GatewayConfig
 from router.cost import Usage, cost_usd, usage_from
 from router.evaluate import inputs
+from router.evaluate.shadow import ShadowJudge
 from router.ledger import LedgerRow
 from router.metrics import Metrics
 from router.state import PolicyState
@@ -19,8 +20,10 @@ from router.trace import Trace
 
 
 class Accountant:
-    def __init__(self, config: GatewayConfig, state: PolicyState, metrics: Metrics) -> None:
+    def __init__(self, config: GatewayConfig, state: PolicyState, metrics: Metrics, *,
+                 shadow: ShadowJudge | None = None) -> None:
         self.config = config
+        self.shadow = shadow
         self.state = state
         self.metrics = metrics
         self.access_log = AccessLog(include_prompts=config.server.log_prompts)
@@ -99,6 +102,8 @@ class Accountant:
                     decision=self._decision(trace) if self._record_decisions else None,
                 )
             )
+        if self.shadow is not None:
+            self.shadow.consider(trace)
 
     def _decision(self, trace: Trace) -> str | None:
         route = trace.route

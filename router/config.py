@@ -235,6 +235,25 @@ class LedgerConfig(_Model):
     record_decisions: bool = True
 
 
+class ShadowConfig(_Model):
+    """Shadow judging: a sample of answers from lower tiers is graded by the judge, off the client's path."""
+
+    #: Share of eligible requests judged (answered by a tier below the judge's, no personal data, not streamed).
+    sample_rate: float = Field(default=0.02, ge=0, le=1)
+    #: The tier or backend that judges (its first backend for a tier).
+    judge: str
+    #: Judge spend per UTC day; no judging beyond it. Kept apart from the request budgets.
+    daily_usd: float = Field(default=5.0, gt=0)
+    #: Only requests routed by these rules (default: every rule).
+    rules: list[str] | None = None
+    #: Judge calls in flight at most; a request sampled beyond it is skipped (``busy``).
+    max_concurrency: int = Field(default=4, ge=1)
+    #: Output tokens the judge may use for its verdict.
+    max_tokens: int = Field(default=200, ge=16)
+    #: Acceptance below which the shipped alert fires for a rule (exported as a metric).
+    min_acceptance: float = Field(default=0.8, ge=0, le=1)
+
+
 class PolicyConfig(_Model):
     retries: RetryConfig = RetryConfig()
     breaker: BreakerConfig = BreakerConfig()
@@ -247,6 +266,7 @@ class PolicyConfig(_Model):
     ledger: LedgerConfig = LedgerConfig()
     #: When the preferred tier is saturated or slower than the rule's objective, serve from the other (with a header).
     degrade_under_stress: bool = True
+    shadow: ShadowConfig | None = None
 
 
 class ClassifierConfig(_Model):
@@ -399,6 +419,13 @@ class GatewayConfig(_Model):
             for i, target in enumerate(backend.fallback or []):
                 if target not in targets:
                     errors.append(f"backends.{name}.fallback.{i}: unknown tier or backend {target!r}")
+        shadow = self.policy.shadow
+        if shadow is not None:
+            if shadow.judge not in targets:
+                errors.append(f"policy.shadow.judge: unknown tier or backend {shadow.judge!r}; known: {sorted(targets)}")
+            for i, name in enumerate(shadow.rules or []):
+                if name not in seen | {"requested-model"}:  # router.rules.REQUESTED_MODEL: a client's forced model
+                    errors.append(f"policy.shadow.rules.{i}: unknown rule {name!r}; known: {sorted(seen)}")
         for i, limit in enumerate(self.policy.budgets.limits):
             env_key = re.fullmatch(r"key-[0-9a-f]{8}", limit.name or "")  # names of keys from `keys_env`
             if limit.scope == "key" and not env_key and limit.name not in {k.name for k in self.auth.keys}:

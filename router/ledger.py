@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, fields
+from dataclasses import astuple, dataclass, fields
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
@@ -83,6 +83,19 @@ CREATE TABLE IF NOT EXISTS daily_spend (
     cost_usd REAL NOT NULL,
     PRIMARY KEY (day, scope, name)
 );
+-- Shadow judging: one verdict per judged request (router.evaluate.shadow); its cost is not request spend.
+CREATE TABLE IF NOT EXISTS shadow_verdicts (
+    ts REAL NOT NULL,
+    request_id TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    task TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    judge TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    cost_usd REAL NOT NULL,
+    simulated INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shadow_verdicts_ts ON shadow_verdicts (ts);
 CREATE TRIGGER IF NOT EXISTS requests_daily_spend AFTER INSERT ON requests BEGIN
     INSERT INTO daily_spend VALUES (strftime('%Y-%m-%d', NEW.ts, 'unixepoch'), 'global', '', NEW.cost_usd)
         ON CONFLICT DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd;
@@ -118,6 +131,26 @@ class LedgerRow:
     decision: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class VerdictRow:
+    """A shadow judge's verdict on one request (``acceptable``, ``unacceptable`` or ``error``)."""
+
+    ts: float
+    request_id: str
+    rule: str
+    task: str
+    backend: str
+    judge: str
+    verdict: str
+    cost_usd: float
+    #: The judge was the demo's simulator, not a model.
+    simulated: bool
+
+
+_VERDICT_COLUMNS = tuple(f.name for f in fields(VerdictRow))
+_INSERT_VERDICT = (
+    f"INSERT OR IGNORE INTO shadow_verdicts ({', '.join(_VERDICT_COLUMNS)}) VALUES ({', '.join('?' * len(_VERDICT_COLUMNS))})"
+)
 _COLUMNS = tuple(f.name for f in fields(LedgerRow))
 _values = attrgetter(*_COLUMNS)
 _ESTIMATED = _COLUMNS.index("estimated")
@@ -253,6 +286,34 @@ class Ledger:
                     for row in conn.execute(sql, args)]
 
         return self._read(query)
+
+    def record_verdict(self, verdict: VerdictRow) -> None:
+        """Queue a shadow verdict for writing; never waits for the disk."""
+        values = astuple(verdict)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(_INSERT_VERDICT, values)
+            except sqlite3.Error as exc:  # nobody waits for this job: say so here
+                log.error("ledger: shadow verdict not recorded: %s: %r", exc, verdict)
+
+        if not self._put(_Job(insert)):
+            log.error("ledger is closed; shadow verdict not recorded: %r", verdict)
+
+    def verdicts(self, *, since: float | None = None, until: float | None = None) -> list[VerdictRow]:
+        """The shadow verdicts recorded in ``[since, until)``, oldest first."""
+        sql = f"SELECT {', '.join(_VERDICT_COLUMNS)} FROM shadow_verdicts WHERE ts >= ? AND ts < ? ORDER BY ts"
+        args = (float("-inf") if since is None else since, float("inf") if until is None else until)
+
+        def query(conn: sqlite3.Connection) -> list[VerdictRow]:
+            return [VerdictRow(*row[:-1], simulated=bool(row[-1])) for row in conn.execute(sql, args)]
+
+        return self._read(query)
+
+    def shadow_spend(self, since: float) -> float:
+        """USD the shadow judge spent since ``since``."""
+        sql = "SELECT COALESCE(SUM(cost_usd), 0) FROM shadow_verdicts WHERE ts >= ?"
+        return self._read(lambda conn: float(conn.execute(sql, (since,)).fetchone()[0]))
 
     def _read(self, run: Callable[[sqlite3.Connection], _T]) -> _T:
         job = _Job(run)

@@ -30,6 +30,7 @@ from router.errors import (
     UpstreamRateLimitError,
     UpstreamTimeoutError,
 )
+from router.evaluate.shadow import ShadowJudge
 from router.metrics import Metrics
 from router.policy import Candidate, Planner
 from router.retry import backoff_delay, parse_retry_after
@@ -109,7 +110,9 @@ class Pipeline:
             if target != AUTO_MODEL:
                 self._forced[alias] = self._forced[target]
         self.model_names: tuple[str, ...] = tuple(dict.fromkeys((AUTO_MODEL, *tiers, *config.backends, *config.aliases)))
-        self.accountant = Accountant(config, state, metrics)
+        shadow = config.policy.shadow
+        self.shadow = ShadowJudge(shadow, config, providers, state, metrics) if shadow is not None else None
+        self.accountant = Accountant(config, state, metrics, shadow=self.shadow)
 
     # -- classify -> rules -> policy -------------------------------------------------------------
 
@@ -198,6 +201,7 @@ class Pipeline:
                 raise UpstreamTimeoutError(f"Backend {candidate.backend!r} did not answer within {timeout:g}s.") from exc
 
         completion = await self._dispatch(trace, attempt)
+        trace.answer = completion.data
         trace.usage_reported = completion.data.get("usage")
         trace.output_chars = completion_chars(completion.data)
         return completion

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from router.breaker import BreakerState, CircuitBreaker
 from router.budget import BudgetLimit, Budgets
 from router.capacity import CapacityGauge
 from router.config import BackendConfig, BreakerConfig, GatewayConfig
+from router.evaluate.shadow import ShadowState, day_start
 from router.latency import BackendLoad
 from router.ledger import Ledger
 from router.retry import RetryBudget
@@ -60,6 +62,7 @@ class PolicyState:
         self.sticky = StickyStore(ttl_seconds=sticky.ttl_seconds, max_conversations=sticky.max_conversations)
         path = config.policy.ledger.path
         self.ledger = Ledger(path) if path else None
+        self.shadow = ShadowState()
         if self.ledger is not None:
             self._load_spend()
         self._pollers: dict[str, asyncio.Task[None]] = {}
@@ -117,6 +120,8 @@ class PolicyState:
         assert self.ledger is not None
         budgets = self.budgets
         budgets.load(self.ledger.totals(budgets.period_start("day")), self.ledger.totals(budgets.period_start("month")))
+        now = time.time()
+        self.shadow.load(self.ledger.shadow_spend(day_start(now)), now)
 
     async def sync_budgets(self, interval: float = 5.0) -> None:
         """Re-read spend from the shared ledger now and then, so worker processes see each other's spend."""
@@ -147,6 +152,7 @@ class PolicyState:
             self._pollers["__ledger__"] = asyncio.create_task(self.sync_budgets(), name="__ledger__")
 
     async def aclose(self) -> None:
+        await self.shadow.aclose()
         for task in self._pollers.values():
             task.cancel()
         for task in self._pollers.values():

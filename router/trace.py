@@ -67,6 +67,8 @@ class Trace:
     in_flight: AbstractContextManager[None] | None = None
     output_chars: int = 0
     usage_reported: Any = None
+    #: The non-streaming answer's JSON (for shadow judging, after the client has it).
+    answer: dict[str, Any] | None = None
     status: int = 200
     usage: Usage | None = None
     cost: float = 0.0
