@@ -23,7 +23,7 @@ from router.config import ConfigError, GatewayConfig, load_config
 from router.evaluate import calibrate, golden, labelled, replay
 from router.evaluate.offline import EvaluationError, OfflineRouter, config_or_error
 from router.http_protocol import PROTOCOL
-from router.ledger import LedgerRow
+from router.ledger import LedgerRow, VerdictRow
 from router.metrics import prepare_multiprocess_dir
 
 CONFIG_ENV = "LLM_ROUTER_CONFIG"
@@ -102,14 +102,15 @@ def _add_ledger_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", default=None, help="start of the period: unix time, ISO date/time (UTC) or an age (24h, 7d)")
 
 
-def _ledger_rows(router: OfflineRouter, args: argparse.Namespace) -> list[LedgerRow]:
+def _ledger_rows(router: OfflineRouter, args: argparse.Namespace) -> tuple[list[LedgerRow], list[VerdictRow]]:
+    """The requests and shadow verdicts logged in the period the arguments give."""
     path = args.ledger or router.config.policy.ledger.path
     if path is None:
         raise EvaluationError("the config has no ledger (policy.ledger.path); give --ledger PATH")
     since = replay.parse_time(args.since) if args.since else None
     until = replay.parse_time(args.until) if getattr(args, "until", None) else None
     with replay.open_ledger(Path(path)) as ledger:
-        return ledger.rows(since=since, until=until)
+        return ledger.rows(since=since, until=until), ledger.verdicts(since=since, until=until)
 
 
 def _evaluation(args: argparse.Namespace) -> int:
@@ -140,13 +141,16 @@ def _test(router: OfflineRouter, args: argparse.Namespace) -> int:
 
 
 def _replay(router: OfflineRouter, args: argparse.Namespace) -> int:
-    summary = replay.summarize(*replay.replay(router, _ledger_rows(router, args)))
+    rows, _ = _ledger_rows(router, args)
+    summary = replay.summarize(*replay.replay(router, rows))
     print(json.dumps(summary.as_dict(), indent=2) if args.json else replay.render(summary))
     return 0
 
 
 def _calibrate(router: OfflineRouter, args: argparse.Namespace) -> int:
-    result = calibrate.calibrate(router, _ledger_rows(router, args), args.target_flagship_share, rule=args.rule)
+    rows, verdicts = _ledger_rows(router, args)
+    judged = {v.request_id: v.verdict == "acceptable" for v in verdicts if v.verdict != "error"}
+    result = calibrate.calibrate(router, rows, args.target_flagship_share, rule=args.rule, verdicts=judged)
     print(json.dumps(result.as_dict(), indent=2) if args.json else calibrate.render(result))
     return 0
 

@@ -10,9 +10,9 @@ import pytest
 
 from router.cli import main
 from router.evaluate.calibrate import _short_decimal
-from router.ledger import Ledger
+from router.ledger import Ledger, VerdictRow
 from tests.evaluate.conftest import RULES, write_config
-from tests.evaluate.test_replay import row
+from tests.evaluate.test_replay import T0, row
 
 N = 200
 
@@ -82,3 +82,29 @@ def test_errors(ledger: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 @pytest.mark.parametrize(("low", "high", "expected"), [(0.61, 0.625, 0.62), (0.6, 0.7, 0.7), (0.0, 0.005, 0.001), (0.1234, 0.1236, 0.1235)])
 def test_short_decimal(low: float, high: float, expected: float) -> None:
     assert _short_decimal(low, high) == expected
+
+
+def test_projected_mid_acceptance_from_shadow_verdicts(ledger: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Verdicts on requests 1..19 (all questions): acceptable below complexity 0.5, unacceptable above."""
+    led = Ledger(ledger)
+    expected: dict[float, list[bool]] = {}
+    for i in range(1, 20):
+        if i % 10 == 0:
+            continue
+        complexity = round((i * 37 % N) / N, 3)
+        verdict = "acceptable" if complexity < 0.5 else "unacceptable"
+        led.record_verdict(VerdictRow(ts=T0 + i, request_id=f"r{i}", rule="default-mid", task="qa", backend="mid",
+                                      judge="flagship", verdict=verdict, cost_usd=0.001, simulated=True))
+        expected[complexity] = [verdict == "acceptable"]
+    led.record_verdict(VerdictRow(ts=T0, request_id="r0", rule="x", task="math", backend="mid", judge="flagship",
+                                  verdict="error", cost_usd=0.0, simulated=True))  # errors are no verdict
+    led.close()
+    config = write_config(tmp_path / "router.yaml", RULES, ledger)
+    result = _json(capsys, "calibrate", "--target-flagship-share", "0.4", "--config", str(config))
+    threshold = result["proposed"]["value"]
+    staying = [ok for c, (ok,) in expected.items() if c < threshold]
+    assert result["proposed"]["verdicts"] == len(staying) > 0
+    assert result["proposed"]["mid_acceptance"] == round(sum(staying) / len(staying), 4)
+    assert main(["calibrate", "--target-flagship-share", "0.4", "--config", str(config)]) == 0
+    assert f"({len(staying)} shadow verdicts on requests that would stay below the flagship)" in capsys.readouterr().out
