@@ -149,10 +149,13 @@ def calibrate(
         else:
             lo = mid + 1
     best = min((k for k in (lo - 1, lo) if 0 <= k < len(cuts)), key=lambda k: (abs(at(k).share - target), k))
-    low = cuts[best - 1] if best > 0 else 0.0
-    proposed = dataclasses.replace(at(best), value=_short_decimal(low, cuts[best]) if best > 0 else cuts[best])
-    return Calibration(threshold, target, len(base), evaluate(threshold.value), proposed,
-                       cost_before_usd=sum(r.row.cost_usd for r in base))
+    current = evaluate(threshold.value)
+    if abs(current.share - target) <= abs(at(best).share - target):
+        proposed = current  # moving the threshold would not get closer
+    else:
+        low = cuts[best - 1] if best > 0 else 0.0
+        proposed = dataclasses.replace(at(best), value=_short_decimal(low, cuts[best]) if best > 0 else cuts[best])
+    return Calibration(threshold, target, len(base), current, proposed, cost_before_usd=sum(r.row.cost_usd for r in base))
 
 
 def _evaluator(
@@ -204,7 +207,10 @@ def render(c: Calibration) -> str:
     ]
     if abs(c.proposed.share - c.target) > 0.01:
         lines.append("  (the closest share this threshold can reach: other rules or ties in the recorded scores decide the rest)")
-    lines += ["", "YAML change:", c.yaml_change(), ""]
+    if c.proposed.value == t.value:
+        lines += ["", "YAML change: none (the current value is already the closest)", ""]
+    else:
+        lines += ["", "YAML change:", c.yaml_change(), ""]
     lines.append(f"projected cost: ${c.cost_before_usd:.6f} logged -> ${c.proposed.cost_usd:.6f} (real token counts)")
     if c.proposed.judged:
         lines.append(f"projected mid acceptance: {c.proposed.accepted / c.proposed.judged:.1%} "

@@ -66,6 +66,10 @@ def test_text_output_and_unreachable_target(ledger: Path, tmp_path: Path, capsys
     assert "-    when.complexity_gte: 0.75\n+    when.complexity_gte: 1.0" in out  # maths alone is 10%
     assert "the closest share this threshold can reach" in out
     assert "projected mid acceptance: no shadow verdicts" in out
+    assert main(["calibrate", "--target-flagship-share", "0.325", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "now:      complexity_gte 0.75 -> flagship share 32.5%" in out
+    assert "YAML change: none (the current value is already the closest)" in out
 
 
 def test_errors(ledger: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
