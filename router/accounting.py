@@ -44,7 +44,8 @@ class Accountant:
         trace.usage = usage_from(
             trace.usage_reported, input_estimate=trace.route.features.input_tokens, output_chars=trace.output_chars
         )
-        trace.cost = cost_usd(candidate.config.price, trace.usage.input_tokens, trace.usage.output_tokens) if produced else 0.0
+        price = self.state.price(candidate.backend, candidate.config)
+        trace.cost = cost_usd(price, trace.usage.input_tokens, trace.usage.output_tokens) if produced else 0.0
 
     def finish(self, trace: Trace) -> None:
         """Account for the request exactly once: cost, budget settlement, ledger, stickiness."""
@@ -59,6 +60,8 @@ class Accountant:
             if backend is not None:
                 backend.load.finished()
                 backend.load.observe(ttft=trace.ttft, total=now - trace.started)
+                if backend.gpu_cost is not None and backend.gpu_cost.source == "gateway" and trace.usage is not None:
+                    backend.gpu_cost.throughput.count(trace.usage.input_tokens + trace.usage.output_tokens)
             if trace.in_flight is not None:
                 trace.in_flight.__exit__(None, None, None)
             if trace.status < 400 and self._ranks.get(candidate.tier, 0) > self._lowest_rank:

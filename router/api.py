@@ -316,6 +316,9 @@ async def metrics(request: Request) -> Response:
         scope, _, name = budget["scope"].partition(":")
         gateway.metrics.budget(scope, name or None, budget["period"], remaining_usd=budget["remaining_usd"],
                                limit_usd=budget["limit_usd"])
+    for name, backend in gateway.config.backends.items():
+        price = gateway.state.price(name, backend)
+        gateway.metrics.price(name, input_usd_per_mtok=price.input, output_usd_per_mtok=price.output)
     body, content_type = gateway.metrics.render()
     return Response(body, media_type=content_type)
 

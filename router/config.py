@@ -88,10 +88,14 @@ class AuthConfig(_Model):
 
 
 class PriceConfig(_Model):
-    """USD per million tokens."""
+    """USD per million tokens; or, for hardware you run, what the GPUs cost (``router.gpu_cost``)."""
 
     input: float = Field(default=0.0, ge=0)
     output: float = Field(default=0.0, ge=0)
+    #: USD per GPU-hour: the price becomes the effective $/Mtok at the observed tokens per second
+    #: (``input``/``output`` apply until there is enough traffic to measure).
+    gpu_hour_usd: float | None = Field(default=None, gt=0)
+    gpus: int = Field(default=1, ge=1)
 
 
 class TimeoutsConfig(_Model):
@@ -133,6 +137,8 @@ class CapacityConfig(_Model):
     waiting_low: float = Field(default=2, ge=0)
     cache_high: float = Field(default=0.95, ge=0, le=1)
     cache_low: float = Field(default=0.85, ge=0, le=1)
+    #: Token counters (summed) that measure the backend's throughput for a ``price.gpu_hour_usd``.
+    token_metrics: list[str] = ["vllm:prompt_tokens_total", "vllm:generation_tokens_total"]
 
 
 class HealthCheckConfig(_Model):

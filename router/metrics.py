@@ -48,6 +48,7 @@ Exported series (``llm_router_`` prefix):
     config_reloads_total{result=success|failure}                   counter
     config_last_reload_successful                                  gauge 1/0
     config_info{version}                                           gauge, 1 for the serving version
+    price_usd_per_mtok{backend,type=input|output}                 gauge: effective for GPU-hour pricing, set at scrape
     shadow_verdicts_total{rule,task,verdict}                       counter: acceptable | unacceptable | error
     shadow_cost_usd_total                                          counter: the shadow judge's spend
     shadow_skipped_total{reason}                                   counter: budget | breaker_open | stress | busy
@@ -232,6 +233,9 @@ class Metrics:
                                 multiprocess_mode="livemin", registry=r)
         self._config_info = Gauge("llm_router_config_info", "The serving config's version (content hash); value 1.",
                                   ["version"], multiprocess_mode="livemax", registry=r)
+        self._price = Gauge("llm_router_price_usd_per_mtok",
+                            "USD per million tokens a backend is billed at now (effective for GPU-hour pricing).",
+                            ["backend", "type"], multiprocess_mode="mostrecent", registry=r)
         self._shadow_verdicts = Counter(
             "llm_router_shadow_verdicts_total", "Shadow judge verdicts on answers from lower tiers.",
             ["rule", "task", "verdict"], registry=r,
@@ -422,6 +426,11 @@ class Metrics:
         labels = (scope, names.get(name, OTHER), _PERIODS.get(period, OTHER)) if names else (OTHER, OTHER, OTHER)
         self._child(self._budget_remaining, *labels).set(remaining_usd)
         self._child(self._budget_limit, *labels).set(limit_usd)
+
+    def price(self, backend: str, *, input_usd_per_mtok: float, output_usd_per_mtok: float) -> None:
+        label = self._backend(backend).label
+        self._child(self._price, label, "input").set(input_usd_per_mtok)
+        self._child(self._price, label, "output").set(output_usd_per_mtok)
 
     def shadow_verdict(self, rule: str, task: str, verdict: str, cost_usd: float) -> None:
         """A shadow judge's ``verdict`` (one of ``SHADOW_VERDICTS``) on a request routed by ``rule``."""

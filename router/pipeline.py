@@ -168,6 +168,7 @@ class Pipeline:
                     "load": state.load.snapshot(),
                     "capacity": state.capacity.snapshot() if state.capacity else None,
                     "estimated_cost_usd": round(self._estimate(route, c), 8),
+                    "price_usd_per_mtok": self._price(c),
                 }
             )
         return {
@@ -181,6 +182,13 @@ class Pipeline:
             "plan": {**plan.as_dict(), "chain": chain},
             "budgets": self.state.budgets.snapshot(tenant=client.tenant, key=client.name),
         }
+
+    def _price(self, c: Candidate) -> dict[str, Any]:
+        """The price a candidate is billed at now; for GPU-priced backends, how it was measured."""
+        gpu = self.state.backends[c.backend].gpu_cost
+        if gpu is not None:
+            return {**gpu.snapshot(), "from": "gpu_hour" if gpu.usd_per_mtok is not None else "table"}
+        return {"input": c.config.price.input, "output": c.config.price.output, "from": "table"}
 
     # -- upstream ----------------------------------------------------------------------------------
 
@@ -347,14 +355,14 @@ class Pipeline:
 
     def _estimate(self, route: Route, candidate: Candidate) -> float:
         output = self.config.policy.budgets.expected_output_tokens
-        return cost_usd(candidate.config.price, route.features.input_tokens, output)
+        return cost_usd(self.state.price(candidate.backend, candidate.config), route.features.input_tokens, output)
 
     def _reserve(self, trace: Trace, candidate: Candidate) -> bool:
         """Hold the estimated cost of a call to ``candidate`` in every budget that applies."""
         self._release(trace)
         budgets = self.config.policy.budgets
         output = trace.body.get("max_completion_tokens") or trace.body.get("max_tokens") or budgets.expected_output_tokens
-        estimate = cost_usd(candidate.config.price, trace.route.features.input_tokens, output)
+        estimate = cost_usd(self.state.price(candidate.backend, candidate.config), trace.route.features.input_tokens, output)
         result = self.state.budgets.reserve(tenant=trace.client.tenant, key=trace.client.name, estimate_usd=estimate)
         if isinstance(result, Reservation):
             trace.reservation = result

@@ -19,8 +19,9 @@ import aiohttp
 from router.breaker import BreakerState, CircuitBreaker
 from router.budget import BudgetLimit, Budgets
 from router.capacity import CapacityGauge
-from router.config import BackendConfig, BreakerConfig, GatewayConfig
+from router.config import BackendConfig, BreakerConfig, GatewayConfig, PriceConfig
 from router.evaluate.shadow import ShadowState, day_start
+from router.gpu_cost import GpuCost, Source
 from router.latency import BackendLoad
 from router.ledger import Ledger
 from router.retry import RetryBudget
@@ -37,6 +38,8 @@ class BackendState:
     breaker_config: BreakerConfig
     load: BackendLoad
     capacity: CapacityGauge | None = None
+    #: Set when the backend is priced per GPU-hour.
+    gpu_cost: GpuCost | None = None
 
     def stress(self, config: BackendConfig, max_ttft_ms: float | None) -> str | None:
         """Why this backend should not take more traffic right now, or None."""
@@ -84,6 +87,7 @@ class PolicyState:
                     state.capacity = CapacityGauge(name, capacity)
             else:
                 state.capacity = None
+            state.gpu_cost = _gpu_cost(backend, state)
             backends[name] = state
         self.backends = backends
         limits = _limits(config)
@@ -96,6 +100,11 @@ class PolicyState:
         if (retries.budget_ratio, retries.budget_min_per_second) != self._retry_settings:
             self._retry_settings = (retries.budget_ratio, retries.budget_min_per_second)
             self.retry_budget = RetryBudget(ratio=retries.budget_ratio, min_per_second=retries.budget_min_per_second)
+
+    def price(self, backend: str, config: BackendConfig) -> PriceConfig:
+        """What ``backend`` costs now: its effective price when priced per GPU-hour, else its price table."""
+        state = self.backends.get(backend)
+        return state.gpu_cost.price() if state is not None and state.gpu_cost is not None else config.price
 
     def _breaker(self, name: str, c: BreakerConfig) -> CircuitBreaker:
         listener = self._on_breaker
@@ -160,6 +169,18 @@ class PolicyState:
                 await task
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
+
+
+def _gpu_cost(backend: BackendConfig, state: BackendState) -> GpuCost | None:
+    """The backend's GPU pricing (kept across reloads while its price and source stay the same)."""
+    if backend.price.gpu_hour_usd is None:
+        return None
+    source: Source = "vllm" if state.capacity is not None else "gateway"
+    old = state.gpu_cost
+    cost = old if old is not None and old.config == backend.price and old.source == source else GpuCost(backend.price, source)
+    if state.capacity is not None:
+        state.capacity.throughput = cost.throughput
+    return cost
 
 
 def _read_totals(ledger: Ledger, day: float, month: float) -> tuple[dict[tuple[str, str | None], float], ...]:
