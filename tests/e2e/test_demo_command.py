@@ -19,15 +19,14 @@ from tests.servers import free_port
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The demo on a free port, run from an empty directory (it falls back to the repo's demo config)."""
+def start_demo(cwd: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """``llm-router demo`` in ``cwd`` on a free port, as a user starts it, once it answers /healthz."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "LLM_ROUTER_", "OPENAI_"))}
     env["PYTHONPATH"] = str(REPO)
     proc = subprocess.Popen(
         [sys.executable, "-m", "router", "demo", "--port", str(port)],
-        cwd=tmp_path_factory.mktemp("demo"),
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -37,13 +36,19 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subpro
     while True:
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
+                return url, proc
         except httpx.TransportError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"demo did not come up:\n{proc.communicate()[0].decode(errors='replace')}")
         time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The demo run from an empty directory (it falls back to the repo's demo config)."""
+    url, proc = start_demo(tmp_path_factory.mktemp("demo"))
     try:
         yield url, proc
     finally:

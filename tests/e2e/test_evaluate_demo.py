@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from tests.servers import free_port
+from tests.e2e.test_demo_command import start_demo
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPTS = [
@@ -39,21 +39,8 @@ def test_replay_calibrate_and_test_on_a_demo_run(tmp_path: Path) -> None:
     demo = (REPO / "config/demo.yaml").read_text()
     assert "sample_rate: 0.2," in demo
     (tmp_path / "config/demo.yaml").write_text(demo.replace("sample_rate: 0.2,", "sample_rate: 1,"))
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "LLM_ROUTER_", "OPENAI_"))}
-    proc = subprocess.Popen([sys.executable, "-m", "router", "demo", "--port", str(port)], cwd=tmp_path,
-                            env={**env, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url, proc = start_demo(tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "the demo did not come up"
-            time.sleep(0.1)
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="demo", max_retries=0)
         tiers = [client.chat.completions.with_raw_response.create(
             model="auto", max_tokens=8, messages=[{"role": "user", "content": p}]).headers["x-router-tier"] for p in PROMPTS]
@@ -64,7 +51,8 @@ def test_replay_calibrate_and_test_on_a_demo_run(tmp_path: Path) -> None:
             return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                        if line.startswith("llm_router_shadow_verdicts_total{"))
 
-        while judged() < mid_without_pii and time.monotonic() < deadline + 30:
+        deadline = time.monotonic() + 30
+        while judged() < mid_without_pii and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGINT)
