@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from router.auth import ClientKey
+from router.config import ApiKeyConfig
 from router.evaluate.offline import EvaluationError, OfflineRouter, Routed
 
 
@@ -133,7 +134,7 @@ def run(router: OfflineRouter, cases: list[Case]) -> list[Result]:
     return [_run_case(router, case, keys) for case in cases]
 
 
-def _run_case(router: OfflineRouter, case: Case, keys: dict[str, Any]) -> Result:
+def _run_case(router: OfflineRouter, case: Case, keys: dict[str, ApiKeyConfig]) -> Result:
     tenant = case.tenant
     if tenant is None and case.key in keys:
         tenant = keys[case.key].tenant

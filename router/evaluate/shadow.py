@@ -170,7 +170,7 @@ class ShadowJudge:
             or self._random() >= self.config.sample_rate
         ):
             return
-        reason = self._pause_reason(trace)
+        reason = self._pause_reason()
         if reason is not None:
             self._metrics.shadow_skipped(reason)
             return
@@ -188,7 +188,7 @@ class ShadowJudge:
         shadow.tasks.add(task)
         task.add_done_callback(shadow.tasks.discard)
 
-    def _pause_reason(self, trace: Trace) -> str | None:
+    def _pause_reason(self) -> str | None:
         backend = self._state.backends.get(self.judge)
         if backend is not None:
             if backend.breaker.state != "closed":
