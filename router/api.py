@@ -234,6 +234,8 @@ def _events(trace: Trace, batch: list[Chunk], done: bool, want_usage: bool) -> b
     their usage and text are noted on ``trace``."""
     # The text's length only matters to estimate output tokens: not when the stream ends with its usage.
     count_chars = not (done and batch and reported_tokens(batch[-1].data.get("usage")))
+    if trace.shadow_chunks is not None:
+        trace.shadow_chunks += batch
     payloads = []
     for chunk in batch:
         data = chunk.data

@@ -244,7 +244,7 @@ class LedgerConfig(_Model):
 class ShadowConfig(_Model):
     """Shadow judging: a sample of answers from lower tiers is graded by the judge, off the client's path."""
 
-    #: Share of eligible requests judged (answered by a tier below the judge's, no personal data, not streamed).
+    #: Share of eligible requests judged (answered in full by a tier below the judge's, no personal data).
     sample_rate: float = Field(default=0.02, ge=0, le=1)
     #: The tier or backend that judges (its first backend for a tier).
     judge: str

@@ -332,6 +332,8 @@ class Pipeline:
                 backend.breaker.record_success()
                 trace.served = candidate
                 trace.in_flight = in_flight
+                if self.shadow is not None:
+                    self.shadow.select(trace)
                 trace.ttft = now - trace.started
                 if plan.rerouted is not None and candidate == plan.candidates[0]:
                     trace.rerouted = plan.rerouted

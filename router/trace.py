@@ -14,6 +14,7 @@ from router.classify import Features
 from router.cost import Usage
 from router.policy import Candidate, Plan
 from router.rules import Decision, RequestContext
+from router.upstream.base import Chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,9 @@ class Trace:
     usage_reported: Any = None
     #: The non-streaming answer's JSON (for shadow judging, after the client has it).
     answer: dict[str, Any] | None = None
+    #: Selected for shadow judging; a selected stream's chunks are kept here as they are relayed.
+    shadow: bool = False
+    shadow_chunks: list[Chunk] | None = None
     status: int = 200
     usage: Usage | None = None
     cost: float = 0.0

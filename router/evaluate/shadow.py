@@ -7,8 +7,9 @@ background task, never on the client's path. Verdicts go to the ledger (``shadow
 to ``llm_router_shadow_verdicts_total{rule,task,verdict}``; the judge's cost to
 ``llm_router_shadow_cost_usd_total`` and to a daily budget of its own.
 
-Never judged: requests with personal data (they never leave self-hosted backends), streamed
-answers (their text is not kept), failed requests. Skipped (``llm_router_shadow_skipped_total``):
+Selected when an upstream answers (``select``; a selected stream keeps its chunks until it ends),
+judged when the request finishes (``consider``). Never judged: requests with personal data (they
+never leave self-hosted backends), failed or cut-off answers. Skipped (``llm_router_shadow_skipped_total``):
 when the day's judge budget is spent, the judge's breaker is not closed, the judge is under stress,
 or ``max_concurrency`` judge calls are in flight. A judge that says ``"simulated": true`` (the demo's
 simulator does) is recorded as simulated.
@@ -37,7 +38,7 @@ if TYPE_CHECKING:  # router.state holds a ShadowState: importing these here woul
     from router.policy import Candidate
     from router.state import PolicyState
     from router.trace import Trace
-    from router.upstream.base import Provider
+    from router.upstream.base import Chunk, Provider
 
 log = logging.getLogger("router.shadow")
 
@@ -123,6 +124,25 @@ def answer_text(completion: dict[str, Any]) -> str:
     return "\n".join([_text(message.get("content")), *calls]).strip()
 
 
+def streamed_text(chunks: list[Chunk]) -> str:
+    """A streamed answer's first choice, put back together from its chunks."""
+    content: list[str] = []
+    calls: dict[int, list[str]] = {}
+    for chunk in chunks:
+        for choice in chunk.data.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            content.append(delta.get("content") or "")
+            for call in delta.get("tool_calls") or ():
+                function = call.get("function") or {}
+                parts = calls.setdefault(call.get("index", 0), [])
+                if function.get("name"):
+                    parts.append(f"[tool call] {function['name']}(")
+                parts.append(function.get("arguments") or "")
+    return "\n".join(["".join(content), *("".join(p) + ")" for p in calls.values())]).strip()
+
+
 def _text(content: Any) -> str:
     if isinstance(content, list):
         return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
@@ -155,13 +175,14 @@ class ShadowJudge:
         self._random = (rng or random.Random()).random
         metrics.shadow_objective(shadow.min_acceptance)
 
-    def consider(self, trace: Trace) -> None:
-        """Called once per finished request, on the event loop; returns at once."""
+    def select(self, trace: Trace) -> None:
+        """Called when an upstream answered: sample the request for judging if it may be judged.
+
+        A selected stream keeps its chunks (``trace.shadow_chunks``) until it ends.
+        """
         served: Candidate | None = trace.served
         if (
             served is None
-            or trace.answer is None
-            or trace.status >= 400
             or served.tier not in self._below
             or trace.route.features.pii
             or trace.route.plan.pii_locked
@@ -170,11 +191,21 @@ class ShadowJudge:
             or self._random() >= self.config.sample_rate
         ):
             return
+        trace.shadow = True
+        if trace.stream:
+            trace.shadow_chunks = []
+
+    def consider(self, trace: Trace) -> None:
+        """Called once per finished request, on the event loop: judge it in the background if it
+        was selected and answered in full; returns at once."""
+        served = trace.served
+        if not trace.shadow or served is None or trace.status >= 400:
+            return
         reason = self._pause_reason()
         if reason is not None:
             self._metrics.shadow_skipped(reason)
             return
-        answer = answer_text(trace.answer)
+        answer = answer_text(trace.answer) if trace.answer is not None else streamed_text(trace.shadow_chunks or [])
         if not answer:
             return
         messages = judge_messages(trace.body["messages"], answer)

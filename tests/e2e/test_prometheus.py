@@ -150,9 +150,9 @@ class Gateway:
             self.observed.status_classes[f"{exc.status_code // 100}xx"] += 1
 
     def shadow_judged(self) -> None:
-        """Wait for the shadow judge's verdicts on the mid answers so far (one per round: the
-        non-streamed FAQ of acme), so its calls cannot take a fault armed for a client's request."""
-        self.judged += 1
+        """Wait for the shadow judge's verdicts on the mid answers so far (two per round: acme's FAQ,
+        streamed and not), so its calls cannot take a fault armed for a client's request."""
+        self.judged += 2
         name = "llm_router_shadow_verdicts_total"
 
         def verdicts() -> float:

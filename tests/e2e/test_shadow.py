@@ -1,5 +1,5 @@
-"""Shadow judging against real simulated upstreams: which requests are judged, the verdict in the
-metrics and the ledger, and when judging pauses (budget, breaker)."""
+"""Shadow judging against real simulated upstreams: which requests are judged (streams too), the
+verdict in the metrics and the ledger, and when judging pauses (budget, breaker)."""
 
 from __future__ import annotations
 
@@ -87,18 +87,25 @@ def test_a_mid_answer_is_judged_and_counted(upstreams: tuple[str, str], tmp_path
         assert cost > 0
         assert samples(stack.url, "llm_router_shadow_min_acceptance")[()] == 0.8
 
-        # Not judged: personal data, a streamed answer, a flagship answer.
+        # A streamed answer is judged on the text the client received.
+        chunks = list(client.chat.completions.create(model="auto", messages=FAQ, stream=True))  # type: ignore[call-overload]
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert sum(wait_for_verdicts(stack.url, 2).values()) == 2
+        with stack.sim("flagship") as sim:
+            judged = sim.get("/_sim/stats").json()["last_request"]["body"]["messages"][1]["content"]
+        assert judged.endswith(f"Answer under review:\n{streamed.strip()}")
+
+        # Not judged: personal data, a flagship answer.
         client.chat.completions.create(model="auto", messages=PII)  # type: ignore[arg-type]
-        list(client.chat.completions.create(model="auto", messages=FAQ, stream=True))  # type: ignore[call-overload]
         client.chat.completions.create(model="auto", messages=MATH)  # type: ignore[arg-type]
         stack.client(OTHER_KEY).chat.completions.create(model="auto", messages=FAQ)  # tenant beta: flagship
         time.sleep(0.5)
-        assert sum(verdicts(stack.url).values()) == 1
+        assert sum(verdicts(stack.url).values()) == 2
 
     with sqlite3.connect(tmp_path / "spend.sqlite3") as db:
         rows = db.execute("SELECT rule, task, backend, judge, verdict, cost_usd, simulated FROM shadow_verdicts").fetchall()
         spend = db.execute("SELECT SUM(cost_usd) FROM requests").fetchone()[0]
-    assert len(rows) == 1
+    assert len(rows) == 2
     rule, task, backend, judge, verdict, row_cost, simulated = rows[0]
     assert (rule, backend, judge, simulated) == ("default-mid", "mid", "flagship", 1)
     assert verdict == dict(labels)["verdict"] and row_cost == pytest.approx(cost)

@@ -1,12 +1,13 @@
-"""Shadow judging's pure parts: the judge's prompt, reading its verdict, the simulated judge, the config."""
+"""Shadow judging's pure parts: the judge's prompt, the answer's text, reading the verdict, the simulated judge, the config."""
 
 from __future__ import annotations
 
 import pytest
 
 from router.config import ConfigError, load_config
-from router.evaluate.shadow import RUBRIC, answer_text, judge_messages, parse_verdict
+from router.evaluate.shadow import RUBRIC, answer_text, judge_messages, parse_verdict, streamed_text
 from router.simulator_text import compose_replies
+from router.upstream.base import Chunk
 from tests.evaluate.conftest import EditConfig
 
 
@@ -35,6 +36,18 @@ def test_judge_sees_the_rubric_the_conversation_and_the_answer() -> None:
                                "\n\nAnswer under review:\nClick 'Forgot password'.")
     long = judge_messages([{"role": "user", "content": "x" * 50_000}], "y" * 50_000)[1]["content"]
     assert len(long) < 25_000
+
+
+def test_streamed_text_puts_the_first_choice_back_together() -> None:
+    def chunk(**delta: object) -> Chunk:
+        return Chunk(b"", {"choices": [{"index": 0, "delta": delta}]})
+
+    chunks = [chunk(role="assistant", content=""), chunk(content="Click "), chunk(content="'Forgot password'."),
+              Chunk(b"", {"choices": [{"index": 1, "delta": {"content": "other choice"}}]}),
+              chunk(tool_calls=[{"index": 0, "function": {"name": "lookup", "arguments": '{"id"'}}]),
+              chunk(tool_calls=[{"index": 0, "function": {"arguments": ": 7}"}}]),
+              Chunk(b"", {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}})]
+    assert streamed_text(chunks) == "Click 'Forgot password'.\n[tool call] lookup({\"id\": 7})"
 
 
 def test_answer_text_includes_tool_calls() -> None:
