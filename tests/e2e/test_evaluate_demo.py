@@ -16,7 +16,8 @@ from pathlib import Path
 import httpx
 import openai
 
-from tests.e2e.test_demo_command import start_demo
+from tests.e2e.test_demo_command import DemoSetup, start_demo
+from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPTS = [
@@ -39,7 +40,8 @@ def test_replay_calibrate_and_test_on_a_demo_run(tmp_path: Path) -> None:
     demo = (REPO / "config/demo.yaml").read_text()
     assert "sample_rate: 0.2," in demo
     (tmp_path / "config/demo.yaml").write_text(demo.replace("sample_rate: 0.2,", "sample_rate: 1,"))
-    url, proc = start_demo(tmp_path)
+    setup = DemoSetup(tmp_path, tmp_path / "state", free_port(), free_port(), free_port())
+    url, proc = start_demo(setup)
     try:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="demo", max_retries=0)
         tiers = [client.chat.completions.with_raw_response.create(
@@ -59,18 +61,19 @@ def test_replay_calibrate_and_test_on_a_demo_run(tmp_path: Path) -> None:
         output, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0, output.decode(errors="replace")
 
-    with sqlite3.connect(tmp_path / "llm-router-demo-spend.sqlite3") as db:
+    with sqlite3.connect(setup.ledger) as db:
         verdicts = db.execute("SELECT verdict, simulated, rule FROM shadow_verdicts").fetchall()
     assert len(verdicts) == mid_without_pii > 0
     assert all(simulated == 1 and verdict in ("acceptable", "unacceptable") for verdict, simulated, _ in verdicts)
 
-    replayed = llm_router(tmp_path, "replay", "--config", "config/demo.yaml", "--json")
+    replayed = llm_router(tmp_path, "replay", "--config", "config/demo.yaml", "--ledger", str(setup.ledger), "--json")
     assert replayed.returncode == 0, replayed.stderr
     summary = json.loads(replayed.stdout)
     assert summary["requests"] == len(PROMPTS) and summary["changed_tier"] == []
     assert summary["tiers"]["flagship"]["before"] == tiers.count("flagship")
 
-    calibrated = llm_router(tmp_path, "calibrate", "--config", "config/demo.yaml", "--target-flagship-share", "0.5")
+    calibrated = llm_router(tmp_path, "calibrate", "--config", "config/demo.yaml", "--ledger", str(setup.ledger),
+                            "--target-flagship-share", "0.5")
     assert calibrated.returncode == 0, calibrated.stderr
     assert "calibrating rules.3 (escalate-complex): when.complexity_gte on 8 logged requests" in calibrated.stdout
     assert "projected mid acceptance: " in calibrated.stdout

@@ -114,7 +114,9 @@ def test_text_summary(ledger: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_missing_ledger_and_bad_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(tmp_path / "c.yaml", RULES, tmp_path / "none.sqlite3")
     assert main(["replay", "--config", str(config)]) == 2
-    assert capsys.readouterr().err.strip() == f"llm-router replay: {tmp_path / 'none.sqlite3'}: no such ledger"
+    assert capsys.readouterr().err.startswith(f"llm-router replay: {tmp_path / 'none.sqlite3'}: no such ledger; give --ledger")
+    assert main(["replay", "--config", str(config), "--ledger", str(tmp_path / "gone.sqlite3")]) == 2
+    assert capsys.readouterr().err.strip() == f"llm-router replay: {tmp_path / 'gone.sqlite3'}: no such ledger"
     assert main(["replay", "--config", str(config), "--since", "yesterday"]) == 2
     assert "cannot read time 'yesterday'" in capsys.readouterr().err
     assert not (tmp_path / "none.sqlite3").exists()

@@ -74,7 +74,7 @@ def test_simulated_judge_is_deterministic_and_labelled() -> None:
     ("shadow", "error"),
     [
         ("{judge: flagshp}", "policy.shadow.judge: unknown tier or backend 'flagshp'"),
-        ("{judge: flagship, rules: [nope]}", "policy.shadow.rules.0: unknown rule 'nope'"),
+        ("{judge: flagship, rules: [nope]}", "policy.shadow.rules[0]: unknown rule 'nope'"),
         ("{judge: flagship, sample_rate: 2}", "policy.shadow.sample_rate: Input should be less than or equal to 1"),
     ],
 )
