@@ -31,7 +31,7 @@ import orjson
 
 from bench import eventloop
 from bench.http1 import ProtocolError, ResponseParser
-from bench.workload import chat_body
+from bench.workload import chat_body, messages_body
 
 _DRAIN_SECONDS = 5.0
 _RECONNECT_DELAY = 0.1
@@ -39,7 +39,9 @@ _RECONNECT_DELAY = 0.1
 
 @dataclass(frozen=True)
 class LoadSpec:
-    url: str  #: Full URL of the chat completions endpoint, ``http://host:port/v1/chat/completions``.
+    #: Full URL of the chat completions endpoint, ``http://host:port/v1/chat/completions``, or of
+    #: ``/v1/messages`` (then requests and streams are Anthropic's Messages API).
+    url: str
     model: str
     stream: bool
     concurrency: int
@@ -48,9 +50,13 @@ class LoadSpec:
     timeout: float = 30.0  #: A request still unanswered after this many seconds is an error.
     api_key: str = "bench-dummy"
 
+    @property
+    def anthropic(self) -> bool:
+        return self.url.endswith("/v1/messages")
+
     def request_bytes(self) -> bytes:
         parts = urlsplit(self.url)
-        body = chat_body(self.model, stream=self.stream)
+        body = (messages_body if self.anthropic else chat_body)(self.model, stream=self.stream)
         head = (
             f"POST {parts.path or '/'} HTTP/1.1\r\nhost: {parts.netloc}\r\ncontent-type: application/json\r\n"
             f"authorization: Bearer {self.api_key}\r\ncontent-length: {len(body)}\r\n\r\n"
@@ -128,8 +134,9 @@ class _Run:
             return f"http {parser.status}"
         body = parser.body
         if self.spec.stream:
-            if not body.rstrip().endswith(b"data: [DONE]"):
-                return "stream not ended by data: [DONE]"
+            last = b'data: {"type":"message_stop"}' if self.spec.anthropic else b"data: [DONE]"
+            if not body.rstrip().endswith(last):
+                return f"stream not ended by {last.decode()}"
             self.events[body.count(b"data:")] += 1
         elif not body.startswith(b"{"):
             return "non-JSON body"

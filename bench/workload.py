@@ -1,4 +1,5 @@
-"""The request every benchmark sends: a typical ~1 KB FAQ-style chat completion."""
+"""The request every benchmark sends: a typical ~1 KB FAQ-style chat completion (or the same as an
+Anthropic Messages API request, for ``/v1/messages``)."""
 
 from __future__ import annotations
 
@@ -29,4 +30,16 @@ def chat_body(model: str, *, stream: bool, max_tokens: int = 20) -> bytes:
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
+    return orjson.dumps(body)
+
+
+def messages_body(model: str, *, stream: bool, max_tokens: int = 20) -> bytes:
+    """``chat_body`` as a Messages API request (whose streams always carry usage)."""
+    body: dict[str, object] = {
+        "model": model,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": max_tokens,
+    }
+    if stream:
+        body["stream"] = True
     return orjson.dumps(body)

@@ -10,7 +10,7 @@ import time
 
 from router.accesslog import AccessLog
 from router.config import GatewayConfig
-from router.cost import Usage, cost_usd, usage_from
+from router.cost import Usage, usage_cost, usage_from
 from router.evaluate import inputs
 from router.evaluate.shadow import ShadowJudge
 from router.ledger import LedgerRow
@@ -45,7 +45,7 @@ class Accountant:
             trace.usage_reported, input_estimate=trace.route.features.input_tokens, output_chars=trace.output_chars
         )
         price = self.state.price(candidate.backend, candidate.config)
-        trace.cost = cost_usd(price, trace.usage.input_tokens, trace.usage.output_tokens) if produced else 0.0
+        trace.cost = usage_cost(price, trace.usage) if produced else 0.0
 
     def finish(self, trace: Trace) -> None:
         """Account for the request exactly once: cost, budget settlement, ledger, stickiness."""
@@ -73,7 +73,7 @@ class Accountant:
         self._record_metrics(trace, now)
         usage = trace.usage
         self.access_log.request(
-            request_id=trace.request_id, method="POST", path="/v1/chat/completions", status=trace.status,
+            request_id=trace.request_id, method="POST", path=trace.path, status=trace.status,
             latency_s=now - trace.started, stream=trace.stream,
             tier=candidate.tier if candidate else None, backend=candidate.backend if candidate else None,
             rule=trace.route.decision.rule, task=trace.route.features.task, tenant=trace.client.tenant,
@@ -120,7 +120,7 @@ class Accountant:
             headers=self._rule_headers,
         )
 
-    def reject(self, request_id: str, status: int, started: float) -> None:
+    def reject(self, request_id: str, status: int, started: float, path: str = "/v1/chat/completions") -> None:
         """Account for a request refused before it could be routed (auth, parsing, unknown model)."""
         duration = time.perf_counter() - started
         self.metrics.request_finished(
@@ -128,8 +128,7 @@ class Accountant:
             duration_s=duration, ttft_s=None, overhead_s=duration, input_tokens=0, output_tokens=0,
             cost_usd=0.0, saved_usd=0.0,
         )
-        self.access_log.request(request_id=request_id, method="POST", path="/v1/chat/completions", status=status,
-                                latency_s=duration)
+        self.access_log.request(request_id=request_id, method="POST", path=path, status=status, latency_s=duration)
 
     def _record_metrics(self, trace: Trace, now: float) -> None:
         candidate = trace.served
@@ -157,5 +156,5 @@ class Accountant:
         """What the same tokens would have cost on the most expensive tier, minus what they cost."""
         if trace.usage is None:
             return 0.0
-        reference = cost_usd(self._reference_price, trace.usage.input_tokens, trace.usage.output_tokens)
+        reference = usage_cost(self._reference_price, trace.usage)
         return max(0.0, reference - trace.cost)

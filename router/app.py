@@ -19,6 +19,7 @@ from router.api import HOT_PATHS, chat_completions, router, send_error
 from router.config import GatewayConfig
 from router.errors import GatewayError, MethodNotAllowedError
 from router.gateway import Gateway
+from router.messages import ANTHROPIC_PATHS, serve_anthropic
 
 log = logging.getLogger("router.app")
 
@@ -64,13 +65,17 @@ class GatewayApp(FastAPI):
     """FastAPI, with a direct path for chat completions.
 
     Every request pays for FastAPI's and Starlette's middleware and routing (about 80 us of CPU per
-    request on the benchmark machine); the endpoint that carries the traffic skips them, on the raw
-    ASGI interface, and answers its errors as the registered handlers would. Everything else goes
-    through FastAPI.
+    request on the benchmark machine); the endpoints that carry the traffic (chat completions, and
+    Anthropic's ``/v1/messages`` in ``router.messages``) skip them, on the raw ASGI interface, and
+    answer their errors as the registered handlers would. Everything else goes through FastAPI.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in HOT_PATHS:
+            if scope["type"] == "http" and scope["path"] in ANTHROPIC_PATHS:  # Anthropic's Messages API, also raw
+                scope["app"] = self
+                await serve_anthropic(self.state.gateway.pipeline, scope, receive, send)
+                return
             await super().__call__(scope, receive, send)
             return
         if scope["method"] != "POST":

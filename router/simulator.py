@@ -8,6 +8,7 @@ comes from ``router.simulator_text``.
 Endpoints:
     POST /v1/chat/completions   JSON or SSE; honours n, max_(completion_)tokens, seed, tools,
                                 response_format, stream_options.include_usage
+    POST /v1/messages           the same answers in Anthropic's Messages API (``router.simulator_anthropic``)
     GET  /v1/models             OpenAI list with ``profile.model``
     GET  /metrics               vLLM gauges: num_requests_running / _waiting, gpu_cache_usage_perc; counters
                                 prompt_tokens_total, generation_tokens_total
@@ -87,11 +88,13 @@ class FaultSpec(BaseModel, extra="forbid"):
     sse_for_nonstream: bool = False
     extra_frames: bool = False
     omit_usage: bool = False
+    #: Anthropic streams only: after N events, an ``error`` event (``type`` or overloaded_error) ends the stream.
+    error_event_after_chunks: Annotated[int, Field(ge=0)] | None = None
     times: Annotated[int, Field(ge=1)] | None = None
 
     def kinds(self) -> list[str]:
         """The faults this spec arms, each named after its trigger field."""
-        valued = ("status", "delay_first_token", "stall_after_chunks", "drop_after_chunks")
+        valued = ("status", "delay_first_token", "stall_after_chunks", "drop_after_chunks", "error_event_after_chunks")
         return [k for k in valued if getattr(self, k) is not None] + [k for k, v in self if v is True]
 
 
@@ -250,6 +253,10 @@ class _Simulator:
             body, invalid = _json_or_none(raw), exc
         self.last_request = {"headers": dict(request.headers), "body": body}
         self.authenticate(request)
+        return self.decide(body, invalid)
+
+    def decide(self, body: Any, invalid: InvalidRequestError | None) -> _Exchange:
+        """The answer to an authenticated chat-completions ``body`` (``invalid``: why it cannot be parsed)."""
         if (failure := self.take("status")) is not None:
             raise _fault_error(failure)
         if invalid is not None:
@@ -287,10 +294,22 @@ class _Simulator:
 
 
 class _ChatCompletions:
-    """``POST /v1/chat/completions`` as a raw ASGI app, so it can watch for the client leaving."""
+    """``POST /v1/chat/completions`` as a raw ASGI app, so it can watch for the client leaving.
+
+    ``plan``, ``run`` and ``refusal`` are the wire format's; ``router.simulator_anthropic`` overrides them.
+    """
 
     def __init__(self, sim: _Simulator) -> None:
         self.sim = sim
+
+    def plan(self, request: Request, raw: bytes) -> _Exchange:
+        return self.sim.plan(request, raw)
+
+    async def run(self, exchange: _Exchange, send: Send) -> bool:
+        return await exchange.run(send)
+
+    def refusal(self, error: _RequestError) -> Response:
+        return error.response()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sim = self.sim
@@ -300,11 +319,11 @@ class _ChatCompletions:
         sim.in_flight += 1
         try:
             try:
-                exchange = sim.plan(request, raw)
+                exchange = self.plan(request, raw)
             except _RequestError as exc:
-                await exc.response()(scope, receive, send)
+                await self.refusal(exc)(scope, receive, send)
                 return
-            finished = await _until_disconnect(exchange.run(send), receive)
+            finished = await _until_disconnect(self.run(exchange, send), receive)
             if finished is None:
                 sim.cancelled += 1
             elif finished:
@@ -345,9 +364,13 @@ class _Exchange:
         """Send the answer; False if a fault cut the connection on purpose."""
         return await (self._send_sse(send) if self.sse else self._send_json(send))
 
-    async def _send_json(self, send: Send) -> bool:
+    async def generate(self) -> None:
+        """Take as long as generating the whole answer would."""
         steps = max(len(r.pieces) for r in self.replies)
         await asyncio.sleep(self.profile.ttft + self.delay + self.profile.token_interval * (steps - 1))
+
+    async def _send_json(self, send: Send) -> bool:
+        await self.generate()
         if self.malformed:
             body = b'{"id": "%s", "object": "chat.completion", "choices": [{"index": 0, "message": {' % self.id.encode()
         else:
@@ -458,10 +481,13 @@ class _Exchange:
 
 def create_simulator_app(profile: SimProfile) -> Starlette:
     """A fresh simulated upstream; state (faults, counters) belongs to the returned app."""
+    from router.simulator_anthropic import AnthropicMessages
+
     sim = _Simulator(profile)
     return Starlette(
         routes=[
             Route("/v1/chat/completions", _ChatCompletions(sim), methods=["POST"]),
+            Route("/v1/messages", AnthropicMessages(sim), methods=["POST"]),
             Route("/v1/models", sim.models, methods=["GET"]),
             Route("/metrics", sim.metrics, methods=["GET"]),
             Route("/_sim/faults", sim.arm_faults, methods=["POST"]),

@@ -77,6 +77,8 @@ class Trace:
     usage: Usage | None = None
     cost: float = 0.0
     finished: bool = False
+    #: The endpoint it came in on, for the access log.
+    path: str = "/v1/chat/completions"
 
     def headers(self) -> dict[str, str]:
         candidate = self.served or (self.route.plan.candidates[0] if self.route.plan.candidates else None)

@@ -25,7 +25,8 @@ from router.evaluate.replay import Replayed, replay
 from router.ledger import LedgerRow
 
 _SUFFIXES = ("_gte", "_lt")
-_SCORES = frozenset(f.name for f in dataclasses.fields(Features) if f.type in ("float", float))
+#: The 0..1 scores of ``Features`` (``float``, or ``float | None`` for a model's scores).
+_SCORES = frozenset(f.name for f in dataclasses.fields(Features) if str(f.type).replace(" ", "") in ("float", "float|None"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,10 @@ def calibrate(
     if not base:
         why = "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "no requests in the period"
         raise EvaluationError(f"nothing to calibrate on ({why})")
-    values = sorted({float(getattr(r.recorded.features, threshold.feature)) for r in base})
+    scores = (getattr(r.recorded.features, threshold.feature) for r in base)
+    values = sorted({float(v) for v in scores if v is not None})  # no score (no model): no threshold matches
+    if not values:
+        raise EvaluationError(f"no logged request has a {threshold.feature} score to calibrate on")
     # Threshold v_k routes like every value in (v_{k-1}, v_k]; 1 (the top of the scale) ends the list.
     cuts = [*values, 1.0] if values[-1] < 1.0 else values
     evaluate = _evaluator(router, rows, threshold, verdicts or {})

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from router.config import GatewayConfig, ShadowConfig
-from router.cost import cost_usd, usage_from
+from router.cost import cost_usd, usage_cost, usage_from
 from router.errors import GatewayError
 from router.ledger import VerdictRow
 from router.metrics import Metrics
@@ -241,7 +241,7 @@ class ShadowJudge:
             async with asyncio.timeout(self._judge_config.timeouts.total):
                 completion = await self._provider.complete(body)  # type: ignore[union-attr]
             usage = usage_from(completion.data.get("usage"), input_estimate=int(estimate), output_chars=0)
-            cost = cost_usd(self._judge_config.price, usage.input_tokens, usage.output_tokens)
+            cost = usage_cost(self._judge_config.price, usage)
             verdict, simulated = parse_verdict(answer_text(completion.data))
         except (GatewayError, TimeoutError) as exc:
             log.warning("shadow judge %s failed on request %s: %s", self.judge, trace.request_id, exc)

@@ -9,6 +9,7 @@ import sys
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,40 +49,45 @@ def demo_env(setup: DemoSetup) -> dict[str, str]:
     return env
 
 
-def start_demo(setup: DemoSetup) -> tuple[str, subprocess.Popen[bytes]]:
-    """``llm-router demo`` as a user starts it, once it answers /healthz."""
+@pytest.fixture(scope="module")
+def demo(demo_setup: DemoSetup) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The demo on free ports, run from an empty directory (it falls back to the repo's demo config)."""
+    with running_demo(demo_setup) as running:
+        yield running
+
+
+@contextmanager
+def running_demo(setup: DemoSetup, *options: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``llm-router demo [options]`` on ``setup``'s ports and directories, until the block ends."""
+    port = setup.port
     proc = subprocess.Popen(
-        [sys.executable, "-m", "router", "demo", "--port", str(setup.port),
-         "--mid-port", str(setup.mid_port), "--flagship-port", str(setup.flagship_port)],
+        [sys.executable, "-m", "router", "demo", "--port", str(port),
+         "--mid-port", str(setup.mid_port), "--flagship-port", str(setup.flagship_port), *options],
         cwd=setup.cwd,
         env=demo_env(setup),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{setup.port}"
+    url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return url, proc
+                break
         except httpx.TransportError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"demo did not come up:\n{proc.communicate()[0].decode(errors='replace')}")
         time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def demo(demo_setup: DemoSetup) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The demo on free ports, run from an empty directory (it falls back to the repo's demo config)."""
-    url, proc = start_demo(demo_setup)
     try:
         yield url, proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def test_sdk_chat_against_the_demo_routes_by_difficulty(demo: tuple[str, subprocess.Popen[bytes]]) -> None:

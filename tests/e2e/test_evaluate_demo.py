@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from tests.e2e.test_demo_command import DemoSetup, start_demo
+from tests.e2e.test_demo_command import DemoSetup, running_demo
 from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,12 +37,12 @@ def test_replay_calibrate_and_test_on_a_demo_run(tmp_path: Path) -> None:
     # The shipped demo config, judging every mid answer instead of a fifth, so the run is deterministic.
     (tmp_path / "config").mkdir()
     shutil.copy(REPO / "config/tasks.yaml", tmp_path / "config/tasks.yaml")
+    (tmp_path / "config/models").symlink_to(REPO / "config/models", target_is_directory=True)
     demo = (REPO / "config/demo.yaml").read_text()
     assert "sample_rate: 0.2," in demo
     (tmp_path / "config/demo.yaml").write_text(demo.replace("sample_rate: 0.2,", "sample_rate: 1,"))
     setup = DemoSetup(tmp_path, tmp_path / "state", free_port(), free_port(), free_port())
-    url, proc = start_demo(setup)
-    try:
+    with running_demo(setup) as (url, proc):
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="demo", max_retries=0)
         tiers = [client.chat.completions.with_raw_response.create(
             model="auto", max_tokens=8, messages=[{"role": "user", "content": p}]).headers["x-router-tier"] for p in PROMPTS]
@@ -56,8 +56,7 @@ def test_replay_calibrate_and_test_on_a_demo_run(tmp_path: Path) -> None:
         deadline = time.monotonic() + 30
         while judged() < mid_without_pii and time.monotonic() < deadline:
             time.sleep(0.1)
-    finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT)  # a graceful stop writes the ledger's last rows
         output, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0, output.decode(errors="replace")
 

@@ -22,6 +22,7 @@ def edited_config(tmp_path: Path) -> EditConfig:
         text = (CONFIG / "router.yaml").read_text(encoding="utf-8")
         assert old in text, f"{old!r} not in config/router.yaml"
         shutil.copy(CONFIG / "tasks.yaml", tmp_path / "tasks.yaml")
+        (tmp_path / "models").symlink_to(CONFIG / "models", target_is_directory=True)
         path = tmp_path / "router.yaml"
         path.write_text(text.replace(old, new), encoding="utf-8")
         return path
@@ -44,8 +45,10 @@ RULES = """\
 """
 
 
-def write_config(path: Path, rules: str = RULES, ledger: Path | None = None) -> Path:
-    """A two-tier config (mid 0.05/0.20, flagship 2/8 USD per Mtok) with the given rules."""
+def write_config(path: Path, rules: str = RULES, ledger: Path | None = None, *, model: bool = False) -> Path:
+    """A two-tier config (mid 0.05/0.20, flagship 2/8 USD per Mtok) with the given rules; ``model``
+    adds the shipped classifier model (rules on escalation or confidence need it)."""
+    classifier = f"vocabulary: {CONFIG / 'tasks.yaml'}" + (f", model: {CONFIG / 'models/routing-model.npz'}" if model else "")
     path.write_text(f"""\
 backends:
   mid: {{tier: mid, base_url: "http://127.0.0.1:9/v1", model: m, context_window: 32768, self_hosted: true,
@@ -53,7 +56,7 @@ backends:
   flagship: {{tier: flagship, base_url: "http://127.0.0.1:9/v1", model: f, context_window: 200000,
               price: {{input: 2.0, output: 8.0}}}}
 aliases: {{gpt-4o: flagship}}
-classifier: {{vocabulary: {CONFIG / "tasks.yaml"}}}
+classifier: {{{classifier}}}
 policy: {{ledger: {{path: {ledger or path.parent / "ledger.sqlite3"}}}}}
 rules:
 {rules}""")

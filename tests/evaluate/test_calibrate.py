@@ -112,3 +112,20 @@ def test_projected_mid_acceptance_from_shadow_verdicts(ledger: Path, tmp_path: P
     assert result["proposed"]["mid_acceptance"] == round(sum(staying) / len(staying), 4)
     assert main(["calibrate", "--target-flagship-share", "0.4", "--config", str(config)]) == 0
     assert f"({len(staying)} shadow verdicts on requests that would stay below the flagship)" in capsys.readouterr().out
+
+
+def test_a_model_score_threshold_is_calibrated_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """escalation_gte (the learned model's score); requests recorded without a model score never match it."""
+    path = tmp_path / "ledger.sqlite3"
+    led = Ledger(path)
+    for i in range(N):
+        escalation = None if i % 20 == 0 else round((i * 37 % N) / N, 3)
+        tier = "flagship" if escalation is not None and escalation >= 0.6 else "mid"
+        led.record(row(i, tier, "escalate-uncertain" if tier == "flagship" else "default-mid", (100, 100),
+                       task="qa", escalation=escalation))
+    led.close()
+    rules = RULES.replace("complexity_gte: 0.75", "escalation_gte: 0.6").replace("escalate-complex", "escalate-uncertain")
+    config = write_config(tmp_path / "router.yaml", rules, path, model=True)
+    result = _json(capsys, "calibrate", "--target-flagship-share", "0.3", "--config", str(config))
+    assert (result["rule"], result["condition"], result["current"]["value"]) == ("escalate-uncertain", "escalation_gte", 0.6)
+    assert abs(result["proposed"]["flagship_share"] - 0.3) <= 0.01

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from router.cli import main
 from tests.evaluate.conftest import CONFIG, REPO
 
-DEV_SET = Path(os.environ.get("ROUTING_DEV_SET", REPO.parent / "shared" / "data" / "routing-dev.jsonl"))
+DEV_SET = REPO / "data" / "routing" / "public-dev.jsonl"
 
 ROWS = [
     # source a: both right (tier and task)
@@ -112,7 +111,6 @@ def test_bad_config_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "llm-router eval: " in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not DEV_SET.exists(), reason=f"dev set not found at {DEV_SET}")
 def test_dev_set_accuracy(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", str(DEV_SET), "--config", str(CONFIG / "router.yaml"), "--json", "--min-accuracy", "0.85"]) == 0
     report = json.loads(capsys.readouterr().out)
