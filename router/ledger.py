@@ -513,14 +513,17 @@ _ADDED_COLUMNS = {"decision": "TEXT"}
 
 
 def _add_columns(conn: sqlite3.Connection) -> None:
-    have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
-    for name, kind in _ADDED_COLUMNS.items():
-        if name not in have:
-            try:
-                conn.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
-            except sqlite3.OperationalError as exc:
-                if "duplicate column" not in str(exc):  # else another process added it first
-                    raise
+    """Give a ledger written by an older version the columns added since (its ``pending`` table was
+    copied from its ``requests`` table, so it lacks them too)."""
+    for table in ("requests", "pending"):
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, kind in _ADDED_COLUMNS.items():
+            if name not in have:
+                try:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):  # else another process added it first
+                        raise
 
 
 def _backfill_daily_spend(conn: sqlite3.Connection) -> None:
