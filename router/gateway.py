@@ -29,7 +29,8 @@ from router.upstream.base import Provider
 
 log = logging.getLogger("router.gateway")
 
-_CONFIG_SUFFIXES = (".yaml", ".yml")
+#: Files whose change reloads the config: the YAML files and the classifier's model.
+_CONFIG_SUFFIXES = (".yaml", ".yml", ".npz")
 #: How often a worker publishes its metrics when several share them (a scrape also publishes its own).
 _PUBLISH_SECONDS = 1.0
 #: At shutdown, the longest wait for cancelled requests to be accounted before the ledger closes.

@@ -220,3 +220,19 @@ def test_rules_read_the_model(escalation: float | None, confidence: float | None
     ])
     decision = match_rules(features(escalation=escalation, confidence=confidence), RequestContext(model="auto"), rules)
     assert decision.rule == rule
+
+
+def test_decide_explains_the_probabilities_the_pushing_features_and_the_cues() -> None:
+    from bench.micro import bench_environ, build_pipeline
+    from router.auth import ANONYMOUS
+
+    pipeline = build_pipeline(load_config(REPO / "config" / "router.yaml", bench_environ()))
+    body = {"model": "auto", "messages": [{"role": "user", "content": "Prove that the square root of 2 is irrational."}]}
+    route = pipeline.route(body, ANONYMOUS, {})
+    explained = pipeline.explain(route, ANONYMOUS, body["messages"])
+    assert explained["features"]["escalation"] == route.features.escalation is not None
+    assert set(explained["features"]["probabilities"]) == set(pipeline.classifier.model.tasks)
+    pushes = explained["model_push"]
+    assert pushes and all(isinstance(p["feature"], str) and isinstance(p["escalation_logit"], float) for p in pushes)
+    assert abs(pushes[0]["escalation_logit"]) >= abs(pushes[-1]["escalation_logit"])
+    assert explained["cues"] == list(route.features.evidence)

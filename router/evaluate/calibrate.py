@@ -59,7 +59,8 @@ def thresholds(router: OfflineRouter) -> list[Threshold]:
 
 
 def choose(router: OfflineRouter, rule: str | None) -> Threshold:
-    """The named rule's threshold, or the first threshold of a rule sending requests to the top tier."""
+    """The named rule's threshold; else, of the rules sending requests to the top tier, the first
+    that does so on a score alone (the general knob), else the first with a score threshold."""
     found = thresholds(router)
     if rule is not None:
         found = [t for t in found if t.rule == rule]
@@ -72,7 +73,8 @@ def choose(router: OfflineRouter, rule: str | None) -> Threshold:
             f"no rule sends requests to tier {router.top_tier!r} on a score threshold "
             "(e.g. `when: {complexity_gte: 0.75}`); nothing to calibrate"
         )
-    return top[0]
+    alone = [t for t in top if len(router.config.rules[t.index].when.model_dump(exclude_none=True)) == 1]  # type: ignore[union-attr]
+    return (alone or top)[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,3 +157,30 @@ def test_reload_removing_a_backend_lets_its_streams_finish(upstreams: tuple[str,
             assert httpx.post(f"{url}/v1/chat/completions", json={**FAQ, "model": "spare"}, headers=HEADERS).status_code == 404
         finally:
             sim.delete("/_sim/faults").raise_for_status()
+
+
+def test_a_model_file_swap_reloads_and_a_corrupt_one_keeps_the_old_model(upstreams: tuple[str, str], tmp_path: Path) -> None:
+    mid, flagship = upstreams
+    models = tmp_path / "models"
+    models.mkdir()
+    shipped = Path(__file__).resolve().parents[2] / "config" / "models" / "routing-model.npz"
+    shutil.copy(shipped, models / "m.npz")
+    path = tmp_path / "router.yaml"
+    write_config(path, mid, flagship)
+    path.write_text(path.read_text().replace("classifier:\n", "classifier:\n  model: models/m.npz\n"))
+    app = create_app(load_config(path, ENV), path=path, environ=ENV, watch=True)
+    with serve(app) as url:
+        def ready() -> dict:
+            return httpx.get(f"{url}/readyz").json()
+
+        first = ready()["config_version"]
+        (models / "m.npz").write_bytes(b"PK\x03\x04 torn")
+        assert wait_for(lambda: ready()["last_reload_error"] is not None), "the corrupt model was not noticed"
+        assert "classifier.model" in ready()["last_reload_error"]
+        assert ready()["config_version"] == first
+        response = httpx.post(f"{url}/v1/chat/completions", json=FAQ, headers=HEADERS)
+        assert response.status_code == 200  # still serving on the model it had
+
+        shutil.copy(shipped, models / "m.npz")
+        assert wait_for(lambda: ready()["last_reload_error"] is None), "restoring the model did not clear the error"
+        assert ready()["config_version"] == first  # the same bytes: the same version

@@ -129,3 +129,12 @@ def test_a_model_score_threshold_is_calibrated_too(tmp_path: Path, capsys: pytes
     result = _json(capsys, "calibrate", "--target-flagship-share", "0.3", "--config", str(config))
     assert (result["rule"], result["condition"], result["current"]["value"]) == ("escalate-uncertain", "escalation_gte", 0.6)
     assert abs(result["proposed"]["flagship_share"] - 0.3) <= 0.01
+
+
+def test_the_default_threshold_is_one_that_decides_alone(ledger: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    rules = RULES.replace("when: {task: [reasoning, math, code]}", "when: {task: [reasoning, math, code], complexity_gte: 0.3}")
+    config = write_config(tmp_path / "router.yaml", rules, ledger)
+    assert _json(capsys, "calibrate", "--target-flagship-share", "0.3", "--config", str(config))["rule"] == "escalate-complex"
+    picked = _json(capsys, "calibrate", "--target-flagship-share", "0.3", "--config", str(config), "--rule", "escalate-hard-tasks")
+    assert (picked["rule"], picked["condition"], picked["current"]["value"]) == ("escalate-hard-tasks", "complexity_gte", 0.3)
