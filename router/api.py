@@ -278,6 +278,8 @@ def _events(trace: Trace, batch: list[Chunk], done: bool, want_usage: bool) -> b
     their usage and text are noted on ``trace``."""
     # The text's length only matters to estimate output tokens: not when the stream ends with its usage.
     count_chars = not (done and batch and reported_tokens(batch[-1].data.get("usage")))
+    if trace.shadow_chunks is not None:
+        trace.shadow_chunks += batch
     payloads = []
     for chunk in batch:
         data = chunk.data
@@ -410,6 +412,9 @@ async def metrics(request: Request) -> Response:
     buffered = getattr(gateway.state.ledger, "buffered", None)  # the PostgreSQL ledger's backlog
     if buffered is not None:
         gateway.metrics.ledger_buffered(buffered)
+    for name, backend in gateway.config.backends.items():
+        price = gateway.state.price(name, backend)
+        gateway.metrics.price(name, input_usd_per_mtok=price.input, output_usd_per_mtok=price.output)
     body, content_type = gateway.metrics.render()
     return Response(body, media_type=content_type)
 

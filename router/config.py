@@ -106,7 +106,7 @@ class AuthConfig(_Model):
 
 
 class PriceConfig(_Model):
-    """USD per million tokens."""
+    """USD per million tokens; or, for hardware you run, what the GPUs cost (``router.gpu_cost``)."""
 
     input: float = Field(default=0.0, ge=0)
     output: float = Field(default=0.0, ge=0)
@@ -114,6 +114,10 @@ class PriceConfig(_Model):
     cache_read: float | None = Field(default=None, ge=0)
     #: Prompt tokens written to the upstream's prompt cache (Anthropic's cache creation); None: priced as ``input``.
     cache_write: float | None = Field(default=None, ge=0)
+    #: USD per GPU-hour: the price becomes the effective $/Mtok at the observed tokens per second
+    #: (``input``/``output`` apply until there is enough traffic to measure).
+    gpu_hour_usd: float | None = Field(default=None, gt=0)
+    gpus: int = Field(default=1, ge=1)
 
 
 class TimeoutsConfig(_Model):
@@ -155,6 +159,8 @@ class CapacityConfig(_Model):
     waiting_low: float = Field(default=2, ge=0)
     cache_high: float = Field(default=0.95, ge=0, le=1)
     cache_low: float = Field(default=0.85, ge=0, le=1)
+    #: Token counters (summed) that measure the backend's throughput for a ``price.gpu_hour_usd``.
+    token_metrics: list[str] = ["vllm:prompt_tokens_total", "vllm:generation_tokens_total"]
 
 
 class HealthCheckConfig(_Model):
@@ -314,6 +320,9 @@ class LedgerConfig(_Model):
     url: str = ""
     #: Rows kept in memory while PostgreSQL is unreachable; beyond it the oldest are dropped (and counted).
     buffer_rows: int = Field(default=100_000, gt=0)
+    #: Record each request's decision inputs (features, rule, requested model; never prompt text) for
+    #: ``llm-router replay`` and ``calibrate``.
+    record_decisions: bool = True
 
     @field_validator("url")
     @classmethod
@@ -321,6 +330,25 @@ class LedgerConfig(_Model):
         if value and not re.match(r"^postgres(ql)?://", value):
             raise ValueError("must be a postgresql:// URL")  # no echo: it may hold a password
         return value
+
+
+class ShadowConfig(_Model):
+    """Shadow judging: a sample of answers from lower tiers is graded by the judge, off the client's path."""
+
+    #: Share of eligible requests judged (answered in full by a tier below the judge's, no personal data).
+    sample_rate: float = Field(default=0.02, ge=0, le=1)
+    #: The tier or backend that judges (its first backend for a tier).
+    judge: str
+    #: Judge spend per UTC day; no judging beyond it. Kept apart from the request budgets.
+    daily_usd: float = Field(default=5.0, gt=0)
+    #: Only requests routed by these rules (default: every rule).
+    rules: list[str] | None = None
+    #: Judge calls in flight at most; a request sampled beyond it is skipped (``busy``).
+    max_concurrency: int = Field(default=4, ge=1)
+    #: Output tokens the judge may use for its verdict.
+    max_tokens: int = Field(default=200, ge=16)
+    #: Acceptance below which the shipped alert fires for a rule (exported as a metric).
+    min_acceptance: float = Field(default=0.8, ge=0, le=1)
 
 
 class PolicyConfig(_Model):
@@ -336,6 +364,7 @@ class PolicyConfig(_Model):
     ledger: LedgerConfig = LedgerConfig()
     #: When the preferred tier is saturated or slower than the rule's objective, serve from the other (with a header).
     degrade_under_stress: bool = True
+    shadow: ShadowConfig | None = None
 
 
 class ClassifierConfig(_Model):
@@ -528,6 +557,14 @@ class GatewayConfig(_Model):
             for i, target in enumerate(backend.fallback or []):
                 if target not in targets:
                     errors.append(f"backends.{name}.fallback.{i}: {unknown('tier or backend', target, targets)}")
+        shadow = self.policy.shadow
+        if shadow is not None:
+            if shadow.judge not in targets:
+                errors.append(f"policy.shadow.judge: {unknown('tier or backend', shadow.judge, targets)}")
+            rule_names = seen | {"requested-model"}  # router.rules.REQUESTED_MODEL: a client's forced model
+            for i, name in enumerate(shadow.rules or []):
+                if name not in rule_names:
+                    errors.append(f"policy.shadow.rules.{i}: {unknown('rule', name, rule_names)}")
         for i, limit in enumerate(self.policy.budgets.limits):
             env_key = re.fullmatch(r"key-[0-9a-f]{8}", limit.name or "")  # names of keys from `keys_env`
             if limit.scope == "key" and not env_key and limit.name not in {k.name for k in self.auth.keys}:

@@ -35,6 +35,7 @@ from router.errors import (
     UpstreamRateLimitError,
     UpstreamTimeoutError,
 )
+from router.evaluate.shadow import ShadowJudge
 from router.metrics import Metrics
 from router.policy import Candidate, Plan, Planner
 from router.retry import backoff_delay, parse_retry_after
@@ -118,7 +119,9 @@ class Pipeline:
             if target != AUTO_MODEL:
                 self._forced[alias] = self._forced[target]
         self.model_names: tuple[str, ...] = tuple(dict.fromkeys((AUTO_MODEL, *tiers, *config.backends, *config.aliases)))
-        self.accountant = Accountant(config, state, metrics)
+        shadow = config.policy.shadow
+        self.shadow = ShadowJudge(shadow, config, providers, state, metrics) if shadow is not None else None
+        self.accountant = Accountant(config, state, metrics, shadow=self.shadow)
 
     # -- classify -> rules -> policy -------------------------------------------------------------
 
@@ -134,12 +137,8 @@ class Pipeline:
             )
         messages = body["messages"]
         features = self._classify(messages, body.get("tools") or body.get("functions"))
-        forced = self._forced.get(model)
-        if forced is not None:
-            decision = Decision(rule=REQUESTED_MODEL, target=forced, why=f"client asked for model {model!r}")
-        else:
-            ctx = RequestContext(model=model, tenant=client.tenant, api_key=client.name, headers=headers)
-            decision = match_rules(features, ctx, self.rules)
+        ctx = RequestContext(model=model, tenant=client.tenant, api_key=client.name, headers=headers)
+        decision = self.decide(features, ctx)
         sticky = None
         if self.config.policy.stickiness.enabled and len(messages) >= 3:
             sticky = shared_sticky if self.state.store is not None else self.state.sticky.tier_of(messages, client.tenant)
@@ -150,7 +149,14 @@ class Pipeline:
             max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 0,
             sticky_tier=sticky,
         )
-        return Route(features, decision, plan)
+        return Route(features, decision, plan, ctx)
+
+    def decide(self, features: Features, ctx: RequestContext) -> Decision:
+        """The rules' decision for a classified request (also how ``llm-router replay`` re-decides)."""
+        forced = self._forced.get(ctx.model)
+        if forced is not None:
+            return Decision(rule=REQUESTED_MODEL, target=forced, why=f"client asked for model {ctx.model!r}")
+        return match_rules(features, ctx, self.rules)
 
     async def shared_sticky(self, body: dict[str, Any], client: ClientKey) -> str | None:
         """For ``route``: the tier any replica escalated this conversation to, when the state is shared (Redis)."""
@@ -186,6 +192,7 @@ class Pipeline:
                     "load": state.load.snapshot(),
                     "capacity": state.capacity.snapshot() if state.capacity else None,
                     "estimated_cost_usd": round(self._estimate(body or {}, route, c), 8),
+                    "price_usd_per_mtok": self._price(c),
                 }
             )
         return {
@@ -201,6 +208,13 @@ class Pipeline:
             "plan": {**plan.as_dict(), "chain": chain},
             "budgets": self.state.budgets.snapshot(tenant=client.tenant, key=client.name),
         }
+
+    def _price(self, c: Candidate) -> dict[str, Any]:
+        """The price a candidate is billed at now; for GPU-priced backends, how it was measured."""
+        gpu = self.state.backends[c.backend].gpu_cost
+        if gpu is not None:
+            return {**gpu.snapshot(), "from": "gpu_hour" if gpu.usd_per_mtok is not None else "table"}
+        return {"input": c.config.price.input, "output": c.config.price.output, "from": "table"}
 
     def _model_push(self, messages: list[Any]) -> list[dict[str, Any]]:
         """The words that moved the model's escalation most: positive towards the flagship."""
@@ -228,6 +242,7 @@ class Pipeline:
                 raise UpstreamTimeoutError(f"Backend {candidate.backend!r} did not answer within {timeout:g}s.") from exc
 
         completion = await self._dispatch(trace, attempt)
+        trace.answer = completion.data
         trace.usage_reported = completion.data.get("usage")
         trace.output_chars = completion_chars(completion.data)
         return completion
@@ -365,6 +380,8 @@ class Pipeline:
                 backend.breaker.record_success()
                 trace.served = candidate
                 trace.in_flight = in_flight
+                if self.shadow is not None:
+                    self.shadow.select(trace)
                 trace.ttft = now - trace.started
                 if plan.rerouted is not None and candidate == plan.candidates[0]:
                     trace.rerouted = plan.rerouted
@@ -409,7 +426,7 @@ class Pipeline:
         unbounded = self.config.policy.budgets.expected_output_tokens
         inputs = route.features.input_tokens
         output = reserved_output_tokens(body, inputs, candidate.config.context_window, unbounded)
-        return cost_usd(candidate.config.price, inputs, output)
+        return cost_usd(self.state.price(candidate.backend, candidate.config), inputs, output)
 
     def _reserve(self, trace: Trace, candidate: Candidate) -> bool | None:
         """Hold the estimated cost of a call to ``candidate`` in every budget that applies; None when

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,9 @@ import aiohttp
 from router.breaker import BreakerState, CircuitBreaker
 from router.budget import BudgetLimit, Budgets, Reservation
 from router.capacity import CapacityGauge
-from router.config import BackendConfig, BreakerConfig, GatewayConfig
+from router.config import BackendConfig, BreakerConfig, GatewayConfig, PriceConfig
+from router.evaluate.shadow import ShadowState, day_start
+from router.gpu_cost import GpuCost, Source
 from router.latency import BackendLoad
 from router.ledger import Ledger, SpendLedger
 from router.ledger_pg import LedgerUnavailableError, PostgresLedger
@@ -44,6 +47,8 @@ class BackendState:
     breaker_config: BreakerConfig
     load: BackendLoad
     capacity: CapacityGauge | None = None
+    #: Set when the backend is priced per GPU-hour.
+    gpu_cost: GpuCost | None = None
 
     def stress(self, config: BackendConfig, max_ttft_ms: float | None) -> str | None:
         """Why this backend should not take more traffic right now, or None."""
@@ -83,6 +88,7 @@ class PolicyState:
             self.ledger = PostgresLedger(ledger.url, buffer_rows=ledger.buffer_rows, stale_after=2 * longest)
         elif path:
             self.ledger = Ledger(path, stale_after=2 * longest)
+        self.shadow = ShadowState()
         if self.ledger is not None:
             self._load_spend()
         self._state_config = config.state
@@ -125,6 +131,7 @@ class PolicyState:
                     state.capacity = CapacityGauge(name, capacity)
             else:
                 state.capacity = None
+            state.gpu_cost = _gpu_cost(backend, state)
             backends[name] = state
         self.backends = backends
         limits = _limits(config)
@@ -227,6 +234,11 @@ class PolicyState:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def price(self, backend: str, config: BackendConfig) -> PriceConfig:
+        """What ``backend`` costs now: its effective price when priced per GPU-hour, else its price table."""
+        state = self.backends.get(backend)
+        return state.gpu_cost.price() if state is not None and state.gpu_cost is not None else config.price
+
     def _breaker(self, name: str, c: BreakerConfig) -> CircuitBreaker:
         listener = self._on_breaker
 
@@ -253,6 +265,10 @@ class PolicyState:
             budgets.load(self.ledger.totals(budgets.period_start("day")), self.ledger.totals(budgets.period_start("month")))
         except LedgerUnavailableError as exc:  # re-read every few seconds by sync_budgets
             log.error("budgets start without the ledger's spend: %s", exc)
+        shadow_spend = getattr(self.ledger, "shadow_spend", None)  # the SQLite ledger keeps verdicts
+        if shadow_spend is not None:
+            now = time.time()
+            self.shadow.load(shadow_spend(day_start(now)), now)
 
     async def sync_budgets(self, interval: float = 5.0) -> None:
         """Re-read spend from the shared ledger now and then, so worker processes see each other's spend."""
@@ -290,6 +306,7 @@ class PolicyState:
             self._pollers["__rates__"] = asyncio.create_task(self.flush_rates(), name="__rates__")
 
     async def aclose(self) -> None:
+        await self.shadow.aclose()
         for task in self._pollers.values():
             task.cancel()
         for task in self._pollers.values():
@@ -304,6 +321,18 @@ class PolicyState:
                 await store.aclose()
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
+
+
+def _gpu_cost(backend: BackendConfig, state: BackendState) -> GpuCost | None:
+    """The backend's GPU pricing (kept across reloads while its price and source stay the same)."""
+    if backend.price.gpu_hour_usd is None:
+        return None
+    source: Source = "vllm" if state.capacity is not None else "gateway"
+    old = state.gpu_cost
+    cost = old if old is not None and old.config == backend.price and old.source == source else GpuCost(backend.price, source)
+    if state.capacity is not None:
+        state.capacity.throughput = cost.throughput
+    return cost
 
 
 def _read_totals(ledger: SpendLedger, day: float, month: float) -> tuple[dict[tuple[str, str | None], float], ...]:
