@@ -55,6 +55,8 @@ _MIGRATIONS = (
     """,
     # Write-ahead rows of upstream calls in progress (see ``begin``).
     "CREATE TABLE IF NOT EXISTS pending (LIKE requests INCLUDING ALL)",
+    # Each request's decision inputs (JSON, no prompt text) for ``llm-router replay`` and ``calibrate``.
+    "ALTER TABLE requests ADD COLUMN IF NOT EXISTS decision TEXT; ALTER TABLE pending ADD COLUMN IF NOT EXISTS decision TEXT",
 )
 
 _DAY_SQL = "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
