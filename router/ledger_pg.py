@@ -23,7 +23,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from router.ledger import _COLUMNS, GroupBy, LedgerRow, _values, add_scope_totals, spend_entries, spend_sql
+from router.ledger import (
+    _COLUMNS,
+    GroupBy,
+    LedgerRow,
+    _Begun,
+    _Ended,
+    _values,
+    add_scope_totals,
+    spend_entries,
+    spend_sql,
+)
 
 log = logging.getLogger("router.ledger")
 
@@ -264,21 +274,3 @@ class PostgresLedger:
         self.stats["written"] += max(inserted, 0)
         self.stats["commits"] += 1
         return True
-
-
-class _Begun:
-    """A write-ahead row in the buffer."""
-
-    __slots__ = ("row",)
-
-    def __init__(self, row: LedgerRow) -> None:
-        self.row = row
-
-
-class _Ended:
-    """A request that ended with nothing to bill: its write-ahead row goes."""
-
-    __slots__ = ("request_id",)
-
-    def __init__(self, request_id: str) -> None:
-        self.request_id = request_id
