@@ -56,7 +56,7 @@ class Accountant:
             if trace.in_flight is not None:
                 trace.in_flight.__exit__(None, None, None)
             if trace.status < 400 and self._ranks.get(candidate.tier, 0) > self._lowest_rank:
-                if self.config.policy.stickiness.enabled:
+                if self.config.policy.stickiness.enabled and "messages" in trace.body:
                     self.state.sticky.remember(trace.body["messages"], trace.client.tenant, candidate.tier)
         if trace.reservation is not None:
             self.state.budgets.settle(trace.reservation, trace.cost)
@@ -64,7 +64,7 @@ class Accountant:
         self._record_metrics(trace, now)
         usage = trace.usage
         self.access_log.request(
-            request_id=trace.request_id, method="POST", path="/v1/chat/completions", status=trace.status,
+            request_id=trace.request_id, method="POST", path=trace.path, status=trace.status,
             latency_s=now - trace.started, stream=trace.stream,
             tier=candidate.tier if candidate else None, backend=candidate.backend if candidate else None,
             rule=trace.route.decision.rule, task=trace.route.features.task, tenant=trace.client.tenant,
@@ -72,7 +72,7 @@ class Accountant:
             input_tokens=usage.input_tokens if usage else 0, output_tokens=usage.output_tokens if usage else 0,
             cost_usd=trace.cost, attempts=trace.attempts,
             fallback="{}->{}:{}".format(*trace.fallback) if trace.fallback else None,
-            messages=trace.body["messages"],
+            messages=trace.body.get("messages"),
         )
         if self.state.ledger is not None and candidate is not None:
             usage = trace.usage or Usage(0, 0, True)
@@ -96,16 +96,15 @@ class Accountant:
                 )
             )
 
-    def reject(self, request_id: str, status: int, started: float) -> None:
+    def reject(self, request_id: str, status: int, started: float, path: str = "/v1/chat/completions") -> None:
         """Account for a request refused before it could be routed (auth, parsing, unknown model)."""
         duration = time.perf_counter() - started
         self.metrics.request_finished(
             tier=None, backend=None, rule=None, task=None, status=status, stream=False, tenant=None,
             duration_s=duration, ttft_s=None, overhead_s=duration, input_tokens=0, output_tokens=0,
-            cost_usd=0.0, saved_usd=0.0,
+            cost_usd=0.0, saved_usd=0.0, path=path,
         )
-        self.access_log.request(request_id=request_id, method="POST", path="/v1/chat/completions", status=status,
-                                latency_s=duration)
+        self.access_log.request(request_id=request_id, method="POST", path=path, status=status, latency_s=duration)
 
     def _record_metrics(self, trace: Trace, now: float) -> None:
         candidate = trace.served
@@ -127,6 +126,7 @@ class Accountant:
             output_tokens=usage.output_tokens if usage else 0,
             cost_usd=trace.cost,
             saved_usd=self.saved_usd(trace),
+            path=trace.path,
         )
 
     def saved_usd(self, trace: Trace) -> float:

@@ -17,6 +17,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from router.api import HOT_PATHS, chat_completions, router, send_error
 from router.config import GatewayConfig
+from router.endpoints.routes import ENDPOINTS
+from router.endpoints.routes import router as endpoints_router
 from router.errors import GatewayError, MethodNotAllowedError
 from router.gateway import Gateway
 
@@ -54,6 +56,7 @@ def create_app(
     app.state.gateway = gateway
     app.state.started_at = time.time()
     app.include_router(router)
+    app.include_router(endpoints_router)
     app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
@@ -108,7 +111,7 @@ async def _gateway_error(request: Request, exc: GatewayError) -> Response:
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
     if exc.status_code == 404:
-        message = f"Unknown path: {request.method} {request.url.path}"
+        message = f"Unknown path: {request.method} {request.url.path}. This gateway serves: {', '.join(ENDPOINTS)}."
     elif exc.status_code == 405:
         message = f"Method {request.method} is not allowed on {request.url.path}"
     else:

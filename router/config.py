@@ -143,6 +143,14 @@ class HealthCheckConfig(_Model):
     timeout_seconds: float = Field(default=2.0, gt=0)
 
 
+class BackendEmbeddingsConfig(_Model):
+    """This backend also serves ``/v1/embeddings``, with its own model name and price."""
+
+    model: str = Field(min_length=1)
+    #: USD per million input tokens.
+    price: float = Field(default=0.0, ge=0)
+
+
 class BackendConfig(_Model):
     tier: str = Field(min_length=1)
     kind: ProviderKind = "openai"
@@ -165,6 +173,8 @@ class BackendConfig(_Model):
     breaker: BreakerConfig | None = None
     capacity: CapacityConfig | None = None
     health_check: HealthCheckConfig | None = None
+    #: Set when this backend serves embeddings (``POST /v1/embeddings``).
+    embeddings: BackendEmbeddingsConfig | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -307,6 +317,19 @@ class RuleConfig(_Model):
         return self
 
 
+class ResponsesConfig(_Model):
+    """``POST /v1/responses`` with ``store: true`` keeps responses here for ``previous_response_id``."""
+
+    #: SQLite file shared by the workers; None keeps them in each worker's memory (lost on restart).
+    store_path: str | None = None
+    ttl_seconds: float = Field(default=30 * 86400.0, gt=0)
+
+
+class EmbeddingsConfig(_Model):
+    #: The backend ``model: auto`` embeddings go to; default: the first self-hosted backend with embeddings.
+    default: str | None = None
+
+
 class GatewayConfig(_Model):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
@@ -316,6 +339,8 @@ class GatewayConfig(_Model):
     classifier: ClassifierConfig
     rules: list[RuleConfig] = Field(min_length=1)
     policy: PolicyConfig = PolicyConfig()
+    responses: ResponsesConfig = ResponsesConfig()
+    embeddings: EmbeddingsConfig = EmbeddingsConfig()
 
     _digest: str = PrivateAttr(default="")
 
@@ -400,6 +425,12 @@ class GatewayConfig(_Model):
             env_key = re.fullmatch(r"key-[0-9a-f]{8}", limit.name or "")  # names of keys from `keys_env`
             if limit.scope == "key" and not env_key and limit.name not in {k.name for k in self.auth.keys}:
                 errors.append(f"policy.budgets.limits.{i}.name: unknown key name {limit.name!r}")
+        default_embeddings = self.embeddings.default
+        if default_embeddings is not None and (
+            default_embeddings not in self.backends or self.backends[default_embeddings].embeddings is None
+        ):
+            serving = sorted(n for n, b in self.backends.items() if b.embeddings is not None)
+            errors.append(f"embeddings.default: {default_embeddings!r} is not a backend with `embeddings`; known: {serving}")
         key_names = [k.name for k in self.auth.keys]
         for i, name in enumerate(key_names):
             if name in key_names[:i]:

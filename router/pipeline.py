@@ -227,6 +227,10 @@ class Pipeline:
 
         return await self._dispatch(trace, attempt)
 
+    async def dispatch(self, trace: Trace, attempt: Callable[[Candidate], Awaitable[T]]) -> T:
+        """The plan's attempts (retries, breakers, budgets) around a call of the caller's own (embeddings)."""
+        return await self._dispatch(trace, attempt)
+
     async def _dispatch(self, trace: Trace, attempt: Callable[[Candidate], Awaitable[T]]) -> T:
         """Try the plan's candidates in order with retries, breakers and budgets; return the first success."""
         plan = trace.route.plan

@@ -69,6 +69,8 @@ class Trace:
     usage: Usage | None = None
     cost: float = 0.0
     finished: bool = False
+    #: The endpoint the client called (chat completions, responses, completions, embeddings).
+    path: str = "/v1/chat/completions"
 
     def headers(self) -> dict[str, str]:
         candidate = self.served or (self.route.plan.candidates[0] if self.route.plan.candidates else None)

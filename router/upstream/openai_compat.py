@@ -80,6 +80,18 @@ class OpenAICompatProvider:
             raise UpstreamError(f"Backend {self.name!r} sent a completion without `choices`.", code="upstream_malformed")
         return Completion(content, data)
 
+    async def post(self, path: str, body: dict[str, Any]) -> Completion:
+        """A JSON call to another endpoint of the upstream (``path`` e.g. ``/embeddings``): its decoded answer."""
+        with map_transport_errors(self.name):
+            async with self.session.post(
+                f"{self.config.base_url}{path}", data=orjson.dumps(body), headers=self._headers
+            ) as response:
+                content = await response.read()
+                status, headers = response.status, response.headers
+        if status != 200:
+            raise error_from_status(self.name, status, content[:_MAX_ERROR_BODY], headers)
+        return Completion(content, _decode_json(self.name, content))
+
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[Batch]:
         """Yield the upstream's chunks, validated, in batches: the chunks that arrived together.
 

@@ -1,0 +1,6 @@
+"""The OpenAI endpoints besides chat completions: responses, legacy completions, embeddings.
+
+Each is a raw ASGI endpoint mounted on the FastAPI router. Responses and completions are translated
+to chat completions and go through the same pipeline as chat (``translated.TranslatedEndpoint``);
+embeddings pick an embeddings backend and share the pipeline's attempts, budgets and accounting.
+"""

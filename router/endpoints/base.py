@@ -1,0 +1,72 @@
+"""What every endpoint on the gateway's request path shares: authenticate, read, prepare, serve.
+
+``Endpoint`` is a raw ASGI endpoint (mounted on the FastAPI router): like chat completions, it
+answers its own errors in OpenAI's shape and accounts a request refused before routing (bad key,
+bad body, unknown model) as a request on no backend.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
+
+from router.api import CLIENT_CLOSED, _read_body, _request_ids, send_bytes, send_error
+from router.auth import ClientKey
+from router.errors import GatewayError
+from router.gateway import Gateway
+from router.pipeline import Pipeline
+from router.trace import Route, Trace
+
+
+class Endpoint:
+    #: The path accounted and logged for these requests (e.g. ``/v1/responses``).
+    path = ""
+
+    def prepare(
+        self, gateway: Gateway, raw: bytes, client: ClientKey, headers: Mapping[str, str]
+    ) -> tuple[dict[str, Any], Route, Any]:
+        """Parse ``raw`` and route it: the body for the trace, its route, and what ``serve`` needs besides."""
+        raise NotImplementedError
+
+    async def serve(self, pipeline: Pipeline, trace: Trace, context: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer the routed request; ``trace`` must be finished (accounted) on every path."""
+        raise NotImplementedError
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        request_id, unique_id = _request_ids(headers.get("x-request-id"))
+        gateway: Gateway = scope["app"].state.gateway
+        pipeline = gateway.pipeline
+        try:
+            client = pipeline.keyring.authenticate(headers.get("authorization"))
+            raw = await _read_body(receive, headers.get("content-length"), pipeline.config.server.max_body_bytes)
+            body, route, context = self.prepare(gateway, raw, client, headers)
+        except GatewayError as exc:
+            pipeline.accountant.reject(request_id, exc.status_code, started, self.path)
+            await send_error(send, exc, request_id)
+            return
+        except ClientDisconnect:
+            pipeline.accountant.reject(request_id, CLIENT_CLOSED, started, self.path)
+            return
+        trace = Trace(request_id, unique_id, client, route, body, stream=bool(body.get("stream")), started=started,
+                      path=self.path)
+        try:
+            await self.serve(pipeline, trace, context, scope, receive, send)
+        except GatewayError as exc:
+            await send_error(send, exc, request_id)
+
+
+async def send_answer(pipeline: Pipeline, trace: Trace, body: bytes, send: Send) -> None:
+    """A served request's whole JSON answer, with the routing and cost headers; then its accounting."""
+    pipeline.accountant.price(trace)
+    headers = trace.headers()
+    headers["x-router-cost-usd"] = f"{trace.cost:.8f}"
+    try:
+        await send_bytes(send, 200, body, headers)
+    finally:
+        pipeline.accountant.finish(trace)

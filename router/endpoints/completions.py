@@ -1,0 +1,94 @@
+"""``POST /v1/completions`` (legacy): served as chat completions, stream and non-stream.
+
+The prompt is one user message (``router.upstream.completions_wire``), so it is classified, routed
+and accounted like any chat request; the answer comes back as ``text_completion`` objects.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from typing_extensions import Required, TypedDict
+
+from router.auth import ClientKey
+from router.endpoints.translated import TranslatedEndpoint
+from router.errors import GatewayError, InvalidRequestError
+from router.gateway import Gateway
+from router.schemas import StreamOptions, _invalid
+from router.upstream.completions_wire import chat_request, chat_to_completion, chunk_to_completion
+from router.upstream.sse import DONE_FRAME, frame, frames
+
+
+@with_config(ConfigDict(extra="allow"))
+class CompletionsRequest(TypedDict, total=False):
+    model: Required[str]
+    prompt: Required[str | list[Any]]
+    stream: bool | None
+    stream_options: StreamOptions | None
+    max_tokens: Annotated[int, Field(ge=1)] | None
+    n: Annotated[int, Field(ge=1, le=128)] | None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None
+    logprobs: Annotated[int, Field(ge=0, le=5)] | None
+
+
+_VALIDATOR = TypeAdapter(CompletionsRequest)
+
+
+def parse_completions_request(raw: bytes) -> dict[str, Any]:
+    """Decode and check a legacy completions body; raise ``InvalidRequestError`` naming the bad field."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"We could not parse the JSON body of your request ({exc}).") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequestError("The request body must be a JSON object with `model` and `prompt`.")
+    try:
+        _VALIDATOR.validate_python(data, strict=True)
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+    return data
+
+
+class CompletionsTranslation:
+    def __init__(self, want_usage: bool) -> None:
+        self.want_usage = want_usage
+
+    def answer(self, completion: dict[str, Any]) -> bytes:
+        return orjson.dumps(chat_to_completion(completion))
+
+    def opening(self, model: str) -> bytes:
+        return b""
+
+    def events(self, chunks: list[dict[str, Any]]) -> bytes:
+        payloads = []
+        for chunk in chunks:
+            if not self.want_usage and not chunk.get("choices"):
+                continue  # the usage chunk the gateway asked for on its own behalf
+            out = chunk_to_completion(chunk)
+            if out is not None:
+                if not self.want_usage:
+                    out.pop("usage", None)
+                payloads.append(orjson.dumps(out))
+        return frames(payloads)
+
+    def closing(self) -> bytes:
+        return DONE_FRAME
+
+    def failed(self, error: GatewayError) -> bytes:
+        return frame(error.body_bytes())
+
+
+class CompletionsEndpoint(TranslatedEndpoint):
+    path = "/v1/completions"
+
+    def translate(self, gateway: Gateway, raw: bytes, client: ClientKey) -> tuple[dict[str, Any], CompletionsTranslation]:
+        body = parse_completions_request(raw)
+        if body.get("stream_options") is not None and not body.get("stream"):
+            raise InvalidRequestError(
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
+            )
+        want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return chat_request(body), CompletionsTranslation(want_usage)

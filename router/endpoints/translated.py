@@ -1,0 +1,111 @@
+"""Endpoints served by translating to chat completions: the request goes through the chat pipeline
+(classification, rules, policy, fallback before the first token, budgets, cost, metrics, ledger,
+access log, ``x-router-*`` headers) and only the wire format differs.
+
+A ``TranslatedEndpoint`` asks its subclass for the chat body and a ``Translation`` (one request's
+answer side), routes the chat body like chat, then answers in JSON or SSE.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+from starlette.types import Receive, Scope, Send
+
+from router.api import _SSE_HEADERS, CLIENT_CLOSED, EventStreamResponse, _finish_on_error, _raw
+from router.auth import ClientKey
+from router.cost import chunk_chars
+from router.endpoints.base import Endpoint, send_answer
+from router.errors import GatewayError
+from router.gateway import Gateway
+from router.pipeline import Pipeline, Stream
+from router.trace import Route, Trace
+
+log = logging.getLogger("router.endpoints")
+
+
+class Translation(Protocol):
+    """One request's answer side, in its endpoint's wire format (bytes ready to send)."""
+
+    def answer(self, completion: dict[str, Any]) -> bytes:
+        """The whole JSON answer for a ``chat.completion``."""
+
+    def opening(self, model: str) -> bytes:
+        """SSE sent before the first chunk's events; ``model`` is the serving upstream's model name."""
+
+    def events(self, chunks: list[dict[str, Any]]) -> bytes:
+        """SSE for a batch of ``chat.completion.chunk`` dicts."""
+
+    def closing(self) -> bytes:
+        """SSE that ends a stream that finished."""
+
+    def failed(self, error: GatewayError) -> bytes:
+        """SSE that ends a stream that broke after it started."""
+
+
+class TranslatedEndpoint(Endpoint):
+    def translate(
+        self, gateway: Gateway, raw: bytes, client: ClientKey
+    ) -> tuple[dict[str, Any], Translation]:
+        """Parse ``raw``: the chat-completions body to route and send, and the answer's translation."""
+        raise NotImplementedError
+
+    def prepare(
+        self, gateway: Gateway, raw: bytes, client: ClientKey, headers: Mapping[str, str]
+    ) -> tuple[dict[str, Any], Route, Translation]:
+        body, translation = self.translate(gateway, raw, client)
+        return body, gateway.pipeline.route(body, client, headers), translation
+
+    async def serve(
+        self, pipeline: Pipeline, trace: Trace, translation: Translation, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        if trace.stream:
+            with _finish_on_error(pipeline, trace):
+                stream = await pipeline.open_stream(trace)
+            trace.answered_at = time.perf_counter()
+            relay = _relay(pipeline, trace, stream, translation)
+            await EventStreamResponse(relay, _SSE_HEADERS + _raw(trace.headers()))(scope, receive, send)
+            return
+        with _finish_on_error(pipeline, trace):
+            completion = await pipeline.complete(trace)
+        trace.answered_at = time.perf_counter()
+        try:
+            answer = translation.answer(completion.data)
+        except BaseException:
+            pipeline.accountant.finish(trace)
+            raise
+        await send_answer(pipeline, trace, answer, send)
+
+
+async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, translation: Translation) -> AsyncIterator[bytes]:
+    """The stream in the endpoint's format; a failure after the start ends it with the format's failure event."""
+    try:
+        yield translation.opening(stream.candidate.config.model)
+        async for batch, _ in stream.batches():
+            chunks = []
+            for chunk in batch:
+                data = chunk.data
+                if data.get("usage"):
+                    trace.usage_reported = data["usage"]
+                trace.output_chars += chunk_chars(data)
+                chunks.append(data)
+            events = translation.events(chunks)
+            if events:
+                yield events
+        yield translation.closing()
+    except GatewayError as exc:
+        trace.status = exc.status_code
+        pipeline.state.backends[stream.candidate.backend].breaker.record_failure()
+        log.warning("request %s: stream from %s failed after it started: %s", trace.request_id, stream.candidate.backend, exc)
+        yield translation.failed(exc)
+    except BaseException:
+        trace.status = CLIENT_CLOSED
+        raise
+    finally:
+        try:
+            await stream.aclose()
+        finally:
+            pipeline.accountant.finish(trace)
