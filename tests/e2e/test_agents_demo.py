@@ -10,6 +10,8 @@ from agents import Agent, OpenAIResponsesModel, RunConfig, Runner, function_tool
 
 from tests.e2e.test_demo_command import demo  # noqa: F401  (the demo process fixture)
 
+NO_TRACING = RunConfig(tracing_disabled=True)  # traces would go to api.openai.com
+
 
 async def test_an_agent_calls_its_tool_and_answers(demo: tuple[str, subprocess.Popen[bytes]]) -> None:  # noqa: F811
     url, _ = demo
@@ -21,24 +23,20 @@ async def test_an_agent_calls_its_tool_and_answers(demo: tuple[str, subprocess.P
         cities.append(city)
         return f"18 degrees and sunny in {city}"
 
-    client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="demo", max_retries=0)
-    agent = Agent(
-        name="weather",
-        instructions="Answer with the weather tool.",
-        tools=[get_weather],
-        model=OpenAIResponsesModel(model="auto", openai_client=client),
-    )
-    result = await Runner.run(agent, "What is the weather in Paris?", run_config=RunConfig(tracing_disabled=True))
-    assert len(cities) == 1 and cities[0]
-    kinds = [item.type for item in result.new_items]
-    assert kinds == ["tool_call_item", "tool_call_output_item", "message_output_item"]
-    assert isinstance(result.final_output, str) and result.final_output
-    # The second model call carried the tool's output through the gateway's Responses translation.
-    assert len(result.raw_responses) == 2 and all(r.response_id.startswith("resp_") for r in result.raw_responses)
-    streamed = Runner.run_streamed(agent, "And in Oslo?", run_config=RunConfig(tracing_disabled=True))
-    async for _ in streamed.stream_events():
-        pass
-    assert cities[-1] and isinstance(streamed.final_output, str) and streamed.final_output
+    async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="demo", max_retries=0) as client:
+        agent = Agent(name="weather", instructions="Answer with the weather tool.", tools=[get_weather],
+                      model=OpenAIResponsesModel(model="auto", openai_client=client))
+        result = await Runner.run(agent, "What is the weather in Paris?", run_config=NO_TRACING)
+        assert len(cities) == 1 and cities[0]
+        assert [item.type for item in result.new_items] == ["tool_call_item", "tool_call_output_item",
+                                                             "message_output_item"]
+        assert isinstance(result.final_output, str) and result.final_output
+        # Two model calls, the second carrying the tool's output through the gateway's translation.
+        assert [r.response_id[:5] for r in result.raw_responses] == ["resp_", "resp_"]
+
+        streamed = Runner.run_streamed(agent, "And in Oslo?", run_config=NO_TRACING)
+        async for _ in streamed.stream_events():
+            pass
+        assert len(cities) == 2 and isinstance(streamed.final_output, str) and streamed.final_output
     metrics = httpx.get(f"{url}/metrics").text
     assert 'llm_router_endpoint_requests_total{endpoint="responses",status_class="2xx"} 4.0' in metrics
-

@@ -50,6 +50,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subpro
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 def test_sdk_chat_against_the_demo_routes_by_difficulty(demo: tuple[str, subprocess.Popen[bytes]]) -> None:
