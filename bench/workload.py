@@ -1,4 +1,4 @@
-"""The request every benchmark sends: a typical ~1 KB FAQ-style chat completion."""
+"""The request every benchmark sends: a typical ~1 KB FAQ-style chat completion (or the same as a Responses request)."""
 
 from __future__ import annotations
 
@@ -29,4 +29,12 @@ def chat_body(model: str, *, stream: bool, max_tokens: int = 20) -> bytes:
     if stream:
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
+    return orjson.dumps(body)
+
+
+def responses_body(model: str, *, stream: bool, max_tokens: int = 20) -> bytes:
+    """The same request for ``POST /v1/responses`` (``bench.loadgen --endpoint responses``)."""
+    body: dict[str, object] = {"model": model, "input": PROMPT, "max_output_tokens": max_tokens}
+    if stream:
+        body["stream"] = True
     return orjson.dumps(body)

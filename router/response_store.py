@@ -36,16 +36,27 @@ _BUSY_TIMEOUT = 5.0
 
 class ResponseStore:
     def __init__(self, path: str | None, ttl_seconds: float, clock: Callable[[], float] = time.time) -> None:
-        """``path`` None keeps the responses in this process's memory (lost on restart, not shared by workers)."""
+        """``path`` None keeps the responses in this process's memory (lost on restart, not shared by workers).
+
+        The database opens on first use: a gateway that never serves ``/v1/responses`` creates no file.
+        """
         self.ttl_seconds = ttl_seconds
+        self._path = path
         self._clock = clock
-        self._db = sqlite3.connect(path or ":memory:", timeout=_BUSY_TIMEOUT, check_same_thread=False,
-                                   isolation_level=None)
-        if path:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        self._connection: sqlite3.Connection | None = None
         self._writes = 0
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None:
+            db = sqlite3.connect(self._path or ":memory:", timeout=_BUSY_TIMEOUT, check_same_thread=False,
+                                 isolation_level=None)
+            if self._path:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+            self._connection = db
+        return self._connection
 
     def put(self, owner: str, response: dict[str, Any], items: list[dict[str, Any]]) -> None:
         """Keep ``response`` and the conversation ``items`` it ends (input so far plus its output)."""
@@ -83,4 +94,6 @@ class ResponseStore:
         return cursor.rowcount > 0
 
     def close(self) -> None:
-        self._db.close()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
