@@ -107,7 +107,8 @@ class EmbeddingTargets:
         )
         return cls(candidates, names, default)
 
-    def backend_for(self, model: str, config: GatewayConfig) -> str:
+    def decide(self, model: str, config: GatewayConfig) -> Decision:
+        """Which backend embeds for ``model``, and why; unknown names are a 404 listing the known ones."""
         auto = model == AUTO_MODEL or config.aliases.get(model) == AUTO_MODEL
         name = self.default if auto else self.names.get(model)
         if name is None:
@@ -115,7 +116,9 @@ class EmbeddingTargets:
             raise ModelNotFoundError(
                 f"The model '{model}' does not serve embeddings. Available: {', '.join(served) or 'none'}.", param="model"
             )
-        return name
+        if auto:
+            return Decision(EMBEDDINGS_DEFAULT, Target(backend=name), "embeddings go to the default embeddings backend")
+        return Decision(REQUESTED_MODEL, Target(backend=name), f"client asked for model {model!r}")
 
 
 class EmbeddingsEndpoint(Endpoint):
@@ -136,15 +139,14 @@ class EmbeddingsEndpoint(Endpoint):
         body = parse_embeddings_request(raw)
         pipeline = gateway.pipeline
         config = pipeline.config
-        backend = self.targets(config).backend_for(body["model"], config)
-        candidate = self.targets(config).candidates[backend]
+        targets = self.targets(config)
+        decision = targets.decide(body["model"], config)
+        backend = decision.target.backend
+        assert backend is not None
+        candidate = targets.candidates[backend]
         features = pipeline._classify([{"role": "user", "content": _text_of(body["input"])}], None)
         if not isinstance(body["input"], str) and body["input"] and not isinstance(body["input"][0], str):
             features = replace(features, input_tokens=_token_count(body["input"]))
-        if body["model"] == AUTO_MODEL:
-            decision = Decision(EMBEDDINGS_DEFAULT, Target(backend=backend), "embeddings go to the default embeddings backend")
-        else:
-            decision = Decision(REQUESTED_MODEL, Target(backend=backend), f"client asked for model {body['model']!r}")
         if features.pii and not candidate.config.self_hosted:
             plan = Plan((), refusal=f"The input holds personal data ({', '.join(features.pii)}) and backend "
                                     f"{backend!r} is not self-hosted.", pii_locked=True)
