@@ -173,6 +173,8 @@ class BackendConfig(_Model):
     breaker: BreakerConfig | None = None
     capacity: CapacityConfig | None = None
     health_check: HealthCheckConfig | None = None
+    #: ``/v1/responses`` on this backend: ``translate`` to chat completions, or ``native`` (its own ``/responses``).
+    responses: Literal["translate", "native"] = "translate"
     #: Set when this backend serves embeddings (``POST /v1/embeddings``).
     embeddings: BackendEmbeddingsConfig | None = None
 

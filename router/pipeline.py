@@ -185,11 +185,15 @@ class Pipeline:
             out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         return out
 
-    async def complete(self, trace: Trace) -> Completion:
+    async def complete(self, trace: Trace, call: Callable[[Candidate], Awaitable[Completion]] | None = None) -> Completion:
+        """The upstream's answer; ``call`` replaces the chat-completions call (e.g. a native Responses call)."""
+
         async def attempt(candidate: Candidate) -> Completion:
             timeout = candidate.config.timeouts.total
             try:
                 async with asyncio.timeout(timeout):
+                    if call is not None:
+                        return await call(candidate)
                     return await self.providers[candidate.backend].complete(self.upstream_body(trace.body, candidate))
             except TimeoutError as exc:
                 raise UpstreamTimeoutError(f"Backend {candidate.backend!r} did not answer within {timeout:g}s.") from exc
@@ -199,14 +203,19 @@ class Pipeline:
         trace.output_chars = completion_chars(completion.data)
         return completion
 
-    async def open_stream(self, trace: Trace) -> Stream:
-        """Start the upstream stream and read up to its first content, so failures keep a status code."""
+    async def open_stream(self, trace: Trace, call: Callable[[Candidate], AsyncIterator[Batch]] | None = None) -> Stream:
+        """Start the upstream stream and read up to its first content, so failures keep a status code.
+
+        ``call`` replaces the chat-completions stream (e.g. a native Responses stream)."""
 
         async def attempt(candidate: Candidate) -> Stream:
             timeouts = candidate.config.timeouts
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeouts.total
-            chunks = self.providers[candidate.backend].stream(self.upstream_body(trace.body, candidate))
+            if call is not None:
+                chunks = call(candidate)
+            else:
+                chunks = self.providers[candidate.backend].stream(self.upstream_body(trace.body, candidate))
             head: list[Chunk] = []
             done = False
             try:
@@ -401,6 +410,13 @@ def _failure_kind(error: GatewayError) -> FailureKind | str:
     return "other"
 
 
+#: Native Responses stream events that carry content (or end the stream).
+_RESPONSES_CONTENT = frozenset({
+    "response.output_text.delta", "response.refusal.delta", "response.function_call_arguments.delta",
+    "response.output_item.done", "response.completed", "response.incomplete",
+})
+
+
 def _has_content(chunk: dict[str, Any]) -> bool:
     """True once a chunk carries something beyond the role-only opening frame."""
     if chunk.get("usage"):
@@ -409,4 +425,4 @@ def _has_content(chunk: dict[str, Any]) -> bool:
         delta = choice.get("delta") or {}
         if delta.get("content") or delta.get("tool_calls") or delta.get("refusal") or choice.get("finish_reason"):
             return True
-    return False
+    return chunk.get("type") in _RESPONSES_CONTENT  # a native Responses event

@@ -10,6 +10,8 @@ Endpoints:
                                 response_format, stream_options.include_usage
     POST /v1/embeddings         deterministic unit vectors (the same text gives the same vector), float or
                                 base64, ``dimensions``, usage
+    POST /v1/responses          the Responses API (a ``responses: native`` backend): its chat answer, translated
+                                with the gateway's own ``responses_wire``; JSON or typed SSE events
     GET  /v1/models             OpenAI list with ``profile.model``
     GET  /metrics               vLLM gauges: num_requests_running / _waiting, gpu_cache_usage_perc
     POST /_sim/faults           arm faults (see ``FaultSpec``); DELETE /_sim/faults disarms all
@@ -48,6 +50,7 @@ from starlette.types import Receive, Scope, Send
 from router.errors import InvalidRequestError
 from router.schemas import parse_chat_request
 from router.simulator_text import Reply, compose_replies, estimate_prompt_tokens
+from router.upstream.responses_wire import StreamTranslator, chat_request, chat_to_response, response_shell
 
 
 @dataclass
@@ -333,6 +336,54 @@ class _ChatCompletions:
             sim.in_flight -= 1
 
 
+class _Responses:
+    """``POST /v1/responses``: plans a chat answer for the request and sends it as a response or its events."""
+
+    def __init__(self, sim: _Simulator) -> None:
+        self.sim = sim
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sim = self.sim
+        request = Request(scope, receive)
+        raw = await request.body()
+        sim.requests += 1
+        body = _json_or_none(raw)
+        try:
+            if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+                raise _RequestError(400, "Missing required parameter: 'model'.", param="model")
+            try:
+                chat = chat_request({**body, "stream": bool(body.get("stream"))}, [])
+            except InvalidRequestError as exc:
+                raise _RequestError(400, exc.message, param=exc.param) from exc
+            if chat.get("stream"):
+                chat["stream_options"] = {"include_usage": True}
+            exchange = sim.plan(request, orjson.dumps(chat))
+        except _RequestError as exc:
+            await exc.response()(scope, receive, send)
+            return
+        sim.last_request = {"headers": dict(request.headers), "body": body}
+        shell = response_shell(f"resp_{exchange.id[9:]}", body, self.sim.profile.model)
+        if not exchange.sse:
+            await asyncio.sleep(exchange.profile.ttft)
+            await _json(chat_to_response(exchange._completion(), shell))(scope, receive, send)
+            sim.completed += 1
+            return
+        headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        translator = StreamTranslator(shell)
+        events = translator.start()
+        async with aclosing(exchange._frames()) as frames:
+            async for payload in frames:
+                if payload != b"[DONE]":
+                    events += translator.feed(orjson.loads(payload))
+                events += translator.close() if payload == b"[DONE]" else []
+                frame = b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), orjson.dumps(e)) for e in events)
+                events = []
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        sim.completed += 1
+
+
 @dataclass
 class _Exchange:
     """One decided answer and how to deliver it (timing, framing and faults)."""
@@ -481,6 +532,7 @@ def create_simulator_app(profile: SimProfile) -> Starlette:
         routes=[
             Route("/v1/chat/completions", _ChatCompletions(sim), methods=["POST"]),
             Route("/v1/embeddings", sim.embeddings, methods=["POST"]),
+            Route("/v1/responses", _Responses(sim), methods=["POST"]),
             Route("/v1/models", sim.models, methods=["GET"]),
             Route("/metrics", sim.metrics, methods=["GET"]),
             Route("/_sim/faults", sim.arm_faults, methods=["POST"]),

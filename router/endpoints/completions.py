@@ -13,10 +13,13 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_confi
 from typing_extensions import Required, TypedDict
 
 from router.auth import ClientKey
-from router.endpoints.translated import TranslatedEndpoint
+from router.endpoints.translated import TranslatedEndpoint, UpstreamCalls
 from router.errors import GatewayError, InvalidRequestError
 from router.gateway import Gateway
+from router.pipeline import Pipeline
+from router.policy import Candidate
 from router.schemas import StreamOptions, _invalid
+from router.trace import Trace
 from router.upstream.completions_wire import chat_request, chat_to_completion, chunk_to_completion
 from router.upstream.sse import DONE_FRAME, frame, frames
 
@@ -53,13 +56,18 @@ def parse_completions_request(raw: bytes) -> dict[str, Any]:
 
 
 class CompletionsTranslation:
+    usage = None
+
     def __init__(self, want_usage: bool) -> None:
         self.want_usage = want_usage
+
+    def upstream_calls(self, pipeline: Pipeline, trace: Trace) -> UpstreamCalls:
+        return None, None
 
     def answer(self, completion: dict[str, Any]) -> bytes:
         return orjson.dumps(chat_to_completion(completion))
 
-    def opening(self, model: str) -> bytes:
+    def opening(self, candidate: Candidate) -> bytes:
         return b""
 
     def events(self, chunks: list[dict[str, Any]]) -> bytes:

@@ -10,7 +10,8 @@ the client's tenant (else its key) and read as 404 for anyone else.
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Protocol
 
 import orjson
 from fastapi import Request
@@ -20,11 +21,15 @@ from typing_extensions import Required, TypedDict
 
 from router.api import _begin
 from router.auth import ClientKey
-from router.endpoints.translated import TranslatedEndpoint
+from router.endpoints.translated import TranslatedEndpoint, UpstreamCalls
 from router.errors import GatewayError, InvalidRequestError, NotFoundError
 from router.gateway import Gateway
+from router.pipeline import Pipeline
+from router.policy import Candidate
 from router.response_store import ResponseStore
 from router.schemas import _invalid
+from router.trace import Trace
+from router.upstream.base import Batch, Completion
 from router.upstream.responses_wire import StreamTranslator, chat_request, chat_to_response, input_items, response_shell
 
 
@@ -76,39 +81,115 @@ def owner_of(client: ClientKey) -> str:
 
 
 class ResponsesTranslation:
-    """One Responses request's answer side; stores the finished response when the request asked to."""
+    """One Responses request's answer side; stores the finished response when the request asked to.
+
+    On a ``responses: native`` backend the request goes to the backend's own ``/responses`` with the
+    whole conversation as input (the gateway keeps the state, so a follow-up may land on any backend)
+    and the answer is relayed under the gateway's response id.
+    """
 
     def __init__(self, store: ResponseStore | None, owner: str, body: dict[str, Any], history: list[dict[str, Any]]) -> None:
         self.store = store if body.get("store", True) else None
         self.owner = owner
+        self.body = body
         self.shell = response_shell(f"resp_{secrets.token_hex(16)}", body, body["model"])
         self.items = history + input_items(body)
         self.translator = StreamTranslator(self.shell)
+        self.usage: dict[str, int] | None = None
+        self._native = False
+        self._sequence = 0
+        self._final: dict[str, Any] | None = None
 
     def _keep(self, response: dict[str, Any]) -> None:
         if self.store is not None and response["status"] != "failed":
             self.store.put(self.owner, response, self.items + response["output"])
 
+    # -- native backends --------------------------------------------------------------------------
+
+    def upstream_calls(self, pipeline: Pipeline, trace: Trace) -> UpstreamCalls:
+        plan = trace.route.plan
+        if all(c.config.responses != "native" for c in (*plan.candidates, *plan.downgrades)):
+            return None, None
+
+        async def complete(candidate: Candidate) -> Completion:
+            if candidate.config.responses != "native":
+                return await pipeline.providers[candidate.backend].complete(pipeline.upstream_body(trace.body, candidate))
+            caller: NativeResponses = pipeline.providers[candidate.backend]  # type: ignore[assignment]
+            return await caller.post("/responses", self._native_body(candidate))
+
+        def stream(candidate: Candidate) -> AsyncIterator[Batch]:
+            if candidate.config.responses != "native":
+                return pipeline.providers[candidate.backend].stream(pipeline.upstream_body(trace.body, candidate))
+            caller: NativeResponses = pipeline.providers[candidate.backend]  # type: ignore[assignment]
+            return caller.stream_responses(self._native_body(candidate))
+
+        return complete, stream
+
+    def _native_body(self, candidate: Candidate) -> dict[str, Any]:
+        body = {**self.body, "model": candidate.config.model, "input": self.items, "store": False}
+        body.pop("previous_response_id", None)
+        return body
+
+    def _adopt(self, response: dict[str, Any]) -> dict[str, Any]:
+        """A native backend's response under the gateway's id and conversation; notes its usage."""
+        response = {**response, "id": self.shell["id"], "previous_response_id": self.body.get("previous_response_id"),
+                    "store": self.body.get("store", True)}
+        usage = response.get("usage")
+        if isinstance(usage, dict):
+            self.usage = {"prompt_tokens": int(usage.get("input_tokens") or 0),
+                          "completion_tokens": int(usage.get("output_tokens") or 0)}
+        return response
+
+    # -- Translation ------------------------------------------------------------------------------
+
     def answer(self, completion: dict[str, Any]) -> bytes:
-        response = chat_to_response(completion, self.shell)
+        if completion.get("object") == "response":
+            response = self._adopt(completion)
+        else:
+            response = chat_to_response(completion, self.shell)
         self._keep(response)
         return orjson.dumps(response)
 
-    def opening(self, model: str) -> bytes:
-        self.shell["model"] = model
+    def opening(self, candidate: Candidate) -> bytes:
+        self._native = candidate.config.responses == "native"
+        if self._native:
+            return b""  # the backend sends its own response.created
+        self.shell["model"] = candidate.config.model
         return _sse(self.translator.start())
 
     def events(self, chunks: list[dict[str, Any]]) -> bytes:
-        feed = self.translator.feed
-        return _sse([event for chunk in chunks for event in feed(chunk)])
+        if not self._native:
+            feed = self.translator.feed
+            return _sse([event for chunk in chunks for event in feed(chunk)])
+        for event in chunks:
+            self._sequence = int(event.get("sequence_number") or self._sequence) + 1
+            if isinstance(event.get("response"), dict):
+                event["response"] = self._adopt(event["response"])
+                if event["type"] in ("response.completed", "response.incomplete"):
+                    self._final = event["response"]
+        return _sse(chunks)
 
     def closing(self) -> bytes:
+        if self._native:
+            if self._final is not None:
+                self._keep(self._final)
+            return b""
         events = self.translator.close()
         self._keep(self.translator.response)
         return _sse(events)
 
     def failed(self, error: GatewayError) -> bytes:
+        if self._native:
+            self.translator.sequence = self._sequence
         return _sse(self.translator.fail(error.code, error.message))
+
+
+class NativeResponses(Protocol):
+    """A provider that also speaks the Responses API (``responses: native`` backends)."""
+
+    async def post(self, path: str, body: dict[str, Any]) -> Completion: ...
+
+    def stream_responses(self, body: dict[str, Any]) -> AsyncIterator[Batch]: ...
 
 
 def _sse(events: list[dict[str, Any]]) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from starlette.types import Receive, Scope, Send
@@ -22,22 +22,35 @@ from router.endpoints.base import Endpoint, send_answer
 from router.errors import GatewayError
 from router.gateway import Gateway
 from router.pipeline import Pipeline, Stream
+from router.policy import Candidate
 from router.trace import Route, Trace
+from router.upstream.base import Batch, Completion
 
 log = logging.getLogger("router.endpoints")
+
+#: A non-stream and a stream call to use instead of chat completions (either may be None).
+UpstreamCalls = tuple[
+    Callable[[Candidate], Awaitable[Completion]] | None, Callable[[Candidate], AsyncIterator[Batch]] | None
+]
 
 
 class Translation(Protocol):
     """One request's answer side, in its endpoint's wire format (bytes ready to send)."""
 
-    def answer(self, completion: dict[str, Any]) -> bytes:
-        """The whole JSON answer for a ``chat.completion``."""
+    #: Usage in the chat shape, when the upstream reported it in another shape (a native call).
+    usage: Any
 
-    def opening(self, model: str) -> bytes:
-        """SSE sent before the first chunk's events; ``model`` is the serving upstream's model name."""
+    def upstream_calls(self, pipeline: Pipeline, trace: Trace) -> UpstreamCalls:
+        """Calls replacing chat completions on some backends (a native endpoint), or ``(None, None)``."""
+
+    def answer(self, completion: dict[str, Any]) -> bytes:
+        """The whole JSON answer for the upstream's answer (a ``chat.completion`` unless a call replaced it)."""
+
+    def opening(self, candidate: Candidate) -> bytes:
+        """SSE sent before the first chunk's events; ``candidate`` is the backend that serves the stream."""
 
     def events(self, chunks: list[dict[str, Any]]) -> bytes:
-        """SSE for a batch of ``chat.completion.chunk`` dicts."""
+        """SSE for a batch of ``chat.completion.chunk`` dicts (or the replacing call's events)."""
 
     def closing(self) -> bytes:
         """SSE that ends a stream that finished."""
@@ -62,18 +75,20 @@ class TranslatedEndpoint(Endpoint):
     async def serve(
         self, pipeline: Pipeline, trace: Trace, translation: Translation, scope: Scope, receive: Receive, send: Send
     ) -> None:
+        complete_call, stream_call = translation.upstream_calls(pipeline, trace)
         if trace.stream:
             with _finish_on_error(pipeline, trace):
-                stream = await pipeline.open_stream(trace)
+                stream = await pipeline.open_stream(trace, stream_call)
             trace.answered_at = time.perf_counter()
             relay = _relay(pipeline, trace, stream, translation)
             await EventStreamResponse(relay, _SSE_HEADERS + _raw(trace.headers()))(scope, receive, send)
             return
         with _finish_on_error(pipeline, trace):
-            completion = await pipeline.complete(trace)
+            completion = await pipeline.complete(trace, complete_call)
         trace.answered_at = time.perf_counter()
         try:
             answer = translation.answer(completion.data)
+            trace.usage_reported = translation.usage or trace.usage_reported
         except BaseException:
             pipeline.accountant.finish(trace)
             raise
@@ -83,7 +98,7 @@ class TranslatedEndpoint(Endpoint):
 async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, translation: Translation) -> AsyncIterator[bytes]:
     """The stream in the endpoint's format; a failure after the start ends it with the format's failure event."""
     try:
-        yield translation.opening(stream.candidate.config.model)
+        yield translation.opening(stream.candidate)
         async for batch, _ in stream.batches():
             chunks = []
             for chunk in batch:
@@ -93,6 +108,7 @@ async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, translation: 
                 trace.output_chars += chunk_chars(data)
                 chunks.append(data)
             events = translation.events(chunks)
+            trace.usage_reported = translation.usage or trace.usage_reported
             if events:
                 yield events
         yield translation.closing()

@@ -140,6 +140,48 @@ class OpenAICompatProvider:
             else:
                 response.close()
 
+    async def stream_responses(self, body: dict[str, Any]) -> AsyncIterator[Batch]:
+        """A native ``POST {base_url}/responses`` stream: its events in batches, the batch with
+        ``response.completed`` (or ``.incomplete``) marked done; ``error`` and ``response.failed``
+        events raise, so the pipeline can fail over before the first token."""
+        with map_transport_errors(self.name):
+            response = await self.session.post(f"{self.config.base_url}/responses", data=orjson.dumps(body),
+                                               headers=self._headers)
+        try:
+            if response.status != 200:
+                with map_transport_errors(self.name):
+                    content = await response.content.read(_MAX_ERROR_BODY)
+                raise error_from_status(self.name, response.status, content, response.headers)
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                with map_transport_errors(self.name):
+                    data = _decode_json(self.name, await response.read())
+                event = {"type": f"response.{data.get('status') or 'completed'}", "response": data}
+                yield [Chunk(orjson.dumps(event), event)], True
+                return
+            decoder = SSEDecoder()
+            while True:
+                with map_transport_errors(self.name):
+                    raw = await response.content.readany()
+                batch = []
+                for payload in decoder.feed(raw) if raw else decoder.flush():
+                    event = _decode_json(self.name, payload)
+                    kind = event.get("type")
+                    if kind in ("error", "response.failed"):
+                        error = (event.get("response") or {}).get("error") or event
+                        raise UpstreamError(f"Backend {self.name!r} failed mid-stream: {error.get('message', kind)}",
+                                            code="upstream_stream_error")
+                    batch.append(Chunk(payload, event))
+                    if kind in ("response.completed", "response.incomplete"):
+                        yield batch, True
+                        return
+                if batch:
+                    yield batch, False
+                if not raw:
+                    raise UpstreamError(f"Backend {self.name!r} ended the stream before the response completed.",
+                                        code="upstream_disconnected")
+        finally:
+            response.close()
+
     async def healthy(self, path: str, timeout: float) -> bool:
         """One active health check: a 2xx answer to ``GET {base_url}{path}`` within ``timeout``."""
         try:

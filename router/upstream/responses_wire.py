@@ -322,7 +322,8 @@ class StreamTranslator:
     def __init__(self, shell: dict[str, Any]) -> None:
         self.response = shell
         self._base = shell["id"].removeprefix("resp_")
-        self._sequence = 0
+        #: The next event's sequence number (a relay of a native stream moves it on before ``fail``).
+        self.sequence = 0
         self._output: list[dict[str, Any]] = []
         #: The item being produced: its output index, or None.
         self._open: int | None = None
@@ -332,8 +333,8 @@ class StreamTranslator:
         self.usage: Any = None
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
-        event = {"type": kind, "sequence_number": self._sequence, **fields}
-        self._sequence += 1
+        event = {"type": kind, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
         return event
 
     def _snapshot(self, status: str) -> dict[str, Any]:

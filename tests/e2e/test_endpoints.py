@@ -296,3 +296,54 @@ def test_the_response_store_survives_a_gateway_restart(gateway: Stack, tmp_path:
     with serve(app) as url:
         again = openai.OpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0)
         assert again.responses.retrieve(stored.id).output_text == stored.output_text
+
+
+# -- responses: native ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def native(upstreams: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The flagship speaks the Responses API itself (``responses: native``); mid is translated."""
+    mid_url, flagship_url = upstreams
+    path = tmp_path_factory.mktemp("native") / "router.yaml"
+    write_config(path, mid_url, flagship_url, policy="  fallback: {mid: [flagship], flagship: [mid]}\n")
+    path.write_text(path.read_text().replace("    model: sim-flagship\n", "    model: sim-flagship\n    responses: native\n"))
+    app = create_app(load_config(path, ENV), path=path, environ=ENV, watch=False)
+    with serve(app) as url:
+        stack = Stack(url, mid_url, flagship_url, path)
+        try:
+            yield stack
+        finally:
+            stack.reset_faults()
+
+
+def test_a_native_backend_gets_the_whole_conversation_and_answers_under_the_gateway_id(native: Stack) -> None:
+    client = native.client()
+    first = client.responses.with_raw_response.create(model="auto", input=HARD, instructions="Be rigorous.")
+    assert first.headers["x-router-backend"] == "flagship" and float(first.headers["x-router-cost-usd"]) > 0
+    response = first.parse()
+    sent = last_upstream_body(native, "flagship")
+    assert sent["input"] == [{"type": "message", "role": "user", "content": HARD}]
+    assert (sent["model"], sent["store"], sent["instructions"]) == ("sim-flagship", False, "Be rigorous.")
+    assert client.responses.retrieve(response.id).output_text == response.output_text != ""
+
+    with client.responses.stream(model="auto", input="And for sqrt(3)?", previous_response_id=response.id) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    sent = last_upstream_body(native, "flagship")
+    assert "previous_response_id" not in sent and len(sent["input"]) == 3  # the question, the answer, the follow-up
+    assert sent["input"][1]["type"] == "message" and sent["input"][1]["role"] == "assistant"
+    assert {e.response.id for e in events if hasattr(e, "response")} == {final.id}
+    assert final.id.startswith("resp_") and final.previous_response_id == response.id and final.output_text
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert client.responses.retrieve(final.id).output_text == final.output_text
+
+
+def test_a_native_backend_that_fails_falls_back_to_a_translated_one(native: Stack) -> None:
+    with native.sim("flagship") as sim:
+        sim.post("/_sim/faults", json={"status": 503, "times": 2}).raise_for_status()
+    client = native.client()
+    with client.responses.with_streaming_response.create(model="flagship", input=HARD, stream=True) as raw:
+        assert raw.headers["x-router-fallback"] == "flagship->mid; reason=server_error"
+        kinds = [json.loads(line[6:])["type"] for line in raw.iter_lines() if line.startswith("data: ")]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
