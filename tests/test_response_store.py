@@ -18,10 +18,11 @@ def test_a_response_is_only_found_by_its_owner_until_it_expires() -> None:
     assert store.items("tenant:acme", "resp_1") == ITEMS
     assert store.response("tenant:beta", "resp_1") is None
     assert not store.delete("tenant:beta", "resp_1")
+    assert store.flush()  # written to the database: the same answers from there
+    assert store.items("tenant:acme", "resp_1") == ITEMS and store.response("tenant:beta", "resp_1") is None
     now[0] += 61
     assert store.items("tenant:acme", "resp_1") is None
-    now[0] -= 61  # expired rows are deleted when met, not just hidden
-    assert store.response("tenant:acme", "resp_1") is None
+    store.close()
 
 
 def test_delete_and_persistence(tmp_path: Path) -> None:
@@ -33,6 +34,8 @@ def test_delete_and_persistence(tmp_path: Path) -> None:
     second = ResponseStore(path, ttl_seconds=60)
     assert second.response("key:ci", "resp_1") == RESPONSE
     assert second.delete("key:ci", "resp_1") and not second.delete("key:ci", "resp_1")
+    assert second.response("key:ci", "resp_1") is None and second.response("key:ci", "resp_2") is not None
+    assert second.flush()
     assert second.response("key:ci", "resp_1") is None and second.response("key:ci", "resp_2") is not None
     second.close()
 

@@ -1,6 +1,6 @@
 """What every endpoint on the gateway's request path shares: authenticate, read, prepare, serve.
 
-``Endpoint`` is a raw ASGI endpoint (mounted on the FastAPI router): like chat completions, it
+``Endpoint`` is a raw ASGI endpoint (served directly by ``app.GatewayApp``): like chat completions, it
 answers its own errors in OpenAI's shape and accounts a request refused before routing (bad key,
 bad body, unknown model) as a request on no backend.
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.types import ASGIApp
 
 from router.api import _begin
 from router.endpoints.completions import CompletionsEndpoint
@@ -34,10 +35,12 @@ async def retrieve_model(request: Request) -> Response:
     return Response(orjson.dumps(card), media_type="application/json", headers={"x-request-id": request_id})
 
 
+#: POST paths ``app.GatewayApp`` serves directly, outside FastAPI's routing (as chat completions).
+DIRECT_ENDPOINTS: dict[str, ASGIApp] = {}
 for prefix in ("/v1", ""):
-    router.add_route(f"{prefix}/responses", ResponsesEndpoint(), methods=["POST"], include_in_schema=False)
-    router.add_route(f"{prefix}/completions", CompletionsEndpoint(), methods=["POST"], include_in_schema=False)
-    router.add_route(f"{prefix}/embeddings", _embeddings, methods=["POST"], include_in_schema=False)
+    DIRECT_ENDPOINTS[f"{prefix}/responses"] = ResponsesEndpoint()
+    DIRECT_ENDPOINTS[f"{prefix}/completions"] = CompletionsEndpoint()
+    DIRECT_ENDPOINTS[f"{prefix}/embeddings"] = _embeddings
     router.add_route(f"{prefix}/responses/{{response_id}}", retrieve_response, methods=["GET"], include_in_schema=False)
     router.add_route(f"{prefix}/responses/{{response_id}}", delete_response, methods=["DELETE"], include_in_schema=False)
     router.add_route(f"{prefix}/models/{{model_id:path}}", retrieve_model, methods=["GET"], include_in_schema=False)
