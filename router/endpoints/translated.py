@@ -24,7 +24,7 @@ from router.gateway import Gateway
 from router.pipeline import Pipeline, Stream
 from router.policy import Candidate
 from router.trace import Route, Trace
-from router.upstream.base import Batch, Completion
+from router.upstream.base import Batch, Chunk, Completion
 
 log = logging.getLogger("router.endpoints")
 
@@ -80,8 +80,11 @@ class TranslatedEndpoint(Endpoint):
             with _finish_on_error(pipeline, trace):
                 stream = await pipeline.open_stream(trace, stream_call)
             trace.answered_at = time.perf_counter()
-            relay = _relay(pipeline, trace, stream, translation)
-            await EventStreamResponse(relay, _SSE_HEADERS + _raw(trace.headers()))(scope, receive, send)
+            headers = _SSE_HEADERS + _raw(trace.headers())
+            if stream.head_done:  # the whole answer is here: one write, no upstream left to watch
+                await _send_finished_stream(pipeline, trace, stream, translation, headers, send)
+                return
+            await EventStreamResponse(_relay(pipeline, trace, stream, translation), headers)(scope, receive, send)
             return
         with _finish_on_error(pipeline, trace):
             completion = await pipeline.complete(trace, complete_call)
@@ -95,20 +98,38 @@ class TranslatedEndpoint(Endpoint):
         await send_answer(pipeline, trace, answer, send)
 
 
+def _events(trace: Trace, batch: list[Chunk], translation: Translation) -> bytes:
+    """A batch of upstream chunks in the endpoint's format; their usage and text are noted on ``trace``."""
+    chunks = []
+    for chunk in batch:
+        data = chunk.data
+        if data.get("usage"):
+            trace.usage_reported = data["usage"]
+        trace.output_chars += chunk_chars(data)
+        chunks.append(data)
+    events = translation.events(chunks)
+    trace.usage_reported = translation.usage or trace.usage_reported
+    return events
+
+
+async def _send_finished_stream(
+    pipeline: Pipeline, trace: Trace, stream: Stream, translation: Translation, headers: list[tuple[bytes, bytes]],
+    send: Send,
+) -> None:
+    try:
+        body = translation.opening(stream.candidate) + _events(trace, stream.head, translation) + translation.closing()
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+    finally:
+        await _close_and_account(pipeline, trace, stream)
+
+
 async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, translation: Translation) -> AsyncIterator[bytes]:
     """The stream in the endpoint's format; a failure after the start ends it with the format's failure event."""
     try:
         yield translation.opening(stream.candidate)
         async for batch, _ in stream.batches():
-            chunks = []
-            for chunk in batch:
-                data = chunk.data
-                if data.get("usage"):
-                    trace.usage_reported = data["usage"]
-                trace.output_chars += chunk_chars(data)
-                chunks.append(data)
-            events = translation.events(chunks)
-            trace.usage_reported = translation.usage or trace.usage_reported
+            events = _events(trace, batch, translation)
             if events:
                 yield events
         yield translation.closing()
@@ -121,7 +142,11 @@ async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, translation: 
         trace.status = CLIENT_CLOSED
         raise
     finally:
-        try:
-            await stream.aclose()
-        finally:
-            pipeline.accountant.finish(trace)
+        await _close_and_account(pipeline, trace, stream)
+
+
+async def _close_and_account(pipeline: Pipeline, trace: Trace, stream: Stream) -> None:
+    try:
+        await stream.aclose()
+    finally:
+        pipeline.accountant.finish(trace)

@@ -349,21 +349,24 @@ class StreamTranslator:
         if chunk.get("usage"):
             self.usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
+            if choice.get("index", 0):
                 continue
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
-                events += self._text(delta["content"])
-            for call in delta.get("tool_calls") or ():
-                events += self._tool_call(call)
+            delta = choice.get("delta")
+            if delta:
+                text = delta.get("content")
+                if text:
+                    self._text(text, events)
+                for call in delta.get("tool_calls") or ():
+                    events += self._tool_call(call)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         return events
 
-    def _text(self, text: str) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
-        current = self._output[self._open] if self._open is not None else None
-        if current is None or current["type"] != "message":
+    def _text(self, text: str, events: list[dict[str, Any]]) -> None:
+        """Append the events for a text delta (opening a message item first if none is open)."""
+        index = self._open
+        item = self._output[index] if index is not None else None
+        if item is None or item["type"] != "message":
             events += self._close_open()
             index = self._open = len(self._output)
             item = message_item(f"msg_{self._base}_{index}", "", "in_progress")
@@ -372,10 +375,11 @@ class StreamTranslator:
             item["content"].append(text_part(""))
             events.append(self._event("response.content_part.added", item_id=item["id"], output_index=index,
                                       content_index=0, part=text_part("")))
-            current = item
-        current["content"][0]["text"] += text
-        return [*events, self._event("response.output_text.delta", item_id=current["id"], output_index=self._open,
-                                     content_index=0, delta=text, logprobs=[])]
+        item["content"][0]["text"] += text
+        sequence = self.sequence
+        self.sequence = sequence + 1
+        events.append({"type": "response.output_text.delta", "sequence_number": sequence, "item_id": item["id"],
+                       "output_index": index, "content_index": 0, "delta": text, "logprobs": []})
 
     def _tool_call(self, call: dict[str, Any]) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
