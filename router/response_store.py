@@ -8,8 +8,8 @@ sweep every ``_SWEEP_EVERY`` writes.
 
 Writes leave the event loop: ``put`` and ``delete`` queue the change for one writer thread (which
 commits whatever is queued in one transaction) and keep it in ``_pending`` until it is written, so a
-follow-up sent right after its answer finds the response (and a deleted one stays gone). Reads look at ``_pending`` first, then run a
-primary-key lookup on the loop (tens of microseconds). Several workers may share one file (WAL; the
+follow-up sent right after its answer finds the response (and a deleted one stays gone). Reads look
+at ``_pending`` first, then run a primary-key lookup on the loop (tens of microseconds). Several workers may share one file (WAL; the
 busy timeout makes a writer wait for another's transaction); another worker sees a response once
 it is written, within about ``_GATHER_SECONDS`` of the answer.
 """
@@ -56,7 +56,7 @@ class ResponseStore:
         The database opens on first use: a gateway that never serves ``/v1/responses`` creates no file.
         """
         self.ttl_seconds = ttl_seconds
-        self._uri = (f"file:{path}" if path else f"file:responses-{next(_memory_names)}?mode=memory&cache=shared")
+        self._uri = f"file:{path}" if path else f"file:responses-{next(_memory_names)}?mode=memory&cache=shared"
         self._wal = path is not None
         self._clock = clock
         self._reader: sqlite3.Connection | None = None
@@ -78,8 +78,9 @@ class ResponseStore:
     def _db(self) -> sqlite3.Connection:
         if self._reader is None:
             self._reader = self._connect()  # before the writer: an in-memory database lives while one is open
-            self._writer = threading.Thread(target=self._write, args=(self._connect(),), name="response-store",
-                                            daemon=True)
+            self._writer = threading.Thread(
+                target=self._write, args=(self._connect(),), name="response-store", daemon=True
+            )
             self._writer.start()
         return self._reader
 

@@ -11,15 +11,34 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+from pydantic import TypeAdapter, ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from router.api import CLIENT_CLOSED, _read_body, _request_ids, send_bytes, send_error
 from router.auth import ClientKey
-from router.errors import GatewayError
+from router.errors import GatewayError, InvalidRequestError
 from router.gateway import Gateway
 from router.pipeline import Pipeline
+from router.schemas import _invalid
 from router.trace import Route, Trace
+
+
+def parse_body(raw: bytes, validator: TypeAdapter[Any], fields: str) -> dict[str, Any]:
+    """Decode a JSON object body and check it with ``validator``; raise ``InvalidRequestError`` naming the
+    bad field. ``fields`` names what the body must hold, for the message (e.g. "`model` and `input`")."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"We could not parse the JSON body of your request ({exc}).") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequestError(f"The request body must be a JSON object with {fields}.")
+    try:
+        validator.validate_python(data, strict=True)
+    except ValidationError as exc:
+        raise _invalid(exc) from exc
+    return data
 
 
 class Endpoint:
@@ -32,7 +51,9 @@ class Endpoint:
         """Parse ``raw`` and route it: the body for the trace, its route, and what ``serve`` needs besides."""
         raise NotImplementedError
 
-    async def serve(self, pipeline: Pipeline, trace: Trace, context: Any, scope: Scope, receive: Receive, send: Send) -> None:
+    async def serve(
+        self, pipeline: Pipeline, trace: Trace, context: Any, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         """Answer the routed request; ``trace`` must be finished (accounted) on every path."""
         raise NotImplementedError
 
@@ -53,8 +74,9 @@ class Endpoint:
         except ClientDisconnect:
             pipeline.accountant.reject(request_id, CLIENT_CLOSED, started, self.path)
             return
-        trace = Trace(request_id, unique_id, client, route, body, stream=bool(body.get("stream")), started=started,
-                      path=self.path)
+        trace = Trace(
+            request_id, unique_id, client, route, body, stream=bool(body.get("stream")), started=started, path=self.path
+        )
         try:
             await self.serve(pipeline, trace, context, scope, receive, send)
         except GatewayError as exc:

@@ -9,16 +9,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import orjson
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from pydantic import ConfigDict, Field, TypeAdapter, with_config
 from typing_extensions import Required, TypedDict
 
 from router.auth import ClientKey
+from router.endpoints.base import parse_body
 from router.endpoints.translated import TranslatedEndpoint, UpstreamCalls
 from router.errors import GatewayError, InvalidRequestError
 from router.gateway import Gateway
 from router.pipeline import Pipeline
 from router.policy import Candidate
-from router.schemas import StreamOptions, _invalid
+from router.schemas import StreamOptions
 from router.trace import Trace
 from router.upstream.completions_wire import chat_request, chat_to_completion, chunk_to_completion
 from router.upstream.sse import DONE_FRAME, frame, frames
@@ -42,16 +43,11 @@ _VALIDATOR = TypeAdapter(CompletionsRequest)
 
 def parse_completions_request(raw: bytes) -> dict[str, Any]:
     """Decode and check a legacy completions body; raise ``InvalidRequestError`` naming the bad field."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"We could not parse the JSON body of your request ({exc}).") from exc
-    if not isinstance(data, dict):
-        raise InvalidRequestError("The request body must be a JSON object with `model` and `prompt`.")
-    try:
-        _VALIDATOR.validate_python(data, strict=True)
-    except ValidationError as exc:
-        raise _invalid(exc) from exc
+    data = parse_body(raw, _VALIDATOR, "`model` and `prompt`")
+    if data.get("stream_options") is not None and not data.get("stream"):
+        raise InvalidRequestError(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
+        )
     return data
 
 
@@ -92,11 +88,9 @@ class CompletionsTranslation:
 class CompletionsEndpoint(TranslatedEndpoint):
     path = "/v1/completions"
 
-    def translate(self, gateway: Gateway, raw: bytes, client: ClientKey) -> tuple[dict[str, Any], CompletionsTranslation]:
+    def translate(
+        self, gateway: Gateway, raw: bytes, client: ClientKey
+    ) -> tuple[dict[str, Any], CompletionsTranslation]:
         body = parse_completions_request(raw)
-        if body.get("stream_options") is not None and not body.get("stream"):
-            raise InvalidRequestError(
-                "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
-            )
         want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return chat_request(body), CompletionsTranslation(want_usage)

@@ -13,27 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, replace
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-import orjson
-from pydantic import ConfigDict, TypeAdapter, ValidationError, with_config
+from pydantic import ConfigDict, TypeAdapter, with_config
 from starlette.types import Receive, Scope, Send
 from typing_extensions import Required, TypedDict
 
 from router.api import _finish_on_error
 from router.auth import ClientKey
 from router.config import AUTO_MODEL, GatewayConfig, PriceConfig
-from router.endpoints.base import Endpoint, send_answer
+from router.endpoints.base import Endpoint, parse_body, send_answer
 from router.errors import InvalidRequestError, ModelNotFoundError, UpstreamTimeoutError
 from router.gateway import Gateway
 from router.pipeline import Pipeline
 from router.policy import Candidate, Plan
 from router.rules import EMBEDDINGS_DEFAULT, REQUESTED_MODEL, Decision, Target
-from router.schemas import _invalid
 from router.trace import Route, Trace
 from router.upstream.base import Completion
+
 
 class JSONCaller(Protocol):
     async def post(self, path: str, body: dict[str, Any]) -> Completion: ...
@@ -52,16 +51,8 @@ _VALIDATOR = TypeAdapter(EmbeddingsRequest)
 
 
 def parse_embeddings_request(raw: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"We could not parse the JSON body of your request ({exc}).") from exc
-    if not isinstance(data, dict):
-        raise InvalidRequestError("The request body must be a JSON object with `model` and `input`.")
-    try:
-        _VALIDATOR.validate_python(data, strict=True)
-    except ValidationError as exc:
-        raise _invalid(exc) from exc
+    """Decode and check an embeddings body; raise ``InvalidRequestError`` naming the bad field."""
+    data = parse_body(raw, _VALIDATOR, "`model` and `input`")
     if data["input"] in ("", []):
         raise InvalidRequestError("'input' must not be empty.", param="input")
     return data
@@ -90,8 +81,12 @@ class EmbeddingTargets:
         candidates: dict[str, Candidate] = {}
         for name, backend in config.backends.items():
             if backend.embeddings is not None:
-                priced = backend.model_copy(update={"model": backend.embeddings.model,
-                                                    "price": PriceConfig(input=backend.embeddings.price, output=0.0)})
+                priced = backend.model_copy(
+                    update={
+                        "model": backend.embeddings.model,
+                        "price": PriceConfig(input=backend.embeddings.price, output=0.0),
+                    }
+                )
                 candidates[name] = Candidate(name, backend.tier, priced)
         names = {c.config.model: name for name, c in candidates.items()}
         names.update({name: name for name in candidates})
@@ -114,7 +109,8 @@ class EmbeddingTargets:
         if name is None:
             served = sorted({AUTO_MODEL, *self.names} if self.default else self.names)
             raise ModelNotFoundError(
-                f"The model '{model}' does not serve embeddings. Available: {', '.join(served) or 'none'}.", param="model"
+                f"The model '{model}' does not serve embeddings. Available: {', '.join(served) or 'none'}.",
+                param="model",
             )
         if auto:
             return Decision(EMBEDDINGS_DEFAULT, Target(backend=name), "embeddings go to the default embeddings backend")
@@ -148,13 +144,19 @@ class EmbeddingsEndpoint(Endpoint):
         if not isinstance(body["input"], str) and body["input"] and not isinstance(body["input"][0], str):
             features = replace(features, input_tokens=_token_count(body["input"]))
         if features.pii and not candidate.config.self_hosted:
-            plan = Plan((), refusal=f"The input holds personal data ({', '.join(features.pii)}) and backend "
-                                    f"{backend!r} is not self-hosted.", pii_locked=True)
+            plan = Plan(
+                (),
+                refusal=f"The input holds personal data ({', '.join(features.pii)}) and backend "
+                f"{backend!r} is not self-hosted.",
+                pii_locked=True,
+            )
         else:
             plan = Plan((candidate,), allow_downgrade=False)
         return body, Route(features, decision, plan), None
 
-    async def serve(self, pipeline: Pipeline, trace: Trace, context: None, scope: Scope, receive: Receive, send: Send) -> None:
+    async def serve(
+        self, pipeline: Pipeline, trace: Trace, context: None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         async def attempt(candidate: Candidate) -> Completion:
             provider: JSONCaller = pipeline.providers[candidate.backend]  # type: ignore[assignment]
             timeout = candidate.config.timeouts.total
@@ -162,7 +164,9 @@ class EmbeddingsEndpoint(Endpoint):
                 async with asyncio.timeout(timeout):
                     return await provider.post("/embeddings", {**trace.body, "model": candidate.config.model})
             except TimeoutError as exc:
-                raise UpstreamTimeoutError(f"Backend {candidate.backend!r} did not answer within {timeout:g}s.") from exc
+                raise UpstreamTimeoutError(
+                    f"Backend {candidate.backend!r} did not answer within {timeout:g}s."
+                ) from exc
 
         with _finish_on_error(pipeline, trace):
             answer = await pipeline.dispatch(trace, attempt)

@@ -16,18 +16,18 @@ from typing import Annotated, Any, Protocol
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from pydantic import ConfigDict, Field, TypeAdapter, with_config
 from typing_extensions import Required, TypedDict
 
 from router.api import _begin
 from router.auth import ClientKey
+from router.endpoints.base import parse_body
 from router.endpoints.translated import TranslatedEndpoint, UpstreamCalls
 from router.errors import GatewayError, InvalidRequestError, NotFoundError
 from router.gateway import Gateway
 from router.pipeline import Pipeline
 from router.policy import Candidate
 from router.response_store import ResponseStore
-from router.schemas import _invalid
 from router.trace import Trace
 from router.upstream.base import Batch, Completion
 from router.upstream.responses_wire import StreamTranslator, chat_request, chat_to_response, input_items, response_shell
@@ -59,16 +59,7 @@ _UNSUPPORTED = ("conversation", "background", "prompt")
 
 def parse_responses_request(raw: bytes) -> dict[str, Any]:
     """Decode and check a Responses body; raise ``InvalidRequestError`` naming the bad field."""
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"We could not parse the JSON body of your request ({exc}).") from exc
-    if not isinstance(data, dict):
-        raise InvalidRequestError("The request body must be a JSON object with `model` and `input`.")
-    try:
-        _VALIDATOR.validate_python(data, strict=True)
-    except ValidationError as exc:
-        raise _invalid(exc) from exc
+    data = parse_body(raw, _VALIDATOR, "`model` and `input`")
     for name in _UNSUPPORTED:
         if data.get(name):
             raise InvalidRequestError(f"'{name}' is not supported by this gateway.", param=name)
@@ -88,7 +79,9 @@ class ResponsesTranslation:
     and the answer is relayed under the gateway's response id.
     """
 
-    def __init__(self, store: ResponseStore | None, owner: str, body: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, store: ResponseStore | None, owner: str, body: dict[str, Any], history: list[dict[str, Any]]
+    ) -> None:
         self.store = store if body.get("store", True) else None
         self.owner = owner
         self.body = body
@@ -113,7 +106,9 @@ class ResponsesTranslation:
 
         async def complete(candidate: Candidate) -> Completion:
             if candidate.config.responses != "native":
-                return await pipeline.providers[candidate.backend].complete(pipeline.upstream_body(trace.body, candidate))
+                return await pipeline.providers[candidate.backend].complete(
+                    pipeline.upstream_body(trace.body, candidate)
+                )
             caller: NativeResponses = pipeline.providers[candidate.backend]  # type: ignore[assignment]
             return await caller.post("/responses", self._native_body(candidate))
 
@@ -132,12 +127,18 @@ class ResponsesTranslation:
 
     def _adopt(self, response: dict[str, Any]) -> dict[str, Any]:
         """A native backend's response under the gateway's id and conversation; notes its usage."""
-        response = {**response, "id": self.shell["id"], "previous_response_id": self.body.get("previous_response_id"),
-                    "store": self.body.get("store", True)}
+        response = {
+            **response,
+            "id": self.shell["id"],
+            "previous_response_id": self.body.get("previous_response_id"),
+            "store": self.body.get("store", True),
+        }
         usage = response.get("usage")
         if isinstance(usage, dict):
-            self.usage = {"prompt_tokens": int(usage.get("input_tokens") or 0),
-                          "completion_tokens": int(usage.get("output_tokens") or 0)}
+            self.usage = {
+                "prompt_tokens": int(usage.get("input_tokens") or 0),
+                "completion_tokens": int(usage.get("output_tokens") or 0),
+            }
         return response
 
     # -- Translation ------------------------------------------------------------------------------
@@ -209,7 +210,8 @@ class ResponsesEndpoint(TranslatedEndpoint):
             found = gateway.responses.items(owner, previous)
             if found is None:
                 raise NotFoundError(
-                    f"Previous response with id '{previous}' not found.", param="previous_response_id",
+                    f"Previous response with id '{previous}' not found.",
+                    param="previous_response_id",
                     code="previous_response_not_found",
                 )
             history = found

@@ -15,9 +15,19 @@ from router.errors import ModelNotFoundError
 
 #: What the gateway serves, as an unknown path's 404 lists it.
 ENDPOINTS = (
-    "POST /v1/chat/completions", "POST /v1/responses", "GET /v1/responses/{id}", "DELETE /v1/responses/{id}",
-    "POST /v1/completions", "POST /v1/embeddings", "GET /v1/models", "GET /v1/models/{id}", "POST /v1/router/decide",
-    "GET /v1/router/spend", "GET /metrics", "GET /healthz", "GET /readyz",
+    "POST /v1/chat/completions",
+    "POST /v1/responses",
+    "GET /v1/responses/{id}",
+    "DELETE /v1/responses/{id}",
+    "POST /v1/completions",
+    "POST /v1/embeddings",
+    "GET /v1/models",
+    "GET /v1/models/{id}",
+    "POST /v1/router/decide",
+    "GET /v1/router/spend",
+    "GET /metrics",
+    "GET /healthz",
+    "GET /readyz",
 )
 
 router = APIRouter()
@@ -42,5 +52,7 @@ for prefix in ("/v1", ""):
     DIRECT_ENDPOINTS[f"{prefix}/completions"] = CompletionsEndpoint()
     DIRECT_ENDPOINTS[f"{prefix}/embeddings"] = _embeddings
     router.add_route(f"{prefix}/responses/{{response_id}}", retrieve_response, methods=["GET"], include_in_schema=False)
-    router.add_route(f"{prefix}/responses/{{response_id}}", delete_response, methods=["DELETE"], include_in_schema=False)
+    router.add_route(
+        f"{prefix}/responses/{{response_id}}", delete_response, methods=["DELETE"], include_in_schema=False
+    )
     router.add_route(f"{prefix}/models/{{model_id:path}}", retrieve_model, methods=["GET"], include_in_schema=False)

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from starlette.types import Receive, Scope, Send
 
-from router.api import _SSE_HEADERS, CLIENT_CLOSED, EventStreamResponse, _finish_on_error, _raw
+from router.api import _SSE_HEADERS, CLIENT_CLOSED, EventStreamResponse, _close_and_account, _finish_on_error, _raw
 from router.auth import ClientKey
 from router.cost import chunk_chars
 from router.endpoints.base import Endpoint, send_answer
@@ -60,9 +60,7 @@ class Translation(Protocol):
 
 
 class TranslatedEndpoint(Endpoint):
-    def translate(
-        self, gateway: Gateway, raw: bytes, client: ClientKey
-    ) -> tuple[dict[str, Any], Translation]:
+    def translate(self, gateway: Gateway, raw: bytes, client: ClientKey) -> tuple[dict[str, Any], Translation]:
         """Parse ``raw``: the chat-completions body to route and send, and the answer's translation."""
         raise NotImplementedError
 
@@ -113,7 +111,11 @@ def _events(trace: Trace, batch: list[Chunk], translation: Translation) -> bytes
 
 
 async def _send_finished_stream(
-    pipeline: Pipeline, trace: Trace, stream: Stream, translation: Translation, headers: list[tuple[bytes, bytes]],
+    pipeline: Pipeline,
+    trace: Trace,
+    stream: Stream,
+    translation: Translation,
+    headers: list[tuple[bytes, bytes]],
     send: Send,
 ) -> None:
     try:
@@ -136,17 +138,12 @@ async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, translation: 
     except GatewayError as exc:
         trace.status = exc.status_code
         pipeline.state.backends[stream.candidate.backend].breaker.record_failure()
-        log.warning("request %s: stream from %s failed after it started: %s", trace.request_id, stream.candidate.backend, exc)
+        log.warning(
+            "request %s: stream from %s failed after it started: %s", trace.request_id, stream.candidate.backend, exc
+        )
         yield translation.failed(exc)
     except BaseException:
         trace.status = CLIENT_CLOSED
         raise
     finally:
         await _close_and_account(pipeline, trace, stream)
-
-
-async def _close_and_account(pipeline: Pipeline, trace: Trace, stream: Stream) -> None:
-    try:
-        await stream.aclose()
-    finally:
-        pipeline.accountant.finish(trace)

@@ -12,8 +12,20 @@ from typing import Any
 
 from router.errors import InvalidRequestError
 
-_SAME_FIELDS = ("max_tokens", "temperature", "top_p", "n", "stop", "seed", "presence_penalty", "frequency_penalty",
-                "logit_bias", "user", "stream", "stream_options")
+_SAME_FIELDS = (
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "user",
+    "stream",
+    "stream_options",
+)
 
 
 def chat_request(body: dict[str, Any]) -> dict[str, Any]:
@@ -43,14 +55,24 @@ def chat_request(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _choice(choice: dict[str, Any], text: str) -> dict[str, Any]:
-    return {"index": choice.get("index", 0), "text": text, "logprobs": None, "finish_reason": choice.get("finish_reason")}
+    return {
+        "index": choice.get("index", 0),
+        "text": text,
+        "logprobs": None,
+        "finish_reason": choice.get("finish_reason"),
+    }
 
 
 def chat_to_completion(completion: dict[str, Any]) -> dict[str, Any]:
     """The ``text_completion`` for a ``chat.completion``."""
     choices = [_choice(c, (c.get("message") or {}).get("content") or "") for c in completion.get("choices") or ()]
-    out = {"id": _id(completion), "object": "text_completion", "created": completion.get("created", 0),
-           "model": completion.get("model", ""), "choices": choices}
+    out = {
+        "id": _id(completion),
+        "object": "text_completion",
+        "created": completion.get("created", 0),
+        "model": completion.get("model", ""),
+        "choices": choices,
+    }
     if completion.get("usage"):
         out["usage"] = completion["usage"]
     return out
@@ -65,8 +87,13 @@ def chunk_to_completion(chunk: dict[str, Any]) -> dict[str, Any] | None:
     ]
     if not choices and not chunk.get("usage"):
         return None
-    out = {"id": _id(chunk), "object": "text_completion", "created": chunk.get("created", 0),
-           "model": chunk.get("model", ""), "choices": choices}
+    out = {
+        "id": _id(chunk),
+        "object": "text_completion",
+        "created": chunk.get("created", 0),
+        "model": chunk.get("model", ""),
+        "choices": choices,
+    }
     if chunk.get("usage"):
         out["usage"] = chunk["usage"]
     return out

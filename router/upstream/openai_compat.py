@@ -167,7 +167,8 @@ class OpenAICompatProvider:
                     event = _decode_json(self.name, payload)
                     kind = event.get("type")
                     if kind in ("error", "response.failed"):
-                        error = (event.get("response") or {}).get("error") or event
+                        failed = event.get("response")
+                        error = failed["error"] if isinstance(failed, dict) and isinstance(failed.get("error"), dict) else event
                         raise UpstreamError(f"Backend {self.name!r} failed mid-stream: {error.get('message', kind)}",
                                             code="upstream_stream_error")
                     batch.append(Chunk(payload, event))

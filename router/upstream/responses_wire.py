@@ -273,8 +273,17 @@ def text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
-def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str = "completed") -> dict[str, Any]:
-    return {"id": item_id, "type": "function_call", "status": status, "call_id": call_id, "name": name, "arguments": arguments}
+def function_call_item(
+    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
+) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
 
 
 def chat_to_response(completion: dict[str, Any], shell: dict[str, Any]) -> dict[str, Any]:
@@ -293,8 +302,13 @@ def chat_to_response(completion: dict[str, Any], shell: dict[str, Any]) -> dict[
     for index, call in enumerate(message.get("tool_calls") or ()):
         function = call.get("function") or {}
         output.append(
-            function_call_item(f"fc_{base}_{index}", call.get("id") or f"call_{base}_{index}",
-                               function.get("name") or "", function.get("arguments") or "", done)
+            function_call_item(
+                f"fc_{base}_{index}",
+                call.get("id") or f"call_{base}_{index}",
+                function.get("name") or "",
+                function.get("arguments") or "",
+                done,
+            )
         )
     response = {**shell, "model": completion.get("model") or shell["model"], "output": output}
     return finish(response, finish_reason, completion.get("usage"))
@@ -342,7 +356,10 @@ class StreamTranslator:
 
     def start(self) -> list[dict[str, Any]]:
         snapshot = self._snapshot("in_progress")
-        return [self._event("response.created", response=snapshot), self._event("response.in_progress", response=snapshot)]
+        return [
+            self._event("response.created", response=snapshot),
+            self._event("response.in_progress", response=snapshot),
+        ]
 
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
@@ -373,13 +390,29 @@ class StreamTranslator:
             self._output.append(item)
             events.append(self._event("response.output_item.added", output_index=index, item=dict(item, content=[])))
             item["content"].append(text_part(""))
-            events.append(self._event("response.content_part.added", item_id=item["id"], output_index=index,
-                                      content_index=0, part=text_part("")))
+            events.append(
+                self._event(
+                    "response.content_part.added",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    part=text_part(""),
+                )
+            )
         item["content"][0]["text"] += text
         sequence = self.sequence
         self.sequence = sequence + 1
-        events.append({"type": "response.output_text.delta", "sequence_number": sequence, "item_id": item["id"],
-                       "output_index": index, "content_index": 0, "delta": text, "logprobs": []})
+        events.append(
+            {
+                "type": "response.output_text.delta",
+                "sequence_number": sequence,
+                "item_id": item["id"],
+                "output_index": index,
+                "content_index": 0,
+                "delta": text,
+                "logprobs": [],
+            }
+        )
 
     def _tool_call(self, call: dict[str, Any]) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
@@ -389,16 +422,24 @@ class StreamTranslator:
         if index is None:
             events += self._close_open()
             index = self._calls[position] = self._open = len(self._output)
-            item = function_call_item(f"fc_{self._base}_{index}", call.get("id") or f"call_{self._base}_{index}",
-                                      function.get("name") or "", "", "in_progress")
+            item = function_call_item(
+                f"fc_{self._base}_{index}",
+                call.get("id") or f"call_{self._base}_{index}",
+                function.get("name") or "",
+                "",
+                "in_progress",
+            )
             self._output.append(item)
             events.append(self._event("response.output_item.added", output_index=index, item=dict(item)))
         item = self._output[index]
         arguments = function.get("arguments") or ""
         if arguments:
             item["arguments"] += arguments
-            events.append(self._event("response.function_call_arguments.delta", item_id=item["id"],
-                                      output_index=index, delta=arguments))
+            events.append(
+                self._event(
+                    "response.function_call_arguments.delta", item_id=item["id"], output_index=index, delta=arguments
+                )
+            )
         return events
 
     def _close_open(self) -> list[dict[str, Any]]:
@@ -411,15 +452,31 @@ class StreamTranslator:
         if item["type"] == "message":
             part = item["content"][0]
             return [
-                self._event("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
-                            text=part["text"], logprobs=[]),
-                self._event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0,
-                            part=dict(part)),
+                self._event(
+                    "response.output_text.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    text=part["text"],
+                    logprobs=[],
+                ),
+                self._event(
+                    "response.content_part.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    part=dict(part),
+                ),
                 self._event("response.output_item.done", output_index=index, item=_copy(item)),
             ]
         return [
-            self._event("response.function_call_arguments.done", item_id=item["id"], output_index=index,
-                        name=item["name"], arguments=item["arguments"]),
+            self._event(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=index,
+                name=item["name"],
+                arguments=item["arguments"],
+            ),
             self._event("response.output_item.done", output_index=index, item=_copy(item)),
         ]
 
@@ -429,8 +486,11 @@ class StreamTranslator:
         if not self._output:  # an empty answer is still one (empty) message, as a chat client would see it
             item = message_item(f"msg_{self._base}_0", "")
             self._output.append(item)
-            events.append(self._event("response.output_item.added", output_index=0, item=dict(item, content=[],
-                                                                                              status="in_progress")))
+            events.append(
+                self._event(
+                    "response.output_item.added", output_index=0, item=dict(item, content=[], status="in_progress")
+                )
+            )
             events.append(self._event("response.output_item.done", output_index=0, item=_copy(item)))
         self.response = finish(self._snapshot("completed"), self.finish_reason, self.usage)
         kind = "response.incomplete" if self.response["status"] == "incomplete" else "response.completed"

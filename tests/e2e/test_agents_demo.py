@@ -24,12 +24,19 @@ async def test_an_agent_calls_its_tool_and_answers(demo: tuple[str, subprocess.P
         return f"18 degrees and sunny in {city}"
 
     async with openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="demo", max_retries=0) as client:
-        agent = Agent(name="weather", instructions="Answer with the weather tool.", tools=[get_weather],
-                      model=OpenAIResponsesModel(model="auto", openai_client=client))
+        agent = Agent(
+            name="weather",
+            instructions="Answer with the weather tool.",
+            tools=[get_weather],
+            model=OpenAIResponsesModel(model="auto", openai_client=client),
+        )
         result = await Runner.run(agent, "What is the weather in Paris?", run_config=NO_TRACING)
         assert len(cities) == 1 and cities[0]
-        assert [item.type for item in result.new_items] == ["tool_call_item", "tool_call_output_item",
-                                                             "message_output_item"]
+        assert [item.type for item in result.new_items] == [
+            "tool_call_item",
+            "tool_call_output_item",
+            "message_output_item",
+        ]
         assert isinstance(result.final_output, str) and result.final_output
         # Two model calls, the second carrying the tool's output through the gateway's translation.
         assert [r.response_id[:5] for r in result.raw_responses] == ["resp_", "resp_"]

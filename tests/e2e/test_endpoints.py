@@ -45,9 +45,13 @@ def stack(upstreams: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) 
     path = tmp_path_factory.mktemp("endpoints") / "router.yaml"
     write_config(path, mid_url, flagship_url, policy="  fallback: {mid: [flagship], flagship: [mid]}\n")
     text = path.read_text()
-    text = text.replace("    model: sim-mid-7b\n", "    model: sim-mid-7b\n    self_hosted: true\n"
-                        "    embeddings: {model: sim-embed-small, price: 0.02}\n")
-    text = text.replace("    model: sim-flagship\n", "    model: sim-flagship\n    embeddings: {model: sim-embed-large, price: 0.13}\n")
+    text = text.replace(
+        "    model: sim-mid-7b\n",
+        "    model: sim-mid-7b\n    self_hosted: true\n    embeddings: {model: sim-embed-small, price: 0.02}\n",
+    )
+    text = text.replace(
+        "    model: sim-flagship\n", "    model: sim-flagship\n    embeddings: {model: sim-embed-large, price: 0.13}\n"
+    )
     text += f"responses: {{store_path: {path.parent / 'responses.sqlite3'}}}\n"
     path.write_text(text)
     app = create_app(load_config(path, ENV), path=path, environ=ENV, watch=False)
@@ -92,10 +96,19 @@ def test_responses_stream_is_the_typed_event_sequence(gateway: Stack) -> None:
         events = list(stream)
         final = stream.get_final_response()
     kinds = [e.type for e in events]
-    assert kinds[:5] == ["response.created", "response.in_progress", "response.output_item.added",
-                         "response.content_part.added", "response.output_text.delta"]
-    assert kinds[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done",
-                          "response.completed"]
+    assert kinds[:5] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert len({e.response.id for e in events if hasattr(e, "response")}) == 1
     deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
@@ -113,13 +126,16 @@ def test_a_stream_cut_by_max_output_tokens_ends_incomplete(gateway: Stack) -> No
 
 def test_function_tool_round_trip_through_previous_response_id(gateway: Stack) -> None:
     client = gateway.client()
-    first = client.responses.create(model="auto", input="What is the weather in Paris?", tools=[WEATHER],
-                                    tool_choice="required")
+    first = client.responses.create(
+        model="auto", input="What is the weather in Paris?", tools=[WEATHER], tool_choice="required"
+    )
     call = first.output[-1]
     assert call.type == "function_call" and call.name == "get_weather"
     assert isinstance(json.loads(call.arguments)["city"], str)
     second = client.responses.create(
-        model="auto", previous_response_id=first.id, tools=[WEATHER],
+        model="auto",
+        previous_response_id=first.id,
+        tools=[WEATHER],
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": '{"temp_c": 18}'}],
     )
     assert second.previous_response_id == first.id and second.output_text
@@ -259,8 +275,9 @@ def test_legacy_completions_stream_and_non_stream(gateway: Stack) -> None:
     completion = raw.parse()
     assert completion.object == "text_completion" and completion.choices[0].text
     assert completion.choices[0].finish_reason == "length" and completion.usage.completion_tokens == 8
-    chunks = list(client.completions.create(model="auto", prompt=EASY, stream=True,
-                                            stream_options={"include_usage": True}))
+    chunks = list(
+        client.completions.create(model="auto", prompt=EASY, stream=True, stream_options={"include_usage": True})
+    )
     text = "".join(c.choices[0].text for c in chunks if c.choices)
     assert text and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     assert all(c.object == "text_completion" for c in chunks)
@@ -307,7 +324,9 @@ def native(upstreams: tuple[str, str], tmp_path_factory: pytest.TempPathFactory)
     mid_url, flagship_url = upstreams
     path = tmp_path_factory.mktemp("native") / "router.yaml"
     write_config(path, mid_url, flagship_url, policy="  fallback: {mid: [flagship], flagship: [mid]}\n")
-    path.write_text(path.read_text().replace("    model: sim-flagship\n", "    model: sim-flagship\n    responses: native\n"))
+    path.write_text(
+        path.read_text().replace("    model: sim-flagship\n", "    model: sim-flagship\n    responses: native\n")
+    )
     app = create_app(load_config(path, ENV), path=path, environ=ENV, watch=False)
     with serve(app) as url:
         stack = Stack(url, mid_url, flagship_url, path)

@@ -27,8 +27,14 @@ def shell(**body: Any) -> dict[str, Any]:
 
 def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, usage: dict[str, int] | None = None) -> dict:
     choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
-    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "sim-mid", "choices": choices,
-            **({"usage": usage} if usage else {})}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "sim-mid",
+        "choices": choices,
+        **({"usage": usage} if usage else {}),
+    }
 
 
 def sdk_checked(events: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> ResponseStreamState[Any]:
@@ -44,11 +50,22 @@ def sdk_checked(events: list[dict[str, Any]], tools: list[dict[str, Any]] | None
 
 def test_string_input_with_instructions_and_options() -> None:
     body = {
-        "model": "auto", "instructions": "Be brief.", "input": "Hi", "stream": True, "max_output_tokens": 50,
-        "temperature": 0.2, "top_p": 0.9, "reasoning": {"effort": "low"}, "metadata": {"k": "v"},
+        "model": "auto",
+        "instructions": "Be brief.",
+        "input": "Hi",
+        "stream": True,
+        "max_output_tokens": 50,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "reasoning": {"effort": "low"},
+        "metadata": {"k": "v"},
         "text": {"format": {"type": "json_schema", "name": "answer", "schema": {"type": "object"}, "strict": True}},
-        "tools": [WEATHER], "tool_choice": {"type": "function", "name": "get_weather"}, "parallel_tool_calls": False,
-        "store": True, "include": [], "truncation": "disabled",
+        "tools": [WEATHER],
+        "tool_choice": {"type": "function", "name": "get_weather"},
+        "parallel_tool_calls": False,
+        "store": True,
+        "include": [],
+        "truncation": "disabled",
     }
     assert chat_request(body, []) == {
         "model": "auto",
@@ -60,9 +77,17 @@ def test_string_input_with_instructions_and_options() -> None:
         "metadata": {"k": "v"},
         "max_tokens": 50,
         "reasoning_effort": "low",
-        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}}}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
+            }
+        ],
         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
-        "response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": True}},
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "answer", "schema": {"type": "object"}, "strict": True},
+        },
     }
 
 
@@ -70,27 +95,69 @@ def test_items_history_and_tool_loop_become_chat_messages() -> None:
     history = [
         {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Weather in Paris?"}]},
         {"type": "reasoning", "id": "rs_1", "summary": []},
-        {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
-         "content": [{"type": "output_text", "text": "Let me check.", "annotations": []}]},
-        {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather", "arguments": '{"city":"Paris"}'},
-        {"type": "function_call", "id": "fc_2", "call_id": "call_2", "name": "get_weather", "arguments": '{"city":"Lyon"}'},
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": "Let me check.", "annotations": []}],
+        },
+        {
+            "type": "function_call",
+            "id": "fc_1",
+            "call_id": "call_1",
+            "name": "get_weather",
+            "arguments": '{"city":"Paris"}',
+        },
+        {
+            "type": "function_call",
+            "id": "fc_2",
+            "call_id": "call_2",
+            "name": "get_weather",
+            "arguments": '{"city":"Lyon"}',
+        },
     ]
-    body = {"model": "auto", "input": [
-        {"type": "function_call_output", "call_id": "call_1", "output": "18C"},
-        {"type": "function_call_output", "call_id": "call_2", "output": [{"type": "input_text", "text": "20C"}]},
-        {"role": "user", "content": [{"type": "input_text", "text": "And this?"},
-                                     {"type": "input_image", "image_url": "https://x/y.png", "detail": "low"}]},
-    ]}
+    body = {
+        "model": "auto",
+        "input": [
+            {"type": "function_call_output", "call_id": "call_1", "output": "18C"},
+            {"type": "function_call_output", "call_id": "call_2", "output": [{"type": "input_text", "text": "20C"}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "And this?"},
+                    {"type": "input_image", "image_url": "https://x/y.png", "detail": "low"},
+                ],
+            },
+        ],
+    }
     assert chat_request(body, history)["messages"] == [
         {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
-        {"role": "assistant", "content": "Let me check.", "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
-            {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Lyon"}'}},
-        ]},
+        {
+            "role": "assistant",
+            "content": "Let me check.",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                },
+                {
+                    "id": "call_2",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Lyon"}'},
+                },
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
         {"role": "tool", "tool_call_id": "call_2", "content": "20C"},
-        {"role": "user", "content": [{"type": "text", "text": "And this?"},
-                                     {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "And this?"},
+                {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}},
+            ],
+        },
     ]
 
 
@@ -118,27 +185,60 @@ def test_what_a_chat_backend_cannot_take_is_refused_naming_the_field(body: dict[
 
 def test_a_completion_with_text_becomes_a_response() -> None:
     completion = {
-        "id": "chatcmpl-1", "model": "sim-mid-7b",
+        "id": "chatcmpl-1",
+        "model": "sim-mid-7b",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12,
-                  "prompt_tokens_details": {"cached_tokens": 4}},
+        "usage": {
+            "prompt_tokens": 9,
+            "completion_tokens": 3,
+            "total_tokens": 12,
+            "prompt_tokens_details": {"cached_tokens": 4},
+        },
     }
     response = chat_to_response(completion, shell())
-    assert response["output"] == [{"id": "msg_abc", "type": "message", "status": "completed", "role": "assistant",
-                                   "content": [{"type": "output_text", "text": "Hello!", "annotations": [], "logprobs": []}]}]
+    assert response["output"] == [
+        {
+            "id": "msg_abc",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "Hello!", "annotations": [], "logprobs": []}],
+        }
+    ]
     assert (response["status"], response["model"], response["incomplete_details"]) == ("completed", "sim-mid-7b", None)
-    assert response["usage"] == {"input_tokens": 9, "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0}, "output_tokens": 3,
-                                 "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 12}
+    assert response["usage"] == {
+        "input_tokens": 9,
+        "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0},
+        "output_tokens": 3,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 12,
+    }
     assert Response.model_validate(response).output_text == "Hello!"
 
 
 def test_a_completion_with_tool_calls_cut_by_length() -> None:
     call = {"id": "call_9", "type": "function", "function": {"name": "get_weather", "arguments": '{"ci'}}
-    completion = {"model": "m", "choices": [{"index": 0, "finish_reason": "length",
-                                             "message": {"role": "assistant", "content": None, "tool_calls": [call]}}]}
+    completion = {
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "length",
+                "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+            }
+        ],
+    }
     response = chat_to_response(completion, shell(tools=[WEATHER]))
-    assert response["output"] == [{"id": "fc_abc_0", "type": "function_call", "status": "incomplete",
-                                   "call_id": "call_9", "name": "get_weather", "arguments": '{"ci'}]
+    assert response["output"] == [
+        {
+            "id": "fc_abc_0",
+            "type": "function_call",
+            "status": "incomplete",
+            "call_id": "call_9",
+            "name": "get_weather",
+            "arguments": '{"ci',
+        }
+    ]
     assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "max_output_tokens"}
     assert response["usage"] is None
     Response.model_validate(response)
@@ -152,21 +252,42 @@ USAGE = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
 def test_a_text_stream_becomes_the_typed_event_sequence() -> None:
     translator = StreamTranslator(shell())
     events = translator.start()
-    for c in (chunk({"role": "assistant", "content": ""}), chunk({"content": "Hel"}), chunk({"content": "lo"}),
-              chunk({}, "stop"), chunk(usage=USAGE)):
+    for c in (
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": "Hel"}),
+        chunk({"content": "lo"}),
+        chunk({}, "stop"),
+        chunk(usage=USAGE),
+    ):
         events += translator.feed(c)
     events += translator.close()
     assert [(e["type"], e["sequence_number"]) for e in events] == [
-        ("response.created", 0), ("response.in_progress", 1), ("response.output_item.added", 2),
-        ("response.content_part.added", 3), ("response.output_text.delta", 4), ("response.output_text.delta", 5),
-        ("response.output_text.done", 6), ("response.content_part.done", 7), ("response.output_item.done", 8),
+        ("response.created", 0),
+        ("response.in_progress", 1),
+        ("response.output_item.added", 2),
+        ("response.content_part.added", 3),
+        ("response.output_text.delta", 4),
+        ("response.output_text.delta", 5),
+        ("response.output_text.done", 6),
+        ("response.content_part.done", 7),
+        ("response.output_item.done", 8),
         ("response.completed", 9),
     ]
-    assert events[2] == {"type": "response.output_item.added", "sequence_number": 2, "output_index": 0,
-                         "item": {"id": "msg_abc_0", "type": "message", "status": "in_progress", "role": "assistant",
-                                  "content": []}}
-    assert events[5] == {"type": "response.output_text.delta", "sequence_number": 5, "item_id": "msg_abc_0",
-                         "output_index": 0, "content_index": 0, "delta": "lo", "logprobs": []}
+    assert events[2] == {
+        "type": "response.output_item.added",
+        "sequence_number": 2,
+        "output_index": 0,
+        "item": {"id": "msg_abc_0", "type": "message", "status": "in_progress", "role": "assistant", "content": []},
+    }
+    assert events[5] == {
+        "type": "response.output_text.delta",
+        "sequence_number": 5,
+        "item_id": "msg_abc_0",
+        "output_index": 0,
+        "content_index": 0,
+        "delta": "lo",
+        "logprobs": [],
+    }
     assert events[6]["text"] == "Hello"
     final = events[-1]["response"]
     assert final["status"] == "completed" and final["usage"]["total_tokens"] == 7
@@ -179,26 +300,48 @@ def test_a_stream_that_ends_with_a_tool_call() -> None:
     translator = StreamTranslator(shell(tools=[WEATHER]))
     events = translator.start()
     head = {"index": 0, "id": "call_7", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
-    for c in (chunk({"role": "assistant", "content": "Checking."}),
-              chunk({"tool_calls": [head]}),
-              chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]}),
-              chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Oslo"}'}}]}),
-              chunk({}, "tool_calls"), chunk(usage=USAGE)):
+    for c in (
+        chunk({"role": "assistant", "content": "Checking."}),
+        chunk({"tool_calls": [head]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": '"Oslo"}'}}]}),
+        chunk({}, "tool_calls"),
+        chunk(usage=USAGE),
+    ):
         events += translator.feed(c)
     events += translator.close()
     assert [e["type"] for e in events] == [
-        "response.created", "response.in_progress",
-        "response.output_item.added", "response.content_part.added", "response.output_text.delta",
-        "response.output_text.done", "response.content_part.done", "response.output_item.done",
-        "response.output_item.added", "response.function_call_arguments.delta",
-        "response.function_call_arguments.delta", "response.function_call_arguments.done",
-        "response.output_item.done", "response.completed",
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
     ]
-    assert events[11] == {"type": "response.function_call_arguments.done", "sequence_number": 11,
-                          "item_id": "fc_abc_1", "output_index": 1, "name": "get_weather", "arguments": '{"city":"Oslo"}'}
-    assert events[-1]["response"]["output"][1] == {"id": "fc_abc_1", "type": "function_call", "status": "completed",
-                                                   "call_id": "call_7", "name": "get_weather",
-                                                   "arguments": '{"city":"Oslo"}'}
+    assert events[11] == {
+        "type": "response.function_call_arguments.done",
+        "sequence_number": 11,
+        "item_id": "fc_abc_1",
+        "output_index": 1,
+        "name": "get_weather",
+        "arguments": '{"city":"Oslo"}',
+    }
+    assert events[-1]["response"]["output"][1] == {
+        "id": "fc_abc_1",
+        "type": "function_call",
+        "status": "completed",
+        "call_id": "call_7",
+        "name": "get_weather",
+        "arguments": '{"city":"Oslo"}',
+    }
     state = sdk_checked(events, tools=[WEATHER])
     assert state._completed_response is not None
     assert [item.type for item in state._completed_response.output] == ["message", "function_call"]
@@ -210,20 +353,31 @@ def test_a_stream_that_fails_mid_way_ends_with_response_failed() -> None:
     events += translator.feed(chunk({"role": "assistant", "content": "Partial"}))
     events += translator.fail("upstream_disconnected", "Backend 'mid' closed the connection unexpectedly.")
     assert [e["type"] for e in events] == [
-        "response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
-        "response.output_text.delta", "response.failed",
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.failed",
     ]
     failed = events[-1]["response"]
     assert failed["status"] == "failed"
-    assert failed["error"] == {"code": "server_error", "message":
-                               "Backend 'mid' closed the connection unexpectedly. (upstream_disconnected)"}
+    assert failed["error"] == {
+        "code": "server_error",
+        "message": "Backend 'mid' closed the connection unexpectedly. (upstream_disconnected)",
+    }
     assert failed["output"][0]["status"] == "incomplete" and failed["output"][0]["content"][0]["text"] == "Partial"
     sdk_checked(events)
 
 
 def test_an_empty_answer_is_one_empty_message() -> None:
     translator = StreamTranslator(shell())
-    events = translator.start() + translator.feed(chunk({"role": "assistant", "content": ""}, "stop")) + translator.close()
-    assert [e["type"] for e in events][-3:] == ["response.output_item.added", "response.output_item.done",
-                                               "response.completed"]
+    events = (
+        translator.start() + translator.feed(chunk({"role": "assistant", "content": ""}, "stop")) + translator.close()
+    )
+    assert [e["type"] for e in events][-3:] == [
+        "response.output_item.added",
+        "response.output_item.done",
+        "response.completed",
+    ]
     sdk_checked(events)
