@@ -23,6 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -56,8 +57,8 @@ class ResponseStore:
         The database opens on first use: a gateway that never serves ``/v1/responses`` creates no file.
         """
         self.ttl_seconds = ttl_seconds
-        self._uri = f"file:{path}" if path else f"file:responses-{next(_memory_names)}?mode=memory&cache=shared"
-        self._wal = path is not None
+        self._path = Path(path).absolute() if path else None
+        self._uri = self._path.as_uri() if self._path else f"file:responses-{next(_memory_names)}?mode=memory&cache=shared"
         self._clock = clock
         self._reader: sqlite3.Connection | None = None
         #: id -> the row being written, or None for a delete being written.
@@ -67,8 +68,10 @@ class ResponseStore:
         self._writer: threading.Thread | None = None
 
     def _connect(self) -> sqlite3.Connection:
+        if self._path is not None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self._uri, uri=True, timeout=_BUSY_TIMEOUT, check_same_thread=False, isolation_level=None)
-        if self._wal:
+        if self._path is not None:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
         db.execute(_SCHEMA)

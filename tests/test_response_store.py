@@ -26,7 +26,7 @@ def test_a_response_is_only_found_by_its_owner_until_it_expires() -> None:
 
 
 def test_delete_and_persistence(tmp_path: Path) -> None:
-    path = str(tmp_path / "responses.sqlite3")
+    path = str(tmp_path / "new dir" / "responses?.sqlite3")  # created on first use; any file name
     first = ResponseStore(path, ttl_seconds=60)
     first.put("key:ci", RESPONSE, ITEMS)
     first.put("key:ci", {**RESPONSE, "id": "resp_2"}, ITEMS)
