@@ -55,6 +55,8 @@ class ResponsesRequest(TypedDict, total=False):
 _VALIDATOR = TypeAdapter(ResponsesRequest)
 #: Request fields whose feature the gateway does not have; refused rather than silently ignored.
 _UNSUPPORTED = ("conversation", "background", "prompt")
+#: Item types whose ``id`` the gateway (or a backend that stored nothing) minted.
+_MINTED_ID_TYPES = frozenset({"message", "function_call"})
 
 
 def parse_responses_request(raw: bytes) -> dict[str, Any]:
@@ -121,7 +123,12 @@ class ResponsesTranslation:
         return complete, stream
 
     def _native_body(self, candidate: Candidate) -> dict[str, Any]:
-        body = {**self.body, "model": candidate.config.model, "input": self.items, "store": False}
+        # Item ids the gateway minted mean nothing to the backend (it stores nothing): sent without them.
+        items = [
+            {k: v for k, v in item.items() if k != "id"} if item.get("type") in _MINTED_ID_TYPES else item
+            for item in self.items
+        ]
+        body = {**self.body, "model": candidate.config.model, "input": items, "store": False}
         body.pop("previous_response_id", None)
         return body
 

@@ -352,6 +352,7 @@ def test_a_native_backend_gets_the_whole_conversation_and_answers_under_the_gate
     sent = last_upstream_body(native, "flagship")
     assert "previous_response_id" not in sent and len(sent["input"]) == 3  # the question, the answer, the follow-up
     assert sent["input"][1]["type"] == "message" and sent["input"][1]["role"] == "assistant"
+    assert "id" not in sent["input"][1]  # the gateway's item ids mean nothing to the backend
     assert {e.response.id for e in events if hasattr(e, "response")} == {final.id}
     assert final.id.startswith("resp_") and final.previous_response_id == response.id and final.output_text
     assert [e.sequence_number for e in events] == list(range(len(events)))
