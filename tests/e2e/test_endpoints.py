@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from pydantic import BaseModel
 
 from router.app import create_app
 from router.config import load_config
@@ -367,3 +368,15 @@ def test_a_native_backend_that_fails_falls_back_to_a_translated_one(native: Stac
         assert raw.headers["x-router-fallback"] == "flagship->mid; reason=server_error"
         kinds = [json.loads(line[6:])["type"] for line in raw.iter_lines() if line.startswith("data: ")]
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+
+
+def test_structured_output_through_responses_parse(gateway: Stack) -> None:
+    class Weather(BaseModel):
+        city: str
+        temperature_c: float
+
+    parsed = gateway.client().responses.parse(model="auto", input="Weather in Rome as JSON.", text_format=Weather)
+    assert isinstance(parsed.output_parsed, Weather) and parsed.output_parsed.city
+    sent = last_upstream_body(gateway, "mid")
+    assert sent["response_format"]["type"] == "json_schema"
+    assert sent["response_format"]["json_schema"]["name"] == "Weather"
