@@ -50,7 +50,7 @@ from starlette.types import Receive, Scope, Send
 from router.errors import InvalidRequestError
 from router.schemas import parse_chat_request
 from router.simulator_text import Reply, compose_replies, estimate_prompt_tokens
-from router.upstream.responses_wire import StreamTranslator, chat_request, chat_to_response, response_shell
+from router.upstream.responses_wire import StreamTranslator, chat_request, chat_to_response, response_shell, sse
 
 
 @dataclass
@@ -371,15 +371,12 @@ class _Responses:
         headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         translator = StreamTranslator(shell)
-        events = translator.start()
+        opening = translator.start()
         async with aclosing(exchange._frames()) as frames:
             async for payload in frames:
-                if payload != b"[DONE]":
-                    events += translator.feed(orjson.loads(payload))
-                events += translator.close() if payload == b"[DONE]" else []
-                frame = b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), orjson.dumps(e)) for e in events)
-                events = []
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
+                events = translator.close() if payload == b"[DONE]" else translator.feed(orjson.loads(payload))
+                body, opening = sse(opening + events), []
+                await send({"type": "http.response.body", "body": body, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         sim.completed += 1
 

@@ -30,7 +30,14 @@ from router.policy import Candidate
 from router.response_store import ResponseStore
 from router.trace import Trace
 from router.upstream.base import Batch, Completion
-from router.upstream.responses_wire import StreamTranslator, chat_request, chat_to_response, input_items, response_shell
+from router.upstream.responses_wire import (
+    StreamTranslator,
+    chat_request,
+    chat_to_response,
+    input_items,
+    response_shell,
+    sse,
+)
 
 
 @with_config(ConfigDict(extra="allow"))
@@ -163,19 +170,19 @@ class ResponsesTranslation:
         if self._native:
             return b""  # the backend sends its own response.created
         self.shell["model"] = candidate.config.model
-        return _sse(self.translator.start())
+        return sse(self.translator.start())
 
     def events(self, chunks: list[dict[str, Any]]) -> bytes:
         if not self._native:
             feed = self.translator.feed
-            return _sse([event for chunk in chunks for event in feed(chunk)])
+            return sse([event for chunk in chunks for event in feed(chunk)])
         for event in chunks:
             self._sequence = int(event.get("sequence_number") or self._sequence) + 1
             if isinstance(event.get("response"), dict):
                 event["response"] = self._adopt(event["response"])
                 if event["type"] in ("response.completed", "response.incomplete"):
                     self._final = event["response"]
-        return _sse(chunks)
+        return sse(chunks)
 
     def closing(self) -> bytes:
         if self._native:
@@ -184,12 +191,12 @@ class ResponsesTranslation:
             return b""
         events = self.translator.close()
         self._keep(self.translator.response)
-        return _sse(events)
+        return sse(events)
 
     def failed(self, error: GatewayError) -> bytes:
         if self._native:
             self.translator.sequence = self._sequence
-        return _sse(self.translator.fail(error.code, error.message))
+        return sse(self.translator.fail(error.code, error.message))
 
 
 class NativeResponses(Protocol):
@@ -198,11 +205,6 @@ class NativeResponses(Protocol):
     async def post(self, path: str, body: dict[str, Any]) -> Completion: ...
 
     def stream_responses(self, body: dict[str, Any]) -> AsyncIterator[Batch]: ...
-
-
-def _sse(events: list[dict[str, Any]]) -> bytes:
-    """Responses events as SSE: each with its ``event:`` line, as OpenAI sends them."""
-    return b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), orjson.dumps(e)) for e in events)
 
 
 class ResponsesEndpoint(TranslatedEndpoint):

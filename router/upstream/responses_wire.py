@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
+
 from router.errors import InvalidRequestError
 
 #: Responses fields that map one to one onto chat-completions fields.
@@ -314,15 +316,9 @@ def chat_to_response(completion: dict[str, Any], shell: dict[str, Any]) -> dict[
     return finish(response, finish_reason, completion.get("usage"))
 
 
-def output_text(response: dict[str, Any]) -> str:
-    """The text of a response's message items (the SDK's ``output_text``)."""
-    return "".join(
-        part.get("text", "")
-        for item in response.get("output") or ()
-        if item.get("type") == "message"
-        for part in item.get("content") or ()
-        if part.get("type") == "output_text"
-    )
+def sse(events: list[dict[str, Any]]) -> bytes:
+    """Responses events as server-sent events, each with its ``event:`` line, as OpenAI sends them."""
+    return b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), orjson.dumps(e)) for e in events)
 
 
 class StreamTranslator:
