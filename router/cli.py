@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from starlette.types import ASGIApp
 
 from router.accesslog import configure_logging
 from router.app import create_app
-from router.config import ConfigError, GatewayConfig, load_config
+from router.config import ConfigError, GatewayConfig, check_config, load_config
 from router.http_protocol import PROTOCOL
 from router.metrics import prepare_multiprocess_dir
 
@@ -31,33 +32,72 @@ _REPO_CONFIG = Path(__file__).resolve().parent.parent / "config"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="llm-router", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = commands.add_parser("serve", help="run the gateway on a config file")
-    serve.add_argument("--config", required=True, type=Path, help="path to the YAML config")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (one per core is a good start)")
-    serve.add_argument("--log-level", default="info")
-    serve.add_argument("--log-format", choices=["json", "text"], default="json")
-
-    demo = commands.add_parser("demo", help="run the gateway with two simulated upstreams (no keys, no GPU)")
-    demo.add_argument("--port", type=int, default=8080)
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--config", type=Path, default=None, help="default: config/demo.yaml")
-
-    check = commands.add_parser("check", help="validate a config file; exit 2 with precise errors if invalid")
-    check.add_argument("path", type=Path)
-
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
     os.environ[LOG_ENV] = f"{getattr(args, 'log_level', 'info')}:{getattr(args, 'log_format', 'text')}"
     _configure_logging()
     if args.command == "check":
         return _check(args.path)
     if args.command == "serve":
         return _serve(args.config, args.host, args.port, args.workers, args.log_level)
-    return _demo(args.config or _default_demo_config(), args.host, args.port)
+    return _demo(args.config or _default_demo_config(), args.host, args.port, args.mid_port, args.flagship_port,
+                 args.state_dir)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llm-router",
+        description="An OpenAI-compatible gateway: each chat request is classified and routed by your YAML\n"
+                    "rules to a self-hosted mid model or a flagship API. Clients change only their base_url.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway on a config file",
+                                description="Run the gateway. Upstream keys come from the environment the config names.")
+    serve.add_argument("--config", required=True, type=Path, help="the YAML config, e.g. config/router.yaml")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="worker processes; one per core is a good start (default: %(default)s)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                       help="(default: %(default)s)")
+    serve.add_argument("--log-format", choices=["json", "text"], default="json", help="(default: %(default)s)")
+
+    demo = commands.add_parser("demo", help="try it: the gateway with two simulated upstreams (no keys, no GPU)",
+                               description="Run the gateway on two simulated OpenAI-compatible upstreams on loopback.")
+    demo.add_argument("--port", type=int, default=8080, help="the gateway's port (default: %(default)s)")
+    demo.add_argument("--host", default="127.0.0.1", help="the gateway's address (default: %(default)s)")
+    demo.add_argument("--mid-port", type=int, default=8081,
+                      help="port of the simulated mid upstream; 0 picks a free one (default: %(default)s)")
+    demo.add_argument("--flagship-port", type=int, default=8082,
+                      help="port of the simulated flagship upstream; 0 picks a free one (default: %(default)s)")
+    demo.add_argument("--config", type=Path, default=None, help="the demo's config (default: config/demo.yaml)")
+    demo.add_argument("--state-dir", type=Path, default=_state_dir(),
+                      help="where the demo keeps its spend ledger (default: %(default)s)")
+
+    check = commands.add_parser("check", help="validate a config; no environment needed",
+                                description="Validate a config file. Exit 0 and list the environment variables "
+                                            "`serve` will need, or exit 2 with one line per problem.")
+    check.add_argument("path", type=Path, help="the YAML config, e.g. config/router.yaml")
+    return parser
+
+
+def _version() -> str:
+    try:
+        return version("llm-router")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
+def _state_dir() -> Path:
+    """``$XDG_STATE_HOME/llm-router``, or ``~/.local/state/llm-router`` (the XDG base directory default)."""
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "llm-router"
 
 
 def _load_or_report(path: Path) -> GatewayConfig | None:
@@ -70,12 +110,28 @@ def _load_or_report(path: Path) -> GatewayConfig | None:
 
 
 def _check(path: Path) -> int:
-    config = _load_or_report(path)
-    if config is None:
+    """Validate without the environment: unset required variables are what ``serve`` will need."""
+    try:
+        config, needs = check_config(path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
         return 2
-    tiers = ", ".join(f"{tier} ({', '.join(names)})" for tier, names in config.tiers.items())
-    print(f"{path}: OK (version {config.digest}): tiers {tiers}; {len(config.rules)} rules; "
-          f"{len(config.classifier.vocabulary.tasks)} tasks")
+    if config is None:
+        print(f"{path}: OK as far as it can be checked without the variables below (`serve` checks the rest)")
+    else:
+        tiers = ", ".join(f"{tier} ({', '.join(names)})" for tier, names in config.tiers.items())
+        print(f"{path}: OK (version {config.digest}): tiers {tiers}; {len(config.rules)} rules; "
+              f"{len(config.classifier.vocabulary.tasks)} tasks")
+    for need in needs:
+        state = "set but empty" if need.empty else "not set"
+        print(f"serve needs {need.name} ({need.path}); {state} here")
+    if config is not None:
+        auth = config.auth
+        sources = [("auth.keys_env", auth.keys_env)] + [(f"auth.keys.{k.name}", k.key_env) for k in auth.keys]
+        for where, name in sources:
+            if name and not os.environ.get(name):
+                print(f"serve reads client keys from {name} ({where}); not set here")
     return 0
 
 
@@ -116,12 +172,21 @@ def _default_demo_config() -> Path:
     return local if local.exists() else _REPO_CONFIG / "demo.yaml"
 
 
-def _demo(path: Path, host: str, port: int) -> int:
+def _demo(path: Path, host: str, port: int, mid_port: int, flagship_port: int, state_dir: Path) -> int:
     from router.simulator import SimProfile, create_simulator_app
 
-    mid_port, flagship_port = _free_port(), _free_port()
+    try:
+        sockets = [_listen("127.0.0.1", mid_port, "--mid-port"), _listen("127.0.0.1", flagship_port, "--flagship-port"),
+                   _listen(host, port, "--port")]
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"llm-router demo: {exc}", file=sys.stderr)
+        return 2
+    mid_port, flagship_port = (sock.getsockname()[1] for sock in sockets[:2])
     os.environ["MID_BASE_URL"] = f"http://127.0.0.1:{mid_port}/v1"
     os.environ["FLAGSHIP_BASE_URL"] = f"http://127.0.0.1:{flagship_port}/v1"
+    # Always the demo's own ledger: never spend recorded in a production ledger named in the environment.
+    os.environ["ROUTER_LEDGER_PATH"] = str(state_dir.resolve() / "demo-spend.sqlite3")
     config = _load_or_report(path)
     if config is None:
         return 2
@@ -129,20 +194,32 @@ def _demo(path: Path, host: str, port: int) -> int:
     flagship = config.backends[config.tiers["flagship"][0]]
     # The gateway starts last: on Ctrl-C uvicorn's servers stop in reverse order (each hands the
     # signal on to the one before it), so the gateway finishes its requests while upstreams still run.
-    servers = [
-        _server(create_simulator_app(SimProfile(name="mid", model=mid.model, ttft=0.12, token_interval=0.015,
-                                                context_window=mid.context_window)), "127.0.0.1", mid_port),
-        _server(create_simulator_app(SimProfile(name="flagship", model=flagship.model, ttft=0.35, token_interval=0.03,
-                                                context_window=flagship.context_window)), "127.0.0.1", flagship_port),
-        _server(create_app(config, path=path), host, port),
+    apps = [
+        create_simulator_app(SimProfile(name="mid", model=mid.model, ttft=0.12, token_interval=0.015,
+                                        context_window=mid.context_window)),
+        create_simulator_app(SimProfile(name="flagship", model=flagship.model, ttft=0.35, token_interval=0.03,
+                                        context_window=flagship.context_window)),
+        create_app(config, path=path),
     ]
-    print(_DEMO_BANNER.format(url=f"http://{host}:{port}", mid=mid_port, flagship=flagship_port), flush=True)
+    servers = [(_server(app), sock) for app, sock in zip(apps, sockets, strict=True)]
+    print(_DEMO_BANNER.format(url=f"http://{host}:{port}", mid=mid_port, flagship=flagship_port,
+                              ledger=config.policy.ledger.path or "off"), flush=True)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve_all(servers))
     except KeyboardInterrupt:  # re-raised by the last server after a graceful stop, as uvicorn.run swallows it
         pass
     return 0
+
+
+def _listen(host: str, port: int, option: str) -> socket.socket:
+    """A listening socket, bound before anything starts, so a taken port is one clear error."""
+    try:
+        return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise OSError(f"cannot listen on {host}:{port} ({reason}); pick another port with {option} "
+                      f"(0 picks a free one)") from exc
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
@@ -154,23 +231,26 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop
 
 
-async def _serve_all(servers: list[uvicorn.Server]) -> None:
-    await asyncio.gather(*(server.serve() for server in servers))
+async def _serve_all(servers: list[tuple[uvicorn.Server, socket.socket]]) -> None:
+    await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
 
 
-def _server(app: ASGIApp, host: str, port: int) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, **SERVER_OPTIONS))
+def _server(app: ASGIApp) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **SERVER_OPTIONS))
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+_EXAMPLES = """\
+examples:
+  llm-router demo                                 try it: two simulated upstreams, no keys, no GPU
+  llm-router check config/router.yaml             validate a config; lists the variables serve needs
+  llm-router serve --config config/router.yaml    run it in front of real upstreams
 
+Run `llm-router COMMAND --help` for a command's options.
+"""
 
 _DEMO_BANNER = """\
 llm-router demo: gateway on {url}  (simulated upstreams: mid on :{mid}, flagship on :{flagship}; auth off)
+Spend ledger: {ledger}
 
 Point the OpenAI SDK at it (only base_url changes):
     from openai import OpenAI

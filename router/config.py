@@ -29,7 +29,8 @@ from pydantic import (
     model_validator,
 )
 
-from router.envsubst import interpolate
+from router.config_errors import located, unknown, validation_problems
+from router.envsubst import MissingVariableError, interpolate
 from router.vocabulary import Vocabulary, VocabularyError, load_vocabulary
 
 AUTO_MODEL = "auto"
@@ -386,19 +387,19 @@ class GatewayConfig(_Model):
                 errors.append(f"{where}.name: duplicate rule name {rule.name!r}")
             seen.add(rule.name)
             if rule.tier is not None and rule.tier not in tiers:
-                errors.append(f"{where}.tier: unknown tier {rule.tier!r}; known: {sorted(tiers)}")
+                errors.append(f"{where}.tier: {unknown('tier', rule.tier, tiers)}")
             if rule.backend is not None and rule.backend not in self.backends:
-                errors.append(f"{where}.backend: unknown backend {rule.backend!r}; known: {sorted(self.backends)}")
+                errors.append(f"{where}.backend: {unknown('backend', rule.backend, self.backends)}")
             if rule.when is not None:
                 for field in ("task", "task_not"):
                     for task in getattr(rule.when, field) or []:
                         if task not in tasks:
-                            errors.append(f"{where}.when.{field}: unknown task {task!r}; known: {sorted(tasks)}")
+                            errors.append(f"{where}.when.{field}: {unknown('task', task, tasks)}")
                 if rule.when.api_key:
                     names = {k.name for k in self.auth.keys}
                     for key in rule.when.api_key:
                         if key not in names:
-                            errors.append(f"{where}.when.api_key: unknown key name {key!r}; known: {sorted(names)}")
+                            errors.append(f"{where}.when.api_key: {unknown('key name', key, names)}")
             elif i != len(self.rules) - 1:
                 errors.append(f"{where}: rule {rule.name!r} has no `when`, so the rules after it can never match")
         if self.rules[-1].when is not None:
@@ -415,14 +416,14 @@ class GatewayConfig(_Model):
         targets = {*tiers, *self.backends}
         for tier, chain in self.policy.fallback.items():
             if tier not in tiers:
-                errors.append(f"policy.fallback.{tier}: unknown tier {tier!r}; known: {sorted(tiers)}")
+                errors.append(f"policy.fallback.{tier}: {unknown('tier', tier, tiers)}")
             for i, target in enumerate(chain):
                 if target not in targets:
-                    errors.append(f"policy.fallback.{tier}.{i}: unknown tier or backend {target!r}")
+                    errors.append(f"policy.fallback.{tier}.{i}: {unknown('tier or backend', target, targets)}")
         for name, backend in self.backends.items():
             for i, target in enumerate(backend.fallback or []):
                 if target not in targets:
-                    errors.append(f"backends.{name}.fallback.{i}: unknown tier or backend {target!r}")
+                    errors.append(f"backends.{name}.fallback.{i}: {unknown('tier or backend', target, targets)}")
         for i, limit in enumerate(self.policy.budgets.limits):
             env_key = re.fullmatch(r"key-[0-9a-f]{8}", limit.name or "")  # names of keys from `keys_env`
             if limit.scope == "key" and not env_key and limit.name not in {k.name for k in self.auth.keys}:
@@ -444,7 +445,26 @@ class GatewayConfig(_Model):
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read, interpolate and validate a config file; raise ``ConfigError`` listing every problem."""
-    path = Path(path)
+    config, _ = _load(Path(path), os.environ if environ is None else environ, need_environment=True)
+    assert config is not None  # with need_environment, every failure raises
+    return config
+
+
+def check_config(
+    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> tuple[GatewayConfig | None, list[MissingVariableError]]:
+    """Validate a config as ``load_config`` does, without requiring its environment.
+
+    Required variables that are unset or empty are returned (what ``serve`` will need) instead of
+    failing; what depends on their values is left for ``serve`` to check. The config is None when
+    it could only be built with those values. Every other problem raises ``ConfigError``.
+    """
+    return _load(Path(path), os.environ if environ is None else environ, need_environment=False)
+
+
+def _load(
+    path: Path, environ: Mapping[str, str], *, need_environment: bool
+) -> tuple[GatewayConfig | None, list[MissingVariableError]]:
     label = str(path)
     try:
         raw = path.read_bytes()
@@ -459,29 +479,37 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         raise ConfigError([f"{label}: {where}invalid YAML: {problem}"]) from exc
     if not isinstance(tree, dict):
         raise ConfigError([f"{label}: the top level must be a mapping of sections (backends, rules, ...)"])
-    tree, missing = interpolate(tree, os.environ if environ is None else environ)
-    if missing:
-        raise ConfigError([f"{label}: {m}" for m in missing])
-    try:
-        config = GatewayConfig.model_validate(tree, context={"base_dir": path.parent})
-    except ValidationError as exc:
-        raise ConfigError(_describe(label, exc)) from exc
-    config._digest = _digest(raw, config)
-    return config
+    interpolated, missing = interpolate(tree, environ)
+    if missing and need_environment:
+        raise ConfigError(located(label, raw, [(m.path, str(m).removeprefix(f"{m.path}: ")) for m in missing]))
+    if missing:  # each unset variable stands for itself, so the structure around it is still checked
+        interpolated, _ = interpolate(tree, {**environ, **{m.name: f"${{{m.name}}}" for m in missing}})
+    unchecked = tuple(m.path for m in missing)
+    for _ in range(2):
+        try:
+            config = GatewayConfig.model_validate(interpolated, context={"base_dir": path.parent})
+        except ValidationError as exc:
+            problems = [p for p in validation_problems(exc, GatewayConfig) if not (unchecked and p[0].startswith(unchecked))]
+            if problems:
+                raise ConfigError(located(label, raw, problems)) from exc
+            # Only values of unset variables failed: drop them (defaults apply) and check the rest again.
+            for error in exc.errors():
+                _drop(interpolated, error["loc"])
+            continue
+        config._digest = _digest(raw, config)
+        return config, missing
+    return None, missing
 
 
-def _describe(label: str, exc: ValidationError) -> list[str]:
-    lines: list[str] = []
-    for error in exc.errors(include_url=False):
-        loc = ".".join(str(part) for part in error["loc"])
-        message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = f"unknown key {error['loc'][-1]!r}" if error["loc"] else message
-        elif error["type"] == "missing":
-            message = "required key is missing"
-        for line in message.splitlines():
-            lines.append(f"{label}: {loc}: {line}" if loc else f"{label}: {line}")
-    return lines
+def _drop(tree: Any, loc: tuple[int | str, ...]) -> None:
+    """Delete the mapping entry at ``loc`` if there is one."""
+    for part in loc[:-1]:
+        try:
+            tree = tree[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    if loc and isinstance(tree, dict):
+        tree.pop(loc[-1], None)
 
 
 def _digest(raw: bytes, config: GatewayConfig) -> str:

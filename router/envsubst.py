@@ -1,7 +1,9 @@
 """``${VAR}`` / ``${VAR:-default}`` interpolation over a parsed YAML tree.
 
 Substitution happens on string values after parsing, so a value can never inject YAML structure,
-and every missing variable is reported with its path inside the file.
+and every missing variable is reported with its path inside the file. ``${VAR}`` is required: unset
+and empty are both reported, so ``OPENAI_API_KEY=`` cannot start a gateway that fails every call;
+``${VAR:-}`` is how a config allows an empty value.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ _REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 class MissingVariableError(LookupError):
-    def __init__(self, path: str, name: str) -> None:
-        super().__init__(f"{path}: environment variable {name} is not set (use ${{{name}:-default}} for a default)")
+    """A required ``${VAR}`` that is unset, or set but empty (an empty secret is a mistake, not a value)."""
+
+    def __init__(self, path: str, name: str, *, empty: bool = False) -> None:
+        state = "is set but empty" if empty else "is not set"
+        super().__init__(f"{path}: environment variable {name} {state} (use ${{{name}:-default}} for a default)")
         self.path = path
         self.name = name
+        self.empty = empty
 
 
 def interpolate(tree: Any, environ: Mapping[str, str], path: str = "") -> tuple[Any, list[MissingVariableError]]:
@@ -42,10 +48,10 @@ def _substitute(text: str, environ: Mapping[str, str], path: str, missing: list[
             return "$"
         name, default = match.group(1), match.group(2)
         value = environ.get(name)
-        if value is None or (value == "" and default is not None):
+        if not value:
             if default is not None:
                 return default
-            missing.append(MissingVariableError(path or "<root>", name))
+            missing.append(MissingVariableError(path or "<root>", name, empty=value == ""))
             return ""
         return value
 

@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -20,6 +21,7 @@ from router.auth import KeyRing
 from router.config import ConfigError, GatewayConfig, load_config
 from router.metrics import Metrics
 from router.pipeline import Pipeline
+from router.policy import fallback_routes
 from router.response_store import ResponseStore
 from router.rules import EMBEDDINGS_DEFAULT, REQUESTED_MODEL
 from router.state import PolicyState
@@ -187,7 +189,7 @@ class Gateway:
             await self._scraper.close()
 
 
-def _label_sets(config: GatewayConfig, keyring: KeyRing) -> dict[str, list[str]]:
+def _label_sets(config: GatewayConfig, keyring: KeyRing) -> dict[str, Any]:
     """The closed label sets metrics may use: every name the config (and its keys) can produce."""
     budget_tenants = (limit.name for limit in config.policy.budgets.limits if limit.scope == "tenant" and limit.name)
     tenants = {*keyring.tenants, *budget_tenants}
@@ -198,4 +200,5 @@ def _label_sets(config: GatewayConfig, keyring: KeyRing) -> dict[str, list[str]]
         "tasks": list(config.classifier.vocabulary.tasks),
         "rules": [rule.name for rule in config.rules] + [REQUESTED_MODEL, EMBEDDINGS_DEFAULT],
         "keys": sorted(keyring.names),
+        "routes": sorted(fallback_routes(config)),
     }

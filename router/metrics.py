@@ -99,6 +99,9 @@ NONE = "none"
 
 #: Why a fallback or retry happened: an upstream failure kind, or a policy refusal. Others fold into ``other``.
 REASONS: tuple[str, ...] = (*get_args(FailureKind), "breaker_open", "budget", "capacity", "latency", "other")
+#: The reasons a fallback happens for (an upstream failure, or the dispatcher skipping an open breaker or an
+#: unaffordable backend): exported at 0 for every known route.
+FALLBACK_REASONS: tuple[str, ...] = (*get_args(FailureKind), "breaker_open", "budget")
 BREAKER_VALUES: dict[BreakerState, int] = {"closed": 0, "half_open": 1, "open": 2}
 _PERIODS = {"day": "day", "month": "month"}
 
@@ -180,6 +183,7 @@ class Metrics:
         rules: Iterable[str],
         version: str,
         keys: Iterable[str] = (),
+        routes: Iterable[tuple[str, str]] = (),
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -243,7 +247,9 @@ class Metrics:
         self._children: dict[tuple[int | str, ...], Any] = {}
         self._version: str | None = None
         self._reload_ok.set(1)
-        self.configure(backends=backends, tiers=tiers, tenants=tenants, tasks=tasks, rules=rules, version=version, keys=keys)
+        self.configure(
+            backends=backends, tiers=tiers, tenants=tenants, tasks=tasks, rules=rules, version=version, keys=keys, routes=routes
+        )
 
     def configure(
         self,
@@ -255,12 +261,16 @@ class Metrics:
         rules: Iterable[str],
         version: str,
         keys: Iterable[str] = (),
+        routes: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Adopt a (re)loaded config's label sets and version. Series of removed names keep their totals.
 
         ``tenants`` should cover the client keys' tenants and the tenant budgets' names; ``keys``
         the client keys' names (for key budgets); ``rules`` every rule name the pipeline reports,
-        including synthetic ones such as ``requested-model``.
+        including synthetic ones such as ``requested-model``; ``routes`` the (from, to) backend
+        pairs a fallback can take. The known series of the event counters (fallbacks, retries,
+        classifier decisions) are exported at 0 from the start, so rates and alerts over them
+        have data before the first event (Prometheus' "avoid missing metrics").
         """
         tenant_labels = _known(tenants)
         labels = _LabelSets(
@@ -278,6 +288,15 @@ class Metrics:
                 self._child(self._in_flight, name)  # export 0 rather than nothing before the first request
                 self._child(self._breaker, name)
         self._labels, self._backends = labels, known_backends
+        for src, dst in routes:
+            for reason in FALLBACK_REASONS:
+                self._child(self._fallbacks, labels.backends.get(src, OTHER), labels.backends.get(dst, OTHER), reason)
+        for name in known_backends:
+            for kind in get_args(FailureKind):
+                self._child(self._retries, name, kind)
+        for task in labels.tasks.values():
+            if task != NONE:
+                self._child(self._classified, task)
         if version != self._version:
             if self._version is not None:
                 self._config_info.labels(self._version).set(0)

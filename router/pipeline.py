@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from router.accounting import Accountant
 from router.auth import ClientKey, KeyRing
@@ -291,6 +292,7 @@ class Pipeline:
                     backend.load.finished()
                     in_flight.__exit__(None, None, None)
                     kind = _failure_kind(exc)
+                    _log_failed_attempt(trace, candidate, exc, kind)
                     if kind in ("client", "context_length"):
                         backend.breaker.record_success()  # the backend is healthy; the request is the problem
                     else:
@@ -408,6 +410,40 @@ def _failure_kind(error: GatewayError) -> FailureKind | str:
             return "auth"
         return "server_error"
     return "other"
+
+
+def _log_failed_attempt(trace: Trace, candidate: Candidate, error: UpstreamError, kind: str) -> None:
+    """One warning per failed upstream call: which backend and URL (no credentials), and what failed.
+
+    ``error`` is the class of the exception the provider converted (``ClientConnectorError``...),
+    with its errno where the OS gave one, so an operator can tell a wrong port from a wrong key.
+    """
+    cause = error.__cause__ or error
+    log.warning(
+        "upstream attempt failed",
+        extra={"fields": {
+            "request_id": trace.request_id,
+            "backend": candidate.backend,
+            "url": _public_url(candidate.config.base_url),
+            "attempt": trace.attempts,
+            "kind": kind,
+            "error": type(cause).__name__,
+            "errno": getattr(cause, "errno", None),
+            "strerror": getattr(cause, "strerror", None),
+            "upstream_status": error.upstream_status,
+            "code": error.code,
+        }},
+    )
+
+
+def _public_url(url: str) -> str:
+    """``url`` without user info, query or fragment: the parts that may carry credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 #: Native Responses stream events that carry content (or end the stream).

@@ -31,7 +31,7 @@ class Candidate:
 class Plan:
     candidates: tuple[Candidate, ...]
     notes: tuple[str, ...] = ()
-    #: Why the first candidate is not the rule's own target (``capacity``, ``latency``, ``sticky``...), if so.
+    #: Why the first candidate is not the rule's own target (``pii``, ``capacity``, ``latency``, ``sticky``), if so.
     rerouted: str | None = None
     #: Set when nothing may serve the request (e.g. personal data and no self-hosted backend fits).
     refusal: str | None = None
@@ -169,6 +169,7 @@ class Planner:
                 draft.notes.append(f"conversation was escalated to tier {sticky_tier!r} earlier; staying there")
         if pii_locked and not any(n in self._self_hosted for n in target):
             draft.notes.append("personal data: kept on self-hosted backends instead of " + ", ".join(target))
+            rerouted = "pii"
         draft.add(target)
         if not draft.order and any(n in allowed for n in target):
             # Too long for the target: the cheapest backends whose window fits take it, before any call.
@@ -190,6 +191,21 @@ class Planner:
         if draft.reusable:
             self._cases[key] = case
         return case
+
+
+def fallback_routes(config: GatewayConfig) -> set[tuple[str, str]]:
+    """The (from, to) backend pairs a fallback can take: any two backends of one plan's chain.
+
+    A chain is a tier's backends, their fallbacks and the cheapest tier (budget downgrades);
+    the metrics export these pairs before the first fallback happens.
+    """
+    ranks = config.tier_rank
+    cheapest = [n for n, b in config.backends.items() if ranks[b.tier] == min(ranks.values())]
+    routes: set[tuple[str, str]] = set()
+    for names in config.tiers.values():
+        chain = {*names, *cheapest, *(n for name in names for n in _fallbacks(config, name))}
+        routes |= {(src, dst) for src in chain for dst in chain if src != dst}
+    return routes
 
 
 def _refusal(features: Features, needed: int, pii_locked: bool) -> str:

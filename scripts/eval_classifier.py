@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=20, help="timing repetitions over all rows (default 20)")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     args = parser.parse_args(argv)
+    if not args.data.is_file():
+        sys.exit(f"eval_classifier.py: no labelled data at {args.data}; pass --data PATH (JSON lines with "
+                 "messages, expected_tier, task and source)")
 
     rows = [json.loads(line) for line in args.data.read_text(encoding="utf-8").splitlines() if line.strip()]
     config = _load(args.config)

@@ -8,6 +8,20 @@ if command -v prometheus >/dev/null && command -v promtool >/dev/null; then
     exit 0
 fi
 
+if ! command -v apt-get >/dev/null; then
+    # Exit 3: "not installable here"; .ci/run then skips only the tests that need a real Prometheus.
+    cat >&2 <<'TEXT'
+install-prometheus.sh: apt-get not found, so Prometheus cannot be installed automatically.
+  Install Prometheus 2.x so that `prometheus` and `promtool` are on PATH, then re-run:
+    macOS:          brew install prometheus
+    Fedora/RHEL:    sudo dnf install golang-github-prometheus
+    Alpine:         sudo apk add prometheus
+    Arch:           sudo pacman -S prometheus
+    anywhere else:  the release tarball from https://prometheus.io/download/ (both binaries are in it)
+TEXT
+    exit 3
+fi
+
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then
     sudo="sudo"

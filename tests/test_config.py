@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from router.cli import main
-from router.config import ConfigError, load_config
+from router.config import ConfigError, check_config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,9 +46,9 @@ def errors_of(tmp_path: Path, text: str, env: dict[str, str] = ENV) -> list[str]
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         load_config(path, env)
-    prefix = f"{path}: "
-    assert all(line.startswith(prefix) for line in info.value.errors), info.value.errors
-    return [line.removeprefix(prefix) for line in info.value.errors]
+    located = re.compile(rf"^{re.escape(str(path))}(:\d+)?: ")
+    assert all(located.match(line) for line in info.value.errors), info.value.errors
+    return [located.sub("", line) for line in info.value.errors]
 
 
 def test_valid_config_loads_with_interpolation_and_defaults(tmp_path: Path) -> None:
@@ -63,24 +64,24 @@ def test_valid_config_loads_with_interpolation_and_defaults(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (("model: small", "model: small\n    colour: blue"), "backends.mid.colour: unknown key 'colour'"),
-        (("tier: flagship\n  - name: default", "tier: nowhere\n  - name: default"), "rules.0.tier: unknown tier 'nowhere'; known: ['flagship', 'mid']"),
-        (("  - name: default\n    tier: mid\n", "  - name: default\n    backend: ghost\n"), "rules.1.backend: unknown backend 'ghost'; known: ['flagship', 'mid']"),
-        (("task: [math, code]", "task: [math, astrology]"), "rules.0.when.task: unknown task 'astrology'"),
+        (("model: small", "model: small\n    colour: blue"), "backends.mid.colour: unknown key 'colour'; valid keys: tier, kind, base_url"),
+        (("tier: flagship\n  - name: default", "tier: nowhere\n  - name: default"), "rules[0] 'hard'.tier: unknown tier 'nowhere'; known: ['flagship', 'mid']"),
+        (("  - name: default\n    tier: mid\n", "  - name: default\n    backend: ghost\n"), "rules[1] 'default'.backend: unknown backend 'ghost'; known: ['flagship', 'mid']"),
+        (("task: [math, code]", "task: [math, astrology]"), "rules[0] 'hard'.when.task: unknown task 'astrology'"),
         (("base_url: https://api.example.com/v1", "base_url: api.example.com"), "backends.flagship.base_url: must be an http(s) URL"),
-        (("  - name: default\n    tier: mid\n", "  - name: default\n    when: {pii: true}\n    tier: mid\n"), "rules.1: the last rule must be a default without `when`"),
-        (("  - name: hard\n    when: {task: [math, code]}\n", "  - name: hard\n"), "rules.0: rule 'hard' has no `when`, so the rules after it can never match"),
-        (("  - name: default", "  - name: hard"), "rules.1.name: duplicate rule name 'hard'"),
-        (("    tier: flagship\n  - name", "    tier: flagship\n    backend: mid\n  - name"), "rules.0: give exactly one target: `tier` or `backend`"),
-        (("when: {task: [math, code]}", "when: {complexity_gte: 2}"), "rules.0.when.complexity_gte: Input should be less than or equal to 1"),
+        (("  - name: default\n    tier: mid\n", "  - name: default\n    when: {pii: true}\n    tier: mid\n"), "rules[1] 'default': the last rule must be a default without `when`"),
+        (("  - name: hard\n    when: {task: [math, code]}\n", "  - name: hard\n"), "rules[0] 'hard': rule 'hard' has no `when`, so the rules after it can never match"),
+        (("  - name: default", "  - name: hard"), "rules[1] 'hard'.name: duplicate rule name 'hard'"),
+        (("    tier: flagship\n  - name", "    tier: flagship\n    backend: mid\n  - name"), "rules[0] 'hard': give exactly one target: `tier` or `backend`"),
+        (("when: {task: [math, code]}", "when: {complexity_gte: 2}"), "rules[0] 'hard'.when.complexity_gte: Input should be less than or equal to 1"),
         (("rules:", "aliases: {mid: flagship}\nrules:"), "aliases.mid: already a tier, backend or 'auto'"),
         (("rules:", "aliases: {gpt-x: nowhere}\nrules:"), "aliases.gpt-x: unknown target 'nowhere'"),
-        (("rules:", "policy: {fallback: {mid: [moon]}}\nrules:"), "policy.fallback.mid.0: unknown tier or backend 'moon'"),
-        (("rules:", "policy: {budgets: {limits: [{scope: tenant, daily_usd: 1}]}}\nrules:"), "policy.budgets.limits.0: `name` is required"),
+        (("rules:", "policy: {fallback: {mid: [moon]}}\nrules:"), "policy.fallback.mid[0]: unknown tier or backend 'moon'; known: ['flagship', 'mid']"),
+        (("rules:", "policy: {budgets: {limits: [{scope: tenant, daily_usd: 1}]}}\nrules:"), "policy.budgets.limits[0]: `name` is required"),
         (("rules:", "policy: {retries: {max_attempts: 0}}\nrules:"), "policy.retries.max_attempts: Input should be greater than or equal to 1"),
-        (("rules:", "policy: {fallback_on: [thunder]}\nrules:"), "policy.fallback_on.0: Input should be"),
-        (("rules:", "auth: {keys: [{name: a, sha256: nothex}]}\nrules:"), "auth.keys.0.sha256: String should match pattern"),
-        (("rules:", "auth: {keys: [{name: a}]}\nrules:"), "auth.keys.0: give exactly one of `sha256` or `key_env`"),
+        (("rules:", "policy: {fallback_on: [thunder]}\nrules:"), "policy.fallback_on[0]: Input should be"),
+        (("rules:", "auth: {keys: [{name: a, sha256: nothex}]}\nrules:"), "auth.keys[0] 'a'.sha256: String should match pattern"),
+        (("rules:", "auth: {keys: [{name: a}]}\nrules:"), "auth.keys[0] 'a': give exactly one of `sha256` or `key_env`"),
         (("model: small", "model: small\n    context_window: lots"), "backends.mid.context_window: Input should be a valid integer"),
     ],
 )
@@ -137,6 +138,98 @@ def test_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str], monke
     assert "OK" in capsys.readouterr().out
     bad = write(tmp_path, BASE.replace("tier: flagship\n  - name: default", "tier: nowhere\n  - name: default"))
     assert main(["check", str(bad)]) == 2
-    assert f"{bad}: rules.0.tier: unknown tier 'nowhere'" in capsys.readouterr().err
+    assert f"{bad}:16: rules[0] 'hard'.tier: unknown tier 'nowhere'" in capsys.readouterr().err
     assert main(["check", str(tmp_path / "missing.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_errors_name_the_rule_and_its_yaml_line(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE.replace("tier: flagship\n  - name: default", "tier: flagshp\n  - name: default"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path, ENV)
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "tier: flagshp" in text)
+    assert info.value.errors == [
+        f"{path}:{line}: rules[0] 'hard'.tier: unknown tier 'flagshp' (did you mean 'flagship'?); known: ['flagship', 'mid']"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("model: small", "model: small\n    timeout: {total: 5}"), "backends.mid.timeout: unknown key 'timeout' (did you mean 'timeouts'?)"),
+        (("rules:", "polcy: {}\nrules:"), "polcy: unknown key 'polcy' (did you mean 'policy'?)"),
+        (("when: {task: [math, code]}", "when: {tsk: [math, code]}"), "rules[0] 'hard'.when.tsk: unknown key 'tsk' (did you mean 'task'?)"),
+        (("rules:", "policy: {retries: {max_atempts: 2}}\nrules:"), "policy.retries.max_atempts: unknown key 'max_atempts' (did you mean 'max_attempts'?)"),
+        (("rules:", "policy: {fallback: {mid: [flagshp]}}\nrules:"),
+         "policy.fallback.mid[0]: unknown tier or backend 'flagshp' (did you mean 'flagship'?); known: ['flagship', 'mid']"),
+        (("model: small", "model: small\n    fallback: [flagshp]"),
+         "backends.mid.fallback[0]: unknown tier or backend 'flagshp' (did you mean 'flagship'?); known: ['flagship', 'mid']"),
+    ],
+)
+def test_typos_get_a_did_you_mean(tmp_path: Path, edit: tuple[str, str], expected: str) -> None:
+    old, new = edit
+    assert old in BASE
+    assert expected in errors_of(tmp_path, BASE.replace(old, new, 1))
+
+
+def test_an_empty_required_secret_is_refused(tmp_path: Path) -> None:
+    assert errors_of(tmp_path, BASE, env={"FLAGSHIP_KEY": ""}) == [
+        "backends.flagship.api_key: environment variable FLAGSHIP_KEY is set but empty (use ${FLAGSHIP_KEY:-default} for a default)"
+    ]
+
+
+def test_serve_refuses_an_empty_flagship_key(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+    assert main(["serve", "--config", str(REPO / "config" / "router.yaml")]) == 2
+    assert "OPENAI_API_KEY is set but empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_check_passes_the_shipped_config_without_its_environment(
+    value: str | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fresh clone: `check` validates the structure and says what `serve` will need."""
+    monkeypatch.delenv("ROUTER_API_KEYS", raising=False)
+    if value is None:
+        monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    else:
+        monkeypatch.setenv("OPENAI_API_KEY", value)
+    assert main(["check", str(REPO / "config" / "router.yaml")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    state = "not set" if value is None else "set but empty"
+    assert out[1:] == [
+        f"serve needs OPENAI_API_KEY (backends.flagship.api_key); {state} here",
+        "serve reads client keys from ROUTER_API_KEYS (auth.keys_env); not set here",
+    ]
+    assert "OK (version" in out[0]
+
+
+def test_check_still_reports_structural_errors_next_to_unset_variables(tmp_path: Path) -> None:
+    """Only what depends on a missing value is left to `serve`; a typo elsewhere is still an error."""
+    path = write(tmp_path, BASE.replace("model: small", "model: small\n    context_window: ${MID_WINDOW}")
+                 .replace("tier: flagship\n  - name: default", "tier: nowhere\n  - name: default"))
+    with pytest.raises(ConfigError) as info:
+        check_config(path, {})
+    assert [line.split(": ", 1)[1] for line in info.value.errors] == [
+        "rules[0] 'hard'.tier: unknown tier 'nowhere'; known: ['flagship', 'mid']"
+    ]
+    fixed = write(tmp_path, path.read_text().replace("tier: nowhere", "tier: flagship"))
+    config, needs = check_config(fixed, {})
+    assert config is not None  # checked with the default in place of the unset value
+    assert [(need.name, need.path) for need in needs] == [("MID_WINDOW", "backends.mid.context_window"),
+                                                          ("FLAGSHIP_KEY", "backends.flagship.api_key")]
+
+
+def test_check_leaves_a_required_value_it_cannot_build_without_to_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("MID_URL", raising=False)
+    monkeypatch.setenv("FLAGSHIP_KEY", "sk-test")
+    path = write(tmp_path, BASE.replace("${MID_URL:-http://127.0.0.1:8000/v1}", "${MID_URL}"))
+    assert main(["check", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"{path}: OK as far as it can be checked without the variables below (`serve` checks the rest)",
+        "serve needs MID_URL (backends.mid.base_url); not set here",
+    ]
+    assert main(["serve", "--config", str(path)]) == 2
+    assert "backends.mid.base_url: environment variable MID_URL is not set" in capsys.readouterr().err

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import hashlib
 import json
 import logging
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -26,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from router import cli
 from router.app import create_app
-from router.config import load_config
+from router.config import ConfigError, load_config
 from router.metrics import Metrics
 from tests.servers import free_port, serve
 
@@ -294,11 +296,70 @@ def test_every_gateway_service_builds_the_dockerfile_and_parses(compose: dict[st
     for name, service in found.items():
         assert (REPO / service["build"] / "Dockerfile").is_file()
         assert container_ports(service) == {8080}, name
-        assert set(service["volumes"]) == {f"gateway-data:{workdir}"}, "the ledger's directory is a volume"
+        assert ledger_volume(service, workdir) in compose["volumes"], "the ledger's directory is a volume"
         args = parse_cli(service["command"], monkeypatch)
         assert (args.host, args.port) == ("0.0.0.0", 8080)
         if args.command == "serve":
             assert image_path_to_repo(str(args.config)) == REPO / "config/router.yaml"
+
+
+def ledger_volume(service: dict[str, Any], workdir: str) -> str:
+    (volume,) = [v.split(":")[0] for v in service.get("volumes") or [] if v.split(":")[1] == workdir]
+    return volume
+
+
+def test_each_gateway_keeps_its_ledger_in_its_own_volume(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two gateways writing one SQLite ledger would share (and double-count against) one budget."""
+    workdir = args_of("WORKDIR", final_stage())[-1]
+    volumes = {name: ledger_volume(service, workdir) for name, service in gateways(compose)}
+    assert len(set(volumes.values())) == len(volumes), volumes
+    demo = parse_cli(compose["services"]["gateway"]["command"], monkeypatch)
+    assert str(demo.state_dir) == workdir  # the demo's ledger lands in its volume too
+
+
+def test_gateways_read_the_config_from_the_mounted_repo_directory(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mounted, not only baked in: an edit on the host reaches the running gateway's hot reload."""
+    for name, service in gateways(compose):
+        args = parse_cli(service["command"], monkeypatch)
+        mounted = host_path(service, str(args.config))
+        assert mounted is not None and mounted == image_path_to_repo(str(args.config)), name
+        assert mounted.parent == REPO / "config" and mounted.is_file(), name
+        assert f"./config:{PurePosixPath(str(args.config)).parent}:ro" in service["volumes"], name
+
+
+def compose_environment(service: dict[str, Any], host: dict[str, str]) -> dict[str, str]:
+    """A service's environment as Compose interpolates it from the host's (``${VAR:-default}`` and ``${VAR}``)."""
+    def substitute(match: re.Match[str]) -> str:
+        return host.get(match.group(1)) or (match.group(2) or "")
+    return {k: re.sub(r"\$\{(\w+)(?::-([^}]*))?\}", substitute, str(v)) for k, v in service["environment"].items()}
+
+
+def test_the_keyless_demo_needs_no_variable_from_the_host() -> None:
+    """Compose interpolates every service before applying profiles: a `${VAR:?}` anywhere would stop the demo."""
+    def strings(node: Any) -> Iterator[str]:
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            for value in node.values():
+                yield from strings(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from strings(value)
+
+    values = list(strings(yaml.safe_load((REPO / "docker-compose.yml").read_text())))
+    assert any("${OPENAI_API_KEY" in value for value in values)
+    assert not [value for value in values if re.search(r"\$\{\w+:?\?", value)]
+
+
+@pytest.mark.parametrize("gateway", ["gateway-vllm", "gateway-ollama"])
+def test_profile_gateways_refuse_to_start_with_an_empty_flagship_key(compose: dict[str, Any], gateway: str) -> None:
+    service = compose["services"][gateway]
+    for host in ({}, {"OPENAI_API_KEY": ""}):
+        environment = compose_environment(service, host)
+        assert environment["OPENAI_API_KEY"] == ""
+        with pytest.raises(ConfigError, match="OPENAI_API_KEY is set but empty"):
+            load_config(REPO / "config/router.yaml", environment)
+    load_config(REPO / "config/router.yaml", compose_environment(service, {"OPENAI_API_KEY": "sk-live"}))
 
 
 @pytest.mark.parametrize(("profile", "upstream", "gateway"), [("vllm", "vllm", "gateway-vllm"), ("ollama", "ollama", "gateway-ollama")])
@@ -461,3 +522,54 @@ def test_commands_use_the_exec_form(compose: dict[str, Any]) -> None:
         if command is not None:
             assert isinstance(command, list), f"{name}: use the exec (list) form"
     exec_form(args_of("CMD", final_stage())[-1])
+
+
+def test_license_is_the_full_apache_text_named_by_an_spdx_expression() -> None:
+    """PEP 639: setuptools >= 77 takes ``license = "Apache-2.0"`` and ships LICENSE in the wheel."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "Apache-2.0"
+    (setuptools,) = [r for r in pyproject["build-system"]["requires"] if r.startswith("setuptools")]
+    assert setuptools == "setuptools>=77"
+    text = (REPO / "LICENSE").read_text()
+    # The canonical https://www.apache.org/licenses/LICENSE-2.0.txt, byte for byte.
+    assert hashlib.sha256(text.encode()).hexdigest() == "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
+    copied = {source for args in args_of("COPY") if not args.startswith("--from") for source in args.split()[:-1]}
+    assert "LICENSE" in copied  # the image's wheel carries it
+
+
+def bare_path(tmp_path: Path, *tools: str) -> str:
+    """A PATH holding only ``tools`` (no apt-get, no prometheus), as on a machine without Debian's packages."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in tools:
+        found = shutil.which(tool)
+        assert found is not None, tool
+        (bin_dir / tool).symlink_to(found)
+    return str(bin_dir)
+
+
+def test_install_script_without_apt_get_says_what_to_install(tmp_path: Path) -> None:
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts/install-prometheus.sh")],
+        env={"PATH": bare_path(tmp_path, "bash", "id", "cat")}, capture_output=True, text=True, check=False, timeout=30,
+    )
+    assert done.returncode == 3, done.stderr  # .ci/run's "cannot install here"
+    assert "command not found" not in done.stderr
+    assert "apt-get not found" in done.stderr
+    assert "brew install prometheus" in done.stderr and "https://prometheus.io/download/" in done.stderr
+
+
+def test_ci_run_skips_only_the_prometheus_tests_when_it_could_not_install_it(tmp_path: Path) -> None:
+    ci_run = (REPO / ".ci/run").read_text()
+    assert "export LLM_ROUTER_SKIP_SERVERS=prometheus" in ci_run and '"$status" -eq 3' in ci_run
+    env = {"PATH": bare_path(tmp_path, "bash"), "HOME": str(tmp_path), "CI": "1", "COLUMNS": "300"}
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/e2e/test_prometheus.py",
+               "-k", "promtool_accepts"]
+    skipped = subprocess.run(command, env={**env, "LLM_ROUTER_SKIP_SERVERS": "prometheus"}, cwd=REPO,
+                             capture_output=True, text=True, check=False, timeout=300)
+    assert skipped.returncode == 0, skipped.stdout
+    assert "SKIPPED ON PURPOSE, no way to install it here: `promtool` is not installed" in skipped.stdout
+    assert "1 skipped" in skipped.stdout
+    # Without that word from .ci/run, CI still fails on a missing Prometheus instead of skipping it.
+    failed = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, check=False, timeout=300)
+    assert failed.returncode == 1 and "`promtool` is not installed" in failed.stdout

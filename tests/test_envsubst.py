@@ -34,3 +34,10 @@ def test_missing_variables_are_reported_with_their_path() -> None:
 def test_values_cannot_inject_structure() -> None:
     result, _ = interpolate({"k": "${A}", "n": 3, "b": True, "none": None}, {"A": "x\ny: {z: 1}"})
     assert result == {"k": "x\ny: {z: 1}", "n": 3, "b": True, "none": None}
+
+
+def test_an_empty_required_variable_is_reported_as_empty() -> None:
+    """``OPENAI_API_KEY=`` is a mistake, not a key: only ``${VAR:-}`` allows an empty value."""
+    _, missing = interpolate({"api_key": "${KEY}", "optional": "${OPT:-}"}, {"KEY": "", "OPT": ""})
+    assert [(m.path, m.name, m.empty) for m in missing] == [("api_key", "KEY", True)]
+    assert str(missing[0]) == "api_key: environment variable KEY is set but empty (use ${KEY:-default} for a default)"

@@ -23,3 +23,17 @@ def test_dev_set_tier_accuracy_is_at_least_085() -> None:
     assert int(rows) == 239
     assert float(tier_accuracy) >= 0.85
     assert float(task_accuracy) >= 0.85
+
+
+def test_missing_dev_set_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
+    missing = tmp_path / "routing-dev.jsonl"
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "eval_classifier.py"), "--data", str(missing)],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"eval_classifier.py: no labelled data at {missing}; pass --data PATH "
+        "(JSON lines with messages, expected_tier, task and source)"
+    ]

@@ -5,14 +5,17 @@ from __future__ import annotations
 import multiprocessing
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from router.config import FailureKind, load_config
 from router.metrics import LATENCY_BUCKETS, MULTIPROC_ENV, Metrics, prepare_multiprocess_dir
+from router.policy import fallback_routes
 
+REPO = Path(__file__).resolve().parents[1]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 # Prices as in the shipped config: USD per million tokens.
@@ -57,6 +60,10 @@ def value(found: Samples, metric: str, /, **labels: str) -> float:
 
 def series(found: Samples, name: str) -> dict[frozenset[tuple[str, str]], float]:
     return {labels: v for (n, labels), v in found.items() if n == name}
+
+
+def nonzero(found: dict[frozenset[tuple[str, str]], float]) -> dict[frozenset[tuple[str, str]], float]:
+    return {labels: v for labels, v in found.items() if v}
 
 
 def finish(metrics: Metrics, **overrides: Any) -> None:
@@ -148,7 +155,7 @@ def test_known_traffic_pattern_gives_exact_counts_tokens_cost_and_savings() -> N
     assert value(found, "llm_router_gateway_overhead_seconds_sum") == pytest.approx(0.0024)
 
     assert series(found, "llm_router_classifier_decisions_total") == {
-        frozenset({("task", "faq")}): 3.0, frozenset({("task", "code")}): 2.0,
+        frozenset({("task", "faq")}): 3.0, frozenset({("task", "code")}): 2.0, frozenset({("task", "math")}): 0.0,
     }
 
 
@@ -218,12 +225,12 @@ def test_fallbacks_retries_and_breaker_states() -> None:
     m.fallback("flagship", "mid", "budget")
     m.retry("flagship", "rate_limit")
     found = samples(m)
-    assert series(found, "llm_router_fallbacks_total") == {
+    assert nonzero(series(found, "llm_router_fallbacks_total")) == {
         frozenset({"from_backend": "mid", "to_backend": "flagship", "reason": "server_error"}.items()): 2.0,
         frozenset({"from_backend": "mid", "to_backend": "flagship", "reason": "timeout"}.items()): 1.0,
         frozenset({"from_backend": "flagship", "to_backend": "mid", "reason": "budget"}.items()): 1.0,
     }
-    assert series(found, "llm_router_retries_total") == {
+    assert nonzero(series(found, "llm_router_retries_total")) == {
         frozenset({"backend": "flagship", "reason": "rate_limit"}.items()): 1.0,
     }
     # Known backends start closed.
@@ -235,6 +242,31 @@ def test_fallbacks_retries_and_breaker_states() -> None:
         assert value(samples(m), "llm_router_circuit_breaker_state", backend="mid") == expected
     with pytest.raises(KeyError):
         m.breaker_state("mid", "ajar")  # type: ignore[arg-type]
+
+
+def test_event_counters_start_at_zero_for_every_known_label_set() -> None:
+    """Panels and alerts over fallbacks and retries have data before the first event."""
+    m = make(routes=[("mid", "flagship"), ("flagship", "mid")])
+    found = samples(m)
+    fallbacks = series(found, "llm_router_fallbacks_total")
+    assert set(fallbacks.values()) == {0.0}
+    assert {(dict(k)["from_backend"], dict(k)["to_backend"]) for k in fallbacks} == {("mid", "flagship"), ("flagship", "mid")}
+    assert {dict(k)["reason"] for k in fallbacks} == {*get_args(FailureKind), "breaker_open", "budget"}
+    retries = series(found, "llm_router_retries_total")
+    assert set(retries.values()) == {0.0}
+    assert {(dict(k)["backend"], dict(k)["reason"]) for k in retries} == {
+        (backend, reason) for backend in ("mid", "flagship") for reason in get_args(FailureKind)
+    }
+    assert series(found, "llm_router_classifier_decisions_total") == {
+        frozenset({("task", task)}): 0.0 for task in ("faq", "code", "math")
+    }
+    m.fallback("mid", "flagship", "timeout")
+    assert value(samples(m), "llm_router_fallbacks_total", from_backend="mid", to_backend="flagship", reason="timeout") == 1
+
+
+def test_fallback_routes_cover_every_pair_a_plan_can_chain() -> None:
+    config = load_config(REPO / "config" / "router.yaml", {"OPENAI_API_KEY": "sk-x"})
+    assert fallback_routes(config) == {("mid", "flagship"), ("flagship", "mid")}
 
 
 def test_in_flight_counts_open_attempts_and_survives_errors() -> None:

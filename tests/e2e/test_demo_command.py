@@ -6,8 +6,10 @@ import os
 import signal
 import subprocess
 import sys
+import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -19,16 +21,42 @@ from tests.servers import free_port
 REPO = Path(__file__).resolve().parents[2]
 
 
+@dataclass(frozen=True)
+class DemoSetup:
+    """Where the demo runs: an empty working directory, its own state home and pinned upstream ports."""
+
+    cwd: Path
+    state_home: Path
+    port: int
+    mid_port: int
+    flagship_port: int
+
+    @property
+    def ledger(self) -> Path:
+        return self.state_home / "llm-router" / "demo-spend.sqlite3"
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The demo on a free port, run from an empty directory (it falls back to the repo's demo config)."""
-    port = free_port()
+def demo_setup(tmp_path_factory: pytest.TempPathFactory) -> DemoSetup:
+    return DemoSetup(tmp_path_factory.mktemp("demo"), tmp_path_factory.mktemp("state"), free_port(), free_port(), free_port())
+
+
+def demo_env(setup: DemoSetup) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "LLM_ROUTER_", "OPENAI_"))}
     env["PYTHONPATH"] = str(REPO)
+    env["XDG_STATE_HOME"] = str(setup.state_home)
+    return env
+
+
+@pytest.fixture(scope="module")
+def demo(demo_setup: DemoSetup) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The demo on free ports, run from an empty directory (it falls back to the repo's demo config)."""
+    port = demo_setup.port
     proc = subprocess.Popen(
-        [sys.executable, "-m", "router", "demo", "--port", str(port)],
-        cwd=tmp_path_factory.mktemp("demo"),
-        env=env,
+        [sys.executable, "-m", "router", "demo", "--port", str(port),
+         "--mid-port", str(demo_setup.mid_port), "--flagship-port", str(demo_setup.flagship_port)],
+        cwd=demo_setup.cwd,
+        env=demo_env(demo_setup),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -95,10 +123,37 @@ def test_sdk_sees_an_openai_shaped_error_from_the_demo(demo: tuple[str, subproce
     assert isinstance(caught.value.body, dict) and caught.value.body.get("message")
 
 
-def test_ctrl_c_stops_the_demo_cleanly(demo: tuple[str, subprocess.Popen[bytes]]) -> None:
-    """Last in this module: it stops the shared demo."""
+def test_simulated_upstreams_listen_on_the_ports_given(demo: tuple[str, subprocess.Popen[bytes]], demo_setup: DemoSetup) -> None:
+    for port, model in ((demo_setup.mid_port, "sim-qwen2.5-7b-instruct"), (demo_setup.flagship_port, "sim-flagship-large")):
+        models = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="demo", max_retries=0).models.list()
+        assert [m.id for m in models.data] == [model]
+
+
+def test_a_taken_upstream_port_is_one_clear_error(demo_setup: DemoSetup) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "router", "demo", "--port", str(free_port()), "--mid-port", str(port),
+             "--flagship-port", "0"],
+            cwd=demo_setup.cwd, env=demo_env(demo_setup), capture_output=True, text=True, timeout=60, check=False,
+        )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"llm-router demo: cannot listen on 127.0.0.1:{port} (Address already in use); "
+        "pick another port with --mid-port (0 picks a free one)"
+    ]
+
+
+def test_ctrl_c_stops_the_demo_cleanly(demo: tuple[str, subprocess.Popen[bytes]], demo_setup: DemoSetup) -> None:
+    """Last in this module: it stops the shared demo, whose banner said where the ledger is."""
     _, proc = demo
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=15)
     assert proc.returncode == 0, output.decode(errors="replace")
     assert b"llm-router demo: gateway on" in output and b"Traceback" not in output
+    text = output.decode()
+    assert f"mid on :{demo_setup.mid_port}, flagship on :{demo_setup.flagship_port}" in text
+    assert f"Spend ledger: {demo_setup.ledger}" in text
+    # The requests above were billed in the state directory, not in the working directory.
+    assert demo_setup.ledger.is_file()
+    assert list(demo_setup.cwd.iterdir()) == []

@@ -1,7 +1,8 @@
 """A real Prometheus scrapes a real gateway: the dashboard's queries return data and totals are exact.
 
 Needs the ``prometheus`` and ``promtool`` binaries (Debian's package: scripts/install-prometheus.sh).
-Without them the tests skip locally and fail in CI (``CI`` set).
+Without them the tests skip locally and fail in CI (``CI`` set), except where .ci/run found no way
+to install them (no apt-get; it sets ``LLM_ROUTER_SKIP_SERVERS=prometheus``): there they skip, loudly.
 """
 
 from __future__ import annotations
@@ -59,9 +60,12 @@ policy:
 
 
 def binary(name: str) -> str:
+    """The binary's path. Missing: skip where .ci/run could not install it and locally; fail in CI."""
     path = shutil.which(name)
     if path is None:
         message = f"`{name}` is not installed: run scripts/install-prometheus.sh (Debian's prometheus package)"
+        if "prometheus" in os.environ.get("LLM_ROUTER_SKIP_SERVERS", "").split(","):
+            pytest.skip(f"SKIPPED ON PURPOSE, no way to install it here: {message}")
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

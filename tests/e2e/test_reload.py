@@ -51,7 +51,7 @@ def test_edit_applies_without_restart_and_invalid_edit_keeps_old_rules(upstreams
         path.write_text(path.read_text().replace("- name: default-flagship\n    tier: flagship", "- name: default-flagship\n    tier: nowhere"))
         assert wait_for(lambda: httpx.get(f"{url}/readyz").json()["last_reload_error"] is not None)
         ready = httpx.get(f"{url}/readyz").json()
-        assert "rules.3.tier: unknown tier 'nowhere'; known: ['flagship', 'mid']" in ready["last_reload_error"]
+        assert "rules[3] 'default-flagship'.tier: unknown tier 'nowhere'; known: ['flagship', 'mid']" in ready["last_reload_error"]
         assert ready["config_version"] == second
         assert tier() == "flagship"
 
