@@ -8,12 +8,15 @@ import httpx
 import openai
 from agents import Agent, OpenAIResponsesModel, RunConfig, Runner, function_tool
 
-from tests.e2e.test_demo_command import demo  # noqa: F401  (the demo process fixture)
+from tests.e2e.test_demo_command import DemoSetup, demo, demo_setup  # noqa: F401  (the demo process fixtures)
 
 NO_TRACING = RunConfig(tracing_disabled=True)  # traces would go to api.openai.com
 
 
-async def test_an_agent_calls_its_tool_and_answers(demo: tuple[str, subprocess.Popen[bytes]]) -> None:  # noqa: F811
+async def test_an_agent_calls_its_tool_and_answers(
+    demo: tuple[str, subprocess.Popen[bytes]],  # noqa: F811
+    demo_setup: DemoSetup,  # noqa: F811
+) -> None:
     url, _ = demo
     cities: list[str] = []
 
@@ -47,3 +50,5 @@ async def test_an_agent_calls_its_tool_and_answers(demo: tuple[str, subprocess.P
         assert len(cities) == 2 and isinstance(streamed.final_output, str) and streamed.final_output
     metrics = httpx.get(f"{url}/metrics").text
     assert 'llm_router_endpoint_requests_total{endpoint="responses",status_class="2xx"} 4.0' in metrics
+    # The demo keeps stored responses in its state directory, beside its ledger.
+    assert (demo_setup.ledger.parent / "demo-responses.sqlite3").is_file()
