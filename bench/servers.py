@@ -40,6 +40,8 @@ class Server:
     base_url: str  #: ``http://127.0.0.1:<port>``
     model: str  #: The model name to send it.
     log: Path
+    #: The request's wire format: ``chat`` (``/v1/chat/completions``) or ``responses`` (``/v1/responses``).
+    endpoint: str = "chat"
 
     @property
     def pid(self) -> int:
@@ -48,6 +50,11 @@ class Server:
     @property
     def chat_url(self) -> str:
         return f"{self.base_url}/v1/chat/completions"
+
+    @property
+    def url(self) -> str:
+        """Where the load goes: the chat completions URL, or ``/v1/responses`` for that endpoint."""
+        return f"{self.base_url}/v1/responses" if self.endpoint == "responses" else self.chat_url
 
 
 @contextmanager

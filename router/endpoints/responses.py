@@ -174,8 +174,7 @@ class ResponsesTranslation:
 
     def events(self, chunks: list[dict[str, Any]]) -> bytes:
         if not self._native:
-            feed = self.translator.feed
-            return sse([event for chunk in chunks for event in feed(chunk)])
+            return b"".join(map(self.translator.feed_sse, chunks))
         for event in chunks:
             self._sequence = int(event.get("sequence_number") or self._sequence) + 1
             if isinstance(event.get("response"), dict):

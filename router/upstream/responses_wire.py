@@ -316,6 +316,13 @@ def chat_to_response(completion: dict[str, Any], shell: dict[str, Any]) -> dict[
     return finish(response, finish_reason, completion.get("usage"))
 
 
+#: ``sse`` of a ``response.output_text.delta`` event, as a template (ids are ``[a-z0-9_]``; the delta JSON-encoded).
+_TEXT_DELTA_SSE = (
+    b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":%d,'
+    b'"item_id":"%s","output_index":%d,"content_index":0,"delta":%s,"logprobs":[]}\n\n'
+)
+
+
 def sse(events: list[dict[str, Any]]) -> bytes:
     """Responses events as server-sent events, each with its ``event:`` line, as OpenAI sends them."""
     return b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), orjson.dumps(e)) for e in events)
@@ -374,6 +381,27 @@ class StreamTranslator:
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
         return events
+
+    def feed_sse(self, chunk: dict[str, Any]) -> bytes:
+        """``sse(self.feed(chunk))``; a text delta to the open message (most chunks) is framed directly."""
+        choices = chunk.get("choices")
+        if choices and len(choices) == 1 and not chunk.get("usage") and self._open is not None:
+            choice = choices[0]
+            delta = choice.get("delta")
+            text = delta.get("content") if delta else None
+            item = self._output[self._open]
+            if (
+                text
+                and item["type"] == "message"
+                and not choice.get("index")
+                and not choice.get("finish_reason")
+                and not delta.get("tool_calls")
+            ):
+                item["content"][0]["text"] += text
+                sequence = self.sequence
+                self.sequence = sequence + 1
+                return _TEXT_DELTA_SSE % (sequence, item["id"].encode(), self._open, orjson.dumps(text))
+        return sse(self.feed(chunk))
 
     def _text(self, text: str, events: list[dict[str, Any]]) -> None:
         """Append the events for a text delta (opening a message item first if none is open)."""

@@ -15,7 +15,7 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from router.errors import InvalidRequestError
-from router.upstream.responses_wire import StreamTranslator, chat_request, chat_to_response, response_shell
+from router.upstream.responses_wire import StreamTranslator, chat_request, chat_to_response, response_shell, sse
 
 EVENT = TypeAdapter(ResponseStreamEvent)
 WEATHER = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
@@ -381,3 +381,23 @@ def test_an_empty_answer_is_one_empty_message() -> None:
         "response.completed",
     ]
     sdk_checked(events)
+
+
+@pytest.mark.parametrize("tools", [False, True])
+def test_feed_sse_frames_exactly_what_feed_gives(tools: bool) -> None:
+    head = {"index": 0, "id": "call_7", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+    chunks = [
+        chunk({"role": "assistant", "content": "Hel"}),
+        chunk({"content": 'lo "there"\n'}),
+        chunk({"content": "!"}),
+    ]
+    if tools:
+        chunks += [
+            chunk({"tool_calls": [head]}),
+            chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}),
+        ]
+    chunks += [chunk({"content": "After."}, "stop"), chunk(usage=USAGE)]
+    framed, listed = StreamTranslator(shell()), StreamTranslator(shell())
+    assert framed.start() == listed.start()
+    assert b"".join(map(framed.feed_sse, chunks)) == sse([e for c in chunks for e in listed.feed(c)])
+    assert framed.close() == listed.close()
