@@ -319,7 +319,7 @@ def chat_to_response(completion: dict[str, Any], shell: dict[str, Any]) -> dict[
 #: ``sse`` of a ``response.output_text.delta`` event, as a template (ids are ``[a-z0-9_]``; the delta JSON-encoded).
 _TEXT_DELTA_SSE = (
     b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":%d,'
-    b'"item_id":"%s","output_index":%d,"content_index":0,"delta":%s,"logprobs":[]}\n\n'
+    b'"item_id":"%s","output_index":%d,"content_index":%d,"delta":%s,"logprobs":[]}\n\n'
 )
 
 
@@ -376,6 +376,8 @@ class StreamTranslator:
                 text = delta.get("content")
                 if text:
                     self._text(text, events)
+                if delta.get("refusal"):
+                    self._text(delta["refusal"], events, "refusal")
                 for call in delta.get("tool_calls") or ():
                     events += self._tool_call(call)
             if choice.get("finish_reason"):
@@ -393,18 +395,21 @@ class StreamTranslator:
             if (
                 text
                 and item["type"] == "message"
+                and item["content"][-1]["type"] == "output_text"
                 and not choice.get("index")
                 and not choice.get("finish_reason")
                 and not delta.get("tool_calls")
+                and not delta.get("refusal")
             ):
-                item["content"][0]["text"] += text
+                parts = item["content"]
+                parts[-1]["text"] += text
                 sequence = self.sequence
                 self.sequence = sequence + 1
-                return _TEXT_DELTA_SSE % (sequence, item["id"].encode(), self._open, orjson.dumps(text))
+                return _TEXT_DELTA_SSE % (sequence, item["id"].encode(), self._open, len(parts) - 1, orjson.dumps(text))
         return sse(self.feed(chunk))
 
-    def _text(self, text: str, events: list[dict[str, Any]]) -> None:
-        """Append the events for a text delta (opening a message item first if none is open)."""
+    def _text(self, text: str, events: list[dict[str, Any]], kind: str = "output_text") -> None:
+        """Append the events for a text (or refusal) delta, opening a message item and content part as needed."""
         index = self._open
         item = self._output[index] if index is not None else None
         if item is None or item["type"] != "message":
@@ -413,30 +418,36 @@ class StreamTranslator:
             item = message_item(f"msg_{self._base}_{index}", "", "in_progress")
             self._output.append(item)
             events.append(self._event("response.output_item.added", output_index=index, item=dict(item, content=[])))
-            item["content"].append(text_part(""))
+        parts = item["content"]
+        if not parts or parts[-1]["type"] != kind:
+            part = text_part("") if kind == "output_text" else {"type": "refusal", "refusal": ""}
+            parts.append(part)
             events.append(
                 self._event(
                     "response.content_part.added",
                     item_id=item["id"],
                     output_index=index,
-                    content_index=0,
-                    part=text_part(""),
+                    content_index=len(parts) - 1,
+                    part=dict(part),
                 )
             )
-        item["content"][0]["text"] += text
+        part = parts[-1]
         sequence = self.sequence
         self.sequence = sequence + 1
-        events.append(
-            {
-                "type": "response.output_text.delta",
-                "sequence_number": sequence,
-                "item_id": item["id"],
-                "output_index": index,
-                "content_index": 0,
-                "delta": text,
-                "logprobs": [],
-            }
-        )
+        event = {
+            "type": f"response.{kind}.delta",
+            "sequence_number": sequence,
+            "item_id": item["id"],
+            "output_index": index,
+            "content_index": len(parts) - 1,
+            "delta": text,
+        }
+        if kind == "output_text":
+            part["text"] += text
+            event["logprobs"] = []
+        else:
+            part["refusal"] += text
+        events.append(event)
 
     def _tool_call(self, call: dict[str, Any]) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []
@@ -474,25 +485,15 @@ class StreamTranslator:
         item = self._output[index]
         item["status"] = "incomplete" if self.finish_reason in _INCOMPLETE else "completed"
         if item["type"] == "message":
-            part = item["content"][0]
-            return [
-                self._event(
-                    "response.output_text.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    content_index=0,
-                    text=part["text"],
-                    logprobs=[],
-                ),
-                self._event(
-                    "response.content_part.done",
-                    item_id=item["id"],
-                    output_index=index,
-                    content_index=0,
-                    part=dict(part),
-                ),
-                self._event("response.output_item.done", output_index=index, item=_copy(item)),
-            ]
+            events = []
+            for position, part in enumerate(item["content"]):
+                fields = {"item_id": item["id"], "output_index": index, "content_index": position}
+                if part["type"] == "output_text":
+                    events.append(self._event("response.output_text.done", **fields, text=part["text"], logprobs=[]))
+                else:
+                    events.append(self._event("response.refusal.done", **fields, refusal=part["refusal"]))
+                events.append(self._event("response.content_part.done", **fields, part=dict(part)))
+            return [*events, self._event("response.output_item.done", output_index=index, item=_copy(item))]
         return [
             self._event(
                 "response.function_call_arguments.done",

@@ -383,6 +383,35 @@ def test_an_empty_answer_is_one_empty_message() -> None:
     sdk_checked(events)
 
 
+def test_a_refusal_streams_as_its_own_content_part() -> None:
+    translator = StreamTranslator(shell())
+    events = translator.start()
+    for c in (
+        chunk({"role": "assistant", "content": "", "refusal": None}),
+        chunk({"refusal": "I can't "}),
+        chunk({"refusal": "help with that."}),
+        chunk({}, "stop"),
+        chunk(usage=USAGE),
+    ):
+        events += translator.feed(c)
+    events += translator.close()
+    assert [e["type"] for e in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.refusal.delta",
+        "response.refusal.delta",
+        "response.refusal.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert events[6]["refusal"] == "I can't help with that."
+    assert events[-1]["response"]["output"][0]["content"] == [{"type": "refusal", "refusal": "I can't help with that."}]
+    sdk_checked(events)
+
+
 @pytest.mark.parametrize("tools", [False, True])
 def test_feed_sse_frames_exactly_what_feed_gives(tools: bool) -> None:
     head = {"index": 0, "id": "call_7", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
@@ -396,7 +425,12 @@ def test_feed_sse_frames_exactly_what_feed_gives(tools: bool) -> None:
             chunk({"tool_calls": [head]}),
             chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}),
         ]
-    chunks += [chunk({"content": "After."}, "stop"), chunk(usage=USAGE)]
+    chunks += [
+        chunk({"content": "After."}),
+        chunk({"refusal": "No."}),
+        chunk({"content": "Text again."}, "stop"),
+        chunk(usage=USAGE),
+    ]
     framed, listed = StreamTranslator(shell()), StreamTranslator(shell())
     assert framed.start() == listed.start()
     assert b"".join(map(framed.feed_sse, chunks)) == sse([e for c in chunks for e in listed.feed(c)])
