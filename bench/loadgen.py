@@ -31,7 +31,7 @@ import orjson
 
 from bench import eventloop
 from bench.http1 import ProtocolError, ResponseParser
-from bench.workload import chat_body, responses_body
+from bench.workload import chat_body, messages_body, responses_body
 
 _DRAIN_SECONDS = 5.0
 _RECONNECT_DELAY = 0.1
@@ -39,7 +39,9 @@ _RECONNECT_DELAY = 0.1
 
 @dataclass(frozen=True)
 class LoadSpec:
-    url: str  #: Full URL of the chat completions endpoint, ``http://host:port/v1/chat/completions``.
+    #: Full URL of the chat completions endpoint, ``http://host:port/v1/chat/completions``, or of
+    #: ``/v1/messages`` (then requests and streams are Anthropic's Messages API).
+    url: str
     model: str
     stream: bool
     concurrency: int
@@ -47,12 +49,19 @@ class LoadSpec:
     warmup: float = 1.0
     timeout: float = 30.0  #: A request still unanswered after this many seconds is an error.
     api_key: str = "bench-dummy"
-    #: ``responses``: send the workload as a Responses request (``url`` then names ``/v1/responses``).
-    endpoint: str = "chat"
+
+    @property
+    def anthropic(self) -> bool:
+        return self.url.endswith("/v1/messages")
+
+    @property
+    def responses(self) -> bool:
+        return self.url.endswith("/v1/responses")
 
     def request_bytes(self) -> bytes:
         parts = urlsplit(self.url)
-        body = (responses_body if self.endpoint == "responses" else chat_body)(self.model, stream=self.stream)
+        make = messages_body if self.anthropic else responses_body if self.responses else chat_body
+        body = make(self.model, stream=self.stream)
         head = (
             f"POST {parts.path or '/'} HTTP/1.1\r\nhost: {parts.netloc}\r\ncontent-type: application/json\r\n"
             f"authorization: Bearer {self.api_key}\r\ncontent-length: {len(body)}\r\n\r\n"
@@ -129,13 +138,14 @@ class _Run:
         if parser.status != 200:
             return f"http {parser.status}"
         body = parser.body
-        if self.spec.stream and self.spec.endpoint == "responses":
-            if b"event: response.completed" not in body[-4096:]:
-                return "stream not ended by response.completed"
-            self.events[body.count(b"data:")] += 1
-        elif self.spec.stream:
-            if not body.rstrip().endswith(b"data: [DONE]"):
-                return "stream not ended by data: [DONE]"
+        if self.spec.stream:
+            if self.spec.responses:
+                if b"event: response.completed" not in body[-4096:]:
+                    return "stream not ended by response.completed"
+            else:
+                last = b'data: {"type":"message_stop"}' if self.spec.anthropic else b"data: [DONE]"
+                if not body.rstrip().endswith(last):
+                    return f"stream not ended by {last.decode()}"
             self.events[body.count(b"data:")] += 1
         elif not body.startswith(b"{"):
             return "non-JSON body"
@@ -324,7 +334,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of load before the window")
     parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds")
-    parser.add_argument("--endpoint", choices=["chat", "responses"], default="chat", help="the request's wire format")
     args = parser.parse_args(argv)
     spec = LoadSpec(
         url=args.url,
@@ -334,7 +343,6 @@ def main(argv: list[str] | None = None) -> None:
         duration=args.duration,
         warmup=args.warmup,
         timeout=args.timeout,
-        endpoint=args.endpoint,
     )
     eventloop.run(_main(spec))
 

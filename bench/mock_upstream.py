@@ -7,6 +7,8 @@ response is rendered once and cached as bytes. Served paths:
 - ``POST .../chat/completions``: a completion of ``chunks`` tokens; with ``"stream": true`` an SSE
   stream in chunked transfer-encoding: ``chunks`` content chunks, a usage chunk when
   ``stream_options.include_usage`` is set, then ``data: [DONE]``.
+- ``POST /v1/messages``: the same answer in Anthropic's Messages API (a ``message``, or its event
+  stream: ``message_start``, a text block of ``chunks`` deltas, ``message_delta``, ``message_stop``).
 - ``GET .../models``: the two benchmark model names.
 - ``GET /health``: 200; ``GET /_mock/stats``: ``{"requests": <chat completions served>}``.
 
@@ -104,6 +106,8 @@ class MockUpstream(asyncio.Protocol):
         path = target.partition(b"?")[0]
         if method == b"POST" and path.endswith(b"/chat/completions"):
             self._chat(body, keep_alive)
+        elif method == b"POST" and path == b"/v1/messages":
+            self._chat(body, keep_alive, anthropic=True)
         elif method == b"GET" and path.endswith(b"/models"):
             self._reply(_models(), keep_alive)
         elif method == b"GET" and path == b"/health":
@@ -113,7 +117,7 @@ class MockUpstream(asyncio.Protocol):
         else:
             self._reply(_error(404, f"no route {method.decode()} {path.decode(errors='replace')}"), keep_alive)
 
-    def _chat(self, body: bytes, keep_alive: bool) -> None:
+    def _chat(self, body: bytes, keep_alive: bool, anthropic: bool = False) -> None:
         try:
             req = orjson.loads(body)
             model = str(req.get("model") or "mock")
@@ -123,7 +127,7 @@ class MockUpstream(asyncio.Protocol):
             self._reply(_error(400, "body must be a JSON object"), keep_alive)
             return
         self._stats["requests"] += 1
-        rendered = render(model, stream, usage, self._config.chunks)
+        rendered = (render_messages if anthropic else render)(model, stream, usage, self._config.chunks)
         if not self._config.delayed:
             self._reply(rendered.whole, keep_alive)
             return
@@ -192,6 +196,11 @@ def render(model: str, stream: bool, usage: bool, chunks: int) -> Rendered:
     if usage:
         events.append({**_chunk(model, []), "usage": usage_body})
     payloads = [b"data: " + orjson.dumps(event) + b"\n\n" for event in events] + [b"data: [DONE]\n\n"]
+    return _event_stream(payloads)
+
+
+def _event_stream(payloads: list[bytes]) -> Rendered:
+    """An SSE response in chunked transfer-encoding, one chunk per payload."""
     frames = [b"%x\r\n%s\r\n" % (len(p), p) for p in payloads]
     frames[-1] += b"0\r\n\r\n"
     head = (
@@ -199,6 +208,33 @@ def render(model: str, stream: bool, usage: bool, chunks: int) -> Rendered:
         b"transfer-encoding: chunked\r\n\r\n"
     )
     return Rendered(head=head, frames=tuple(frames), whole=head + b"".join(frames))
+
+
+@lru_cache(maxsize=64)
+def render_messages(model: str, stream: bool, usage: bool, chunks: int) -> Rendered:
+    """``render``'s answer in Anthropic's Messages API (which always reports usage)."""
+    tokens = [f"tok{i} " for i in range(chunks)]
+    message = {"id": "msg_mock", "type": "message", "role": "assistant", "model": model, "content": [],
+               "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": _PROMPT_TOKENS, "output_tokens": 1}}
+    if not stream:
+        done = {**message, "content": [{"type": "text", "text": "".join(tokens)}], "stop_reason": "end_turn",
+                "usage": {"input_tokens": _PROMPT_TOKENS, "output_tokens": chunks}}
+        whole = _json(200, orjson.dumps(done))
+        split = whole.index(b"\r\n\r\n") + 4
+        return Rendered(head=whole[:split], frames=(whole[split:],), whole=whole)
+    events: list[dict[str, object]] = [
+        {"type": "message_start", "message": message},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    ]
+    events += [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}} for t in tokens]
+    events += [
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": {"output_tokens": chunks}},
+        {"type": "message_stop"},
+    ]
+    payloads = [b"event: %s\ndata: %s\n\n" % (str(e["type"]).encode(), orjson.dumps(e)) for e in events]
+    # As many frames as ``render``'s stream, so a delayed mock paces both alike: the opening events go together.
+    return _event_stream([b"".join(payloads[:3]), *payloads[3:-3], b"".join(payloads[-3:])])
 
 
 def _chunk(model: str, choices: list[dict[str, object]]) -> dict[str, object]:

@@ -59,8 +59,7 @@ class LoadProcess:
     def __init__(
         self, server: Server, stream: bool, concurrency: int, duration: float, warmup: float, log: IO[bytes]
     ) -> None:
-        cmd = [sys.executable, "-m", "bench.loadgen", "--url", server.url, "--model", server.model]
-        cmd += ["--endpoint", server.endpoint]
+        cmd = [sys.executable, "-m", "bench.loadgen", "--url", server.chat_url, "--model", server.model]
         cmd += ["-c", str(concurrency), "--duration", str(duration), "--warmup", str(warmup)]
         if stream:
             cmd.append("--stream")
@@ -228,6 +227,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--litellm-spec", default=LITELLM_SPEC, help=f"pip requirement (default {LITELLM_SPEC!r})")
     parser.add_argument("--no-router", action="store_true", help="skip llm-router (e.g. to check the harness alone)")
+    parser.add_argument("--anthropic", action="store_true",
+                        help="also llm-router through a kind: anthropic backend, and Anthropic's /v1/messages "
+                        "in front of the mid (every request translated, one way or the other)")
     parser.add_argument(
         "--soak", type=float, default=0.0, metavar="S", help="then run llm-router S seconds at c=64, printing RSS"
     )
@@ -265,12 +267,17 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if not args.no_router:
             starters.append(("llm-router", lambda: llm_router(mock, plan.log_dir, plan.workers)))
+        if args.anthropic:
+            starters.append(("llm-router-claude", lambda: llm_router(mock, plan.log_dir, plan.workers, claude=True)))
+            starters.append(
+                ("llm-router-messages", lambda: llm_router(mock, plan.log_dir, plan.workers, messages=True))
+            )
         if args.litellm:
             starters.append(("litellm", lambda: litellm_proxy(mock, plan.log_dir, args.litellm_spec, plan.workers)))
         targets = start_targets(stack, starters, log)
         router = next((t.server for t in targets if t.run.name == "llm-router" and t.server is not None), None)
         if args.responses and router is not None:  # the same gateway, measured right after its chat cells
-            targets.append(Target(TargetRun("responses"), replace(router, name="responses", endpoint="responses")))
+            targets.append(Target(TargetRun("responses"), replace(router, name="responses", path="/v1/responses")))
         measure_cells(targets, mock, plan, log)
         if args.soak > 0 and router is not None:
             soak = run_soak(router, args.soak, plan, log)

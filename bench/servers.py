@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -40,8 +40,7 @@ class Server:
     base_url: str  #: ``http://127.0.0.1:<port>``
     model: str  #: The model name to send it.
     log: Path
-    #: The request's wire format: ``chat`` (``/v1/chat/completions``) or ``responses`` (``/v1/responses``).
-    endpoint: str = "chat"
+    path: str = "/v1/chat/completions"  #: Where the load goes (``/v1/messages``: Anthropic's Messages API).
 
     @property
     def pid(self) -> int:
@@ -49,12 +48,7 @@ class Server:
 
     @property
     def chat_url(self) -> str:
-        return f"{self.base_url}/v1/chat/completions"
-
-    @property
-    def url(self) -> str:
-        """Where the load goes: the chat completions URL, or ``/v1/responses`` for that endpoint."""
-        return f"{self.base_url}/v1/responses" if self.endpoint == "responses" else self.chat_url
+        return f"{self.base_url}{self.path}"
 
 
 @contextmanager
@@ -78,17 +72,35 @@ def mock_upstream(config: MockConfig, log_dir: Path) -> Iterator[Server]:
         _stop(proc)
 
 
+def with_claude(config: Path, dest: Path) -> Path:
+    """A copy of ``config`` (router.yaml) in ``dest`` with its commented Claude backend and aliases enabled."""
+    lines = config.read_text().splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("  # claude:")))
+    end = lines.index("", start)
+    enabled = [line.replace("  # ", "  ", 1) for line in lines[start:end]]
+    aliases = [line.replace("  # ", "  ", 1) if line.startswith("  # claude-") else line for line in lines[end:]]
+    path = dest / config.name
+    path.write_text("\n".join([*lines[:start], *enabled, *aliases]) + "\n")
+    (dest / "tasks.yaml").write_text((config.parent / "tasks.yaml").read_text())
+    return path
+
+
 @contextmanager
-def llm_router(upstream: Server, log_dir: Path, workers: int = 2) -> Iterator[Server]:
+def llm_router(
+    upstream: Server, log_dir: Path, workers: int = 2, *, claude: bool = False, messages: bool = False
+) -> Iterator[Server]:
     """``llm-router serve --config config/router.yaml`` with both tiers pointed at the mock, auth off.
 
     It runs in ``log_dir``, so files it writes relative to its working directory (the spend ledger)
-    land there rather than in the repo.
+    land there rather than in the repo. ``claude``: the config's Claude backend is enabled (a
+    ``kind: anthropic`` backend on the mock's ``/v1/messages``) and every request is sent to it, so
+    each one is translated to the Messages API and back. ``messages``: the load is Anthropic's
+    Messages API on ``/v1/messages``, translated to chat completions for the (OpenAI-compatible) mid.
     """
     port = _free_port()
     script = Path(sys.executable).parent / "llm-router"
     entry = [str(script)] if script.exists() else [sys.executable, "-m", "router"]
-    config = str(REPO / "config" / "router.yaml")
+    config = str(with_claude(REPO / "config" / "router.yaml", log_dir) if claude else REPO / "config" / "router.yaml")
     cmd = [*entry, "serve", "--config", config, "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--workers", str(workers), "--log-level", "warning"]
     env = _env(
@@ -97,9 +109,14 @@ def llm_router(upstream: Server, log_dir: Path, workers: int = 2) -> Iterator[Se
         MID_MODEL="mock-mid",
         FLAGSHIP_MODEL="mock-flagship",
         OPENAI_API_KEY="bench-dummy",
+        ANTHROPIC_BASE_URL=upstream.base_url,
+        ANTHROPIC_API_KEY="bench-dummy",
+        CLAUDE_MODEL="mock-flagship",
     )
     env.pop("ROUTER_API_KEYS", None)
-    with _started("llm-router", cmd, env, port, "auto", log_dir) as server:
+    name = "llm-router-claude" if claude else "llm-router-messages" if messages else "llm-router"
+    with _started(name, cmd, env, port, "claude" if claude else "auto", log_dir) as started:
+        server = replace(started, path="/v1/messages") if messages else started
         _wait_ready(server, "/healthz", timeout=30.0)
         yield server
 

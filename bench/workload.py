@@ -1,4 +1,5 @@
-"""The request every benchmark sends: a typical ~1 KB FAQ-style chat completion (or the same as a Responses request)."""
+"""The request every benchmark sends: a typical ~1 KB FAQ-style chat completion (or the same as an
+Anthropic Messages API request, for ``/v1/messages``, or a Responses request, for ``/v1/responses``)."""
 
 from __future__ import annotations
 
@@ -32,8 +33,20 @@ def chat_body(model: str, *, stream: bool, max_tokens: int = 20) -> bytes:
     return orjson.dumps(body)
 
 
+def messages_body(model: str, *, stream: bool, max_tokens: int = 20) -> bytes:
+    """``chat_body`` as a Messages API request (whose streams always carry usage)."""
+    body: dict[str, object] = {
+        "model": model,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": max_tokens,
+    }
+    if stream:
+        body["stream"] = True
+    return orjson.dumps(body)
+
+
 def responses_body(model: str, *, stream: bool, max_tokens: int = 20) -> bytes:
-    """The same request for ``POST /v1/responses`` (``bench.loadgen --endpoint responses``)."""
+    """``chat_body`` as a Responses API request (for a ``/v1/responses`` URL)."""
     body: dict[str, object] = {"model": model, "input": PROMPT, "max_output_tokens": max_tokens}
     if stream:
         body["stream"] = True

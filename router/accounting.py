@@ -10,7 +10,7 @@ import time
 
 from router.accesslog import AccessLog
 from router.config import GatewayConfig
-from router.cost import Usage, cost_usd, usage_from
+from router.cost import Usage, usage_cost, usage_from
 from router.ledger import LedgerRow
 from router.metrics import Metrics
 from router.state import PolicyState
@@ -38,7 +38,7 @@ class Accountant:
         trace.usage = usage_from(
             trace.usage_reported, input_estimate=trace.route.features.input_tokens, output_chars=trace.output_chars
         )
-        trace.cost = cost_usd(candidate.config.price, trace.usage.input_tokens, trace.usage.output_tokens) if produced else 0.0
+        trace.cost = usage_cost(candidate.config.price, trace.usage) if produced else 0.0
 
     def finish(self, trace: Trace) -> None:
         """Account for the request exactly once: cost, budget settlement, ledger, stickiness."""
@@ -133,5 +133,5 @@ class Accountant:
         """What the same tokens would have cost on the most expensive tier, minus what they cost."""
         if trace.usage is None:
             return 0.0
-        reference = cost_usd(self._reference_price, trace.usage.input_tokens, trace.usage.output_tokens)
+        reference = usage_cost(self._reference_price, trace.usage)
         return max(0.0, reference - trace.cost)

@@ -13,7 +13,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from router.api import HOT_PATHS, chat_completions, router, send_error
 from router.config import GatewayConfig
@@ -21,6 +21,7 @@ from router.endpoints.routes import DIRECT_ENDPOINTS, ENDPOINTS
 from router.endpoints.routes import router as endpoints_router
 from router.errors import GatewayError, MethodNotAllowedError
 from router.gateway import Gateway
+from router.messages import ANTHROPIC_PATHS, serve_anthropic
 
 log = logging.getLogger("router.app")
 
@@ -64,27 +65,28 @@ def create_app(
 
 
 class GatewayApp(FastAPI):
-    """FastAPI, with a direct path for chat completions and the other proxied endpoints.
+    """FastAPI, with a direct path for chat completions.
 
     Every request pays for FastAPI's and Starlette's middleware and routing (about 80 us of CPU per
-    request on the benchmark machine); the endpoints that carry the traffic (chat completions, and
-    responses, completions and embeddings from ``router.endpoints``) skip them, on the raw ASGI
-    interface, and answer their errors as the registered handlers would. Everything else goes
-    through FastAPI.
+    request on the benchmark machine); the endpoints that carry the traffic (chat completions,
+    Anthropic's ``/v1/messages`` in ``router.messages``, and responses, completions and embeddings in
+    ``router.endpoints``) skip them, on the raw ASGI interface, and answer their errors as the
+    registered handlers would. Everything else goes through FastAPI.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"] not in HOT_PATHS:
+            if scope["type"] == "http" and scope["path"] in ANTHROPIC_PATHS:  # Anthropic's Messages API, also raw
+                scope["app"] = self
+                await serve_anthropic(self.state.gateway.pipeline, scope, receive, send)
+                return
+            endpoint = DIRECT_ENDPOINTS.get(scope["path"]) if scope["type"] == "http" else None
+            if endpoint is not None:  # responses, legacy completions, embeddings: also raw
+                scope["app"] = self
+                await endpoint(scope, receive, send)
+                return
             await super().__call__(scope, receive, send)
             return
-        if scope["path"] in HOT_PATHS:
-            endpoint: ASGIApp = self._chat_completions
-        else:
-            found = DIRECT_ENDPOINTS.get(scope["path"])
-            if found is None:
-                await super().__call__(scope, receive, send)
-                return
-            endpoint = found
         if scope["method"] != "POST":
             error = MethodNotAllowedError(f"Method {scope['method']} is not allowed on {scope['path']}", headers={"allow": "POST"})
             await send_error(send, error, None)
@@ -98,15 +100,12 @@ class GatewayApp(FastAPI):
             await send(message)
 
         try:
-            await endpoint(scope, receive, send_tracked)
+            await chat_completions(self.state.gateway.pipeline, scope, receive, send_tracked)
         except Exception:
             log.exception("unhandled error on POST %s", scope["path"])
             if started:
                 raise  # the answer is under way: the server closes the connection
             await send_error(send, GatewayError("The gateway hit an internal error; it has been logged."), None)
-
-    async def _chat_completions(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await chat_completions(self.state.gateway.pipeline, scope, receive, send)
 
 
 def _error_response(request: Request, error: GatewayError) -> Response:

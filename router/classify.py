@@ -30,9 +30,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 from ahocorasick_rs import BytesAhoCorasick
 
+from router.classify_model import TextModel
 from router.vocabulary import PUNCTUATION, CueGroup, PiiCheck, Vocabulary, expand, words
 
 _IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
@@ -63,6 +65,14 @@ class Features:
     signals: dict[str, float]
     #: The strongest cues behind ``task`` (phrases or regexes, best first); empty for the default task.
     evidence: tuple[str, ...] = ()
+    #: The model's probability that the request needs the flagship (None without ``classifier.model``).
+    escalation: float | None = None
+    #: The model's probability of its own top task.
+    confidence: float | None = None
+    #: The model's probability of each task.
+    probabilities: dict[str, float] | None = None
+    #: Who chose ``task``: "cues" (a cue group reached ``min_score``), "model", or "default".
+    task_source: str = "default"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +85,10 @@ class Features:
             "pii": list(self.pii),
             "signals": dict(self.signals),
             "evidence": list(self.evidence),
+            "task_source": self.task_source,
+            "escalation": self.escalation,
+            "confidence": self.confidence,
+            "probabilities": self.probabilities,
         }
 
     def reason(self) -> str:
@@ -82,8 +96,12 @@ class Features:
         if self.evidence:
             cues = ", ".join(repr(e) for e in self.evidence)
             task = f"task={self.task} (score {score:.1f}: {cues})"
+        elif self.task_source == "model":
+            task = f"task={self.task} (model, p={self.confidence:.2f})"
         else:
             task = f"task={self.task} (default)"
+        if self.escalation is not None:
+            task += f", escalation={self.escalation:.2f}"
         parts = ", ".join(k for k in self.signals) or "no signals"
         text = f"{task}, complexity={self.complexity:.2f} ({parts}), {self.input_tokens} tokens"
         if self.has_tools:
@@ -107,17 +125,21 @@ class _Read:
     pii: frozenset[str]
     size: int
     cues: tuple[dict[int, int], dict[int, int]] | None = None
+    #: The model's reading of the text as "user" or "system" (``TextModel.read``), once asked for.
+    model: dict[str, tuple[np.ndarray, int]] | None = None
 
 
 class Classifier:
     """Compiles a vocabulary once; ``classify`` then only reads the request."""
 
-    def __init__(self, vocabulary: Vocabulary) -> None:
+    def __init__(self, vocabulary: Vocabulary, model: TextModel | None = None) -> None:
         v = vocabulary
+        self.model = model
         self._tasks = tuple(v.tasks)
         self._n_tasks = len(self._tasks)
         self._priors = tuple(t.complexity for t in v.tasks.values())
         self._default = self._tasks.index(v.default_task)
+        self._task_index = {t: i for i, t in enumerate(self._tasks)}
         self._min_score = v.min_score
         self._signal_names = tuple(v.complexity.signals)
         groups = [g for t in v.tasks.values() for g in t.cues] + list(v.complexity.signals.values())
@@ -207,6 +229,8 @@ class Classifier:
                 last_user = i
                 break
         first_read = len(messages) - self._max_messages
+        model = self.model
+        model_parts: list[tuple[np.ndarray, int]] = []
         for i, message in enumerate(messages):
             if not isinstance(message, dict):
                 continue
@@ -225,6 +249,8 @@ class Classifier:
             else:
                 weight = self._last_user_weight if i == last_user else self._role_weight.get(role, 0.0)
             read = self._text(text, cues=weight > 0.0)
+            if model is not None and (i == last_user or role in _SYSTEM_ROLES):
+                model_parts.append(self._model_read(model, read, text, "user" if i == last_user else "system"))
             pii.update(read.pii)
             size += read.size
             if read.cues is not None and weight > 0.0:
@@ -241,8 +267,12 @@ class Classifier:
 
         best = _best(scores, self._default)
         evidence: list[str] = []
+        prediction = model.predict(model_parts) if model is not None else None
+        source = "cues"
         if scores.get(best, 0.0) < self._min_score - 1e-9:
-            best = self._default
+            best, source = self._default, "default"
+            if prediction is not None and prediction.task in self._task_index:
+                best, source = self._task_index[prediction.task], "model"
         else:
             for _, cid, _ in sorted([h for h in hits if h[2] == best]):
                 label = self._labels[cid]
@@ -270,7 +300,20 @@ class Classifier:
             pii=tuple(sorted(pii)),
             signals=signals,
             evidence=tuple(evidence),
+            escalation=None if prediction is None else _milli(prediction.escalation),
+            confidence=None if prediction is None else _milli(prediction.confidence),
+            probabilities=None if prediction is None else prediction.probabilities,
+            task_source=source,
         )
+
+    def _model_read(self, model: TextModel, read: _Read, text: str, kind: str) -> tuple[np.ndarray, int]:
+        """The model's reading of a text, kept with the text's other findings in the cache."""
+        if read.model is None:
+            read.model = {}
+        found = read.model.get(kind)
+        if found is None:
+            found = read.model[kind] = model.read(text, kind)
+        return found
 
     def _text(self, text: str, *, cues: bool) -> _Read:
         """What one message's text holds (with its ``cues`` if asked), from the cache when the same

@@ -41,10 +41,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging()
     if args.command == "check":
         return _check(args.path)
+    if args.command == "train":
+        from router.train import run_command
+
+        return run_command(args.data, args.out, bits=args.bits, c=args.c, held_out=not args.no_held_out)
     if args.command == "serve":
         return _serve(args.config, args.host, args.port, args.workers, args.log_level)
     return _demo(args.config or _default_demo_config(), args.host, args.port, args.mid_port, args.flagship_port,
-                 args.state_dir)
+                 args.state_dir, anthropic=args.anthropic_flagship)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,11 +84,26 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", type=Path, default=None, help="the demo's config (default: config/demo.yaml)")
     demo.add_argument("--state-dir", type=Path, default=_state_dir(),
                       help="where the demo keeps its spend ledger (default: %(default)s)")
+    demo.add_argument("--anthropic-flagship", action="store_true",
+                      help="the simulated flagship speaks Anthropic's Messages API (a kind: anthropic backend)")
 
     check = commands.add_parser("check", help="validate a config; no environment needed",
                                 description="Validate a config file. Exit 0 and list the environment variables "
                                             "`serve` will need, or exit 2 with one line per problem.")
     check.add_argument("path", type=Path, help="the YAML config, e.g. config/router.yaml")
+
+    train = commands.add_parser(
+        "train", help="fit the classifier's model on labelled rows (needs llm-router[train])",
+        description="Fit the learned classifier on JSON-lines rows (source, expected_tier, task, messages), print "
+                    "leave-one-source-out accuracy per source, and write the model plus a report beside it. "
+                    "Name the model in the config as classifier.model.")
+    train.add_argument("--data", type=Path, action="append", required=True,
+                       help="a JSON-lines file of labelled rows; repeat for several")
+    train.add_argument("--out", type=Path, required=True, help="the model file to write, e.g. config/models/mine.npz")
+    train.add_argument("--bits", type=int, default=18, help="hash buckets as a power of two (default: %(default)s)")
+    train.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength (default: %(default)s)")
+    train.add_argument("--no-held-out", action="store_true",
+                       help="skip the leave-one-source-out scores (one fit instead of one per source)")
     return parser
 
 
@@ -172,7 +191,8 @@ def _default_demo_config() -> Path:
     return local if local.exists() else _REPO_CONFIG / "demo.yaml"
 
 
-def _demo(path: Path, host: str, port: int, mid_port: int, flagship_port: int, state_dir: Path) -> int:
+def _demo(path: Path, host: str, port: int, mid_port: int, flagship_port: int, state_dir: Path, *,
+          anthropic: bool = False) -> int:
     from router.simulator import SimProfile, create_simulator_app
 
     try:
@@ -184,7 +204,9 @@ def _demo(path: Path, host: str, port: int, mid_port: int, flagship_port: int, s
         return 2
     mid_port, flagship_port = (sock.getsockname()[1] for sock in sockets[:2])
     os.environ["MID_BASE_URL"] = f"http://127.0.0.1:{mid_port}/v1"
-    os.environ["FLAGSHIP_BASE_URL"] = f"http://127.0.0.1:{flagship_port}/v1"
+    # An Anthropic base URL has no /v1: the provider calls {base_url}/v1/messages, as the anthropic SDK does.
+    os.environ["FLAGSHIP_BASE_URL"] = f"http://127.0.0.1:{flagship_port}" + ("" if anthropic else "/v1")
+    os.environ["FLAGSHIP_KIND"] = "anthropic" if anthropic else "openai"
     # Always the demo's own ledger: never spend recorded in a production ledger named in the environment.
     os.environ["ROUTER_LEDGER_PATH"] = str(state_dir.resolve() / "demo-spend.sqlite3")
     os.environ["ROUTER_RESPONSES_PATH"] = str(state_dir.resolve() / "demo-responses.sqlite3")  # stored Responses
@@ -203,7 +225,8 @@ def _demo(path: Path, host: str, port: int, mid_port: int, flagship_port: int, s
         create_app(config, path=path),
     ]
     servers = [(_server(app), sock) for app, sock in zip(apps, sockets, strict=True)]
-    print(_DEMO_BANNER.format(url=f"http://{host}:{port}", mid=mid_port, flagship=flagship_port,
+    wire = "Anthropic Messages API" if anthropic else "OpenAI API"
+    print(_DEMO_BANNER.format(url=f"http://{host}:{port}", mid=mid_port, flagship=flagship_port, wire=wire,
                               ledger=config.policy.ledger.path or "off"), flush=True)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
@@ -245,12 +268,13 @@ examples:
   llm-router demo                                 try it: two simulated upstreams, no keys, no GPU
   llm-router check config/router.yaml             validate a config; lists the variables serve needs
   llm-router serve --config config/router.yaml    run it in front of real upstreams
+  llm-router train --data mine.jsonl --out config/models/mine.npz   retrain the classifier on your labels
 
 Run `llm-router COMMAND --help` for a command's options.
 """
 
 _DEMO_BANNER = """\
-llm-router demo: gateway on {url}  (simulated upstreams: mid on :{mid}, flagship on :{flagship}; auth off)
+llm-router demo: gateway on {url}  (simulated upstreams: mid on :{mid}, flagship on :{flagship} speaking the {wire}; auth off)
 Spend ledger: {ledger}
 
 Point the OpenAI SDK at it (only base_url changes):
@@ -267,6 +291,12 @@ Or curl:
       -d '{{"model": "auto", "messages": [{{"role": "user", "content": "Write a Python function to merge intervals"}}]}}'
     curl -sN {url}/v1/chat/completions -H 'content-type: application/json' \\
       -d '{{"model": "auto", "stream": true, "messages": [{{"role": "user", "content": "Summarise: the meeting moved to 3pm."}}]}}'
+
+Or the Anthropic SDK (and Claude Code: ANTHROPIC_BASE_URL={url}):
+    import anthropic
+    client = anthropic.Anthropic(base_url="{url}", api_key="demo")
+    print(client.messages.create(model="claude-sonnet-4-5", max_tokens=200,
+          messages=[{{"role": "user", "content": "What are your opening hours?"}}]).content[0].text)
 
 Ctrl-C stops everything.
 """

@@ -31,11 +31,15 @@ from pydantic import (
 
 from router.config_errors import located, unknown, validation_problems
 from router.envsubst import MissingVariableError, interpolate
+from router.classify_model import ModelError, TextModel
 from router.vocabulary import Vocabulary, VocabularyError, load_vocabulary
 
 AUTO_MODEL = "auto"
 
-ProviderKind = Literal["openai"]
+ProviderKind = Literal["openai", "anthropic"]
+
+#: Where ``kind: anthropic`` backends go when the config gives no ``base_url``.
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 
 
 def _as_list(value: Any) -> Any:
@@ -93,6 +97,10 @@ class PriceConfig(_Model):
 
     input: float = Field(default=0.0, ge=0)
     output: float = Field(default=0.0, ge=0)
+    #: Prompt tokens read from the upstream's prompt cache; None: priced as ``input``.
+    cache_read: float | None = Field(default=None, ge=0)
+    #: Prompt tokens written to the upstream's prompt cache (Anthropic's cache creation); None: priced as ``input``.
+    cache_write: float | None = Field(default=None, ge=0)
 
 
 class TimeoutsConfig(_Model):
@@ -178,6 +186,17 @@ class BackendConfig(_Model):
     responses: Literal["translate", "native"] = "translate"
     #: Set when this backend serves embeddings (``POST /v1/embeddings``).
     embeddings: BackendEmbeddingsConfig | None = None
+    #: ``kind: anthropic`` only: the ``anthropic-version`` header sent upstream.
+    anthropic_version: str = "2023-06-01"
+    #: ``kind: anthropic`` only: ``max_tokens`` for requests that give none (Anthropic requires one).
+    default_max_tokens: int = Field(default=4096, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _anthropic_base_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("kind") == "anthropic" and "base_url" not in data:
+            return {**data, "base_url": ANTHROPIC_BASE_URL}
+        return data
 
     @field_validator("base_url")
     @classmethod
@@ -260,8 +279,32 @@ class PolicyConfig(_Model):
 
 
 class ClassifierConfig(_Model):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
     #: The task vocabulary: a path (relative to the config file) or the mapping itself.
     vocabulary: Vocabulary
+    #: The learned model (``llm-router train``): a path relative to the config file; none = cues only.
+    model: TextModel | None = None
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _load_model(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        base = Path((info.context or {}).get("base_dir", "."))
+        try:
+            return TextModel.load(base / value)
+        except ModelError as exc:
+            raise ValueError(str(exc)) from exc
+
+    @model_validator(mode="after")
+    def _model_tasks_known(self) -> Self:
+        if self.model is not None:
+            unknown_tasks = sorted(set(self.model.tasks) - set(self.vocabulary.tasks))
+            if unknown_tasks:
+                raise ValueError(f"model: its tasks {unknown_tasks} are not in the vocabulary "
+                                 f"(known: {sorted(self.vocabulary.tasks)})")
+        return self
 
     @field_validator("vocabulary", mode="before")
     @classmethod
@@ -282,6 +325,12 @@ class WhenConfig(_Model):
     task_not: StrList | None = None
     complexity_gte: float | None = Field(default=None, ge=0, le=1)
     complexity_lt: float | None = Field(default=None, ge=0, le=1)
+    #: The model's probability that the request needs the flagship (needs ``classifier.model``).
+    escalation_gte: float | None = Field(default=None, ge=0, le=1)
+    escalation_lt: float | None = Field(default=None, ge=0, le=1)
+    #: The model's probability of its top task (needs ``classifier.model``).
+    confidence_gte: float | None = Field(default=None, ge=0, le=1)
+    confidence_lt: float | None = Field(default=None, ge=0, le=1)
     input_tokens_gt: int | None = Field(default=None, ge=0)
     input_tokens_lte: int | None = Field(default=None, ge=0)
     pii: bool | None = None
@@ -297,6 +346,10 @@ class WhenConfig(_Model):
     @classmethod
     def _lower_names(cls, value: dict[str, list[str]] | None) -> dict[str, list[str]] | None:
         return None if value is None else {k.lower(): v for k, v in value.items()}
+
+
+#: Rule conditions read from the learned model's output.
+_MODEL_CONDITIONS = ("escalation_gte", "escalation_lt", "confidence_gte", "confidence_lt")
 
 
 class RuleConfig(_Model):
@@ -391,6 +444,11 @@ class GatewayConfig(_Model):
             if rule.backend is not None and rule.backend not in self.backends:
                 errors.append(f"{where}.backend: {unknown('backend', rule.backend, self.backends)}")
             if rule.when is not None:
+                if self.classifier.model is None:
+                    for field in _MODEL_CONDITIONS:
+                        if getattr(rule.when, field) is not None:
+                            errors.append(f"{where}.when.{field}: needs a model; set classifier.model "
+                                          f"(e.g. models/routing-model.npz) or drop the condition")
                 for field in ("task", "task_not"):
                     for task in getattr(rule.when, field) or []:
                         if task not in tasks:
@@ -428,6 +486,11 @@ class GatewayConfig(_Model):
             env_key = re.fullmatch(r"key-[0-9a-f]{8}", limit.name or "")  # names of keys from `keys_env`
             if limit.scope == "key" and not env_key and limit.name not in {k.name for k in self.auth.keys}:
                 errors.append(f"policy.budgets.limits.{i}.name: unknown key name {limit.name!r}")
+        for name, backend in self.backends.items():
+            if backend.kind != "openai" and backend.embeddings is not None:
+                errors.append(f"backends.{name}.embeddings: only OpenAI-compatible backends (kind: openai) serve embeddings")
+            if backend.kind != "openai" and backend.responses == "native":
+                errors.append(f"backends.{name}.responses: native needs an OpenAI Responses API (kind: openai)")
         default_embeddings = self.embeddings.default
         if default_embeddings is not None and (
             default_embeddings not in self.backends or self.backends[default_embeddings].embeddings is None
@@ -515,4 +578,6 @@ def _drop(tree: Any, loc: tuple[int | str, ...]) -> None:
 def _digest(raw: bytes, config: GatewayConfig) -> str:
     h = hashlib.sha256(raw)
     h.update(config.classifier.vocabulary.model_dump_json().encode())
+    if config.classifier.model is not None:
+        h.update(config.classifier.model.digest.encode())
     return h.hexdigest()[:12]

@@ -17,6 +17,9 @@ class Usage:
     output_tokens: int
     #: True when the upstream reported no usage and the tokens were estimated.
     estimated: bool
+    #: Of ``input_tokens``: read from, and written to, the upstream's prompt cache.
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 def reported_tokens(reported: Any) -> tuple[int, int] | None:
@@ -32,12 +35,32 @@ def usage_from(reported: Any, *, input_estimate: int, output_chars: int) -> Usag
     """Tokens from an OpenAI ``usage`` object, or estimated from the prompt and the text produced."""
     tokens = reported_tokens(reported)
     if tokens is not None:
-        return Usage(*tokens, estimated=False)
+        details = reported.get("prompt_tokens_details")
+        read = details.get("cached_tokens") if type(details) is dict else None
+        written = reported.get("cache_creation_input_tokens")
+        return Usage(
+            *tokens,
+            estimated=False,
+            cache_read_tokens=read if type(read) is int else 0,
+            cache_write_tokens=written if type(written) is int else 0,
+        )
     return Usage(input_estimate, -(-output_chars // CHARS_PER_TOKEN), estimated=True)
 
 
 def cost_usd(price: PriceConfig, input_tokens: int, output_tokens: int) -> float:
     return (input_tokens * price.input + output_tokens * price.output) / 1_000_000
+
+
+def usage_cost(price: PriceConfig, usage: Usage) -> float:
+    """``usage``'s cost, cached prompt tokens at the cache prices where the backend has them."""
+    read, written = usage.cache_read_tokens, usage.cache_write_tokens
+    if not read and not written:
+        return cost_usd(price, usage.input_tokens, usage.output_tokens)
+    read_price = price.input if price.cache_read is None else price.cache_read
+    write_price = price.input if price.cache_write is None else price.cache_write
+    uncached = max(0, usage.input_tokens - read - written)
+    prompt = uncached * price.input + read * read_price + written * write_price
+    return (prompt + usage.output_tokens * price.output) / 1_000_000
 
 
 def completion_chars(completion: dict[str, Any]) -> int:

@@ -33,7 +33,7 @@ missing one (``None`` or ``""``, e.g. no backend was chosen because the request 
 Exported series (``llm_router_`` prefix):
 
     requests_total{tier,backend,rule,task,status_class,stream}    counter
-    endpoint_requests_total{endpoint,status_class}                 counter: chat, responses, completions, embeddings
+    endpoint_requests_total{endpoint,status_class}                 counter: chat, responses, completions, embeddings, messages
     request_duration_seconds{backend}                              histogram, 10 ms .. 300 s
     time_to_first_token_seconds{backend}                           histogram (streams)
     gateway_overhead_seconds                                       histogram, 50 us .. 1 s
@@ -117,7 +117,7 @@ _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 _STREAM = {True: "true", False: "false"}
 #: Request path -> ``endpoint`` label (a closed set; other paths fold into ``other``).
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/completions": "completions",
-             "/v1/embeddings": "embeddings"}
+             "/v1/embeddings": "embeddings", "/v1/messages": "messages", "/v1/messages/count_tokens": "messages"}
 
 
 def prepare_multiprocess_dir(workers: int) -> Path | None:

@@ -99,7 +99,7 @@ class Pipeline:
         self.providers = providers
         self.state = state
         self.metrics = metrics
-        self.classifier = Classifier(config.classifier.vocabulary)
+        self.classifier = Classifier(config.classifier.vocabulary, config.classifier.model)
         self.rules: tuple[CompiledRule, ...] = compile_rules(config.rules)
         self.planner = Planner(config)
         tiers = config.tiers

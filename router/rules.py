@@ -102,6 +102,18 @@ def _conditions(when: WhenConfig) -> tuple[tuple[str, Predicate], ...]:
     if when.complexity_lt is not None:
         high = when.complexity_lt
         out.append((f"complexity < {high}", lambda f, c: f.complexity < high))
+    if when.escalation_gte is not None:
+        esc_low = when.escalation_gte
+        out.append((f"escalation >= {esc_low}", lambda f, c: f.escalation is not None and f.escalation >= esc_low))
+    if when.escalation_lt is not None:
+        esc_high = when.escalation_lt
+        out.append((f"escalation < {esc_high}", lambda f, c: f.escalation is not None and f.escalation < esc_high))
+    if when.confidence_gte is not None:
+        conf_low = when.confidence_gte
+        out.append((f"confidence >= {conf_low}", lambda f, c: f.confidence is not None and f.confidence >= conf_low))
+    if when.confidence_lt is not None:
+        conf_high = when.confidence_lt
+        out.append((f"confidence < {conf_high}", lambda f, c: f.confidence is not None and f.confidence < conf_high))
     if when.input_tokens_gt is not None:
         above = when.input_tokens_gt
         out.append((f"input tokens > {above}", lambda f, c: f.input_tokens > above))

@@ -12,6 +12,7 @@ Endpoints:
                                 base64, ``dimensions``, usage
     POST /v1/responses          the Responses API (a ``responses: native`` backend): its chat answer, translated
                                 with the gateway's own ``responses_wire``; JSON or typed SSE events
+    POST /v1/messages           the same answers in Anthropic's Messages API (``router.simulator_anthropic``)
     GET  /v1/models             OpenAI list with ``profile.model``
     GET  /metrics               vLLM gauges: num_requests_running / _waiting, gpu_cache_usage_perc
     POST /_sim/faults           arm faults (see ``FaultSpec``); DELETE /_sim/faults disarms all
@@ -95,11 +96,13 @@ class FaultSpec(BaseModel, extra="forbid"):
     sse_for_nonstream: bool = False
     extra_frames: bool = False
     omit_usage: bool = False
+    #: Anthropic streams only: after N events, an ``error`` event (``type`` or overloaded_error) ends the stream.
+    error_event_after_chunks: Annotated[int, Field(ge=0)] | None = None
     times: Annotated[int, Field(ge=1)] | None = None
 
     def kinds(self) -> list[str]:
         """The faults this spec arms, each named after its trigger field."""
-        valued = ("status", "delay_first_token", "stall_after_chunks", "drop_after_chunks")
+        valued = ("status", "delay_first_token", "stall_after_chunks", "drop_after_chunks", "error_event_after_chunks")
         return [k for k in valued if getattr(self, k) is not None] + [k for k, v in self if v is True]
 
 
@@ -273,6 +276,10 @@ class _Simulator:
             body, invalid = _json_or_none(raw), exc
         self.last_request = {"headers": dict(request.headers), "body": body}
         self.authenticate(request)
+        return self.decide(body, invalid)
+
+    def decide(self, body: Any, invalid: InvalidRequestError | None) -> _Exchange:
+        """The answer to an authenticated chat-completions ``body`` (``invalid``: why it cannot be parsed)."""
         if (failure := self.take("status")) is not None:
             raise _fault_error(failure)
         if invalid is not None:
@@ -310,10 +317,22 @@ class _Simulator:
 
 
 class _ChatCompletions:
-    """``POST /v1/chat/completions`` as a raw ASGI app, so it can watch for the client leaving."""
+    """``POST /v1/chat/completions`` as a raw ASGI app, so it can watch for the client leaving.
+
+    ``plan``, ``run`` and ``refusal`` are the wire format's; ``router.simulator_anthropic`` overrides them.
+    """
 
     def __init__(self, sim: _Simulator) -> None:
         self.sim = sim
+
+    def plan(self, request: Request, raw: bytes) -> _Exchange:
+        return self.sim.plan(request, raw)
+
+    async def run(self, exchange: _Exchange, send: Send) -> bool:
+        return await exchange.run(send)
+
+    def refusal(self, error: _RequestError) -> Response:
+        return error.response()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sim = self.sim
@@ -323,11 +342,11 @@ class _ChatCompletions:
         sim.in_flight += 1
         try:
             try:
-                exchange = sim.plan(request, raw)
+                exchange = self.plan(request, raw)
             except _RequestError as exc:
-                await exc.response()(scope, receive, send)
+                await self.refusal(exc)(scope, receive, send)
                 return
-            finished = await _until_disconnect(exchange.run(send), receive)
+            finished = await _until_disconnect(self.run(exchange, send), receive)
             if finished is None:
                 sim.cancelled += 1
             elif finished:
@@ -336,38 +355,35 @@ class _ChatCompletions:
             sim.in_flight -= 1
 
 
-class _Responses:
-    """``POST /v1/responses``: plans a chat answer for the request and sends it as a response or its events."""
+class _Responses(_ChatCompletions):
+    """``POST /v1/responses`` (a ``responses: native`` backend): the chat side's exchange, delivered as a
+    ``response`` object or its typed events (through the gateway's own ``responses_wire``)."""
 
-    def __init__(self, sim: _Simulator) -> None:
-        self.sim = sim
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def plan(self, request: Request, raw: bytes) -> _Exchange:
         sim = self.sim
-        request = Request(scope, receive)
-        raw = await request.body()
-        sim.requests += 1
-        body = _json_or_none(raw)
+        native = _json_or_none(raw)
+        sim.last_request = {"headers": dict(request.headers), "body": native}
+        sim.authenticate(request)
         try:
-            if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-                raise _RequestError(400, "Missing required parameter: 'model'.", param="model")
-            try:
-                chat = chat_request({**body, "stream": bool(body.get("stream"))}, [])
-            except InvalidRequestError as exc:
-                raise _RequestError(400, exc.message, param=exc.param) from exc
-            if chat.get("stream"):
-                chat["stream_options"] = {"include_usage": True}
-            exchange = sim.plan(request, orjson.dumps(chat))
-        except _RequestError as exc:
-            await exc.response()(scope, receive, send)
-            return
-        sim.last_request = {"headers": dict(request.headers), "body": body}
-        shell = response_shell(f"resp_{exchange.id[9:]}", body, self.sim.profile.model)
+            if not isinstance(native, dict) or not isinstance(native.get("model"), str):
+                raise InvalidRequestError("Missing required parameter: 'model'.", param="model")
+            body, invalid = chat_request({**native, "stream": bool(native.get("stream"))}, []), None
+            if body.get("stream"):
+                body["stream_options"] = {"include_usage": True}  # Responses streams always end with usage
+        except InvalidRequestError as exc:
+            body, invalid = None, exc
+        exchange = sim.decide(body, invalid)
+        exchange.native = native
+        return exchange
+
+    async def run(self, exchange: _Exchange, send: Send) -> bool:
+        shell = response_shell(f"resp_{exchange.id[9:]}", exchange.native, exchange.profile.model)
         if not exchange.sse:
-            await asyncio.sleep(exchange.profile.ttft)
-            await _json(chat_to_response(exchange._completion(), shell))(scope, receive, send)
-            sim.completed += 1
-            return
+            await exchange.generate()
+            body = orjson.dumps(chat_to_response(exchange._completion(), shell))
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return True
         headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         translator = StreamTranslator(shell)
@@ -378,7 +394,7 @@ class _Responses:
                 body, opening = sse(opening + events), []
                 await send({"type": "http.response.body", "body": body, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
-        sim.completed += 1
+        return True
 
 
 @dataclass
@@ -396,6 +412,8 @@ class _Exchange:
     drop: FaultSpec | None
     extra_frames: bool
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    #: The request in its own wire format, when that is not chat completions (Responses).
+    native: Any = None
 
     def __post_init__(self) -> None:
         fingerprint = "fp_" + hashlib.sha256(self.profile.model.encode()).hexdigest()[:10]
@@ -411,9 +429,13 @@ class _Exchange:
         """Send the answer; False if a fault cut the connection on purpose."""
         return await (self._send_sse(send) if self.sse else self._send_json(send))
 
-    async def _send_json(self, send: Send) -> bool:
+    async def generate(self) -> None:
+        """Take as long as generating the whole answer would."""
         steps = max(len(r.pieces) for r in self.replies)
         await asyncio.sleep(self.profile.ttft + self.delay + self.profile.token_interval * (steps - 1))
+
+    async def _send_json(self, send: Send) -> bool:
+        await self.generate()
         if self.malformed:
             body = b'{"id": "%s", "object": "chat.completion", "choices": [{"index": 0, "message": {' % self.id.encode()
         else:
@@ -524,12 +546,15 @@ class _Exchange:
 
 def create_simulator_app(profile: SimProfile) -> Starlette:
     """A fresh simulated upstream; state (faults, counters) belongs to the returned app."""
+    from router.simulator_anthropic import AnthropicMessages
+
     sim = _Simulator(profile)
     return Starlette(
         routes=[
             Route("/v1/chat/completions", _ChatCompletions(sim), methods=["POST"]),
             Route("/v1/embeddings", sim.embeddings, methods=["POST"]),
             Route("/v1/responses", _Responses(sim), methods=["POST"]),
+            Route("/v1/messages", AnthropicMessages(sim), methods=["POST"]),
             Route("/v1/models", sim.models, methods=["GET"]),
             Route("/metrics", sim.metrics, methods=["GET"]),
             Route("/_sim/faults", sim.arm_faults, methods=["POST"]),

@@ -69,7 +69,7 @@ class Trace:
     usage: Usage | None = None
     cost: float = 0.0
     finished: bool = False
-    #: The endpoint the client called (chat completions, responses, completions, embeddings).
+    #: The endpoint it came in on, for the access log and the ``endpoint`` metric label.
     path: str = "/v1/chat/completions"
 
     def headers(self) -> dict[str, str]:

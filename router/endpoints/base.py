@@ -7,6 +7,7 @@ bad body, unknown model) as a request on no backend.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -14,11 +15,11 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from router.api import CLIENT_CLOSED, _read_body, _request_ids, send_bytes, send_error
 from router.auth import ClientKey
-from router.errors import GatewayError, InvalidRequestError
+from router.errors import GatewayError, InvalidRequestError, MethodNotAllowedError
 from router.gateway import Gateway
 from router.pipeline import Pipeline
 from router.schemas import _invalid
@@ -41,6 +42,9 @@ def parse_body(raw: bytes, validator: TypeAdapter[Any], fields: str) -> dict[str
     return data
 
 
+log = logging.getLogger("router.endpoints")
+
+
 class Endpoint:
     #: The path accounted and logged for these requests (e.g. ``/v1/responses``).
     path = ""
@@ -58,6 +62,27 @@ class Endpoint:
         raise NotImplementedError
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one request; an unexpected failure before the answer started is a logged 500."""
+        if scope["method"] != "POST":
+            error = MethodNotAllowedError(f"Method {scope['method']} is not allowed on {scope['path']}", headers={"allow": "POST"})
+            await send_error(send, error, None)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, send_tracked)
+        except Exception:
+            log.exception("unhandled error on POST %s", scope["path"])
+            if started:
+                raise  # the answer is under way: the server closes the connection
+            await send_error(send, GatewayError("The gateway hit an internal error; it has been logged."), None)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         request_id, unique_id = _request_ids(headers.get("x-request-id"))

@@ -21,6 +21,8 @@ ENDPOINTS = (
     "DELETE /v1/responses/{id}",
     "POST /v1/completions",
     "POST /v1/embeddings",
+    "POST /v1/messages",
+    "POST /v1/messages/count_tokens",
     "GET /v1/models",
     "GET /v1/models/{id}",
     "POST /v1/router/decide",

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from router.config import BackendConfig, ProviderKind
+from router.upstream.anthropic import AnthropicProvider
 from router.upstream.base import Provider
 from router.upstream.openai_compat import OpenAICompatProvider
 
-PROVIDER_KINDS: dict[ProviderKind, type[OpenAICompatProvider]] = {"openai": OpenAICompatProvider}
+PROVIDER_KINDS: dict[ProviderKind, type[OpenAICompatProvider]] = {
+    "openai": OpenAICompatProvider,
+    "anthropic": AnthropicProvider,
+}
 
 
 def create_provider(name: str, config: BackendConfig) -> Provider:

@@ -9,6 +9,7 @@ import sys
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,12 +52,19 @@ def demo_env(setup: DemoSetup) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def demo(demo_setup: DemoSetup) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The demo on free ports, run from an empty directory (it falls back to the repo's demo config)."""
-    port = demo_setup.port
+    with running_demo(demo_setup) as running:
+        yield running
+
+
+@contextmanager
+def running_demo(setup: DemoSetup, *options: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``llm-router demo [options]`` on ``setup``'s ports and directories, until the block ends."""
+    port = setup.port
     proc = subprocess.Popen(
         [sys.executable, "-m", "router", "demo", "--port", str(port),
-         "--mid-port", str(demo_setup.mid_port), "--flagship-port", str(demo_setup.flagship_port)],
-        cwd=demo_setup.cwd,
-        env=demo_env(demo_setup),
+         "--mid-port", str(setup.mid_port), "--flagship-port", str(setup.flagship_port), *options],
+        cwd=setup.cwd,
+        env=demo_env(setup),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -78,8 +86,8 @@ def demo(demo_setup: DemoSetup) -> Iterator[tuple[str, subprocess.Popen[bytes]]]
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def test_sdk_chat_against_the_demo_routes_by_difficulty(demo: tuple[str, subprocess.Popen[bytes]]) -> None:

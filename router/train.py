@@ -1,0 +1,226 @@
+"""``llm-router train``: fit the classifier's model (``router.classify_model``) on labelled rows.
+
+Rows are JSON lines as in ``data/routing/*.jsonl``: ``source``, ``expected_tier`` (mid or flagship),
+``task`` and ``messages``. Training is deterministic (same rows in the same order, same file); it needs
+scikit-learn (``pip install 'llm-router[train]'``), serving does not.
+
+Every source weighs the same in the fit, whatever its number of rows, so one large dataset's style
+does not become "the" look of its tier. Leave-one-source-out accuracy (fit on every source but one,
+score that one) is reported per source and tier: it is the honest estimate of how the model does on
+traffic unlike its training rows, where accuracy on the training rows themselves says little.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router.classify_model import FORMAT_VERSION, Hasher, Window, model_texts
+
+TIERS = ("mid", "flagship")
+DEFAULT_BITS = 18
+DEFAULT_C = 1.0
+
+
+class TrainingError(ValueError):
+    """Unusable training input, with the file and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    source: str
+    tier: str
+    task: str
+    messages: list[dict[str, Any]]
+
+
+def read_rows(paths: Iterable[Path]) -> list[Row]:
+    """Rows from JSON-lines files, checked; ``TrainingError`` names the first bad line."""
+    rows: list[Row] = []
+    for path in paths:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise TrainingError(f"{path}: {exc.strerror or exc}") from None
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except ValueError as exc:
+                raise TrainingError(f"{path}:{n}: not JSON ({exc})") from None
+            rows.append(_row(raw, f"{path}:{n}"))
+    if not rows:
+        raise TrainingError("no rows to train on")
+    return rows
+
+
+def _row(raw: Any, where: str) -> Row:
+    if not isinstance(raw, dict):
+        raise TrainingError(f"{where}: a row must be a JSON object")
+    for key in ("source", "expected_tier", "task"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise TrainingError(f"{where}: `{key}` must be a non-empty string")
+    if raw["expected_tier"] not in TIERS:
+        raise TrainingError(f"{where}: `expected_tier` must be one of {list(TIERS)}, not {raw['expected_tier']!r}")
+    messages = raw.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise TrainingError(f"{where}: `messages` must be a non-empty list of message objects")
+    return Row(raw["source"], raw["expected_tier"], raw["task"], messages)
+
+
+class Featurizer:
+    """Rows -> the sparse matrix the model's heads are fitted on (the serving path's hashing)."""
+
+    def __init__(self, bits: int = DEFAULT_BITS, window: Window = Window(), grams: tuple[int, ...] = (3, 4, 5)) -> None:
+        self.hasher = Hasher(bits, window, grams)
+
+    def matrix(self, rows: Sequence[Row]) -> Any:
+        from scipy.sparse import csr_matrix
+
+        indptr, indices, data = [0], [], []
+        for row in rows:
+            idx = [self.hasher.indices(text, kind) for text, kind in model_texts(row.messages)]
+            flat = np.concatenate(idx) if idx else np.zeros(0, dtype=np.intp)
+            indices.append(flat)
+            data.append(np.full(len(flat), 1.0 / math.sqrt(len(flat)) if len(flat) else 0.0))
+            indptr.append(indptr[-1] + len(flat))
+        shape = (len(rows), 1 << self.hasher.bits)
+        matrix = csr_matrix((np.concatenate(data), np.concatenate(indices), indptr), shape=shape)
+        matrix.sum_duplicates()
+        return matrix
+
+
+def source_weights(rows: Sequence[Row]) -> np.ndarray:
+    """Per-row weights that give every source the same total weight (and the rows the mean weight 1)."""
+    counts = Counter(r.source for r in rows)
+    weights = np.array([1.0 / counts[r.source] for r in rows])
+    return weights * (len(rows) / weights.sum())
+
+
+def _fit_escalation(x: Any, rows: Sequence[Row], c: float) -> Any:
+    from sklearn.linear_model import LogisticRegression
+
+    y = np.array([r.tier == "flagship" for r in rows], dtype=int)
+    return LogisticRegression(C=c, max_iter=3000).fit(x, y, sample_weight=source_weights(rows))
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What ``train`` produced: the model's arrays and the leave-one-source-out scores."""
+
+    weights: np.ndarray
+    bias: np.ndarray
+    tasks: tuple[str, ...]
+    meta: dict[str, Any]
+    #: source -> {"rows", "mid", "flagship", "accuracy", "mid_accuracy", "flagship_accuracy"}
+    held_out: dict[str, dict[str, float]]
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as fh:
+            np.savez_compressed(fh, weights=self.weights.astype(np.float16), bias=self.bias.astype(np.float32),
+                                tasks=np.array(self.tasks), meta=np.array(json.dumps(self.meta, sort_keys=True)))
+
+
+def train(rows: Sequence[Row], *, bits: int = DEFAULT_BITS, c: float = DEFAULT_C, held_out: bool = True) -> Result:
+    """Fit both heads on all rows; with ``held_out``, also score each source with a model fitted without it."""
+    from sklearn.linear_model import LogisticRegression
+
+    featurizer = Featurizer(bits)
+    x = featurizer.matrix(rows)
+    escalation = _fit_escalation(x, rows, c)
+    tasks = tuple(sorted({r.task for r in rows}))
+    if len(tasks) < 2:
+        raise TrainingError(f"the rows name only the task(s) {list(tasks)}; at least two are needed")
+    y_task = np.array([tasks.index(r.task) for r in rows])
+    task_head = LogisticRegression(C=c, max_iter=3000).fit(x, y_task, sample_weight=source_weights(rows))
+
+    weights = np.zeros((1 << bits, 1 + len(tasks)), dtype=np.float32)
+    weights[:, 0] = escalation.coef_[0]
+    weights[:, 1:] = task_head.coef_.T
+    bias = np.concatenate([escalation.intercept_, task_head.intercept_])
+    scores = _held_out(x, rows, c) if held_out else {}
+    window = featurizer.hasher.window
+    meta = {
+        "format": FORMAT_VERSION,
+        "bits": bits,
+        "window": {"head": window.head, "tail": window.tail},
+        "c": c,
+        "rows": len(rows),
+        "sources": dict(sorted(Counter(r.source for r in rows).items())),
+    }
+    return Result(weights, bias, tasks, meta, scores)
+
+
+def _held_out(x: Any, rows: Sequence[Row], c: float) -> dict[str, dict[str, float]]:
+    sources = np.array([r.source for r in rows])
+    flagship = np.array([r.tier == "flagship" for r in rows])
+    out: dict[str, dict[str, float]] = {}
+    for source in sorted(set(sources)):
+        test = sources == source
+        train_idx = np.flatnonzero(~test)
+        if len(set(flagship[train_idx])) < 2:
+            continue  # the others hold one tier only: nothing to fit
+        model = _fit_escalation(x[train_idx], [rows[i] for i in train_idx], c)
+        predicted = model.predict_proba(x[test])[:, 1] >= 0.5
+        truth = flagship[test]
+        out[source] = {
+            "rows": int(test.sum()),
+            "mid": int((~truth).sum()),
+            "flagship": int(truth.sum()),
+            "accuracy": float((predicted == truth).mean()),
+        }
+    return out
+
+
+def report(result: Result) -> str:
+    """A plain-text report of the held-out scores, per source and overall."""
+    lines = ["leave-one-source-out tier accuracy (model alone, threshold 0.5)",
+             f"{'source':34s} {'rows':>5s} {'mid':>5s} {'flag':>5s} {'acc':>6s}"]
+    per_tier: dict[str, list[float]] = defaultdict(list)
+    for source, s in result.held_out.items():
+        lines.append(f"{source:34s} {s['rows']:5d} {s['mid']:5d} {s['flagship']:5d} {s['accuracy']:6.3f}")
+        per_tier["flagship" if s["flagship"] >= s["mid"] else "mid"].append(s["accuracy"])
+    if result.held_out:
+        accs = [s["accuracy"] for s in result.held_out.values()]
+        rows = sum(s["rows"] for s in result.held_out.values())
+        weighted = sum(s["accuracy"] * s["rows"] for s in result.held_out.values()) / rows
+        lines.append(f"mean over {len(accs)} sources {sum(accs) / len(accs):.3f}, over rows {weighted:.3f}, "
+                     f"worst source {min(accs):.3f}")
+        for tier, values in sorted(per_tier.items()):
+            lines.append(f"  sources mostly {tier}: mean {sum(values) / len(values):.3f} over {len(values)}")
+    return "\n".join(lines)
+
+
+def run_command(data: list[Path], out: Path, *, bits: int, c: float, held_out: bool) -> int:
+    """``llm-router train``: exit 0 with the model and ``<out>.report.txt`` written, 2 on bad input."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        print("llm-router train needs scikit-learn: pip install 'llm-router[train]'", file=sys.stderr)
+        return 2
+    if not 10 <= bits <= 24:
+        print(f"--bits must be in 10..24, not {bits}", file=sys.stderr)
+        return 2
+    try:
+        rows = read_rows(data)
+        result = train(rows, bits=bits, c=c, held_out=held_out)
+    except TrainingError as exc:
+        print(f"llm-router train: {exc}", file=sys.stderr)
+        return 2
+    result.save(out)
+    text = f"{len(rows)} rows from {len(result.meta['sources'])} sources -> {out}\n"
+    if held_out:
+        text += report(result) + "\n"
+    out.with_name(out.name + ".report.txt").write_text(text, encoding="utf-8")
+    print(text, end="")
+    return 0

@@ -1,0 +1,189 @@
+"""The gateway as an Anthropic server (router.anthropic_wire.downstream), on Anthropic's documented examples:
+requests in, messages and event streams out, and both directions composed give the original back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from anthropic.types import Message, RawMessageStreamEvent
+from pydantic import TypeAdapter
+
+from router.anthropic_wire.downstream import (
+    EventTranslator,
+    error_body,
+    parse_messages_request,
+    passthrough_request,
+    to_chat_request,
+    to_message,
+)
+from router.anthropic_wire.upstream import to_chat_completion, to_messages_request
+from router.errors import InvalidRequestError
+from tests.upstream.test_anthropic import FIXTURES, events, fixture, translate
+
+REQUESTS = ["basic_request.json", "tool_use_request.json", "tool_result_request.json", "image_request.json"]
+
+
+def test_tool_result_request_becomes_chat_messages() -> None:
+    chat = to_chat_request(parse_messages_request((FIXTURES / "tool_result_request.json").read_bytes()))
+    assert chat["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": "I'll check the current weather in San Francisco for you.",
+            "tool_calls": [
+                {
+                    "id": "toolu_01A09q90qw90lq917835lq9",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"location":"San Francisco, CA"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "toolu_01A09q90qw90lq917835lq9", "content": "15 degrees"},
+    ]
+    assert chat["tools"][0]["function"]["parameters"]["required"] == ["location"]
+
+
+@pytest.mark.parametrize("name", REQUESTS)
+def test_documented_requests_survive_the_round_trip_through_chat(name: str) -> None:
+    """In through /v1/messages, out to a kind: anthropic backend by translation: the same request."""
+    request = fixture(name)
+    assert to_messages_request(to_chat_request(request), default_max_tokens=1) == request
+
+
+@pytest.mark.parametrize("name", ["basic_response.json", "tool_use_response.json", "cache_usage_response.json"])
+def test_documented_messages_survive_the_round_trip_through_chat(name: str) -> None:
+    message = fixture(name)
+    back = to_message(to_chat_completion(message, structured=False, created=1))
+    Message.model_validate(back)
+    assert (back["id"], back["content"], back["stop_reason"]) == (
+        message["id"],
+        message["content"],
+        message["stop_reason"],
+    )
+    usage = {key: message["usage"].get(key, 0) for key in back["usage"]}
+    assert back["usage"] == usage
+
+
+@pytest.mark.parametrize("name", ["stream_text.sse", "stream_tool_use.sse"])
+def test_documented_streams_survive_the_round_trip_through_chat(name: str) -> None:
+    """Anthropic events -> chat chunks -> Anthropic events: same order of event types, same text and input."""
+    original = [event for event in events(name) if event["type"] != "ping"]
+    chunks = translate(name)
+    translator = EventTranslator(chunks[0]["id"], chunks[0]["model"])
+    produced = [*translator.start(), *(e for c in chunks for e in translator.feed(c)), *translator.finish()]
+    adapter = TypeAdapter(RawMessageStreamEvent)
+    for event in produced:
+        if event["type"] != "ping":
+            adapter.validate_python(event)
+    back = [event for event in produced if event["type"] != "ping"]
+    assert [e["type"] for e in back] == [e["type"] for e in original if not _empty_json_delta(e)]
+    assert _text(back) == _text(original) and _json(back) == _json(original)
+    assert back[-2]["delta"]["stop_reason"] == original[-2]["delta"]["stop_reason"]
+    assert back[-2]["usage"]["output_tokens"] == original[-2]["usage"]["output_tokens"]
+    assert back[-2]["usage"]["input_tokens"] == original[0]["message"]["usage"]["input_tokens"]
+
+
+def _empty_json_delta(event: dict[str, Any]) -> bool:
+    return event.get("delta", {}).get("partial_json") == ""
+
+
+def _text(events: list[dict[str, Any]]) -> str:
+    return "".join(e["delta"].get("text", "") for e in events if e["type"] == "content_block_delta")
+
+
+def _json(events: list[dict[str, Any]]) -> str:
+    return "".join(e["delta"].get("partial_json", "") for e in events if e["type"] == "content_block_delta")
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b'{"model": "auto", "messages": [{"role": "user", "content": "x"}]}', "max_tokens"),
+        (b'{"model": "auto", "max_tokens": 5, "messages": [], "extra_field": 1}', "extra_field"),
+        (b'{"model": "auto", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}', "messages[0].role"),
+        (
+            b'{"model": "auto", "max_tokens": 5, "temperature": 1.5, "messages": [{"role": "user", "content": "x"}]}',
+            "temperature",
+        ),
+    ],
+)
+def test_bad_requests_name_the_field(body: bytes, param: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_messages_request(body)
+    assert caught.value.param == param
+
+
+@pytest.mark.parametrize(
+    ("block", "param"),
+    [
+        (
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}},
+            "messages.0.content.0.type",
+        ),
+        (
+            {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image", "source": {}}]},
+            "messages.0.content.0.content.0.type",
+        ),
+    ],
+)
+def test_blocks_no_backend_can_take_are_refused(block: dict[str, Any], param: str) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        to_chat_request({"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": [block]}]})
+    assert caught.value.param == param
+
+
+def test_server_tools_are_refused() -> None:
+    body = {
+        "model": "auto",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "x"}],
+        "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+    }
+    with pytest.raises(InvalidRequestError) as caught:
+        to_chat_request(body)
+    assert caught.value.param == "tools.0.type"
+
+
+def test_passthrough_drops_thinking_only() -> None:
+    thinking = {"type": "thinking", "thinking": "hmm", "signature": "s"}
+    body = {
+        "model": "auto",
+        "max_tokens": 5,
+        "top_k": 3,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": [thinking, {"type": "text", "text": "y"}]},
+        ],
+    }
+    out = passthrough_request(body)
+    assert out == {
+        "model": "auto",
+        "max_tokens": 5,
+        "top_k": 3,
+        "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": [{"type": "text", "text": "y"}]},
+        ],
+    }
+    assert body["messages"][1]["content"][0] == thinking  # the client's body is left as it was
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (403, "permission_error"),
+        (404, "not_found_error"),
+        (413, "request_too_large"),
+        (429, "rate_limit_error"),
+        (500, "api_error"),
+        (502, "api_error"),
+        (503, "overloaded_error"),
+        (504, "timeout_error"),
+        (529, "overloaded_error"),
+    ],
+)
+def test_error_shape(status: int, kind: str) -> None:
+    assert error_body(status, "m") == {"type": "error", "error": {"type": kind, "message": "m"}}

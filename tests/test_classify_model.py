@@ -1,0 +1,209 @@
+"""The learned classifier: training is deterministic, model files are checked at load, rules read it."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from router.classify import Classifier, Features
+from router.classify_model import ModelError, TextModel
+from router.cli import main
+from router.config import ConfigError, RuleConfig, load_config
+from router.rules import RequestContext, compile_rules, match_rules
+from router.train import TrainingError, read_rows, train
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "config" / "models" / "routing-model.npz"
+DATA = REPO / "data" / "routing"
+
+
+def small_rows() -> list[Any]:
+    """A few rows of each of six sources: enough for a fit, quick on a busy machine."""
+    rows = read_rows([DATA / "public-train.jsonl"])
+    out, seen = [], {}
+    for row in rows:
+        if seen.get(row.source, 0) < 8 and row.source in {"nq-open", "covid-faq", "aqua-rat", "folio", "catqa", "ntrex"}:
+            seen[row.source] = seen.get(row.source, 0) + 1
+            out.append(row)
+    return out
+
+
+def test_training_is_deterministic(tmp_path: Path) -> None:
+    rows = small_rows()
+    first, second = train(rows, bits=12, held_out=False), train(rows, bits=12, held_out=False)
+    first.save(tmp_path / "a.npz")
+    second.save(tmp_path / "b.npz")
+    a, b = TextModel.load(tmp_path / "a.npz"), TextModel.load(tmp_path / "b.npz")
+    assert np.array_equal(a.weights, b.weights) and np.array_equal(a.bias, b.bias)
+    assert a.digest == b.digest
+    assert np.abs(a.weights[:, 0]).max() > 0  # it learned something
+
+
+def test_held_out_scores_every_source_with_a_model_that_never_saw_it() -> None:
+    result = train(small_rows(), bits=12)
+    assert set(result.held_out) == {"nq-open", "covid-faq", "aqua-rat", "folio", "catqa", "ntrex"}
+    assert all(s["rows"] == 8 and 0.0 <= s["accuracy"] <= 1.0 for s in result.held_out.values())
+
+
+def test_train_command_writes_model_and_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps({"source": r.source, "expected_tier": r.tier, "task": r.task,
+                                          "messages": r.messages}) for r in small_rows()))
+    out = tmp_path / "m.npz"
+    assert main(["train", "--data", str(data), "--out", str(out), "--bits", "12"]) == 0
+    assert TextModel.load(out).meta["rows"] == 48
+    report = (tmp_path / "m.npz.report.txt").read_text()
+    assert "leave-one-source-out" in report and "catqa" in report
+    assert "catqa" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "rows.jsonl:2: not JSON"),
+        ('{"source": "s", "expected_tier": "huge", "task": "qa", "messages": [{"role": "user", "content": "x"}]}',
+         "rows.jsonl:2: `expected_tier` must be one of ['mid', 'flagship'], not 'huge'"),
+        ('{"source": "s", "expected_tier": "mid", "task": "qa", "messages": []}',
+         "rows.jsonl:2: `messages` must be a non-empty list"),
+    ],
+)
+def test_bad_rows_are_named_by_line(tmp_path: Path, line: str, message: str) -> None:
+    good = '{"source": "s", "expected_tier": "mid", "task": "qa", "messages": [{"role": "user", "content": "hi"}]}'
+    path = tmp_path / "rows.jsonl"
+    path.write_text(f"{good}\n{line}\n")
+    with pytest.raises(TrainingError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        read_rows([path])
+
+
+def _write_npz(path: Path, **arrays: Any) -> None:
+    np.savez(path, **arrays)
+
+
+def _valid_arrays(bits: int = 10, tasks: tuple[str, ...] = ("qa", "math")) -> dict[str, Any]:
+    return {
+        "weights": np.zeros((1 << bits, 1 + len(tasks)), dtype=np.float16),
+        "bias": np.zeros(1 + len(tasks), dtype=np.float32),
+        "tasks": np.array(tasks),
+        "meta": np.array(json.dumps({"format": 1, "bits": bits, "window": {"head": 600, "tail": 300}})),
+    }
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda a: a.pop("bias"), r"lacks \['bias'\]"),
+        (lambda a: a.update(meta=np.array('{"format": 99, "bits": 10}')), "format 99, this gateway reads format 1"),
+        (lambda a: a.update(bias=np.zeros(7, dtype=np.float32)), "do not fit 10 bits and 2 tasks"),
+        (lambda a: a["weights"].__setitem__((0, 0), np.nan), "NaN or infinity"),
+        (lambda a: a.update(meta=np.array("{")), "meta is not JSON"),
+    ],
+)
+def test_a_damaged_model_is_refused_with_the_reason(tmp_path: Path, damage: Any, message: str) -> None:
+    arrays = _valid_arrays()
+    damage(arrays)
+    path = tmp_path / "m.npz"
+    _write_npz(path, **arrays)
+    with pytest.raises(ModelError, match=message):
+        TextModel.load(path)
+
+
+def test_corrupt_or_missing_files_are_model_errors(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="cannot read model file"):
+        TextModel.load(tmp_path / "absent.npz")
+    torn = tmp_path / "torn.npz"
+    torn.write_bytes(SHIPPED.read_bytes()[:5000])
+    with pytest.raises(ModelError, match="not a valid .npz model"):
+        TextModel.load(torn)
+    assert not zipfile.is_zipfile(torn)
+
+
+def _config(tmp_path: Path, model_line: str, rule_when: str = "{escalation_gte: 0.5}") -> Path:
+    (tmp_path / "tasks.yaml").write_text((REPO / "config" / "tasks.yaml").read_text())
+    path = tmp_path / "router.yaml"
+    path.write_text(f"""\
+backends:
+  mid: {{tier: mid, base_url: "http://127.0.0.1:9/v1", model: m}}
+  flagship: {{tier: flagship, base_url: "http://127.0.0.1:9/v1", model: f}}
+classifier:
+  vocabulary: tasks.yaml
+{model_line}
+rules:
+  - name: learned
+    when: {rule_when}
+    tier: flagship
+  - name: default
+    tier: mid
+""")
+    return path
+
+
+def test_check_names_a_broken_model_file_and_serve_never_starts_with_it(tmp_path: Path) -> None:
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ConfigError) as info:
+        load_config(_config(tmp_path, "  model: broken.npz"), {})
+    assert any("classifier.model" in line and "not a valid .npz model" in line for line in info.value.errors)
+    assert main(["check", str(_config(tmp_path, "  model: broken.npz"))]) == 2
+
+
+def test_model_conditions_need_a_model(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_config(tmp_path, ""), {})
+    assert any("escalation_gte: needs a model" in line for line in info.value.errors)
+
+
+def test_shipped_model_loads_and_routes(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "routing-model.npz").write_bytes(SHIPPED.read_bytes())
+    config = load_config(_config(tmp_path, "  model: models/routing-model.npz"), {})
+    model = config.classifier.model
+    assert model is not None and SHIPPED.stat().st_size <= 20 * 2**20
+    classifier = Classifier(config.classifier.vocabulary, model)
+    features = classifier.classify([{"role": "user", "content": "Translate 'good morning' into German."}])
+    assert features.escalation is not None and 0.0 <= features.escalation <= 1.0
+    assert features.probabilities is not None and abs(sum(features.probabilities.values()) - 1.0) < 1e-6
+    assert features.confidence == round(max(features.probabilities.values()), 3)
+
+
+def test_the_model_reads_the_instruction_not_the_pasted_middle() -> None:
+    model = TextModel.load(SHIPPED)
+    head = "Please list the dates mentioned in the text below.\n" + "Meeting notes, week one. " * 30
+    tail = "Meeting notes, week two. " * 15 + "\nThat is all."
+    quiet = model.read(head + "x " * 2000 + tail, "user")
+    loud = model.read(head + "integral theorem court ruling exploit " * 200 + tail, "user")
+    assert np.allclose(quiet[0], loud[0]) and quiet[1] == loud[1]
+
+
+def test_a_model_task_fills_in_only_where_no_cue_reached_the_score() -> None:
+    config = load_config(REPO / "config" / "demo.yaml", {})
+    classifier = Classifier(config.classifier.vocabulary, config.classifier.model)
+    cue = classifier.classify([{"role": "user", "content": "Summarize this article in three bullet points: ..."}])
+    assert (cue.task, cue.task_source) == ("summarize", "cues")
+    quiet = classifier.classify([{"role": "user", "content": "zebra lamp orbit"}])
+    assert quiet.task_source == "model" and quiet.task == max(quiet.probabilities, key=quiet.probabilities.get)
+
+
+def features(**overrides: Any) -> Features:
+    base: dict[str, Any] = dict(task="faq", scores={}, complexity=0.2, input_tokens=100, has_tools=False,
+                                has_images=False, pii=(), signals={})
+    return Features(**{**base, **overrides})
+
+
+@pytest.mark.parametrize(
+    ("escalation", "confidence", "rule"),
+    [(0.9, 0.9, "learned"), (0.3, 0.4, "unsure"), (0.3, 0.9, "default"), (None, None, "default")],
+)
+def test_rules_read_the_model(escalation: float | None, confidence: float | None, rule: str) -> None:
+    rules = compile_rules([
+        RuleConfig.model_validate(r) for r in [
+            {"name": "learned", "when": {"escalation_gte": 0.6}, "tier": "flagship"},
+            {"name": "unsure", "when": {"confidence_lt": 0.55, "escalation_gte": 0.25}, "tier": "flagship"},
+            {"name": "default", "tier": "mid"},
+        ]
+    ])
+    decision = match_rules(features(escalation=escalation, confidence=confidence), RequestContext(model="auto"), rules)
+    assert decision.rule == rule
