@@ -66,16 +66,7 @@ def _choice(choice: dict[str, Any], text: str) -> dict[str, Any]:
 def chat_to_completion(completion: dict[str, Any]) -> dict[str, Any]:
     """The ``text_completion`` for a ``chat.completion``."""
     choices = [_choice(c, (c.get("message") or {}).get("content") or "") for c in completion.get("choices") or ()]
-    out = {
-        "id": _id(completion),
-        "object": "text_completion",
-        "created": completion.get("created", 0),
-        "model": completion.get("model", ""),
-        "choices": choices,
-    }
-    if completion.get("usage"):
-        out["usage"] = completion["usage"]
-    return out
+    return _text_completion(completion, choices)
 
 
 def chunk_to_completion(chunk: dict[str, Any]) -> dict[str, Any] | None:
@@ -87,15 +78,20 @@ def chunk_to_completion(chunk: dict[str, Any]) -> dict[str, Any] | None:
     ]
     if not choices and not chunk.get("usage"):
         return None
+    return _text_completion(chunk, choices)
+
+
+def _text_completion(chat: dict[str, Any], choices: list[dict[str, Any]]) -> dict[str, Any]:
+    """A ``text_completion`` (or its stream chunk) with ``chat``'s id, time, model and usage."""
     out = {
-        "id": _id(chunk),
+        "id": _id(chat),
         "object": "text_completion",
-        "created": chunk.get("created", 0),
-        "model": chunk.get("model", ""),
+        "created": chat.get("created", 0),
+        "model": chat.get("model", ""),
         "choices": choices,
     }
-    if chunk.get("usage"):
-        out["usage"] = chunk["usage"]
+    if chat.get("usage"):
+        out["usage"] = chat["usage"]
     return out
 
 
