@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -82,6 +83,7 @@ def with_claude(config: Path, dest: Path) -> Path:
     path = dest / config.name
     path.write_text("\n".join([*lines[:start], *enabled, *aliases]) + "\n")
     (dest / "tasks.yaml").write_text((config.parent / "tasks.yaml").read_text())
+    shutil.copytree(config.parent / "models", dest / "models", dirs_exist_ok=True)
     return path
 
 

@@ -11,8 +11,9 @@ import time
 from router.accesslog import AccessLog
 from router.config import GatewayConfig
 from router.cost import Usage, usage_cost, usage_from
-from router.ledger import LedgerRow
+from router.ledger import PENDING_STATUS, LedgerRow
 from router.metrics import Metrics
+from router.policy import Candidate
 from router.state import PolicyState
 from router.trace import Trace
 
@@ -28,6 +29,21 @@ class Accountant:
         self._lowest_rank = min(ranks.values())
         top = max(ranks, key=ranks.__getitem__)
         self._reference_price = config.backends[config.tiers[top][0]].price
+
+    def begin(self, trace: Trace, candidate: Candidate, estimate_usd: float) -> None:
+        """Write-ahead: from the start of its upstream call on ``candidate``, the ledger holds a row
+        billing the request at ``estimate_usd`` until ``finish`` replaces it (kept if the process dies)."""
+        ledger = self.state.ledger
+        if ledger is None:
+            return
+        ledger.begin(
+            LedgerRow(
+                ts=time.time(), request_id=trace.unique_id, tenant=trace.client.tenant, key=trace.client.name,
+                backend=candidate.backend, tier=candidate.tier, model=candidate.config.model,
+                input_tokens=trace.route.features.input_tokens, output_tokens=0, cost_usd=estimate_usd, estimated=True,
+                status=PENDING_STATUS, latency_ms=0.0, attempts=trace.attempts, fallback=None,
+            )
+        )
 
     def price(self, trace: Trace) -> None:
         """Set the served request's usage and cost (for the answer's cost header, before ``finish``)."""
@@ -74,6 +90,8 @@ class Accountant:
             fallback="{}->{}:{}".format(*trace.fallback) if trace.fallback else None,
             messages=trace.body.get("messages"),
         )
+        if self.state.ledger is not None and candidate is None and trace.attempts:
+            self.state.ledger.discard(trace.unique_id)  # no upstream answered: nothing to bill
         if self.state.ledger is not None and candidate is not None:
             usage = trace.usage or Usage(0, 0, True)
             self.state.ledger.record(

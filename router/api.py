@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -26,6 +27,7 @@ from router.errors import (
     InvalidRequestError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    ServiceUnavailableError,
 )
 from router.gateway import Gateway
 from router.pipeline import Pipeline, Stream
@@ -129,13 +131,22 @@ async def chat_completions(pipeline: Pipeline, scope: Scope, receive: Receive, s
             if stream.head_done:
                 await _send_finished_stream(pipeline, trace, stream, want_usage, send)
                 return
-            events = EventStreamResponse(_relay(pipeline, trace, stream, want_usage), _SSE_HEADERS + _raw(trace.headers()))
+            events = EventStreamResponse(
+                _relay(pipeline, trace, stream, want_usage), _SSE_HEADERS + _raw(trace.headers()), on_disconnect=trace.client_left
+            )
             await events(scope, receive, send)
             return
         with _finish_on_error(pipeline, trace):
             completion = await pipeline.complete(trace)
     except GatewayError as exc:
         await send_error(send, exc, request_id)
+        return
+    except asyncio.CancelledError:
+        if trace.answered_at is not None:
+            raise  # the answer is under way (a stream handles its own cancellation)
+        # Before the answer starts, only the server cancels (at its drain deadline): say so.
+        _uncancel()
+        await send_error(send, _shutting_down(), request_id)
         return
     trace.answered_at = time.perf_counter()
     pipeline.accountant.price(trace)
@@ -176,10 +187,28 @@ def _finish_on_error(pipeline: Pipeline, trace: Trace) -> Iterator[None]:
         trace.status = exc.status_code
         pipeline.accountant.finish(trace)
         raise
+    except asyncio.CancelledError:
+        trace.status = _shutting_down().status_code
+        pipeline.accountant.finish(trace)
+        raise
     except BaseException:
         trace.status = CLIENT_CLOSED
         pipeline.accountant.finish(trace)
         raise
+
+
+def _shutting_down() -> GatewayError:
+    return ServiceUnavailableError(
+        "The gateway is shutting down and stopped this request at its drain deadline; send it again.",
+        code="gateway_shutting_down",
+    )
+
+
+def _uncancel() -> None:
+    """Carry on in a task the server cancelled, to answer its client before the process exits."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 class EventStreamResponse:
@@ -189,9 +218,18 @@ class EventStreamResponse:
     task that watches for ``http.disconnect`` and cancels the sender is enough, and cheaper.
     """
 
-    def __init__(self, body: AsyncIterator[bytes], raw_headers: list[tuple[bytes, bytes]]) -> None:
+    def __init__(
+        self,
+        body: AsyncGenerator[bytes, None],
+        raw_headers: list[tuple[bytes, bytes]],
+        *,
+        on_disconnect: Callable[[], None] | None = None,
+    ) -> None:
         self.body_iterator = body
         self.raw_headers = raw_headers  # no content-length: the body is streamed
+        #: Called before the sender is cancelled because the client left, so the body can tell that
+        #: cancellation from the server's own (its drain deadline at shutdown).
+        self.on_disconnect = on_disconnect
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sender = asyncio.current_task()
@@ -203,6 +241,8 @@ class EventStreamResponse:
             while (await receive())["type"] != "http.disconnect":
                 pass
             gone = True
+            if self.on_disconnect is not None:
+                self.on_disconnect()
             sender.cancel()
 
         watcher = asyncio.create_task(watch())
@@ -217,6 +257,9 @@ class EventStreamResponse:
             sender.uncancel()  # the client left: nothing more to send, the relay has closed the upstream
         finally:
             watcher.cancel()
+            # Closed now, not whenever it is collected: the body's own cleanup closes the upstream and
+            # accounts for the request (also when a cancellation landed on a send, not in the body).
+            await self.body_iterator.aclose()
 
 
 async def _send_finished_stream(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: bool, send: Send) -> None:
@@ -237,17 +280,38 @@ def _events(trace: Trace, batch: list[Chunk], done: bool, want_usage: bool) -> b
     payloads = []
     for chunk in batch:
         data = chunk.data
-        if data.get("usage"):
-            trace.usage_reported = data["usage"]
-            if not want_usage and not data.get("choices"):
-                continue  # the usage chunk the gateway asked for on its own behalf
+        raw = chunk.raw
+        if "usage" in data:
+            if data["usage"]:
+                trace.usage_reported = data["usage"]
+            if not want_usage:
+                # The gateway asked for usage on its own behalf: the client gets neither the usage
+                # chunk (OpenAI's has no choices, LiteLLM's an empty delta) nor "usage": null on every chunk.
+                if not _carries_choice(data):
+                    continue
+                raw = _without_usage(raw, data)
         if count_chars:
             trace.output_chars += chunk_chars(data)
-        payloads.append(chunk.raw)
+        payloads.append(raw)
     return frames(payloads) + DONE_FRAME if done else frames(payloads)
 
 
-async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: bool) -> AsyncIterator[bytes]:
+def _carries_choice(chunk: dict[str, Any]) -> bool:
+    """True if a chunk has something for the client besides usage: a delta or a finish reason."""
+    return any(choice.get("delta") or choice.get("finish_reason") for choice in chunk.get("choices") or ())
+
+
+_NULL_USAGE_TAIL = b',"usage":null}'
+
+
+def _without_usage(raw: bytes, data: dict[str, Any]) -> bytes:
+    """``raw`` without its top-level ``usage``; compact JSON ending in it (OpenAI's, vLLM's) is cut, not re-encoded."""
+    if raw.endswith(_NULL_USAGE_TAIL):
+        return raw[: -len(_NULL_USAGE_TAIL)] + b"}"
+    return orjson.dumps({key: value for key, value in data.items() if key != "usage"})
+
+
+async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: bool) -> AsyncGenerator[bytes, None]:
     """Re-frame upstream chunks as ``data: <json>``; a failure ends the stream with an error event, no [DONE]."""
     try:
         async for batch, done in stream.batches():
@@ -256,9 +320,19 @@ async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: b
                 yield events
     except GatewayError as exc:
         trace.status = exc.status_code
-        pipeline.state.backends[stream.candidate.backend].breaker.record_failure()
+        pipeline.backends[stream.candidate.backend].breaker.record_failure()
         log.warning("request %s: stream from %s failed after it started: %s", trace.request_id, stream.candidate.backend, exc)
         yield frame(exc.body_bytes())
+    except asyncio.CancelledError:
+        if trace.client_gone:
+            trace.status = CLIENT_CLOSED
+            raise
+        # The server cancelled the stream at its drain deadline: the client gets an error event
+        # (the SDK raises) instead of a cut connection, and the request is accounted below.
+        _uncancel()
+        error = _shutting_down()
+        trace.status = error.status_code
+        yield frame(error.body_bytes())
     except BaseException:
         trace.status = CLIENT_CLOSED
         raise
@@ -286,7 +360,7 @@ async def decide(request: Request) -> Response:
     started = time.perf_counter_ns()
     route = pipeline.route(body, client, request.headers)
     elapsed_us = (time.perf_counter_ns() - started) / 1000
-    explained = pipeline.explain(route, client)
+    explained = pipeline.explain(route, client, body["messages"])
     return _json({**explained, "decision_us": round(elapsed_us, 1)}, headers={"x-request-id": request_id})
 
 
@@ -297,10 +371,23 @@ async def spend(request: Request) -> Response:
     ledger = pipeline.state.ledger
     if ledger is None:
         raise InvalidRequestError("The spend ledger is disabled (policy.ledger.path is empty).", code="ledger_disabled")
-    since = request.query_params.get("since")
-    rows = await anyio.to_thread.run_sync(lambda: ledger.spend(since=float(since) if since else None))
+    since = _since(request.query_params.get("since"))
+    rows = await anyio.to_thread.run_sync(lambda: ledger.spend(since=since))
     total = sum(row["cost_usd"] for row in rows)
     return _json({"object": "list", "data": rows, "total_usd": round(total, 8)}, headers={"x-request-id": request_id})
+
+
+def _since(value: str | None) -> float | None:
+    """The ``since`` query parameter: a Unix time."""
+    if not value:
+        return None
+    try:
+        since = float(value)
+    except ValueError:
+        since = math.nan
+    if not math.isfinite(since):
+        raise InvalidRequestError(f"Invalid value for 'since': {value!r} is not a Unix time in seconds.", param="since")
+    return since
 
 
 async def list_models(request: Request) -> Response:

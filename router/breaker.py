@@ -130,6 +130,10 @@ class CircuitBreaker:
         if self._state == "half_open" and self._probes > 0:
             self._probes -= 1
 
+    def retry_in(self) -> float:
+        """Seconds until ``allow`` may admit an attempt again: the rest of the cool-down (0 once half-open)."""
+        return max(0.0, self._open_until - self._clock()) if self._state == "open" else 0.0
+
     def snapshot(self) -> dict[str, Any]:
         state = self.state
         now = self._clock()

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "train":
         from router.train import run_command
 
-        return run_command(args.data, args.out, bits=args.bits, c=args.c, held_out=not args.no_held_out)
+        return run_command(args.data, args.out, c=args.c, held_out=not args.no_held_out)
     if args.command == "serve":
         return _serve(args.config, args.host, args.port, args.workers, args.log_level)
     return _demo(args.config or _default_demo_config(), args.host, args.port, args.mid_port, args.flagship_port,
@@ -100,8 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--data", type=Path, action="append", required=True,
                        help="a JSON-lines file of labelled rows; repeat for several")
     train.add_argument("--out", type=Path, required=True, help="the model file to write, e.g. config/models/mine.npz")
-    train.add_argument("--bits", type=int, default=18, help="hash buckets as a power of two (default: %(default)s)")
-    train.add_argument("--c", type=float, default=1.0, help="inverse regularisation strength (default: %(default)s)")
+    train.add_argument("--c", type=float, default=16.0, help="inverse regularisation strength (default: %(default)s)")
     train.add_argument("--no-held-out", action="store_true",
                        help="skip the leave-one-source-out scores (one fit instead of one per source)")
     return parser
@@ -155,9 +154,11 @@ def _check(path: Path) -> int:
 
 
 def _serve(path: Path, host: str, port: int, workers: int, log_level: str) -> int:
-    if _load_or_report(path) is None:
+    config = _load_or_report(path)
+    if config is None:
         return 2
-    os.environ[CONFIG_ENV] = str(path.resolve())
+    # Absolute, not resolved: a symlinked config (a Kubernetes ConfigMap) must be re-read through its link.
+    os.environ[CONFIG_ENV] = str(path.absolute())
     prepare_multiprocess_dir(workers)  # before the workers spawn: they inherit PROMETHEUS_MULTIPROC_DIR
     uvicorn.run(
         "router.cli:app_from_env",
@@ -169,6 +170,8 @@ def _serve(path: Path, host: str, port: int, workers: int, log_level: str) -> in
         log_config=None,  # uvicorn's loggers propagate to ours
         access_log=False,
         timeout_keep_alive=30,
+        # Then uvicorn cancels what is still running: streams end with an error event (router.api).
+        timeout_graceful_shutdown=config.server.drain_seconds,
         **SERVER_OPTIONS,
     )
     return 0
@@ -224,7 +227,8 @@ def _demo(path: Path, host: str, port: int, mid_port: int, flagship_port: int, s
                                         context_window=flagship.context_window)),
         create_app(config, path=path),
     ]
-    servers = [(_server(app), sock) for app, sock in zip(apps, sockets, strict=True)]
+    drains = (None, None, config.server.drain_seconds)  # the gateway drains; the simulators just stop
+    servers = [(_server(app, drain_seconds=drain), sock) for app, sock, drain in zip(apps, sockets, drains, strict=True)]
     wire = "Anthropic Messages API" if anthropic else "OpenAI API"
     print(_DEMO_BANNER.format(url=f"http://{host}:{port}", mid=mid_port, flagship=flagship_port, wire=wire,
                               ledger=config.policy.ledger.path or "off"), flush=True)
@@ -259,8 +263,9 @@ async def _serve_all(servers: list[tuple[uvicorn.Server, socket.socket]]) -> Non
     await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in servers))
 
 
-def _server(app: ASGIApp) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **SERVER_OPTIONS))
+def _server(app: ASGIApp, *, drain_seconds: float | None = None) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                         timeout_graceful_shutdown=drain_seconds, **SERVER_OPTIONS))
 
 
 _EXAMPLES = """\

@@ -29,9 +29,10 @@ from pydantic import (
     model_validator,
 )
 
+from router.classify_model import ModelError, TextModel
 from router.config_errors import located, unknown, validation_problems
 from router.envsubst import MissingVariableError, interpolate
-from router.classify_model import ModelError, TextModel
+from router.redact import redact
 from router.vocabulary import Vocabulary, VocabularyError, load_vocabulary
 
 AUTO_MODEL = "auto"
@@ -66,6 +67,10 @@ class ServerConfig(_Model):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     #: Write each request's messages into its access log line. Off: prompts can hold personal data.
     log_prompts: bool = False
+    #: On SIGTERM, seconds requests in flight get to finish; then each open stream gets an error event,
+    #: the ledger is flushed and the process exits. Keep it below the orchestrator's kill deadline
+    #: (Kubernetes: terminationGracePeriodSeconds, 30 by default).
+    drain_seconds: float = Field(default=25.0, ge=0)
 
 
 class ApiKeyConfig(_Model):
@@ -554,7 +559,9 @@ def _load(
         except ValidationError as exc:
             problems = [p for p in validation_problems(exc, GatewayConfig) if not (unchecked and p[0].startswith(unchecked))]
             if problems:
-                raise ConfigError(located(label, raw, problems)) from exc
+                # Errors reach logs and /readyz: never with a secret's value in them.
+                secrets = _secret_values(interpolated, raw, environ)
+                raise ConfigError([redact(line, secrets) for line in located(label, raw, problems)]) from exc
             # Only values of unset variables failed: drop them (defaults apply) and check the rest again.
             for error in exc.errors():
                 _drop(interpolated, error["loc"])
@@ -573,6 +580,23 @@ def _drop(tree: Any, loc: tuple[int | str, ...]) -> None:
             return
     if loc and isinstance(tree, dict):
         tree.pop(loc[-1], None)
+
+
+_SECRET_NAME = re.compile(r"(?i)key|token|secret|passw|credential|auth")
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _secret_values(tree: dict[str, Any], raw: bytes, environ: Mapping[str, str]) -> list[str]:
+    """Values a config error must not show: backends' keys and headers, and the variables with secret-like names it uses."""
+    values = [environ.get(name, "") for name in _REFERENCE.findall(raw.decode("utf-8", "replace")) if _SECRET_NAME.search(name)]
+    backends = tree.get("backends")
+    for backend in backends.values() if isinstance(backends, dict) else ():
+        if isinstance(backend, dict):
+            values.append(str(backend.get("api_key") or ""))
+            headers = backend.get("headers")
+            if isinstance(headers, dict):
+                values.extend(str(v) for v in headers.values())
+    return [value for value in values if value]
 
 
 def _digest(raw: bytes, config: GatewayConfig) -> str:

@@ -30,9 +30,12 @@ from router.upstream.base import Provider
 
 log = logging.getLogger("router.gateway")
 
-_CONFIG_SUFFIXES = (".yaml", ".yml")
+#: Files whose change reloads the config: the YAML files and the classifier's model.
+_CONFIG_SUFFIXES = (".yaml", ".yml", ".npz")
 #: How often a worker publishes its metrics when several share them (a scrape also publishes its own).
 _PUBLISH_SECONDS = 1.0
+#: At shutdown, the longest wait for cancelled requests to be accounted before the ledger closes.
+_SETTLE_SECONDS = 2.0
 
 
 class Gateway:
@@ -84,6 +87,10 @@ class Gateway:
             log.error("config reload rejected, still serving version %s:\n%s", self.config.digest, exc)
             return False
         if config.digest == self.config.digest:
+            if self.last_reload_error is not None:  # a bad edit was undone: the file on disk serves again
+                self.last_reload_error = None
+                self.metrics.config_reload(True)
+                log.info("config file is valid again (version %s)", config.digest)
             return False
         previous = self.pipeline
         self.state.reconfigure(config)
@@ -134,7 +141,10 @@ class Gateway:
         assert check is not None
         while True:
             await asyncio.sleep(check.interval_seconds)
-            breaker = self.state.backends[provider.name].breaker
+            backend = self.state.backends.get(provider.name)
+            if backend is None:  # removed by a reload; this task is being replaced
+                return
+            breaker = backend.breaker
             if not breaker.allow():
                 continue
             if await provider.healthy(check.path, check.timeout_seconds):
@@ -144,16 +154,30 @@ class Gateway:
                 breaker.record_failure()
 
     async def watch(self) -> None:
-        """Reload whenever a YAML file next to the config changes (editors often replace files)."""
+        """Reload whenever a YAML file next to the config changes (editors often replace files).
+
+        The path is watched as given, never resolved: a Kubernetes ConfigMap mounts the file as a
+        symlink through ``..data``, which the kubelet swaps to a new directory (the old one is
+        deleted), so a change of a ``..``-named entry is a change of the config too.
+        """
         if self.path is None:
             return
         from watchfiles import awatch
 
         # The watcher thread wakes every `step` ms (and takes the GIL) even when nothing changed: half
         # a second keeps reloads within a second at a tenth of watchfiles' default wake-ups.
-        async for changes in awatch(self.path.parent, debounce=200, step=500):
-            if any(changed.endswith(_CONFIG_SUFFIXES) for _, changed in changes):
+        directory = self.path.absolute().parent
+        async for changes in awatch(directory, debounce=200, step=500):
+            if any(_is_config_change(directory, changed) for _, changed in changes):
                 self.reload()
+
+    async def _settle(self) -> None:
+        """Give requests the server just cancelled (its drain deadline passed) a moment to send their
+        error event and be accounted, so their ledger rows are written before the ledger closes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _SETTLE_SECONDS
+        while any(state.load.in_flight for state in self.state.backends.values()) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
 
     def _retire(self, providers: list[Provider]) -> None:
         if not providers:
@@ -176,6 +200,7 @@ class Gateway:
             self._loop.call_soon_threadsafe(schedule)  # reload() may run outside the event loop (SIGHUP, tests)
 
     async def aclose(self) -> None:
+        await self._settle()
         tasks = [*self._retiring, *self._health_checks, *([self._publisher] if self._publisher else [])]
         for task in tasks:
             task.cancel()
@@ -187,6 +212,17 @@ class Gateway:
         self.metrics.close()
         if self._scraper is not None:
             await self._scraper.close()
+
+
+def _is_config_change(directory: Path, changed: str) -> bool:
+    """A YAML file, or the ConfigMap machinery (``..data`` and its ``..<timestamp>`` targets) in ``directory``."""
+    if changed.endswith(_CONFIG_SUFFIXES):
+        return True
+    path = Path(changed)
+    if not path.is_relative_to(directory):
+        return False
+    parts = path.relative_to(directory).parts
+    return bool(parts) and parts[0].startswith("..")
 
 
 def _label_sets(config: GatewayConfig, keyring: KeyRing) -> dict[str, Any]:

@@ -8,6 +8,15 @@ and the event loop never waits on the disk. Reads (``spend``, ``totals``) are qu
 the rows recorded before them and run on the same thread, so a read sees every row recorded
 before it; they block the caller (from the event loop, use ``asyncio.to_thread``).
 
+Write-ahead: ``begin`` queues a *pending* row (status 0, the reserved estimate as its cost) when
+a request's upstream call starts; ``record`` writes the final row and deletes the pending one in
+the same transaction. Should the process die in between (``kill -9``, OOM), the pending row is
+still there: once older than ``stale_after`` (longer than any request may run) any process
+sharing the file moves it into ``requests`` as it is, so the call is billed at its estimate.
+What a crash can lose is bounded by the writer's batching: rows queued in the last
+``_GATHER_SECONDS`` (plus one commit) before it; a request that started and ended in that window
+leaves no row at all.
+
 Several processes may share one file: WAL lets readers run beside the one writer and the busy
 timeout makes a writer wait for another's transaction instead of failing. ``request_id`` is
 the primary key and inserts are ``INSERT OR IGNORE``, so a request recorded twice is billed
@@ -73,6 +82,10 @@ CREATE TABLE IF NOT EXISTS requests (
     fallback TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
+-- Write-ahead rows of requests under way (status 0); see the module docstring.
+CREATE TABLE IF NOT EXISTS pending AS SELECT * FROM requests WHERE 0;
+CREATE UNIQUE INDEX IF NOT EXISTS pending_id ON pending (request_id);
+CREATE INDEX IF NOT EXISTS pending_ts ON pending (ts);
 -- Spend per UTC day and budget scope, kept by a trigger in the same transaction as the rows, so
 -- budgets read a handful of rows instead of summing every request of the month.
 CREATE TABLE IF NOT EXISTS daily_spend (
@@ -127,6 +140,34 @@ _INSERTS = ("",) + tuple(
     f"INSERT OR IGNORE INTO requests ({', '.join(_COLUMNS)}) VALUES {', '.join([_ROW] * k)}"
     for k in range(1, _ROWS_PER_INSERT + 1)
 )
+_PENDING_INSERT = f"INSERT OR REPLACE INTO pending ({', '.join(_COLUMNS)}) VALUES {_ROW}"
+_PENDING_DELETE = "DELETE FROM pending WHERE request_id = ?"
+_RECOVER = (
+    f"INSERT OR IGNORE INTO requests ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM pending WHERE ts < ?",
+    "DELETE FROM pending WHERE ts < ?",
+)
+#: Status of a write-ahead row: the request had not finished (or its process died first).
+PENDING_STATUS = 0
+#: How often the writer looks for write-ahead rows left by a process that died.
+_RECOVER_EVERY = 30.0
+
+
+class _Begun:
+    """A write-ahead row in the queue."""
+
+    __slots__ = ("row",)
+
+    def __init__(self, row: LedgerRow) -> None:
+        self.row = row
+
+
+class _Ended:
+    """A request that ended without a row to record: its write-ahead row goes."""
+
+    __slots__ = ("request_id",)
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
 
 
 class _Job:
@@ -143,8 +184,13 @@ _STOP = object()
 
 
 class Ledger:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, stale_after: float = 3600.0) -> None:
         self.path = str(path)
+        #: A write-ahead row older than this belongs to a request that can no longer be running.
+        self.stale_after = stale_after
+        self._recovered_at = float("-inf")
+        #: Requests whose write-ahead row this ledger wrote and has not cleared yet (writer thread only).
+        self._ahead: set[str] = set()
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         #: Rows inserted, rows ignored as already recorded, rows given up on, transactions committed.
@@ -161,6 +207,14 @@ class Ledger:
         """Queue a row for writing; never waits for the disk."""
         if not self._put(row):
             log.error("ledger is closed; spend not recorded: %r", row)
+
+    def begin(self, row: LedgerRow) -> None:
+        """Queue the write-ahead row of a request whose upstream call starts (see the module docstring)."""
+        self._put(_Begun(row))
+
+    def discard(self, request_id: str) -> None:
+        """The request ended with nothing to bill (no upstream answered): drop its write-ahead row."""
+        self._put(_Ended(request_id))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every row recorded so far is committed (or given up on); False on timeout."""
@@ -246,7 +300,7 @@ class Ledger:
         result: _T = job.future.result(_READ_TIMEOUT)
         return result
 
-    def _put(self, item: LedgerRow | _Job) -> bool:
+    def _put(self, item: LedgerRow | _Begun | _Ended | _Job) -> bool:
         with self._lock:
             if self._closed:
                 return False
@@ -266,7 +320,7 @@ class Ledger:
             stopping = False
             while not stopping:
                 items = [self._queue.get()]
-                if isinstance(items[0], LedgerRow):
+                if isinstance(items[0], LedgerRow | _Begun | _Ended):
                     # Let rows gather: one transaction (and one wake-up of this thread) per interval
                     # instead of per request keeps the writer off the event loop's back.
                     time.sleep(_GATHER_SECONDS)
@@ -281,33 +335,68 @@ class Ledger:
 
     def _handle(self, conn: sqlite3.Connection, items: list[Any]) -> bool:
         """Write the rows among ``items`` and run the jobs, in queue order; True at the stop mark (always last)."""
+        if time.monotonic() - self._recovered_at >= _RECOVER_EVERY:
+            self._recover(conn)
         rows: list[LedgerRow] = []
+        begun: list[LedgerRow] = []
+        ended: set[str] = set()
         for item in items:
             if isinstance(item, LedgerRow):
                 rows.append(item)
                 continue
-            self._write(conn, rows)
-            rows = []
+            if isinstance(item, _Begun):
+                begun.append(item.row)
+                continue
+            if isinstance(item, _Ended):
+                ended.add(item.request_id)
+                continue
+            self._write(conn, rows, begun, ended)
+            rows, begun, ended = [], [], set()
             if item is _STOP:
                 return True
             try:
                 item.future.set_result(item.run(conn))
             except Exception as exc:
                 item.future.set_exception(exc)
-        self._write(conn, rows)
+        self._write(conn, rows, begun, ended)
         return False
 
-    def _write(self, conn: sqlite3.Connection, rows: list[LedgerRow]) -> None:
-        if not rows:
+    def _recover(self, conn: sqlite3.Connection) -> None:
+        """Bill the write-ahead rows of requests that can no longer be running (their process died)."""
+        self._recovered_at = time.monotonic()
+        cutoff = time.time() - self.stale_after
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            moved = conn.execute(_RECOVER[0], (cutoff,)).rowcount
+            conn.execute(_RECOVER[1], (cutoff,))
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            log.exception("ledger: could not bill the write-ahead rows of lost requests; will try again")
             return
+        if moved:
+            log.warning("ledger: billed %d requests at their estimate: their process ended before they did", moved)
+
+    def _write(self, conn: sqlite3.Connection, rows: list[LedgerRow], begun: list[LedgerRow], ended: set[str]) -> None:
+        if not rows and not begun and not ended:
+            return
+        finished = {row.request_id for row in rows} | ended
+        # A request that began and finished within one batch needs no write-ahead row.
+        ahead = [row for row in begun if row.request_id not in finished]
         statements = [
             (_INSERTS[len(part)], list(chain.from_iterable(map(_values, part))))
             for part in (rows[i : i + _ROWS_PER_INSERT] for i in range(0, len(rows), _ROWS_PER_INSERT))
         ]
+        cleared = [(request_id,) for request_id in finished & self._ahead]
         for attempt in range(_WRITE_TRIES):
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 inserted = sum(conn.execute(sql, values).rowcount for sql, values in statements)
+                if ahead:
+                    conn.executemany(_PENDING_INSERT, map(_values, ahead))
+                if cleared:
+                    conn.executemany(_PENDING_DELETE, cleared)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
@@ -319,8 +408,10 @@ class Ledger:
                     time.sleep(0.1 * 2**attempt)
                     continue
                 self.stats["dropped"] += len(rows)
-                log.error("ledger: giving up on %d rows after %d tries: %s; first row: %r", len(rows), _WRITE_TRIES, exc, rows[0])
+                log.error("ledger: giving up on %d rows after %d tries: %s; first row: %r", len(rows), _WRITE_TRIES, exc, (rows or ahead)[:1])
                 return
+            self._ahead.difference_update(finished)
+            self._ahead.update(row.request_id for row in ahead)
             self.stats["written"] += inserted
             self.stats["duplicates"] += len(rows) - inserted
             self.stats["commits"] += 1

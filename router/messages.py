@@ -163,7 +163,7 @@ async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream) -> AsyncItera
                 events = []
     except GatewayError as exc:
         trace.status = exc.status_code
-        pipeline.state.backends[stream.candidate.backend].breaker.record_failure()
+        pipeline.backends[stream.candidate.backend].breaker.record_failure()  # as of its config (a reload may drop it)
         log.warning(
             "request %s: stream from %s failed after it started: %s", trace.request_id, stream.candidate.backend, exc
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -19,10 +20,12 @@ from router.accounting import Accountant
 from router.auth import ClientKey, KeyRing
 from router.budget import Exceeded, Reservation
 from router.classify import Classifier, Features
+from router.classify_model import model_texts
 from router.config import AUTO_MODEL, FailureKind, GatewayConfig
 from router.cost import completion_chars, cost_usd
 from router.errors import (
     GatewayError,
+    InvalidRequestError,
     ModelNotFoundError,
     RateLimitError,
     ServiceUnavailableError,
@@ -32,7 +35,7 @@ from router.errors import (
     UpstreamTimeoutError,
 )
 from router.metrics import Metrics
-from router.policy import Candidate, Planner
+from router.policy import Candidate, Plan, Planner
 from router.retry import backoff_delay, parse_retry_after
 from router.rules import (
     REQUESTED_MODEL,
@@ -98,6 +101,9 @@ class Pipeline:
         self.keyring = keyring
         self.providers = providers
         self.state = state
+        #: The backends' health and load as of this config: a request runs to its end on the pipeline
+        #: it started on, even after a reload removed one of its backends.
+        self.backends = state.backends
         self.metrics = metrics
         self.classifier = Classifier(config.classifier.vocabulary, config.classifier.model)
         self.rules: tuple[CompiledRule, ...] = compile_rules(config.rules)
@@ -134,7 +140,7 @@ class Pipeline:
         plan = self.planner.plan(
             decision,
             features,
-            self.state.backends,
+            self.backends,
             max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 0,
             sticky_tier=sticky,
         )
@@ -147,13 +153,14 @@ class Pipeline:
             log.exception("classifier failed; treating the request as sensitive")
             return _fail_safe_features(messages)
 
-    def explain(self, route: Route, client: ClientKey) -> dict[str, Any]:
-        """The ``/v1/router/decide`` answer: the route plus the state each planned backend is in."""
+    def explain(self, route: Route, client: ClientKey, messages: list[Any]) -> dict[str, Any]:
+        """The ``/v1/router/decide`` answer: the route, why (the cues that fired and the n-grams that pushed
+        the model most), and the state each planned backend is in."""
         plan = route.plan
         first = plan.candidates[0] if plan.candidates else None
         chain = []
         for c in plan.candidates:
-            state = self.state.backends[c.backend]
+            state = self.backends[c.backend]
             chain.append(
                 {
                     "backend": c.backend,
@@ -173,9 +180,18 @@ class Pipeline:
             "task": route.features.task,
             "reason": route.reason(),
             "features": route.features.as_dict(),
+            "cues": list(route.features.evidence),
+            "model_push": self._model_push(messages),
             "plan": {**plan.as_dict(), "chain": chain},
             "budgets": self.state.budgets.snapshot(tenant=client.tenant, key=client.name),
         }
+
+    def _model_push(self, messages: list[Any]) -> list[dict[str, Any]]:
+        """The words that moved the model's escalation most: positive towards the flagship."""
+        model = self.classifier.model
+        if model is None:
+            return []
+        return [{"feature": name, "escalation_logit": value} for name, value in model.explain(model_texts(messages))]
 
     # -- upstream ----------------------------------------------------------------------------------
 
@@ -245,7 +261,7 @@ class Pipeline:
         """Try the plan's candidates in order with retries, breakers and budgets; return the first success."""
         plan = trace.route.plan
         if plan.refusal is not None:
-            raise ServiceUnavailableError(plan.refusal, code="no_allowed_backend")
+            raise self._refused(plan)
         retries = self.config.policy.retries
         fallback_on = set(self.config.policy.fallback_on)
         loop = asyncio.get_running_loop()
@@ -254,6 +270,8 @@ class Pipeline:
         last_error: GatewayError | None = None
         previous: Candidate | None = None
         skipped: str | None = None
+        #: Seconds until the first open breaker that turned this request away admits a probe again.
+        cooling: float | None = None
         for candidate in (*plan.candidates, *plan.downgrades):
             if trace.attempts >= retries.max_attempts or loop.time() >= deadline:
                 break
@@ -262,10 +280,14 @@ class Pipeline:
             if previous is not None and last_error is not None and _failure_kind(last_error) == "context_length":
                 if candidate.config.context_window <= previous.config.context_window:
                     continue  # only a larger window can help
-            backend = self.state.backends[candidate.backend]
+            backend = self.backends[candidate.backend]
             if not backend.breaker.allow():
                 skipped = skipped or "breaker_open"
-                last_error = last_error or ServiceUnavailableError(f"Backend {candidate.backend!r} is unavailable (circuit open).")
+                wait = backend.breaker.retry_in()
+                cooling = wait if cooling is None else min(cooling, wait)
+                if last_error is None:
+                    last_error = ServiceUnavailableError(f"Backend {candidate.backend!r} is unavailable (circuit open).")
+                    trace.attempted = candidate
                 continue
             if not self._reserve(trace, candidate):
                 skipped = skipped or "budget"
@@ -279,6 +301,7 @@ class Pipeline:
             if trace.fallback is not None and trace.fallback[1] == candidate.backend:
                 self.metrics.fallback(*trace.fallback)
             same_backend = 0
+            trace.attempted = candidate
             while True:
                 trace.attempts += 1
                 backend.load.started()
@@ -340,7 +363,25 @@ class Pipeline:
             self._release(trace)
         if last_error is None:
             last_error = self._budget_error(trace) or ServiceUnavailableError("No backend could take the request.")
+        elif cooling is not None and isinstance(last_error, ServiceUnavailableError):
+            # Only open breakers turned it away: the SDK may retry, once the first of them half-opens.
+            last_error.headers = {**last_error.headers, "retry-after": str(max(1, math.ceil(cooling)))}
         raise self._final(trace, last_error)
+
+    def _refused(self, plan: Plan) -> GatewayError:
+        """Nothing may serve the request: too long for every window the request may use, which no retry changes."""
+        assert plan.refusal is not None
+        if plan.pii_locked:
+            error: GatewayError = ServiceUnavailableError(plan.refusal, code="no_allowed_backend")
+            error.retryable = False
+            return error
+        largest = max(backend.context_window for backend in self.config.backends.values())
+        return InvalidRequestError(
+            f"{plan.refusal} The largest context window here is {largest} tokens, for the prompt and "
+            "max_tokens together: shorten the messages or lower max_tokens.",
+            param="messages",
+            code=CONTEXT_LENGTH_CODE,
+        )
 
     def _final(self, trace: Trace, error: GatewayError) -> GatewayError:
         """The error the client gets; once the gateway retried or failed over, it tells the SDK not to retry."""
@@ -366,6 +407,7 @@ class Pipeline:
         result = self.state.budgets.reserve(tenant=trace.client.tenant, key=trace.client.name, estimate_usd=estimate)
         if isinstance(result, Reservation):
             trace.reservation = result
+            self.accountant.begin(trace, candidate, estimate)
             return True
         if result.action == "reject" or not trace.route.plan.allow_downgrade:
             raise self._final(trace, _budget_exceeded(result))

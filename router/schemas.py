@@ -29,9 +29,10 @@ class ContentPart(TypedDict):
 class Message(TypedDict, total=False):
     role: Required[Role]
     content: str | list[ContentPart] | None
-    name: str
-    tool_calls: list[dict[str, Any]]
-    tool_call_id: str
+    name: str | None
+    # ``message.model_dump()`` of an SDK answer, replayed as history by agent code, sets these to null.
+    tool_calls: list[dict[str, Any]] | None
+    tool_call_id: str | None
 
 
 @with_config(_OPEN)
@@ -49,7 +50,7 @@ class Tool(TypedDict, total=False):
 
 @with_config(_OPEN)
 class StreamOptions(TypedDict, total=False):
-    include_usage: bool
+    include_usage: bool | None
 
 
 @with_config(_OPEN)
@@ -74,6 +75,8 @@ class ChatRequest(TypedDict, total=False):
 
 
 _VALIDATOR = TypeAdapter(ChatRequest)
+#: The deepest JSON nesting a request may have: what orjson can encode when forwarding it.
+MAX_DEPTH = 254
 #: Roles whose messages must carry content, as OpenAI checks (an assistant's may be null beside tool calls).
 _CONTENT_REQUIRED = frozenset({"system", "developer", "user", "tool"})
 
@@ -89,6 +92,8 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
         ) from exc
     if not isinstance(data, dict):
         raise InvalidRequestError("The request body must be a JSON object with `model` and `messages`.")
+    if body.count(b"{") + body.count(b"[") > MAX_DEPTH:  # only a body this rich can nest this deep
+        _check_depth(data)
     try:
         _VALIDATOR.validate_python(data, strict=True)
     except ValidationError as exc:
@@ -102,7 +107,7 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
                 f"Missing required parameter: 'messages[{index}].content' (a {role} message needs content).",
                 param=f"messages[{index}].content",
             )
-        if role == "tool" and "tool_call_id" not in message:
+        if role == "tool" and message.get("tool_call_id") is None:
             raise InvalidRequestError(
                 f"Missing required parameter: 'messages[{index}].tool_call_id'.", param=f"messages[{index}].tool_call_id"
             )
@@ -111,6 +116,15 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
         )
     return data
+
+
+def _check_depth(data: dict[str, Any]) -> None:
+    """Refuse what could be decoded but not encoded again for the upstream (orjson nests 1024 levels
+    deep when decoding, 254 when encoding)."""
+    try:
+        orjson.dumps(data)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidRequestError(f"The request body nests JSON more than {MAX_DEPTH} levels deep.") from exc
 
 
 def _invalid(exc: ValidationError) -> InvalidRequestError:

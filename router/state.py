@@ -59,7 +59,9 @@ class PolicyState:
         sticky = config.policy.stickiness
         self.sticky = StickyStore(ttl_seconds=sticky.ttl_seconds, max_conversations=sticky.max_conversations)
         path = config.policy.ledger.path
-        self.ledger = Ledger(path) if path else None
+        # A write-ahead row older than the longest a request may run was left by a process that died.
+        longest = config.policy.retries.deadline_seconds + max((b.timeouts.total for b in config.backends.values()), default=0)
+        self.ledger = Ledger(path, stale_after=2 * longest) if path else None
         if self.ledger is not None:
             self._load_spend()
         self._pollers: dict[str, asyncio.Task[None]] = {}

@@ -56,6 +56,8 @@ class Trace:
     downgraded: str | None = None
     rerouted: str | None = None
     served: Candidate | None = None
+    #: The last backend tried (or turned away by its breaker): the one an error answer names.
+    attempted: Candidate | None = None
     reservation: Reservation | None = None
     budget_exceeded: Exceeded | None = None
     #: Seconds from the request's arrival to the upstream's first content (streams) or answer.
@@ -69,11 +71,16 @@ class Trace:
     usage: Usage | None = None
     cost: float = 0.0
     finished: bool = False
+    #: The client went away mid-answer (as opposed to the server cancelling the request at shutdown).
+    client_gone: bool = False
     #: The endpoint it came in on, for the access log and the ``endpoint`` metric label.
     path: str = "/v1/chat/completions"
 
+    def client_left(self) -> None:
+        self.client_gone = True
+
     def headers(self) -> dict[str, str]:
-        candidate = self.served or (self.route.plan.candidates[0] if self.route.plan.candidates else None)
+        candidate = self.served or self.attempted or (self.route.plan.candidates[0] if self.route.plan.candidates else None)
         headers = self.route.headers(candidate) if candidate else {"x-router-rule": self.route.decision.rule}
         headers["x-request-id"] = self.request_id
         headers["x-router-attempts"] = str(self.attempts)

@@ -23,11 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from router.classify_model import FORMAT_VERSION, Hasher, Window, model_texts
+from router.classify_model import FORMAT_VERSION, Window, features, model_texts
 
 TIERS = ("mid", "flagship")
-DEFAULT_BITS = 18
-DEFAULT_C = 1.0
+DEFAULT_C = 16.0
 
 
 class TrainingError(ValueError):
@@ -78,23 +77,28 @@ def _row(raw: Any, where: str) -> Row:
 
 
 class Featurizer:
-    """Rows -> the sparse matrix the model's heads are fitted on (the serving path's hashing)."""
+    """Rows -> the vocabulary (features in at least ``min_rows`` rows) and the sparse matrix the model's
+    heads are fitted on, read exactly as the serving path reads a request."""
 
-    def __init__(self, bits: int = DEFAULT_BITS, window: Window = Window(), grams: tuple[int, ...] = (3, 4, 5)) -> None:
-        self.hasher = Hasher(bits, window, grams)
+    def __init__(self, rows: Sequence[Row], window: Window = Window(), min_rows: int = 2) -> None:
+        self.window = window
+        self.rows = [[f for text, kind in model_texts(r.messages) for f in features(text, kind, window)]
+                     for r in rows]
+        frequency = Counter(f for found in self.rows for f in set(found))
+        self.vocabulary = sorted(f for f, n in frequency.items() if n >= min_rows)
 
-    def matrix(self, rows: Sequence[Row]) -> Any:
+    def matrix(self) -> Any:
         from scipy.sparse import csr_matrix
 
+        index = {f: i for i, f in enumerate(self.vocabulary)}
         indptr, indices, data = [0], [], []
-        for row in rows:
-            idx = [self.hasher.indices(text, kind) for text, kind in model_texts(row.messages)]
-            flat = np.concatenate(idx) if idx else np.zeros(0, dtype=np.intp)
-            indices.append(flat)
-            data.append(np.full(len(flat), 1.0 / math.sqrt(len(flat)) if len(flat) else 0.0))
-            indptr.append(indptr[-1] + len(flat))
-        shape = (len(rows), 1 << self.hasher.bits)
-        matrix = csr_matrix((np.concatenate(data), np.concatenate(indices), indptr), shape=shape)
+        for found in self.rows:
+            known = [index[f] for f in found if f in index]
+            indices += known
+            data += [1.0 / math.sqrt(len(found))] * len(known)
+            indptr.append(len(indices))
+        matrix = csr_matrix((np.array(data), np.array(indices, dtype=np.int64), np.array(indptr)),
+                            shape=(len(self.rows), len(self.vocabulary)))
         matrix.sum_duplicates()
         return matrix
 
@@ -117,6 +121,7 @@ def _fit_escalation(x: Any, rows: Sequence[Row], c: float) -> Any:
 class Result:
     """What ``train`` produced: the model's arrays and the leave-one-source-out scores."""
 
+    vocabulary: list[str]
     weights: np.ndarray
     bias: np.ndarray
     tasks: tuple[str, ...]
@@ -127,16 +132,17 @@ class Result:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as fh:
-            np.savez_compressed(fh, weights=self.weights.astype(np.float16), bias=self.bias.astype(np.float32),
+            np.savez_compressed(fh, vocabulary=np.array(self.vocabulary), weights=self.weights.astype(np.float16), bias=self.bias.astype(np.float32),
                                 tasks=np.array(self.tasks), meta=np.array(json.dumps(self.meta, sort_keys=True)))
 
 
-def train(rows: Sequence[Row], *, bits: int = DEFAULT_BITS, c: float = DEFAULT_C, held_out: bool = True) -> Result:
-    """Fit both heads on all rows; with ``held_out``, also score each source with a model fitted without it."""
+def train(rows: Sequence[Row], *, c: float = DEFAULT_C, held_out: bool = True) -> Result:
+    """Fit both heads on all rows; with ``held_out``, also score each source with a model fitted without it
+    (on the same vocabulary: a held-out source's words count only where other sources hold them too)."""
     from sklearn.linear_model import LogisticRegression
 
-    featurizer = Featurizer(bits)
-    x = featurizer.matrix(rows)
+    featurizer = Featurizer(rows)
+    x = featurizer.matrix()
     escalation = _fit_escalation(x, rows, c)
     tasks = tuple(sorted({r.task for r in rows}))
     if len(tasks) < 2:
@@ -144,21 +150,20 @@ def train(rows: Sequence[Row], *, bits: int = DEFAULT_BITS, c: float = DEFAULT_C
     y_task = np.array([tasks.index(r.task) for r in rows])
     task_head = LogisticRegression(C=c, max_iter=3000).fit(x, y_task, sample_weight=source_weights(rows))
 
-    weights = np.zeros((1 << bits, 1 + len(tasks)), dtype=np.float32)
+    weights = np.zeros((len(featurizer.vocabulary), 1 + len(tasks)), dtype=np.float32)
     weights[:, 0] = escalation.coef_[0]
     weights[:, 1:] = task_head.coef_.T
     bias = np.concatenate([escalation.intercept_, task_head.intercept_])
     scores = _held_out(x, rows, c) if held_out else {}
-    window = featurizer.hasher.window
+    window = featurizer.window
     meta = {
         "format": FORMAT_VERSION,
-        "bits": bits,
         "window": {"head": window.head, "tail": window.tail},
         "c": c,
         "rows": len(rows),
         "sources": dict(sorted(Counter(r.source for r in rows).items())),
     }
-    return Result(weights, bias, tasks, meta, scores)
+    return Result(featurizer.vocabulary, weights, bias, tasks, meta, scores)
 
 
 def _held_out(x: Any, rows: Sequence[Row], c: float) -> dict[str, dict[str, float]]:
@@ -201,19 +206,16 @@ def report(result: Result) -> str:
     return "\n".join(lines)
 
 
-def run_command(data: list[Path], out: Path, *, bits: int, c: float, held_out: bool) -> int:
+def run_command(data: list[Path], out: Path, *, c: float, held_out: bool) -> int:
     """``llm-router train``: exit 0 with the model and ``<out>.report.txt`` written, 2 on bad input."""
     try:
         import sklearn  # noqa: F401
     except ImportError:
         print("llm-router train needs scikit-learn: pip install 'llm-router[train]'", file=sys.stderr)
         return 2
-    if not 10 <= bits <= 24:
-        print(f"--bits must be in 10..24, not {bits}", file=sys.stderr)
-        return 2
     try:
         rows = read_rows(data)
-        result = train(rows, bits=bits, c=c, held_out=held_out)
+        result = train(rows, c=c, held_out=held_out)
     except TrainingError as exc:
         print(f"llm-router train: {exc}", file=sys.stderr)
         return 2

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [json.loads(line) for line in args.data.read_text(encoding="utf-8").splitlines() if line.strip()]
     config = _load(args.config)
-    classifier = Classifier(config.classifier.vocabulary)
+    classifier = Classifier(config.classifier.vocabulary, config.classifier.model)
     route = _router(config)
 
     per_source: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # rows, right tier, right task

@@ -35,7 +35,7 @@ def small_rows() -> list[Any]:
 
 def test_training_is_deterministic(tmp_path: Path) -> None:
     rows = small_rows()
-    first, second = train(rows, bits=12, held_out=False), train(rows, bits=12, held_out=False)
+    first, second = train(rows, held_out=False), train(rows, held_out=False)
     first.save(tmp_path / "a.npz")
     second.save(tmp_path / "b.npz")
     a, b = TextModel.load(tmp_path / "a.npz"), TextModel.load(tmp_path / "b.npz")
@@ -45,7 +45,7 @@ def test_training_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_held_out_scores_every_source_with_a_model_that_never_saw_it() -> None:
-    result = train(small_rows(), bits=12)
+    result = train(small_rows())
     assert set(result.held_out) == {"nq-open", "covid-faq", "aqua-rat", "folio", "catqa", "ntrex"}
     assert all(s["rows"] == 8 and 0.0 <= s["accuracy"] <= 1.0 for s in result.held_out.values())
 
@@ -55,7 +55,7 @@ def test_train_command_writes_model_and_report(tmp_path: Path, capsys: pytest.Ca
     data.write_text("\n".join(json.dumps({"source": r.source, "expected_tier": r.tier, "task": r.task,
                                           "messages": r.messages}) for r in small_rows()))
     out = tmp_path / "m.npz"
-    assert main(["train", "--data", str(data), "--out", str(out), "--bits", "12"]) == 0
+    assert main(["train", "--data", str(data), "--out", str(out)]) == 0
     assert TextModel.load(out).meta["rows"] == 48
     report = (tmp_path / "m.npz.report.txt").read_text()
     assert "leave-one-source-out" in report and "catqa" in report
@@ -84,21 +84,34 @@ def _write_npz(path: Path, **arrays: Any) -> None:
     np.savez(path, **arrays)
 
 
-def _valid_arrays(bits: int = 10, tasks: tuple[str, ...] = ("qa", "math")) -> dict[str, Any]:
+def _valid_arrays(tasks: tuple[str, ...] = ("qa", "math")) -> dict[str, Any]:
     return {
-        "weights": np.zeros((1 << bits, 1 + len(tasks)), dtype=np.float16),
+        "vocabulary": np.array(["prove", "that", "prove that"]),
+        "weights": np.zeros((3, 1 + len(tasks)), dtype=np.float16),
         "bias": np.zeros(1 + len(tasks), dtype=np.float32),
         "tasks": np.array(tasks),
-        "meta": np.array(json.dumps({"format": 1, "bits": bits, "window": {"head": 600, "tail": 300}})),
+        "meta": np.array(json.dumps({"format": 2, "window": {"head": 600, "tail": 300}})),
     }
+
+
+def test_a_valid_model_file_loads_and_reads(tmp_path: Path) -> None:
+    arrays = _valid_arrays()
+    arrays["weights"][0, 0] = 4.0  # "prove" pushes towards the flagship
+    _write_npz(tmp_path / "m.npz", **arrays)
+    model = TextModel.load(tmp_path / "m.npz")
+    assert model.predict([model.read("Prove it.", "user")]).escalation > 0.5
+    assert model.predict([model.read("Hello there.", "user")]).escalation == 0.5
+    assert model.explain([("Prove it.", "user")])[0][0] == "prove"
 
 
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
         (lambda a: a.pop("bias"), r"lacks \['bias'\]"),
-        (lambda a: a.update(meta=np.array('{"format": 99, "bits": 10}')), "format 99, this gateway reads format 1"),
-        (lambda a: a.update(bias=np.zeros(7, dtype=np.float32)), "do not fit 10 bits and 2 tasks"),
+        (lambda a: a.update(meta=np.array('{"format": 99}')), "format 99, this gateway reads format 2"),
+        (lambda a: a.update(bias=np.zeros(7, dtype=np.float32)), "do not fit 3 features and 2 tasks"),
+        (lambda a: a.update(vocabulary=np.array(["a", "a", "b"])), "repeats a feature"),
+        (lambda a: a.update(meta=np.array('{"format": 2, "window": {"head": -1, "tail": 3}}')), "positive integers"),
         (lambda a: a["weights"].__setitem__((0, 0), np.nan), "NaN or infinity"),
         (lambda a: a.update(meta=np.array("{")), "meta is not JSON"),
     ],
@@ -207,3 +220,19 @@ def test_rules_read_the_model(escalation: float | None, confidence: float | None
     ])
     decision = match_rules(features(escalation=escalation, confidence=confidence), RequestContext(model="auto"), rules)
     assert decision.rule == rule
+
+
+def test_decide_explains_the_probabilities_the_pushing_features_and_the_cues() -> None:
+    from bench.micro import bench_environ, build_pipeline
+    from router.auth import ANONYMOUS
+
+    pipeline = build_pipeline(load_config(REPO / "config" / "router.yaml", bench_environ()))
+    body = {"model": "auto", "messages": [{"role": "user", "content": "Prove that the square root of 2 is irrational."}]}
+    route = pipeline.route(body, ANONYMOUS, {})
+    explained = pipeline.explain(route, ANONYMOUS, body["messages"])
+    assert explained["features"]["escalation"] == route.features.escalation is not None
+    assert set(explained["features"]["probabilities"]) == set(pipeline.classifier.model.tasks)
+    pushes = explained["model_push"]
+    assert pushes and all(isinstance(p["feature"], str) and isinstance(p["escalation_logit"], float) for p in pushes)
+    assert abs(pushes[0]["escalation_logit"]) >= abs(pushes[-1]["escalation_logit"])
+    assert explained["cues"] == list(route.features.evidence)

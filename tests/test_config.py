@@ -236,3 +236,12 @@ def test_check_leaves_a_required_value_it_cannot_build_without_to_serve(
     ]
     assert main(["serve", "--config", str(path)]) == 2
     assert "backends.mid.base_url: environment variable MID_URL is not set" in capsys.readouterr().err
+
+
+def test_config_errors_never_show_a_secrets_value(tmp_path: Path) -> None:
+    """Item 12: errors reach logs and /readyz; a secret swapped into the wrong field must not be quoted."""
+    text = BASE.replace("base_url: https://api.example.com/v1", "base_url: ${FLAGSHIP_KEY}")
+    errors = errors_of(tmp_path, text, env={"FLAGSHIP_KEY": "zq-live-0a1b2c3d4e5f"})
+    assert any(line.startswith("backends.flagship.base_url: must be an http(s) URL") for line in errors), errors
+    assert not any("zq-live-0a1b2c3d4e5f" in line for line in errors), errors
+    assert any("[redacted]" in line for line in errors)

@@ -5,15 +5,16 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
-from dataclasses import astuple
+from dataclasses import astuple, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 import router.ledger
-from router.ledger import Ledger, LedgerRow
+from router.ledger import PENDING_STATUS, Ledger, LedgerRow
 
 DAY1 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC).timestamp()
 DAY2 = datetime(2024, 5, 2, 0, 30, tzinfo=UTC).timestamp()
@@ -300,3 +301,57 @@ def test_totals_come_from_the_daily_summary_which_is_backfilled_for_old_ledgers(
         assert reopened.totals(DAY1 - DAY1 % 86400) == pytest.approx(expected)
     finally:
         reopened.close()
+
+
+def pending_rows(path: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as conn:
+        found = conn.execute("SELECT request_id, status, cost_usd FROM pending ORDER BY request_id").fetchall()
+    conn.close()
+    return found
+
+
+def started(request_id: str, *, ago: float = 0.0, estimate: float = 0.05) -> LedgerRow:
+    return replace(row(request_id, ts=time.time() - ago, cost=estimate, status=PENDING_STATUS), output_tokens=0, estimated=True)
+
+
+def test_write_ahead_row_is_replaced_by_the_final_row(ledger: Ledger, db: Path) -> None:
+    ledger.begin(started("a"))
+    assert ledger.flush(5)
+    assert pending_rows(db) == [("a", 0, 0.05)]
+    assert ledger.spend(group_by=()) == []  # under way: not spend yet (the budget holds a reservation)
+    ledger.record(row("a", cost=0.02))
+    assert ledger.flush(5)
+    assert pending_rows(db) == []
+    assert ledger.spend(group_by=())[0]["cost_usd"] == pytest.approx(0.02)
+
+
+def test_a_request_begun_and_finished_in_one_batch_writes_no_write_ahead_row(db: Path) -> None:
+    ledger = Ledger(db)
+    ledger.begin(started("a"))
+    ledger.record(row("a"))
+    ledger.close()
+    assert pending_rows(db) == [] and count_rows(db) == 1
+
+
+def test_write_ahead_rows_of_a_process_that_died_are_billed_at_their_estimate_once_stale(db: Path) -> None:
+    """Item 16: kill -9 left upstream calls in flight that were never billed."""
+    dead = Ledger(db)
+    dead.begin(started("in-flight", ago=10, estimate=0.05))
+    dead.close()  # as far as the file goes, the same as a process killed after its last commit
+    young = Ledger(db, stale_after=3600)  # a request may still be running elsewhere: left alone
+    assert young.spend(group_by=()) == []
+    young.close()
+    assert pending_rows(db) == [("in-flight", 0, 0.05)]
+    later = Ledger(db, stale_after=5)
+    assert later.spend(group_by=("status",)) == [{"status": 0, "requests": 1, "input_tokens": 100, "output_tokens": 0, "cost_usd": 0.05}]
+    assert later.totals(DAY1)[("tenant", "acme")] == pytest.approx(0.05)
+    later.close()
+    assert pending_rows(db) == []
+
+
+def test_a_request_that_ended_with_nothing_to_bill_leaves_no_write_ahead_row(ledger: Ledger, db: Path) -> None:
+    ledger.begin(started("failed"))
+    assert ledger.flush(5)
+    ledger.discard("failed")
+    assert ledger.flush(5)
+    assert pending_rows(db) == [] and count_rows(db) == 0

@@ -62,3 +62,38 @@ def test_invalid_requests_name_the_field(raw: bytes, param: str | None, fragment
     assert error.param == param
     assert fragment in error.message
     assert error.body()["error"]["type"] == "invalid_request_error"
+
+
+def test_null_fields_openai_accepts_are_accepted() -> None:
+    """What ``message.model_dump()`` of an SDK answer holds, replayed as history by agent code."""
+    replayed = {"role": "assistant", "content": "4", "refusal": None, "annotations": None, "audio": None,
+                "function_call": None, "tool_calls": None, "name": None}
+    messages = [{"role": "user", "content": "2+2?"}, replayed, {"role": "user", "content": "and 3+3?"}]
+    nulls = {"stream": None, "stream_options": None, "max_tokens": None, "max_completion_tokens": None, "n": None,
+             "temperature": None, "top_p": None, "tools": None, "tool_choice": None, "response_format": None,
+             "stop": None, "seed": None, "user": None, "logprobs": None, "top_logprobs": None}
+    request = {"model": "auto", "messages": messages, **nulls}
+    assert parse_chat_request(orjson.dumps(request)) == request
+    stream = {"model": "auto", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": None}}
+    assert parse_chat_request(orjson.dumps(stream)) == stream
+
+
+def test_tool_message_with_null_tool_call_id_is_refused() -> None:
+    messages = [{"role": "tool", "content": "r", "tool_call_id": None}]
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_chat_request(orjson.dumps({"model": "auto", "messages": messages}))
+    assert caught.value.param == "messages[0].tool_call_id"
+
+
+@pytest.mark.parametrize("depth", [255, 600, 1023])
+def test_json_nested_deeper_than_the_encoder_goes_is_400(depth: int) -> None:
+    raw = b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "extra": ' + b"[" * depth + b"]" * depth + b"}"
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_chat_request(raw)
+    assert caught.value.status_code == 400
+    assert "254 levels" in caught.value.message
+
+
+def test_json_nested_as_deep_as_the_encoder_goes_is_accepted() -> None:
+    raw = b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}], "extra": ' + b"[" * 252 + b"]" * 252 + b"}"
+    assert orjson.loads(orjson.dumps(parse_chat_request(raw))) == orjson.loads(raw)

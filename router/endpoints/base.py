@@ -7,6 +7,7 @@ bad body, unknown model) as a request on no backend.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
-from router.api import CLIENT_CLOSED, _read_body, _request_ids, send_bytes, send_error
+from router.api import CLIENT_CLOSED, _read_body, _request_ids, _shutting_down, _uncancel, send_bytes, send_error
 from router.auth import ClientKey
 from router.errors import GatewayError, InvalidRequestError, MethodNotAllowedError
 from router.gateway import Gateway
@@ -106,6 +107,12 @@ class Endpoint:
             await self.serve(pipeline, trace, context, scope, receive, send)
         except GatewayError as exc:
             await send_error(send, exc, request_id)
+        except asyncio.CancelledError:
+            if trace.answered_at is not None:
+                raise  # the answer is under way (a stream handles its own cancellation)
+            # Before the answer starts, only the server cancels (at its drain deadline): say so.
+            _uncancel()
+            await send_error(send, _shutting_down(), request_id)
 
 
 async def send_answer(pipeline: Pipeline, trace: Trace, body: bytes, send: Send) -> None:

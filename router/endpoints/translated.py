@@ -8,14 +8,24 @@ answer side), routes the chat body like chat, then answers in JSON or SSE.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from starlette.types import Receive, Scope, Send
 
-from router.api import _SSE_HEADERS, CLIENT_CLOSED, EventStreamResponse, _close_and_account, _finish_on_error, _raw
+from router.api import (
+    _SSE_HEADERS,
+    CLIENT_CLOSED,
+    EventStreamResponse,
+    _close_and_account,
+    _finish_on_error,
+    _raw,
+    _shutting_down,
+    _uncancel,
+)
 from router.auth import ClientKey
 from router.cost import chunk_chars
 from router.endpoints.base import Endpoint, send_answer
@@ -82,7 +92,8 @@ class TranslatedEndpoint(Endpoint):
             if stream.head_done:  # the whole answer is here: one write, no upstream left to watch
                 await _send_finished_stream(pipeline, trace, stream, translation, headers, send)
                 return
-            await EventStreamResponse(_relay(pipeline, trace, stream, translation), headers)(scope, receive, send)
+            relay = _relay(pipeline, trace, stream, translation)
+            await EventStreamResponse(relay, headers, on_disconnect=trace.client_left)(scope, receive, send)
             return
         with _finish_on_error(pipeline, trace):
             completion = await pipeline.complete(trace, complete_call)
@@ -126,7 +137,9 @@ async def _send_finished_stream(
         await _close_and_account(pipeline, trace, stream)
 
 
-async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, translation: Translation) -> AsyncIterator[bytes]:
+async def _relay(
+    pipeline: Pipeline, trace: Trace, stream: Stream, translation: Translation
+) -> AsyncGenerator[bytes, None]:
     """The stream in the endpoint's format; a failure after the start ends it with the format's failure event."""
     try:
         yield translation.opening(stream.candidate)
@@ -137,11 +150,20 @@ async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, translation: 
         yield translation.closing()
     except GatewayError as exc:
         trace.status = exc.status_code
-        pipeline.state.backends[stream.candidate.backend].breaker.record_failure()
+        pipeline.backends[stream.candidate.backend].breaker.record_failure()
         log.warning(
             "request %s: stream from %s failed after it started: %s", trace.request_id, stream.candidate.backend, exc
         )
         yield translation.failed(exc)
+    except asyncio.CancelledError:
+        if trace.client_gone:
+            trace.status = CLIENT_CLOSED
+            raise
+        # The server cancelled the stream at its drain deadline: the format's failure event, then accounting.
+        _uncancel()
+        error = _shutting_down()
+        trace.status = error.status_code
+        yield translation.failed(error)
     except BaseException:
         trace.status = CLIENT_CLOSED
         raise

@@ -11,7 +11,7 @@ context-length error), whether they come as a status or as an ``error`` event af
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -21,6 +21,7 @@ from router.anthropic_wire import ERROR_STATUS
 from router.anthropic_wire.upstream import ChunkTranslator, structured_output, to_chat_completion, to_messages_request
 from router.config import BackendConfig
 from router.errors import UpstreamClientError, UpstreamError
+from router.redact import redact
 from router.upstream.base import CONTEXT_LENGTH_CODE, Batch, Chunk, Completion, error_from_status, map_transport_errors
 from router.upstream.openai_compat import _MAX_ERROR_BODY, OpenAICompatProvider, _drain
 from router.upstream.sse import SSEDecoder
@@ -64,7 +65,7 @@ class AnthropicProvider(OpenAICompatProvider):
                 content = await response.read()
                 status, headers = response.status, response.headers
         if status != 200:
-            raise anthropic_error(self.name, status, content[:_MAX_ERROR_BODY], headers)
+            raise anthropic_error(self.name, status, content[:_MAX_ERROR_BODY], headers, secrets=self._secrets)
         try:
             message = orjson.loads(content)
         except orjson.JSONDecodeError as exc:
@@ -84,7 +85,7 @@ class AnthropicProvider(OpenAICompatProvider):
             if response.status != 200:
                 with map_transport_errors(self.name):
                     content = await response.content.read(_MAX_ERROR_BODY)
-                raise anthropic_error(self.name, response.status, content, response.headers)
+                raise anthropic_error(self.name, response.status, content, response.headers, secrets=self._secrets)
             translator = ChunkTranslator(structured=structured_output(body), created=int(time.time()))
             decoder = SSEDecoder()
             reader = response.content
@@ -138,13 +139,16 @@ class AnthropicProvider(OpenAICompatProvider):
         if event.get("type") == "error":
             error = event.get("error") or {}
             status = ERROR_STATUS.get(str(error.get("type")), 500)
-            raise anthropic_error(self.name, status, payload, {}, mid_stream=True)
+            raise anthropic_error(self.name, status, payload, {}, mid_stream=True, secrets=self._secrets)
         return event
 
 
-def anthropic_error(backend: str, status: int, body: bytes, headers: Any, *, mid_stream: bool = False) -> UpstreamError:
-    """An Anthropic error answer (or ``error`` event) as the gateway's error; the type is kept as ``code``."""
-    error = error_from_status(backend, status, body, headers)
+def anthropic_error(
+    backend: str, status: int, body: bytes, headers: Any, *, mid_stream: bool = False, secrets: Sequence[str] = ()
+) -> UpstreamError:
+    """An Anthropic error answer (or ``error`` event) as the gateway's error; the type is kept as ``code``.
+    Its message is scrubbed of ``secrets`` and credential-shaped text, as ``error_from_status`` does."""
+    error = error_from_status(backend, status, body, headers, secrets=secrets)
     detail = _error(body)
     kind = detail.get("type")
     if isinstance(error, UpstreamClientError):
@@ -153,7 +157,7 @@ def anthropic_error(backend: str, status: int, body: bytes, headers: Any, *, mid
     elif kind and error.code in (None, error.default_code):
         error.code = str(kind)
     if mid_stream:
-        error.message = f"Backend {backend!r} failed mid-stream: {detail.get('message') or kind or 'unknown error'}"
+        error.message = f"Backend {backend!r} failed mid-stream: {redact(str(detail.get('message') or kind or 'unknown error'), secrets)}"
         error.args = (error.message,)
     return error
 

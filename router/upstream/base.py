@@ -6,7 +6,7 @@ Every failure leaves a provider as an ``UpstreamError`` (see ``router.errors``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,6 +21,7 @@ from router.errors import (
     UpstreamRateLimitError,
     UpstreamTimeoutError,
 )
+from router.redact import redact
 
 #: Upstream statuses that mean the request itself is wrong: relayed to the client as they are.
 CLIENT_ERROR_STATUSES = frozenset({400, 413, 422})
@@ -78,15 +79,19 @@ def map_transport_errors(backend: str) -> Iterator[None]:
         raise UpstreamError(f"Request to backend {backend!r} failed ({type(exc).__name__}).") from exc
 
 
-def error_from_status(backend: str, status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
+def error_from_status(
+    backend: str, status: int, body: bytes, headers: Mapping[str, str], *, secrets: Sequence[str] = ()
+) -> UpstreamError:
     """Map an upstream error answer to the error the client sees.
 
     401/403 mean the gateway's own credential is wrong: the client gets a 502 and never the
     upstream's text (it may echo part of the key). 400/413/422 are the request's own fault and
-    keep the upstream's status and message. Quota errors are not worth retrying.
+    keep the upstream's status and message. Quota errors are not worth retrying. Every relayed
+    message is scrubbed of ``secrets`` (the backend's key and headers) and of credential-shaped text.
     """
     detail = _error_detail(body)
-    message = str(detail.get("message") or body[:300].decode("utf-8", "replace").strip() or f"HTTP {status}")
+    raw = str(detail.get("message") or body[:300].decode("utf-8", "replace").strip() or f"HTTP {status}")
+    message = redact(raw, secrets)
     raw_code = detail.get("code")
     code = str(raw_code) if raw_code is not None else None
     if status in (401, 403):
@@ -120,6 +125,19 @@ def error_from_status(backend: str, status: int, body: bytes, headers: Mapping[s
         upstream_status=status,
         code=code,
         retryable=status >= 500,
+    )
+
+
+def error_in_answer(backend: str, error: Any, *, secrets: Sequence[str] = (), mid_stream: bool = False) -> UpstreamError:
+    """An ``{"error": ...}`` the upstream sent with status 200 (as an SSE event or as the JSON answer):
+    an upstream failure, so it falls back like a 5xx would."""
+    detail = error if isinstance(error, dict) else {"message": str(error)}
+    message = redact(str(detail.get("message") or "unknown error"), secrets)
+    code = detail.get("code")
+    where = "failed mid-stream" if mid_stream else "answered with an error"
+    return UpstreamError(
+        f"Backend {backend!r} {where}: {message}",
+        code=str(code) if code is not None else ("upstream_stream_error" if mid_stream else "upstream_error"),
     )
 
 

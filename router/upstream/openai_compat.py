@@ -21,6 +21,7 @@ from router.upstream.base import (
     Chunk,
     Completion,
     error_from_status,
+    error_in_answer,
     map_transport_errors,
 )
 from router.upstream.chunks import chunks_to_completion, completion_to_chunks
@@ -47,6 +48,9 @@ class OpenAICompatProvider:
         if config.api_key is not None:
             headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
         self._headers = headers
+        #: Values an upstream's error message must never carry back to a client.
+        key = config.api_key.get_secret_value() if config.api_key is not None else ""
+        self._secrets = (key, *config.headers.values())
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -70,15 +74,21 @@ class OpenAICompatProvider:
                 content = await response.read()
                 status, headers = response.status, response.headers
         if status != 200:
-            raise error_from_status(self.name, status, content[:_MAX_ERROR_BODY], headers)
+            raise error_from_status(self.name, status, content[:_MAX_ERROR_BODY], headers, secrets=self._secrets)
         if headers.get("content-type", "").startswith("text/event-stream"):
-            events, _ = _decode_events(self.name, SSEDecoder().feed(content + b"\n\n"))
+            events, _ = _decode_events(self.name, SSEDecoder().feed(content + b"\n\n"), self._secrets)
             data = chunks_to_completion([chunk.data for chunk in events])
             return Completion(orjson.dumps(data), data)
+        return Completion(content, self._completion(content))
+
+    def _completion(self, content: bytes) -> dict[str, Any]:
+        """A JSON answer with status 200: a completion, or an error the upstream sent with the wrong status."""
         data = _decode_json(self.name, content)
+        if "error" in data:
+            raise error_in_answer(self.name, data["error"], secrets=self._secrets)
         if not isinstance(data.get("choices"), list):
             raise UpstreamError(f"Backend {self.name!r} sent a completion without `choices`.", code="upstream_malformed")
-        return Completion(content, data)
+        return data
 
     async def post(self, path: str, body: dict[str, Any]) -> Completion:
         """A JSON call to another endpoint of the upstream (``path`` e.g. ``/embeddings``): its decoded answer."""
@@ -106,12 +116,12 @@ class OpenAICompatProvider:
             if response.status != 200:
                 with map_transport_errors(self.name):
                     content = await response.content.read(_MAX_ERROR_BODY)
-                raise error_from_status(self.name, response.status, content, response.headers)
+                raise error_from_status(self.name, response.status, content, response.headers, secrets=self._secrets)
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 with map_transport_errors(self.name):
                     content = await response.read()
                 reusable = True
-                chunks = [Chunk(orjson.dumps(data), data) for data in completion_to_chunks(_decode_json(self.name, content))]
+                chunks = [Chunk(orjson.dumps(data), data) for data in completion_to_chunks(self._completion(content))]
                 yield chunks, True
                 return
             decoder = SSEDecoder()
@@ -121,7 +131,7 @@ class OpenAICompatProvider:
                     raw = await reader.readany()
                 payloads = decoder.feed(raw) if raw else decoder.flush()
                 if payloads:
-                    batch, done = _decode_events(self.name, payloads)
+                    batch, done = _decode_events(self.name, payloads, self._secrets)
                     if done:
                         reusable = await _drain(reader)
                         yield batch, True
@@ -212,8 +222,12 @@ async def _drain(reader: aiohttp.StreamReader) -> bool:
     return reader.at_eof()
 
 
-def _decode_events(backend: str, payloads: list[bytes]) -> tuple[list[Chunk], bool]:
-    """Decode SSE payloads into chunks, up to ``[DONE]`` (then True); an error event raises."""
+def _decode_events(backend: str, payloads: list[bytes], secrets: tuple[str, ...]) -> tuple[list[Chunk], bool]:
+    """Decode SSE payloads into chunks, up to ``[DONE]`` (then True); an error event raises.
+
+    A payload that came as several ``data:`` lines holds newlines: it is re-encoded, so the event
+    relayed to the client is one ``data:`` line of valid JSON.
+    """
     out: list[Chunk] = []
     for payload in payloads:
         if payload == DONE:
@@ -225,12 +239,8 @@ def _decode_events(backend: str, payloads: list[bytes]) -> tuple[list[Chunk], bo
         if type(data) is not dict:  # malformed, or JSON that is not an object: _decode_json says which
             data = _decode_json(backend, payload)
         if "error" in data:
-            error = data["error"] if isinstance(data["error"], dict) else {"message": str(data["error"])}
-            raise UpstreamError(
-                f"Backend {backend!r} failed mid-stream: {error.get('message', 'unknown error')}",
-                code=str(error["code"]) if error.get("code") is not None else "upstream_stream_error",
-            )
-        out.append(Chunk(payload, data))
+            raise error_in_answer(backend, data["error"], secrets=secrets, mid_stream=True)
+        out.append(Chunk(orjson.dumps(data) if b"\n" in payload else payload, data))
     return out, False
 
 

@@ -430,9 +430,11 @@ def test_a_claude_code_shaped_request(stack: Stack) -> None:
         "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14",
     }
     url = f"{stack.url}/v1/messages?beta=true"
-    # 32000 output tokens fit no backend's window here (8192): refused before any call, in Anthropic's shape.
+    # 32000 output tokens fit no backend's window here (8192): refused before any call, in Anthropic's
+    # shape, as a 400 no retry can fix (#17 item 13).
     refused = httpx.post(url, json=body, headers=headers, timeout=10)
-    assert refused.status_code == 503 and refused.json()["error"]["type"] == "overloaded_error"
+    assert refused.status_code == 400 and refused.json()["error"]["type"] == "invalid_request_error"
+    assert refused.headers["x-should-retry"] == "false"
     assert "32" in refused.json()["error"]["message"]  # the size that did not fit
     response = httpx.post(url, json={**body, "max_tokens": 4096}, headers=headers, timeout=10)
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
