@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "train":
         from router.train import run_command
 
-        return run_command(args.data, args.out, c=args.c, held_out=not args.no_held_out)
+        return run_command(args.data, args.out, c=args.c, held_out=not args.no_held_out, rules=args.rules)
     if args.command == "serve":
         return _serve(args.config, args.host, args.port, args.workers, args.log_level)
     return _demo(args.config or _default_demo_config(), args.host, args.port, args.mid_port, args.flagship_port,
@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="a JSON-lines file of labelled rows; repeat for several")
     train.add_argument("--out", type=Path, required=True, help="the model file to write, e.g. config/models/mine.npz")
     train.add_argument("--c", type=float, default=16.0, help="inverse regularisation strength (default: %(default)s)")
+    train.add_argument("--rules", type=Path, default=None,
+                       help="score each held-out source by routing it with this config's cues and rules "
+                            "(slower: both heads are fitted per source); default: the model alone")
     train.add_argument("--no-held-out", action="store_true",
                        help="skip the leave-one-source-out scores (one fit instead of one per source)")
     return parser

@@ -6,8 +6,10 @@ request is a handful of attribute reads; each rule's decision, reason included, 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from router.classify import Features
 from router.config import RuleConfig, WhenConfig
@@ -96,30 +98,10 @@ def _conditions(when: WhenConfig) -> tuple[tuple[str, Predicate], ...]:
     if when.task_not is not None:
         excluded = frozenset(when.task_not)
         out.append((f"task not in {sorted(excluded)}", lambda f, c: f.task not in excluded))
-    if when.complexity_gte is not None:
-        low = when.complexity_gte
-        out.append((f"complexity >= {low}", lambda f, c: f.complexity >= low))
-    if when.complexity_lt is not None:
-        high = when.complexity_lt
-        out.append((f"complexity < {high}", lambda f, c: f.complexity < high))
-    if when.escalation_gte is not None:
-        esc_low = when.escalation_gte
-        out.append((f"escalation >= {esc_low}", lambda f, c: f.escalation is not None and f.escalation >= esc_low))
-    if when.escalation_lt is not None:
-        esc_high = when.escalation_lt
-        out.append((f"escalation < {esc_high}", lambda f, c: f.escalation is not None and f.escalation < esc_high))
-    if when.confidence_gte is not None:
-        conf_low = when.confidence_gte
-        out.append((f"confidence >= {conf_low}", lambda f, c: f.confidence is not None and f.confidence >= conf_low))
-    if when.confidence_lt is not None:
-        conf_high = when.confidence_lt
-        out.append((f"confidence < {conf_high}", lambda f, c: f.confidence is not None and f.confidence < conf_high))
-    if when.input_tokens_gt is not None:
-        above = when.input_tokens_gt
-        out.append((f"input tokens > {above}", lambda f, c: f.input_tokens > above))
-    if when.input_tokens_lte is not None:
-        upto = when.input_tokens_lte
-        out.append((f"input tokens <= {upto}", lambda f, c: f.input_tokens <= upto))
+    for field, attribute, (symbol, compare) in _BOUNDS:
+        bound = getattr(when, field)
+        if bound is not None:
+            out.append((f"{attribute.replace('_', ' ')} {symbol} {bound}", _bound(attribute, compare, bound)))
     if when.pii is not None:
         want_pii = when.pii
         out.append((f"pii is {want_pii}", lambda f, c: bool(f.pii) is want_pii))
@@ -142,6 +124,31 @@ def _conditions(when: WhenConfig) -> tuple[tuple[str, Predicate], ...]:
         accepted = frozenset(values)
         out.append((f"header {name} in {sorted(accepted)}", _header_predicate(name, accepted)))
     return tuple(out)
+
+
+#: Threshold conditions: (field of ``when``, attribute of ``Features``, (symbol, comparison)).
+_AT_LEAST, _BELOW, _ABOVE, _AT_MOST = (">=", operator.ge), ("<", operator.lt), (">", operator.gt), ("<=", operator.le)
+_BOUNDS: tuple[tuple[str, str, tuple[str, Callable[[Any, Any], bool]]], ...] = (
+    ("complexity_gte", "complexity", _AT_LEAST),
+    ("complexity_lt", "complexity", _BELOW),
+    ("escalation_gte", "escalation", _AT_LEAST),
+    ("escalation_lt", "escalation", _BELOW),
+    ("confidence_gte", "confidence", _AT_LEAST),
+    ("confidence_lt", "confidence", _BELOW),
+    ("input_tokens_gt", "input_tokens", _ABOVE),
+    ("input_tokens_lte", "input_tokens", _AT_MOST),
+)
+
+
+def _bound(attribute: str, compare: Callable[[Any, Any], bool], bound: float) -> Predicate:
+    """``features.<attribute> <compare> bound``; a value the classifier did not give (no model) never matches."""
+    read = operator.attrgetter(attribute)
+
+    def predicate(f: Features, c: RequestContext) -> bool:
+        value = read(f)
+        return value is not None and compare(value, bound)
+
+    return predicate
 
 
 def _header_predicate(name: str, accepted: frozenset[str]) -> Predicate:

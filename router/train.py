@@ -16,14 +16,14 @@ import json
 import math
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from router.classify_model import FORMAT_VERSION, Window, features, model_texts
+from router.classify_model import FORMAT_VERSION, TextModel, Window, features, model_texts
 
 TIERS = ("mid", "flagship")
 DEFAULT_C = 16.0
@@ -136,25 +136,22 @@ class Result:
                                 tasks=np.array(self.tasks), meta=np.array(json.dumps(self.meta, sort_keys=True)))
 
 
-def train(rows: Sequence[Row], *, c: float = DEFAULT_C, held_out: bool = True) -> Result:
-    """Fit both heads on all rows; with ``held_out``, also score each source with a model fitted without it
-    (on the same vocabulary: a held-out source's words count only where other sources hold them too)."""
-    from sklearn.linear_model import LogisticRegression
+#: Given a model, a function that routes a row to a tier (the config's cues and rules; see ``config_router``).
+RouterFactory = Callable[[TextModel], Callable[[Row], str]]
 
+
+def train(
+    rows: Sequence[Row], *, c: float = DEFAULT_C, held_out: bool = True, router: RouterFactory | None = None
+) -> Result:
+    """Fit both heads on all rows; with ``held_out``, also score each source with a model fitted without it
+    (on the same vocabulary: a held-out source's words count only where other sources hold them too). With
+    a ``router``, the held-out score is the routing's (cues + model + rules), not the model's alone."""
     featurizer = Featurizer(rows)
     x = featurizer.matrix()
-    escalation = _fit_escalation(x, rows, c)
     tasks = tuple(sorted({r.task for r in rows}))
     if len(tasks) < 2:
         raise TrainingError(f"the rows name only the task(s) {list(tasks)}; at least two are needed")
-    y_task = np.array([tasks.index(r.task) for r in rows])
-    task_head = LogisticRegression(C=c, max_iter=3000).fit(x, y_task, sample_weight=source_weights(rows))
-
-    weights = np.zeros((len(featurizer.vocabulary), 1 + len(tasks)), dtype=np.float32)
-    weights[:, 0] = escalation.coef_[0]
-    weights[:, 1:] = task_head.coef_.T
-    bias = np.concatenate([escalation.intercept_, task_head.intercept_])
-    scores = _held_out(x, rows, c) if held_out else {}
+    weights, bias = _fit_heads(x, rows, tasks, c)
     window = featurizer.window
     meta = {
         "format": FORMAT_VERSION,
@@ -163,10 +160,37 @@ def train(rows: Sequence[Row], *, c: float = DEFAULT_C, held_out: bool = True) -
         "rows": len(rows),
         "sources": dict(sorted(Counter(r.source for r in rows).items())),
     }
+    scores: dict[str, dict[str, float]] = {}
+    if held_out:
+        scores = _held_out(x, rows, c, tasks, router and (lambda w, b: router(
+            TextModel(featurizer.vocabulary, w.astype(np.float32), b, tasks, meta))))
     return Result(featurizer.vocabulary, weights, bias, tasks, meta, scores)
 
 
-def _held_out(x: Any, rows: Sequence[Row], c: float) -> dict[str, dict[str, float]]:
+def _fit_heads(x: Any, rows: Sequence[Row], tasks: tuple[str, ...], c: float) -> tuple[np.ndarray, np.ndarray]:
+    """The escalation head and the task head, as one weight matrix (escalation first) and bias."""
+    from sklearn.linear_model import LogisticRegression
+
+    escalation = _fit_escalation(x, rows, c)
+    present = sorted({tasks.index(r.task) for r in rows})
+    y_task = np.array([tasks.index(r.task) for r in rows])
+    task_head = LogisticRegression(C=c, max_iter=3000).fit(x, y_task, sample_weight=source_weights(rows))
+    weights = np.zeros((x.shape[1], 1 + len(tasks)), dtype=np.float64)
+    bias = np.full(1 + len(tasks), -30.0)  # a task no training row had is never predicted
+    weights[:, 0], bias[0] = escalation.coef_[0], escalation.intercept_[0]
+    if len(present) == 2:  # scikit-learn fits one logit for two classes: split it between them
+        weights[:, 1 + present[1]], bias[1 + present[1]] = task_head.coef_[0], task_head.intercept_[0]
+        weights[:, 1 + present[0]], bias[1 + present[0]] = 0.0, 0.0
+    else:
+        for k, t in enumerate(present):
+            weights[:, 1 + t], bias[1 + t] = task_head.coef_[k], task_head.intercept_[k]
+    return weights, bias
+
+
+def _held_out(
+    x: Any, rows: Sequence[Row], c: float, tasks: tuple[str, ...],
+    router: Callable[[np.ndarray, np.ndarray], Callable[[Row], str]] | None,
+) -> dict[str, dict[str, float]]:
     sources = np.array([r.source for r in rows])
     flagship = np.array([r.tier == "flagship" for r in rows])
     out: dict[str, dict[str, float]] = {}
@@ -175,8 +199,12 @@ def _held_out(x: Any, rows: Sequence[Row], c: float) -> dict[str, dict[str, floa
         train_idx = np.flatnonzero(~test)
         if len(set(flagship[train_idx])) < 2:
             continue  # the others hold one tier only: nothing to fit
-        model = _fit_escalation(x[train_idx], [rows[i] for i in train_idx], c)
-        predicted = model.predict_proba(x[test])[:, 1] >= 0.5
+        train_rows = [rows[i] for i in train_idx]
+        if router is None:
+            predicted = _fit_escalation(x[train_idx], train_rows, c).predict_proba(x[test])[:, 1] >= 0.5
+        else:
+            route = router(*_fit_heads(x[train_idx], train_rows, tasks, c))
+            predicted = np.array([route(rows[i]) == "flagship" for i in np.flatnonzero(test)])
         truth = flagship[test]
         out[source] = {
             "rows": int(test.sum()),
@@ -187,9 +215,9 @@ def _held_out(x: Any, rows: Sequence[Row], c: float) -> dict[str, dict[str, floa
     return out
 
 
-def report(result: Result) -> str:
+def report(result: Result, what: str = "model alone, threshold 0.5") -> str:
     """A plain-text report of the held-out scores, per source and overall."""
-    lines = ["leave-one-source-out tier accuracy (model alone, threshold 0.5)",
+    lines = [f"leave-one-source-out tier accuracy ({what})",
              f"{'source':34s} {'rows':>5s} {'mid':>5s} {'flag':>5s} {'acc':>6s}"]
     per_tier: dict[str, list[float]] = defaultdict(list)
     for source, s in result.held_out.items():
@@ -206,7 +234,35 @@ def report(result: Result) -> str:
     return "\n".join(lines)
 
 
-def run_command(data: list[Path], out: Path, *, c: float, held_out: bool) -> int:
+def config_router(path: Path) -> RouterFactory:
+    """Route rows as the gateway would for ``"model": "auto"`` with the config at ``path`` (its cues and
+    rules), given a model. Unset environment variables get placeholders: nothing here calls an upstream."""
+    import os
+
+    import yaml
+
+    from router.classify import Classifier
+    from router.config import load_config
+    from router.envsubst import interpolate
+    from router.rules import RequestContext, compile_rules, match_rules
+
+    _, missing = interpolate(yaml.safe_load(path.read_text(encoding="utf-8")), os.environ)
+    config = load_config(path, {**os.environ, **{m.name: f"unset-{m.name}" for m in missing}})
+    rules, ctx = compile_rules(config.rules), RequestContext(model="auto")
+
+    def factory(model: TextModel) -> Callable[[Row], str]:
+        classifier = Classifier(config.classifier.vocabulary, model)
+
+        def route(row: Row) -> str:
+            target = match_rules(classifier.classify(row.messages), ctx, rules).target
+            return target.tier if target.tier is not None else config.backends[str(target.backend)].tier
+
+        return route
+
+    return factory
+
+
+def run_command(data: list[Path], out: Path, *, c: float, held_out: bool, rules: Path | None = None) -> int:
     """``llm-router train``: exit 0 with the model and ``<out>.report.txt`` written, 2 on bad input."""
     try:
         import sklearn  # noqa: F401
@@ -215,14 +271,15 @@ def run_command(data: list[Path], out: Path, *, c: float, held_out: bool) -> int
         return 2
     try:
         rows = read_rows(data)
-        result = train(rows, c=c, held_out=held_out)
+        router = config_router(rules) if rules is not None else None
+        result = train(rows, c=c, held_out=held_out, router=router)
     except TrainingError as exc:
         print(f"llm-router train: {exc}", file=sys.stderr)
         return 2
     result.save(out)
     text = f"{len(rows)} rows from {len(result.meta['sources'])} sources -> {out}\n"
     if held_out:
-        text += report(result) + "\n"
+        text += report(result, f"routed with {rules}'s cues and rules" if rules else "model alone, threshold 0.5") + "\n"
     out.with_name(out.name + ".report.txt").write_text(text, encoding="utf-8")
     print(text, end="")
     return 0

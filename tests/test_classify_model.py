@@ -236,3 +236,14 @@ def test_decide_explains_the_probabilities_the_pushing_features_and_the_cues() -
     assert pushes and all(isinstance(p["feature"], str) and isinstance(p["escalation_logit"], float) for p in pushes)
     assert abs(pushes[0]["escalation_logit"]) >= abs(pushes[-1]["escalation_logit"])
     assert explained["cues"] == list(route.features.evidence)
+
+
+def test_held_out_routing_uses_the_configs_cues_and_rules() -> None:
+    from router.train import config_router
+
+    rows = small_rows()
+    routed = train(rows, router=config_router(REPO / "config" / "demo.yaml"))
+    alone = train(rows)
+    assert set(routed.held_out) == set(alone.held_out)
+    # translations are held by a cue ("translate") and a rule (plain tasks stay mid), whatever the model says
+    assert routed.held_out["ntrex"]["accuracy"] == 1.0
