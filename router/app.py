@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Message, Receive, Scope, Send
 
 from router.api import HOT_PATHS, chat_completions, router, send_error
-from router.config import GatewayConfig
+from router.config import GatewayConfig, ServerConfig
 from router.endpoints.routes import DIRECT_ENDPOINTS, ENDPOINTS
 from router.endpoints.routes import router as endpoints_router
 from router.errors import GatewayError, MethodNotAllowedError
@@ -73,6 +73,12 @@ class GatewayApp(FastAPI):
     ``router.endpoints``) skip them, on the raw ASGI interface, and answer their errors as the
     registered handlers would. Everything else goes through FastAPI.
     """
+
+    @property
+    def server_config(self) -> ServerConfig:
+        """The serving config's ``server`` limits, which the HTTP protocol applies to each new connection."""
+        config: ServerConfig = self.state.gateway.config.server
+        return config
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in HOT_PATHS:

@@ -42,9 +42,16 @@ _TEXT_PARTS = frozenset({"text", "input_text"})
 _SYSTEM_ROLES = frozenset({"system", "developer"})
 #: bytes.translate table: every digit -> b"0" and all else -> b" " (so split() yields the numbers).
 _NUMBER_RUNS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
-#: A run of digits (as masked by _NUMBER_RUNS) with at most two other characters between them; it
-#: starts with a literal, which the regex engine finds fast.
-_RUNS = re.compile(rb"0(?:0| 0|  0)*")
+#: Runs of digits long enough for a detector that are read in one text. A text with more is taken
+#: to hold personal data (kind "unverified", as when the classifier fails), without reading them:
+#: each run costs a few regex searches in Python, and an 8 MiB prompt of number-like strings held
+#: the event loop for seconds.
+_MAX_DIGIT_RUNS = 1024
+#: Messages read per request, the most recent ones: a request with more is taken to hold personal data
+#: ("unverified") rather than scanned, as 130k tiny number-like messages held the event loop for seconds.
+_MAX_READ_MESSAGES = 2048
+#: The kind of personal data reported for a text too full of numbers to read (see _MAX_DIGIT_RUNS).
+_UNVERIFIED = "unverified"
 #: Characters read around a run of digits, enough for a PII regex to see its whole match and context.
 _RUN_MARGIN = 32
 #: The characters other than ASCII that str.split() splits at (``str.isspace()``; a test checks the list).
@@ -175,7 +182,8 @@ class Classifier:
         self._per_request = t.per_request
 
         self._min_digits = min((d.min_digits for d in v.pii.values() if d.min_digits), default=0)
-        #: Finds a run of digits long enough for some detector; most texts have none.
+        #: Finds the runs of digits long enough for some detector (a run of digits, as masked by
+        #: _NUMBER_RUNS, with at most two other characters between them); most texts have none.
         self._long_run = re.compile(rb"0(?:0| 0|  0){%d,}" % max(0, self._min_digits - 1))
         self._detectors = tuple(
             (kind, tuple(re.compile(p) for p in d.patterns), d.requires, d.min_digits, _CHECKS[d.check])
@@ -231,12 +239,17 @@ class Classifier:
         first_read = len(messages) - self._max_messages
         model = self.model
         model_parts: list[tuple[np.ndarray, int]] = []
+        unread = len(messages) - _MAX_READ_MESSAGES  # messages before this one are only counted
         for i, message in enumerate(messages):
             if not isinstance(message, dict):
                 continue
             text, n_images, calls = _read(message)
             role = message.get("role")
             images += n_images
+            if i < unread:
+                pii.add(_UNVERIFIED)
+                size += sum(map(_utf8_size, calls), _utf8_size(text))
+                continue
             if calls or role == "tool" or role == "function":
                 has_tools = True
                 call_text = self._text("\n".join(calls), cues=False)
@@ -323,7 +336,8 @@ class Classifier:
         multi-turn request were read already; the cache is bounded in entries and text length, and
         keeps what was found, not the text's lower-cased copies.
         """
-        read = self._cache.get(text)
+        # Only short texts are cached: hashing a long one to look it up would cost as much as a scan.
+        read = self._cache.get(text) if len(text) <= _CACHE_TEXT_CHARS else None
         if read is not None and (read.cues is not None or not cues):
             return read
         low = text.lower()
@@ -403,18 +417,22 @@ class Classifier:
         """Kinds of personal data in lower-cased texts: pre-filters, then regexes, then checks.
 
         Detectors with ``min_digits`` only read windows around runs of digits long enough for them,
-        found once per text for all of them, so a long text with few numbers costs little.
+        found once per text for all of them, so a long text with few numbers costs little. A text
+        with more than ``_MAX_DIGIT_RUNS`` such runs fails closed: it counts as holding personal data.
         """
         kinds: list[str] = []
-        runs: list[list[tuple[int, int, int]] | None] = [None] * len(texts)
+        runs: dict[int, list[tuple[int, int, int]] | None] = {}
         for kind, patterns, requires, min_digits, check in self._detectors:
             for i, (low, mask) in enumerate(texts):
                 if requires is not None and requires not in low:
                     continue
                 if min_digits:
+                    if i not in runs:
+                        runs[i] = _digit_runs(mask, self._min_digits, self._long_run)
                     found_runs = runs[i]
                     if found_runs is None:
-                        found_runs = runs[i] = _digit_runs(mask, self._min_digits, self._long_run)
+                        kinds.append(_UNVERIFIED)
+                        continue
                     margin = _RUN_MARGIN
                     windows = [low[max(0, a - margin) : b + margin] for a, b, n in found_runs if n >= min_digits]
                     if not windows:
@@ -505,12 +523,18 @@ def _digit_mask(text: str) -> bytes:
     return text.encode("ascii", "replace").translate(_NUMBER_RUNS)
 
 
-def _digit_runs(mask: bytes, min_digits: int, long_run: re.Pattern[bytes]) -> list[tuple[int, int, int]]:
+def _digit_runs(mask: bytes, min_digits: int, long_run: re.Pattern[bytes]) -> list[tuple[int, int, int]] | None:
     """(start, end, digits) of each run of at least ``min_digits`` digits in a digit mask, allowing two
-    other characters between digits ("+1 (555) 123-4567"). ``long_run`` finds such a run, if any."""
+    other characters between digits ("+1 (555) 123-4567"); ``long_run`` finds such runs. None when
+    there are more than ``_MAX_DIGIT_RUNS``: the cost is bounded, whatever the text."""
     if mask.count(b"0") < min_digits or long_run.search(mask) is None:
-        return []
-    return [(m.start(), m.end(), n) for m in _RUNS.finditer(mask) if (n := m.group().count(b"0")) >= min_digits]
+        return []  # most texts: a test cheaper than setting up the iteration
+    runs: list[tuple[int, int, int]] = []
+    for match in long_run.finditer(mask):
+        if len(runs) == _MAX_DIGIT_RUNS:
+            return None
+        runs.append((match.start(), match.end(), match.group().count(b"0")))
+    return runs
 
 
 def _literal_prefix(pattern: str) -> str:

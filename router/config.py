@@ -65,6 +65,14 @@ class ConfigError(ValueError):
 class ServerConfig(_Model):
     #: Request bodies above this size are refused with 413.
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    #: A request head (request line and headers) above this size is refused with 431.
+    max_header_bytes: int = Field(default=64 * 1024, gt=0)
+    #: A request with more header fields than this is refused with 431.
+    max_headers: int = Field(default=100, gt=0)
+    #: Seconds a client has to send a request's head, from its first byte (or from connecting); then 408.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: Seconds a client has to send a request's whole body, from the end of its head; then 408.
+    body_timeout_seconds: float = Field(default=60.0, gt=0)
     #: Write each request's messages into its access log line. Off: prompts can hold personal data.
     log_prompts: bool = False
     #: On SIGTERM, seconds requests in flight get to finish; then each open stream gets an error event,
@@ -191,6 +199,10 @@ class BackendConfig(_Model):
     responses: Literal["translate", "native"] = "translate"
     #: Set when this backend serves embeddings (``POST /v1/embeddings``).
     embeddings: BackendEmbeddingsConfig | None = None
+    #: A non-streaming answer larger than this is cut off and fails over, like a malformed one.
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    #: One streamed SSE event (or a line that never ends) larger than this ends the stream with an error.
+    max_event_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     #: ``kind: anthropic`` only: the ``anthropic-version`` header sent upstream.
     anthropic_version: str = "2023-06-01"
     #: ``kind: anthropic`` only: ``max_tokens`` for requests that give none (Anthropic requires one).

@@ -23,7 +23,7 @@ from router.config import BackendConfig
 from router.errors import UpstreamClientError, UpstreamError
 from router.redact import redact
 from router.upstream.base import CONTEXT_LENGTH_CODE, Batch, Chunk, Completion, error_from_status, map_transport_errors
-from router.upstream.openai_compat import _MAX_ERROR_BODY, OpenAICompatProvider, _drain
+from router.upstream.openai_compat import _MAX_ERROR_BODY, OpenAICompatProvider, _drain, _read_body, _too_large
 from router.upstream.sse import SSEDecoder
 
 #: The request as a Messages API body, while ``POST /v1/messages`` serves it: an Anthropic backend
@@ -62,10 +62,15 @@ class AnthropicProvider(OpenAICompatProvider):
         payload = self._request({**body, "stream": False})
         with map_transport_errors(self.name):
             async with self.session.post(self._url, data=payload, headers=self._headers) as response:
-                content = await response.read()
                 status, headers = response.status, response.headers
+                limit = self.config.max_response_bytes if status == 200 else _MAX_ERROR_BODY
+                content, whole = await _read_body(response, limit)
+                if not whole:
+                    response.close()  # abandon the rest of the body with its connection
         if status != 200:
-            raise anthropic_error(self.name, status, content[:_MAX_ERROR_BODY], headers, secrets=self._secrets)
+            raise anthropic_error(self.name, status, content, headers, secrets=self._secrets)
+        if not whole:
+            raise _too_large(self.name, limit)
         try:
             message = orjson.loads(content)
         except orjson.JSONDecodeError as exc:
@@ -87,12 +92,12 @@ class AnthropicProvider(OpenAICompatProvider):
                     content = await response.content.read(_MAX_ERROR_BODY)
                 raise anthropic_error(self.name, response.status, content, response.headers, secrets=self._secrets)
             translator = ChunkTranslator(structured=structured_output(body), created=int(time.time()))
-            decoder = SSEDecoder()
+            decoder = SSEDecoder(self.config.max_event_bytes)
             reader = response.content
             while True:
                 with map_transport_errors(self.name):
                     raw = await reader.readany()
-                batch, failure = self._translate(translator, decoder.feed(raw) if raw else decoder.flush())
+                batch, failure = self._translate(translator, self._events(decoder, raw))
                 if failure is not None:
                     if batch:  # what came before the error event is the client's, as if it came in its own read
                         yield batch, False

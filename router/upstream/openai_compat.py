@@ -25,7 +25,7 @@ from router.upstream.base import (
     map_transport_errors,
 )
 from router.upstream.chunks import chunks_to_completion, completion_to_chunks
-from router.upstream.sse import DONE, SSEDecoder
+from router.upstream.sse import DONE, EventTooLargeError, SSEDecoder
 
 #: An error body larger than this is cut before decoding; it only feeds an error message.
 _MAX_ERROR_BODY = 64 * 1024
@@ -71,12 +71,18 @@ class OpenAICompatProvider:
     async def complete(self, body: dict[str, Any]) -> Completion:
         with map_transport_errors(self.name):
             async with self.session.post(self._url, data=orjson.dumps(body), headers=self._headers) as response:
-                content = await response.read()
                 status, headers = response.status, response.headers
+                limit = self.config.max_response_bytes if status == 200 else _MAX_ERROR_BODY
+                content, whole = await _read_body(response, limit)
+                if not whole:
+                    response.close()  # abandon the rest of the body with its connection
         if status != 200:
-            raise error_from_status(self.name, status, content[:_MAX_ERROR_BODY], headers, secrets=self._secrets)
+            raise error_from_status(self.name, status, content, headers, secrets=self._secrets)
+        if not whole:
+            raise _too_large(self.name, limit)
         if headers.get("content-type", "").startswith("text/event-stream"):
-            events, _ = _decode_events(self.name, SSEDecoder().feed(content + b"\n\n"), self._secrets)
+            decoder = SSEDecoder(self.config.max_event_bytes)
+            events, _ = _decode_events(self.name, self._events(decoder, content + b"\n\n"), self._secrets)
             data = chunks_to_completion([chunk.data for chunk in events])
             return Completion(orjson.dumps(data), data)
         return Completion(content, self._completion(content))
@@ -91,16 +97,25 @@ class OpenAICompatProvider:
         return data
 
     async def post(self, path: str, body: dict[str, Any]) -> Completion:
-        """A JSON call to another endpoint of the upstream (``path`` e.g. ``/embeddings``): its decoded answer."""
+        """A JSON call to another endpoint of the upstream (``path`` e.g. ``/embeddings``): its decoded answer,
+        under the same caps and error handling as ``complete``."""
         with map_transport_errors(self.name):
             async with self.session.post(
                 f"{self.config.base_url}{path}", data=orjson.dumps(body), headers=self._headers
             ) as response:
-                content = await response.read()
                 status, headers = response.status, response.headers
+                limit = self.config.max_response_bytes if status == 200 else _MAX_ERROR_BODY
+                content, whole = await _read_body(response, limit)
+                if not whole:
+                    response.close()
         if status != 200:
-            raise error_from_status(self.name, status, content[:_MAX_ERROR_BODY], headers)
-        return Completion(content, _decode_json(self.name, content))
+            raise error_from_status(self.name, status, content, headers, secrets=self._secrets)
+        if not whole:
+            raise _too_large(self.name, limit)
+        data = _decode_json(self.name, content)
+        if "error" in data:
+            raise error_in_answer(self.name, data["error"], secrets=self._secrets)
+        return Completion(content, data)
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[Batch]:
         """Yield the upstream's chunks, validated, in batches: the chunks that arrived together.
@@ -119,17 +134,18 @@ class OpenAICompatProvider:
                 raise error_from_status(self.name, response.status, content, response.headers, secrets=self._secrets)
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 with map_transport_errors(self.name):
-                    content = await response.read()
-                reusable = True
+                    content, reusable = await _read_body(response, self.config.max_response_bytes)
+                if not reusable:
+                    raise _too_large(self.name, self.config.max_response_bytes)
                 chunks = [Chunk(orjson.dumps(data), data) for data in completion_to_chunks(self._completion(content))]
                 yield chunks, True
                 return
-            decoder = SSEDecoder()
+            decoder = SSEDecoder(self.config.max_event_bytes)
             reader = response.content
             while True:
                 with map_transport_errors(self.name):
                     raw = await reader.readany()
-                payloads = decoder.feed(raw) if raw else decoder.flush()
+                payloads = self._events(decoder, raw)
                 if payloads:
                     batch, done = _decode_events(self.name, payloads, self._secrets)
                     if done:
@@ -155,32 +171,35 @@ class OpenAICompatProvider:
         ``response.completed`` (or ``.incomplete``) marked done; ``error`` and ``response.failed``
         events raise, so the pipeline can fail over before the first token."""
         with map_transport_errors(self.name):
-            response = await self.session.post(f"{self.config.base_url}/responses", data=orjson.dumps(body),
-                                               headers=self._headers)
+            response = await self.session.post(
+                f"{self.config.base_url}/responses", data=orjson.dumps(body), headers=self._headers
+            )
         try:
             if response.status != 200:
                 with map_transport_errors(self.name):
                     content = await response.content.read(_MAX_ERROR_BODY)
-                raise error_from_status(self.name, response.status, content, response.headers)
+                raise error_from_status(self.name, response.status, content, response.headers, secrets=self._secrets)
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 with map_transport_errors(self.name):
-                    data = _decode_json(self.name, await response.read())
+                    content, whole = await _read_body(response, self.config.max_response_bytes)
+                if not whole:
+                    raise _too_large(self.name, self.config.max_response_bytes)
+                data = _decode_json(self.name, content)
                 event = {"type": f"response.{data.get('status') or 'completed'}", "response": data}
                 yield [Chunk(orjson.dumps(event), event)], True
                 return
-            decoder = SSEDecoder()
+            decoder = SSEDecoder(self.config.max_event_bytes)
             while True:
                 with map_transport_errors(self.name):
                     raw = await response.content.readany()
                 batch = []
-                for payload in decoder.feed(raw) if raw else decoder.flush():
+                for payload in self._events(decoder, raw):
                     event = _decode_json(self.name, payload)
                     kind = event.get("type")
                     if kind in ("error", "response.failed"):
                         failed = event.get("response")
-                        error = failed["error"] if isinstance(failed, dict) and isinstance(failed.get("error"), dict) else event
-                        raise UpstreamError(f"Backend {self.name!r} failed mid-stream: {error.get('message', kind)}",
-                                            code="upstream_stream_error")
+                        error = failed.get("error") if isinstance(failed, dict) else event
+                        raise error_in_answer(self.name, error or event, secrets=self._secrets, mid_stream=True)
                     batch.append(Chunk(payload, event))
                     if kind in ("response.completed", "response.incomplete"):
                         yield batch, True
@@ -188,10 +207,23 @@ class OpenAICompatProvider:
                 if batch:
                     yield batch, False
                 if not raw:
-                    raise UpstreamError(f"Backend {self.name!r} ended the stream before the response completed.",
-                                        code="upstream_disconnected")
+                    raise UpstreamError(
+                        f"Backend {self.name!r} ended the stream before the response completed.",
+                        code="upstream_disconnected",
+                    )
         finally:
             response.close()
+
+    def _events(self, decoder: SSEDecoder, raw: bytes) -> list[bytes]:
+        """The events completed by ``raw`` (by the end of the body when it is empty); one too large raises."""
+        try:
+            return decoder.feed(raw) if raw else decoder.flush()
+        except EventTooLargeError as exc:
+            raise UpstreamError(
+                f"Backend {self.name!r} sent an SSE event larger than max_event_bytes "
+                f"({self.config.max_event_bytes} bytes).",
+                code="upstream_malformed",
+            ) from exc
 
     async def healthy(self, path: str, timeout: float) -> bool:
         """One active health check: a 2xx answer to ``GET {base_url}{path}`` within ``timeout``."""
@@ -207,6 +239,32 @@ class OpenAICompatProvider:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+async def _read_body(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """The response body and True, or its first ``limit`` bytes and False.
+
+    A body with a Content-Length within the limit is read in one call; any other is read as it
+    arrives and abandoned past the limit, so an endless body costs a few times ``limit`` of memory
+    at most (the pieces, their join, the cut) while it is read, and nothing after.
+    """
+    declared = response.content_length
+    if declared is not None and declared <= limit:
+        return await response.read(), True
+    pieces: list[bytes] = []
+    size = 0
+    while size <= limit and (piece := await response.content.readany()):
+        pieces.append(piece)
+        size += len(piece)
+    return b"".join(pieces)[:limit], size <= limit
+
+
+def _too_large(backend: str, limit: int) -> UpstreamError:
+    # "malformed": an answer the gateway cannot use, which fails over like a broken one.
+    return UpstreamError(
+        f"Backend {backend!r} sent a response larger than max_response_bytes ({limit} bytes).",
+        code="upstream_malformed",
+    )
 
 
 async def _drain(reader: aiohttp.StreamReader) -> bool:

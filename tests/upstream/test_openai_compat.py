@@ -240,3 +240,82 @@ async def test_health_check(upstream: Any) -> None:
     assert await provider.healthy("/models", 1.0)
     _, failing = await upstream(json_handler({"error": "down"}, 503))
     assert not await failing.healthy("/models", 1.0)
+
+
+def endless_handler(content_type: str, first: bytes, filler: bytes, sent: list[int]) -> Handler:
+    """Sends ``first``, then ``filler`` until the gateway hangs up (chunked: no Content-Length)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": content_type})
+        await response.prepare(request)
+        await response.write(first)
+        try:
+            for _ in range(2000):  # at most 128 MB: far past every cap under test
+                await response.write(filler)
+                sent.append(len(filler))
+        except (ConnectionError, RuntimeError):
+            pass  # the gateway closed the connection: what these tests expect
+        return response
+
+    return handle
+
+
+FILLER = b" " * 65536
+
+
+async def test_an_endless_json_answer_is_cut_at_max_response_bytes_and_fails_over(upstream: Any) -> None:
+    sent: list[int] = []
+    _, provider = await upstream(endless_handler("application/json", b'{"choices": [', FILLER, sent),
+                                 max_response_bytes=1024 * 1024)
+    for call in (lambda: provider.complete(BODY), lambda: collect(provider.stream({**BODY, "stream": True}))):
+        sent.clear()
+        with pytest.raises(UpstreamError) as info:
+            await call()
+        assert info.value.code == "upstream_malformed" and info.value.retryable  # "malformed" fails over
+        assert "max_response_bytes (1048576 bytes)" in info.value.message
+        assert sum(sent) < 64 * 1024 * 1024  # the upstream was hung up on, not read to its end
+
+
+async def test_a_declared_length_over_the_cap_is_refused_and_one_at_the_cap_is_read(upstream: Any) -> None:
+    body = orjson.dumps(completion("x" * 1000))
+    _, provider = await upstream(json_handler(completion("x" * 1000)), max_response_bytes=len(body))
+    assert (await provider.complete(BODY)).raw == body
+    _, small = await upstream(json_handler(completion("x" * 1000)), max_response_bytes=len(body) - 1)
+    with pytest.raises(UpstreamError, match="max_response_bytes"):
+        await small.complete(BODY)
+
+
+async def test_a_stream_with_a_line_that_never_ends_is_an_error_after_the_first_chunks(upstream: Any) -> None:
+    sent: list[int] = []
+    first = sse(chunk({"role": "assistant", "content": "Hi"})) + b'data: {"choices": "'
+    _, provider = await upstream(endless_handler("text/event-stream", first, FILLER, sent), max_event_bytes=1024 * 1024)
+    got: list[dict[str, Any]] = []
+    with pytest.raises(UpstreamError) as info:
+        async for chunks, _ in provider.stream({**BODY, "stream": True}):
+            got += [c.data for c in chunks]
+    assert [c["choices"][0]["delta"]["content"] for c in got] == ["Hi"]
+    assert info.value.code == "upstream_malformed" and "max_event_bytes (1048576 bytes)" in info.value.message
+    assert sum(sent) < 64 * 1024 * 1024
+
+
+async def test_a_stream_that_ends_inside_an_oversized_event_is_an_upstream_error(upstream: Any) -> None:
+    _, provider = await upstream(stream_handler(sse(chunk({"content": "a"})) + b'data: {"x": "' + b"y" * 4096),
+                                 max_event_bytes=1024)
+    with pytest.raises(UpstreamError) as info:
+        await collect(provider.stream({**BODY, "stream": True}))
+    assert info.value.code == "upstream_malformed"
+
+
+async def test_an_anthropic_backend_has_the_same_caps(upstream: Any) -> None:
+    sent: list[int] = []
+    _, provider = await upstream(endless_handler("application/json", b'{"content": [', FILLER, sent),
+                                 kind="anthropic", max_response_bytes=1024 * 1024)
+    with pytest.raises(UpstreamError, match=r"max_response_bytes \(1048576 bytes\)") as info:
+        await provider.complete(BODY)
+    assert info.value.code == "upstream_malformed"
+    _, streaming = await upstream(endless_handler("text/event-stream", b'event: message_start\ndata: {"type": "', FILLER, sent),
+                                  kind="anthropic", max_event_bytes=1024 * 1024)
+    with pytest.raises(UpstreamError, match=r"max_event_bytes \(1048576 bytes\)") as info:
+        await collect(streaming.stream({**BODY, "stream": True}))
+    assert info.value.code == "upstream_malformed"
+    assert sum(sent) < 64 * 1024 * 1024

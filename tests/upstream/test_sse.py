@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.upstream.sse import SSEDecoder, frame, frames
+from router.upstream.sse import EventTooLargeError, SSEDecoder, frame, frames
 
 
 @pytest.mark.parametrize("payloads", [[], [b"{}"], [b'{"a":1}', b'{"b":2}', b"[DONE]"]])
@@ -46,3 +46,46 @@ def test_decoder_reads_every_event_shape_in_one_read_or_byte_by_byte(wire: bytes
     assert SSEDecoder().feed(wire) == expected
     decoder = SSEDecoder()
     assert [data for i in range(len(wire)) for data in decoder.feed(wire[i : i + 1])] + decoder.flush() == expected
+
+
+def test_an_event_read_in_many_pieces_is_held_up_to_the_cap_and_then_refused() -> None:
+    decoder = SSEDecoder(max_event_bytes=1000)
+    assert decoder.feed(b'data: {"a":"') == []
+    for _ in range(9):
+        assert decoder.feed(b"x" * 100) == []
+    with pytest.raises(EventTooLargeError):
+        decoder.feed(b"x" * 100)
+
+
+def test_a_line_that_never_ends_is_refused_at_the_cap() -> None:
+    decoder = SSEDecoder(max_event_bytes=64 * 1024)
+    with pytest.raises(EventTooLargeError):
+        for _ in range(1000):
+            decoder.feed(b"y" * 1024)
+
+
+def test_an_oversized_event_that_arrives_whole_is_refused_and_one_at_the_cap_is_not() -> None:
+    with pytest.raises(EventTooLargeError):
+        SSEDecoder(max_event_bytes=100).feed(frame(b"z" * 200) + frame(b"{}"))
+    at_cap = frame(b"z" * 94)  # b"data: " + 94 bytes = 100 bytes of event
+    assert SSEDecoder(max_event_bytes=100).feed(at_cap + at_cap) == [b"z" * 94] * 2
+
+
+def test_events_split_at_every_point_around_a_crlf_blank_line_decode_once() -> None:
+    wire = b'data: {"a":1}\r\n\r\ndata: {"b":2}\r\n\r\n'
+    for cut in range(len(wire) + 1):
+        for second in range(cut, len(wire) + 1):
+            decoder = SSEDecoder(max_event_bytes=64)
+            parts = (wire[:cut], wire[cut:second], wire[second:])
+            assert [d for part in parts for d in decoder.feed(part)] + decoder.flush() == [b'{"a":1}', b'{"b":2}']
+
+
+def test_events_before_an_oversized_one_in_the_same_read_are_returned_and_the_next_read_raises() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    assert decoder.feed(frame(b"first") + b"data: " + b"x" * 200) == [b"first"]
+    with pytest.raises(EventTooLargeError):
+        decoder.feed(b"more")
+    ended = SSEDecoder(max_event_bytes=100)
+    assert ended.feed(frame(b"first") + b"data: " + b"x" * 200) == [b"first"]
+    with pytest.raises(EventTooLargeError):
+        ended.flush()  # the upstream closed: the oversized tail is not an event either
