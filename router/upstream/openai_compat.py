@@ -113,7 +113,7 @@ class OpenAICompatProvider:
         if not whole:
             raise _too_large(self.name, limit)
         data = _decode_json(self.name, content)
-        if "error" in data:
+        if data.get("error"):  # a Responses answer always has the key (null unless it failed)
             raise error_in_answer(self.name, data["error"], secrets=self._secrets)
         return Completion(content, data)
 

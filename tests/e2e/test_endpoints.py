@@ -340,7 +340,8 @@ def native(upstreams: tuple[str, str], tmp_path_factory: pytest.TempPathFactory)
 def test_a_native_backend_gets_the_whole_conversation_and_answers_under_the_gateway_id(native: Stack) -> None:
     client = native.client()
     first = client.responses.with_raw_response.create(model="auto", input=HARD, instructions="Be rigorous.")
-    assert first.headers["x-router-backend"] == "flagship" and float(first.headers["x-router-cost-usd"]) > 0
+    assert first.headers["x-router-backend"] == "flagship" and "x-router-fallback" not in first.headers
+    assert float(first.headers["x-router-cost-usd"]) > 0
     response = first.parse()
     sent = last_upstream_body(native, "flagship")
     assert sent["input"] == [{"type": "message", "role": "user", "content": HARD}]
