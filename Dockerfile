@@ -12,8 +12,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY router/ router/
+# With the fleet extra (Redis and PostgreSQL clients): one image for a single gateway and for a fleet.
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-compile . \
+ && /opt/venv/bin/pip install --no-compile '.[fleet]' \
  && /opt/venv/bin/python -m compileall -q --invalidation-mode unchecked-hash /opt/venv/lib
 
 FROM ${PYTHON_IMAGE}

@@ -240,6 +240,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="worker processes of each gateway")
     parser.add_argument("--ttft", type=float, default=0.0, help="mock: seconds before the first token")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="mock: seconds between tokens")
+    parser.add_argument("--fleet", action="store_true",
+                        help="fleet mode instead: Redis-shared state against local, 1 vs 2 replicas (bench/fleet.py)")
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
     return parser.parse_args(argv)
 
@@ -255,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         log_dir=args.output.parent / "logs",
     )
     plan.log_dir.mkdir(parents=True, exist_ok=True)
+    if args.fleet:
+        from bench import fleet  # it builds on this module's LoadProcess
+
+        return fleet.main(plan.log_dir, args.output.parent / "fleet.json", plan.duration, plan.warmup)
     began = time.monotonic()
     soak: Soak | None = None
     with ExitStack() as stack:

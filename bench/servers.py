@@ -89,9 +89,11 @@ def with_claude(config: Path, dest: Path) -> Path:
 
 @contextmanager
 def llm_router(
-    upstream: Server, log_dir: Path, workers: int = 2, *, claude: bool = False, messages: bool = False
+    upstream: Server, log_dir: Path, workers: int = 2, *, claude: bool = False, messages: bool = False,
+    config: Path | None = None, name: str | None = None, **extra_env: str,
 ) -> Iterator[Server]:
-    """``llm-router serve --config config/router.yaml`` with both tiers pointed at the mock, auth off.
+    """``llm-router serve --config config/router.yaml`` (or ``config``) with both tiers pointed at the
+    mock, auth off, and ``extra_env`` (e.g. ``REDIS_URL``).
 
     It runs in ``log_dir``, so files it writes relative to its working directory (the spend ledger)
     land there rather than in the repo. ``claude``: the config's Claude backend is enabled (a
@@ -102,8 +104,8 @@ def llm_router(
     port = _free_port()
     script = Path(sys.executable).parent / "llm-router"
     entry = [str(script)] if script.exists() else [sys.executable, "-m", "router"]
-    config = str(with_claude(REPO / "config" / "router.yaml", log_dir) if claude else REPO / "config" / "router.yaml")
-    cmd = [*entry, "serve", "--config", config, "--host", "127.0.0.1", "--port", str(port)]
+    default = with_claude(REPO / "config" / "router.yaml", log_dir) if claude else REPO / "config" / "router.yaml"
+    cmd = [*entry, "serve", "--config", str(config or default), "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--workers", str(workers), "--log-level", "warning"]
     env = _env(
         MID_BASE_URL=f"{upstream.base_url}/v1",
@@ -114,9 +116,10 @@ def llm_router(
         ANTHROPIC_BASE_URL=upstream.base_url,
         ANTHROPIC_API_KEY="bench-dummy",
         CLAUDE_MODEL="mock-flagship",
+        **extra_env,
     )
     env.pop("ROUTER_API_KEYS", None)
-    name = "llm-router-claude" if claude else "llm-router-messages" if messages else "llm-router"
+    name = name or ("llm-router-claude" if claude else "llm-router-messages" if messages else "llm-router")
     with _started(name, cmd, env, port, "claude" if claude else "auto", log_dir) as started:
         server = replace(started, path="/v1/messages") if messages else started
         _wait_ready(server, "/healthz", timeout=30.0)
@@ -155,6 +158,32 @@ def litellm_proxy(upstream: Server, log_dir: Path, spec: str = LITELLM_SPEC, wor
     with _started("litellm", cmd, env, port, "mock-mid", log_dir) as server:
         _wait_ready(server, "/health/liveliness", timeout=120.0)  # it imports for a long while
         yield server
+
+
+@contextmanager
+def redis_server(log_dir: Path) -> Iterator[str]:
+    """A throwaway ``redis-server`` (Debian's package) on a free loopback port; yields its URL."""
+    port = _free_port()
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    log = log_dir / "redis.log"
+    try:
+        with log.open("wb") as out:
+            proc = subprocess.Popen(cmd, cwd=log_dir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    except FileNotFoundError as exc:
+        raise ServerError("redis-server is not installed: bash scripts/install-fleet-servers.sh") from exc
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise ServerError(f"redis-server did not start:\n{_tail(log)}")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        _stop(proc)
 
 
 def ensure_litellm(spec: str, venv: Path = LITELLM_VENV) -> Path:

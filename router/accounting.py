@@ -11,6 +11,8 @@ import time
 from router.accesslog import AccessLog
 from router.config import GatewayConfig
 from router.cost import Usage, usage_cost, usage_from
+from router.evaluate import inputs
+from router.evaluate.shadow import ShadowJudge
 from router.ledger import PENDING_STATUS, LedgerRow
 from router.metrics import Metrics
 from router.policy import Candidate
@@ -19,8 +21,10 @@ from router.trace import Trace
 
 
 class Accountant:
-    def __init__(self, config: GatewayConfig, state: PolicyState, metrics: Metrics) -> None:
+    def __init__(self, config: GatewayConfig, state: PolicyState, metrics: Metrics, *,
+                 shadow: ShadowJudge | None = None) -> None:
         self.config = config
+        self.shadow = shadow
         self.state = state
         self.metrics = metrics
         self.access_log = AccessLog(include_prompts=config.server.log_prompts)
@@ -29,6 +33,8 @@ class Accountant:
         self._lowest_rank = min(ranks.values())
         top = max(ranks, key=ranks.__getitem__)
         self._reference_price = config.backends[config.tiers[top][0]].price
+        self._record_decisions = config.policy.ledger.record_decisions
+        self._rule_headers = inputs.rule_headers(config.rules)
 
     def begin(self, trace: Trace, candidate: Candidate, estimate_usd: float) -> None:
         """Write-ahead: from the start of its upstream call on ``candidate``, the ledger holds a row
@@ -54,7 +60,8 @@ class Accountant:
         trace.usage = usage_from(
             trace.usage_reported, input_estimate=trace.route.features.input_tokens, output_chars=trace.output_chars
         )
-        trace.cost = usage_cost(candidate.config.price, trace.usage) if produced else 0.0
+        price = self.state.price(candidate.backend, candidate.config)
+        trace.cost = usage_cost(price, trace.usage) if produced else 0.0
 
     def finish(self, trace: Trace) -> None:
         """Account for the request exactly once: cost, budget settlement, ledger, stickiness."""
@@ -69,14 +76,21 @@ class Accountant:
             if backend is not None:
                 backend.load.finished()
                 backend.load.observe(ttft=trace.ttft, total=now - trace.started)
+                if backend.gpu_cost is not None and backend.gpu_cost.source == "gateway" and trace.usage is not None:
+                    backend.gpu_cost.throughput.count(trace.usage.input_tokens + trace.usage.output_tokens)
             if trace.in_flight is not None:
                 trace.in_flight.__exit__(None, None, None)
             if trace.status < 400 and self._ranks.get(candidate.tier, 0) > self._lowest_rank:
-                if self.config.policy.stickiness.enabled and "messages" in trace.body:
-                    self.state.sticky.remember(trace.body["messages"], trace.client.tenant, candidate.tier)
+                stickiness = self.config.policy.stickiness
+                if stickiness.enabled and "messages" in trace.body:
+                    self.state.remember_sticky(trace.body["messages"], trace.client.tenant, candidate.tier, stickiness.ttl_seconds)
         if trace.reservation is not None:
-            self.state.budgets.settle(trace.reservation, trace.cost)
+            self.state.settle(trace.reservation, trace.cost)
             trace.reservation = None
+        if trace.rate is not None:
+            usage = trace.usage
+            self.state.settle_rate(trace.rate, usage.input_tokens + usage.output_tokens if usage else 0)
+            trace.rate = None
         self._record_metrics(trace, now)
         usage = trace.usage
         self.access_log.request(
@@ -111,8 +125,23 @@ class Accountant:
                     latency_ms=(time.perf_counter() - trace.started) * 1000,
                     attempts=trace.attempts,
                     fallback=f"{trace.fallback[0]}->{trace.fallback[1]}" if trace.fallback else None,
+                    decision=self._decision(trace) if self._record_decisions else None,
                 )
             )
+        if self.shadow is not None:
+            self.shadow.consider(trace)
+
+    def _decision(self, trace: Trace) -> str | None:
+        route = trace.route
+        if route.context is None:
+            return None
+        body = trace.body
+        return inputs.encode(
+            route.features, route.context, rule=route.decision.rule,
+            tier=route.plan.candidates[0].tier if route.plan.candidates else None,
+            max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 0,
+            headers=self._rule_headers,
+        )
 
     def reject(self, request_id: str, status: int, started: float, path: str = "/v1/chat/completions") -> None:
         """Account for a request refused before it could be routed (auth, parsing, unknown model)."""

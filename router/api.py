@@ -30,6 +30,7 @@ from router.errors import (
     ServiceUnavailableError,
 )
 from router.gateway import Gateway
+from router.ledger_pg import LedgerUnavailableError
 from router.pipeline import Pipeline, Stream
 from router.schemas import parse_chat_request
 from router.trace import Trace
@@ -113,7 +114,7 @@ async def chat_completions(pipeline: Pipeline, scope: Scope, receive: Receive, s
         client = pipeline.keyring.authenticate(headers.get("authorization"))
         limit = pipeline.config.server.max_body_bytes
         body = parse_chat_request(await _read_body(receive, headers.get("content-length"), limit))
-        route = pipeline.route(body, client, headers)
+        route = pipeline.route(body, client, headers, await pipeline.shared_sticky(body, client))
     except GatewayError as exc:  # refused before routing (401, 400, 413, 404): still a request, on no backend
         pipeline.accountant.reject(request_id, exc.status_code, started)
         await send_error(send, exc, request_id)
@@ -277,6 +278,8 @@ def _events(trace: Trace, batch: list[Chunk], done: bool, want_usage: bool) -> b
     their usage and text are noted on ``trace``."""
     # The text's length only matters to estimate output tokens: not when the stream ends with its usage.
     count_chars = not (done and batch and reported_tokens(batch[-1].data.get("usage")))
+    if trace.shadow_chunks is not None:
+        trace.shadow_chunks += batch
     payloads = []
     for chunk in batch:
         data = chunk.data
@@ -360,7 +363,7 @@ async def decide(request: Request) -> Response:
     started = time.perf_counter_ns()
     route = pipeline.route(body, client, request.headers)
     elapsed_us = (time.perf_counter_ns() - started) / 1000
-    explained = pipeline.explain(route, client, body["messages"])
+    explained = pipeline.explain(route, client, body["messages"], body)
     return _json({**explained, "decision_us": round(elapsed_us, 1)}, headers={"x-request-id": request_id})
 
 
@@ -372,7 +375,10 @@ async def spend(request: Request) -> Response:
     if ledger is None:
         raise InvalidRequestError("The spend ledger is disabled (policy.ledger.path is empty).", code="ledger_disabled")
     since = _since(request.query_params.get("since"))
-    rows = await anyio.to_thread.run_sync(lambda: ledger.spend(since=since))
+    try:
+        rows = await anyio.to_thread.run_sync(lambda: ledger.spend(since=since))
+    except LedgerUnavailableError as exc:
+        raise ServiceUnavailableError(str(exc), code="ledger_unavailable") from exc
     total = sum(row["cost_usd"] for row in rows)
     return _json({"object": "list", "data": rows, "total_usd": round(total, 8)}, headers={"x-request-id": request_id})
 
@@ -403,6 +409,12 @@ async def metrics(request: Request) -> Response:
         scope, _, name = budget["scope"].partition(":")
         gateway.metrics.budget(scope, name or None, budget["period"], remaining_usd=budget["remaining_usd"],
                                limit_usd=budget["limit_usd"])
+    buffered = getattr(gateway.state.ledger, "buffered", None)  # the PostgreSQL ledger's backlog
+    if buffered is not None:
+        gateway.metrics.ledger_buffered(buffered)
+    for name, backend in gateway.config.backends.items():
+        price = gateway.state.price(name, backend)
+        gateway.metrics.price(name, input_usd_per_mtok=price.input, output_usd_per_mtok=price.output)
     body, content_type = gateway.metrics.render()
     return Response(body, media_type=content_type)
 

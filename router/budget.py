@@ -118,7 +118,7 @@ class _Account:
 class Reservation:
     """Amounts held for one request in each scope that applies to it. Settle it exactly once."""
 
-    __slots__ = ("_accounts", "amount", "over", "settled")
+    __slots__ = ("_accounts", "amount", "over", "settled", "shared")
 
     def __init__(self, accounts: tuple[_Account, ...], amount: float, over: tuple[Exceeded, ...]) -> None:
         self._accounts = accounts
@@ -126,6 +126,13 @@ class Reservation:
         #: ``allow`` limits this request went past: serve it, but say so in logs and headers.
         self.over = over
         self.settled = False
+        #: What a shared budget store holds for this request besides this process's accounts (or None).
+        self.shared: Any = None
+
+    @property
+    def accounts(self) -> tuple[_Account, ...]:
+        """The accounts this reservation holds in (their ``scope``, ``name``, ``label`` and ``limit``)."""
+        return self._accounts
 
     def __repr__(self) -> str:
         scopes = ",".join(a.label for a in self._accounts)
@@ -163,6 +170,19 @@ class Budgets:
         """Unix time the current UTC day or month began: where to sum the ledger from for ``load``."""
         self._tick()
         return float(self._day * _DAY) if period == "day" else self._month_start
+
+    def period_end(self, period: Period) -> float:
+        """Unix time the current UTC day or month ends (when its spend starts again from zero)."""
+        self._tick()
+        return self._day_end if period == "day" else self._month_end
+
+    def spent(self, scope: ScopeKey, period: Period) -> float:
+        """What this process knows was spent in the current period (ledger totals plus its own settlements)."""
+        account = self._accounts.get(scope)
+        if account is None:
+            return 0.0
+        self._tick()
+        return account.spent_day if period == "day" else account.spent_month
 
     def carry_over(self, old: Budgets) -> None:
         """Take over the spend and holds of ``old`` (the budgets of the previous config) for scopes still limited.

@@ -14,6 +14,7 @@ import math
 import aiohttp
 
 from router.config import CapacityConfig
+from router.gpu_cost import Throughput
 
 log = logging.getLogger("router.capacity")
 
@@ -26,6 +27,8 @@ class CapacityGauge:
         self.waiting: float | None = None
         self.cache_usage: float | None = None
         self.last_error: str | None = None
+        #: Fed the summed token counters on every scrape when the backend is priced per GPU-hour.
+        self.throughput: Throughput | None = None
 
     def update(self, waiting: float | None, cache_usage: float | None) -> None:
         c = self.config
@@ -48,6 +51,10 @@ class CapacityGauge:
                 async with session.get(self.config.metrics_url, timeout=timeout, raise_for_status=True) as response:
                     text = await response.text()
                 self.update(*parse_gauges(text, self.config.waiting_metric, self.config.cache_metric))
+                if self.throughput is not None:
+                    tokens = [v for v in parse_samples(text, self.config.token_metrics).values() if v is not None]
+                    if tokens:
+                        self.throughput.total(sum(tokens))
                 self.last_error = None
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -58,8 +65,13 @@ class CapacityGauge:
 
 
 def parse_gauges(text: str, waiting_metric: str, cache_metric: str) -> tuple[float | None, float | None]:
+    sums = parse_samples(text, [waiting_metric, cache_metric])
+    return sums[waiting_metric], sums[cache_metric]
+
+
+def parse_samples(text: str, names: list[str]) -> dict[str, float | None]:
     """Sum each metric's samples over all label sets (vLLM labels by model name) in Prometheus text format."""
-    sums: dict[str, float | None] = {waiting_metric: None, cache_metric: None}
+    sums: dict[str, float | None] = dict.fromkeys(names)
     for line in text.splitlines():
         if not line or line[0] == "#":
             continue
@@ -68,4 +80,4 @@ def parse_gauges(text: str, waiting_metric: str, cache_metric: str) -> tuple[flo
             value = float(line.rsplit(" ", 1)[-1]) if "}" not in line else float(line.rsplit("}", 1)[1].split()[0])
             if math.isfinite(value):
                 sums[name] = (sums[name] or 0.0) + value
-    return sums[waiting_metric], sums[cache_metric]
+    return sums

@@ -1,9 +1,11 @@
-"""``llm-router serve | demo | check``: arguments -> config -> app -> uvicorn. No routing logic here."""
+"""``llm-router serve | demo | check | eval | test | replay | calibrate``: arguments -> config -> app or
+evaluation (``router.evaluate``). No routing logic here."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import sys
@@ -19,7 +21,11 @@ from starlette.types import ASGIApp
 from router.accesslog import configure_logging
 from router.app import create_app
 from router.config import ConfigError, GatewayConfig, check_config, load_config
+from router.gateway import WORKERS_ENV
+from router.evaluate import calibrate, golden, labelled, replay
+from router.evaluate.offline import EvaluationError, OfflineRouter, config_or_error
 from router.http_protocol import PROTOCOL
+from router.ledger import LedgerRow, VerdictRow
 from router.metrics import prepare_multiprocess_dir
 
 CONFIG_ENV = "LLM_ROUTER_CONFIG"
@@ -37,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command in _EVALUATIONS:
+        return _evaluation(args)
     os.environ[LOG_ENV] = f"{getattr(args, 'log_level', 'info')}:{getattr(args, 'log_format', 'text')}"
     _configure_logging()
     if args.command == "check":
@@ -47,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(args.data, args.out, c=args.c, held_out=not args.no_held_out, rules=args.rules)
     if args.command == "serve":
         return _serve(args.config, args.host, args.port, args.workers, args.log_level)
-    return _demo(args.config or _default_demo_config(), args.host, args.port, args.mid_port, args.flagship_port,
+    return _demo(args.config or _shipped_config("demo.yaml"), args.host, args.port, args.mid_port, args.flagship_port,
                  args.state_dir, anthropic=args.anthropic_flagship)
 
 
@@ -106,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
                             "(slower: both heads are fitted per source); default: the model alone")
     train.add_argument("--no-held-out", action="store_true",
                        help="skip the leave-one-source-out scores (one fit instead of one per source)")
+    _add_evaluation_commands(commands)
     return parser
 
 
@@ -119,6 +128,107 @@ def _version() -> str:
 def _state_dir() -> Path:
     """``$XDG_STATE_HOME/llm-router``, or ``~/.local/state/llm-router`` (the XDG base directory default)."""
     return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "llm-router"
+
+
+def _add_evaluation_commands(commands: Any) -> None:
+    config_help = "the gateway config (default: config/router.yaml)"
+    ev = commands.add_parser("eval", help="accuracy, flagship share and projected cost on a labelled data set",
+                             description="Route a labelled JSON Lines data set as the gateway would and report "
+                                         "accuracy, the confusion matrix, the flagship share and the projected cost.")
+    ev.add_argument("data", type=Path, help="JSON Lines: messages, expected_tier, optional task and source")
+    ev.add_argument("--config", type=Path, default=None, help=config_help)
+    ev.add_argument("--json", action="store_true", help="print the report as JSON")
+    ev.add_argument("--min-accuracy", type=float, default=None, help="exit 1 when tier accuracy is below this")
+    ev.add_argument("-v", "--verbose", action="count", default=0, help="list misrouted rows (-vv: wrong tasks too)")
+
+    test = commands.add_parser("test", help="run golden routing cases; exit 1 on any failure",
+                               description="Route each golden case as the gateway would; a diff per failure.")
+    test.add_argument("fixtures", type=Path, nargs="?", default=None,
+                      help="cases file (default: routing-tests.yaml next to the config)")
+    test.add_argument("--config", type=Path, default=None, help=config_help)
+
+    rp = commands.add_parser("replay", help="re-decide logged traffic under a config (no prompts, no upstream calls)",
+                             description="Re-decide the ledger's requests under a config: shares, tier changes and "
+                                         "cost before -> after.")
+    rp.add_argument("--config", type=Path, default=None, help="the config to replay under (default: config/router.yaml)")
+    _add_ledger_arguments(rp)
+    rp.add_argument("--until", default=None, help="end of the period (same forms as --since; default: now)")
+    rp.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+    cal = commands.add_parser("calibrate", help="propose the threshold that gives a target flagship share",
+                              description="Propose the value of a rule's score threshold that would have given the "
+                                          "target flagship share on logged traffic.")
+    cal.add_argument("--target-flagship-share", type=float, required=True, help="e.g. 0.25")
+    cal.add_argument("--config", type=Path, default=None, help=config_help)
+    _add_ledger_arguments(cal)
+    cal.add_argument("--rule", default=None, help="the rule whose threshold to move (default: the first one to the flagship)")
+    cal.add_argument("--json", action="store_true", help="print the proposal as JSON")
+
+
+def _add_ledger_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ledger", type=Path, default=None, help="the spend ledger (default: the one the config names)")
+    parser.add_argument("--since", default=None, help="start of the period: unix time, ISO date/time (UTC) or an age (24h, 7d)")
+
+
+def _ledger_rows(router: OfflineRouter, args: argparse.Namespace) -> tuple[list[LedgerRow], list[VerdictRow]]:
+    """The requests and shadow verdicts logged in the period the arguments give."""
+    since = replay.parse_time(args.since) if args.since else None
+    until = replay.parse_time(args.until) if getattr(args, "until", None) else None
+    path = args.ledger or router.config.policy.ledger.path
+    if path is None:
+        raise EvaluationError("the config has no ledger (policy.ledger.path); give --ledger PATH")
+    if args.ledger is None and not Path(path).is_file():
+        raise EvaluationError(f"{path}: no such ledger; give --ledger PATH "
+                              f"(`llm-router demo` keeps its ledger in {_state_dir() / 'demo-spend.sqlite3'})")
+    with replay.open_ledger(Path(path)) as ledger:
+        return ledger.rows(since=since, until=until), ledger.verdicts(since=since, until=until)
+
+
+def _evaluation(args: argparse.Namespace) -> int:
+    """Run an evaluation command; bad input is one line on stderr and exit status 2."""
+    args.config = args.config or _shipped_config("router.yaml")
+    try:
+        router = OfflineRouter(config_or_error(args.config))
+        return _EVALUATIONS[args.command](router, args)
+    except EvaluationError as exc:
+        print(f"llm-router {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _eval(router: OfflineRouter, args: argparse.Namespace) -> int:
+    report = labelled.evaluate(router, labelled.load_rows(args.data, set(router.config.tiers)))
+    print(json.dumps(report.as_dict(), indent=2) if args.json else labelled.render(report, verbose=args.verbose))
+    if args.min_accuracy is not None and report.tier_accuracy < args.min_accuracy:
+        print(f"tier accuracy {report.tier_accuracy:.3f} is below --min-accuracy {args.min_accuracy}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _test(router: OfflineRouter, args: argparse.Namespace) -> int:
+    path = args.fixtures or args.config.parent / "routing-tests.yaml"
+    results = golden.run(router, golden.load_cases(path))
+    print(golden.render(results, fixtures=path, config=args.config))
+    return 0 if all(r.passed for r in results) else 1
+
+
+def _replay(router: OfflineRouter, args: argparse.Namespace) -> int:
+    rows, _ = _ledger_rows(router, args)
+    summary = replay.summarize(*replay.replay(router, rows))
+    print(json.dumps(summary.as_dict(), indent=2) if args.json else replay.render(summary))
+    return 0
+
+
+def _calibrate(router: OfflineRouter, args: argparse.Namespace) -> int:
+    rows, verdicts = _ledger_rows(router, args)
+    judged = {v.request_id: v.verdict == "acceptable" for v in verdicts if v.verdict != "error"}
+    result = calibrate.calibrate(router, rows, args.target_flagship_share, rule=args.rule, verdicts=judged)
+    print(json.dumps(result.as_dict(), indent=2) if args.json else calibrate.render(result))
+    return 0
+
+
+_EVALUATIONS: dict[str, Callable[[OfflineRouter, argparse.Namespace], int]] = {
+    "eval": _eval, "test": _test, "replay": _replay, "calibrate": _calibrate,
+}
 
 
 def _load_or_report(path: Path) -> GatewayConfig | None:
@@ -162,6 +272,7 @@ def _serve(path: Path, host: str, port: int, workers: int, log_level: str) -> in
         return 2
     # Absolute, not resolved: a symlinked config (a Kubernetes ConfigMap) must be re-read through its link.
     os.environ[CONFIG_ENV] = str(path.absolute())
+    os.environ[WORKERS_ENV] = str(workers)  # the workers share budgets through the ledger when there are several
     prepare_multiprocess_dir(workers)  # before the workers spawn: they inherit PROMETHEUS_MULTIPROC_DIR
     uvicorn.run(
         "router.cli:app_from_env",
@@ -192,9 +303,10 @@ def _configure_logging() -> None:
     configure_logging(level, json=style == "json")
 
 
-def _default_demo_config() -> Path:
-    local = Path("config/demo.yaml")
-    return local if local.exists() else _REPO_CONFIG / "demo.yaml"
+def _shipped_config(name: str) -> Path:
+    """``config/<name>`` of the working directory, else the one shipped with the package."""
+    local = Path("config") / name
+    return local if local.exists() else _REPO_CONFIG / name
 
 
 def _demo(path: Path, host: str, port: int, mid_port: int, flagship_port: int, state_dir: Path, *,
@@ -277,6 +389,9 @@ examples:
   llm-router check config/router.yaml             validate a config; lists the variables serve needs
   llm-router serve --config config/router.yaml    run it in front of real upstreams
   llm-router train --data mine.jsonl --out config/models/mine.npz   retrain the classifier on your labels
+  llm-router test                                 golden routing cases (config/routing-tests.yaml)
+  llm-router eval data.jsonl --min-accuracy 0.9   accuracy and cost on a labelled set
+  llm-router replay --config new.yaml --since 7d  what logged traffic would do under new rules
 
 Run `llm-router COMMAND --help` for a command's options.
 """

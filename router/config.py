@@ -106,7 +106,7 @@ class AuthConfig(_Model):
 
 
 class PriceConfig(_Model):
-    """USD per million tokens."""
+    """USD per million tokens; or, for hardware you run, what the GPUs cost (``router.gpu_cost``)."""
 
     input: float = Field(default=0.0, ge=0)
     output: float = Field(default=0.0, ge=0)
@@ -114,6 +114,10 @@ class PriceConfig(_Model):
     cache_read: float | None = Field(default=None, ge=0)
     #: Prompt tokens written to the upstream's prompt cache (Anthropic's cache creation); None: priced as ``input``.
     cache_write: float | None = Field(default=None, ge=0)
+    #: USD per GPU-hour: the price becomes the effective $/Mtok at the observed tokens per second
+    #: (``input``/``output`` apply until there is enough traffic to measure).
+    gpu_hour_usd: float | None = Field(default=None, gt=0)
+    gpus: int = Field(default=1, ge=1)
 
 
 class TimeoutsConfig(_Model):
@@ -155,6 +159,8 @@ class CapacityConfig(_Model):
     waiting_low: float = Field(default=2, ge=0)
     cache_high: float = Field(default=0.95, ge=0, le=1)
     cache_low: float = Field(default=0.85, ge=0, le=1)
+    #: Token counters (summed) that measure the backend's throughput for a ``price.gpu_hour_usd``.
+    token_metrics: list[str] = ["vllm:prompt_tokens_total", "vllm:generation_tokens_total"]
 
 
 class HealthCheckConfig(_Model):
@@ -263,9 +269,52 @@ class BudgetLimitConfig(_Model):
 
 class BudgetsConfig(_Model):
     action: BudgetAction = "downgrade"
-    #: Output tokens assumed for the cost estimate when the request gives no ``max_tokens``.
-    expected_output_tokens: int = Field(default=512, ge=0)
+    #: Output tokens reserved per choice when the request gives no ``max_tokens`` (capped by the
+    #: backend's context window); the actual cost is settled when the request ends.
+    expected_output_tokens: int = Field(default=4096, ge=0)
     limits: list[BudgetLimitConfig] = []
+
+
+class RateLimitConfig(_Model):
+    """Requests and tokens per minute for one key, one tenant, or the whole gateway."""
+
+    scope: Literal["global", "tenant", "key"]
+    #: Tenant or key name; omitted for the global scope, or to give each tenant (key) its own limit.
+    name: str | None = None
+    rpm: int | None = Field(default=None, gt=0)
+    #: Input + output tokens per minute: reserved from the estimate, settled from the reported usage.
+    tpm: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _well_formed(self) -> Self:
+        if self.scope == "global" and self.name is not None:
+            raise ValueError("a global rate limit has no `name`")
+        if self.rpm is None and self.tpm is None:
+            raise ValueError("give `rpm`, `tpm` or both")
+        return self
+
+
+class StateConfig(_Model):
+    """Where budgets, rate limits and stickiness are shared. No Redis: this machine only."""
+
+    #: ``redis://host:6379/0``; empty keeps the state in this process (and, with ``--workers``,
+    #: budgets shared through the SQLite ledger).
+    redis_url: str = ""
+    #: Redis unreachable: ``open`` serves with this replica's local state, ``closed`` refuses
+    #: requests a budget or rate limit applies to (503) until it is back.
+    on_failure: Literal["open", "closed"] = "open"
+    #: Prefix of every Redis key, so several gateways can share one Redis.
+    key_prefix: str = Field(default="llm-router", min_length=1)
+    #: Seconds a Redis call may take before the replica counts Redis as down. Generous: a replica whose
+    #: own event loop is saturated reads replies late, and a false "down" serves from local state.
+    timeout_seconds: float = Field(default=1.0, gt=0)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if value and not re.match(r"^(redis|rediss|unix)://", value):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")  # no echo: it may hold a password
+        return value
 
 
 class StickinessConfig(_Model):
@@ -279,6 +328,39 @@ class StickinessConfig(_Model):
 class LedgerConfig(_Model):
     #: SQLite file of per-request spend (relative paths are relative to the working directory); None disables it.
     path: str | None = "llm-router-spend.sqlite3"
+    #: ``postgresql://user:pass@host/db``: one ledger for every replica, instead of ``path``.
+    url: str = ""
+    #: Rows kept in memory while PostgreSQL is unreachable; beyond it the oldest are dropped (and counted).
+    buffer_rows: int = Field(default=100_000, gt=0)
+    #: Record each request's decision inputs (features, rule, requested model; never prompt text) for
+    #: ``llm-router replay`` and ``calibrate``.
+    record_decisions: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_scheme(cls, value: str) -> str:
+        if value and not re.match(r"^postgres(ql)?://", value):
+            raise ValueError("must be a postgresql:// URL")  # no echo: it may hold a password
+        return value
+
+
+class ShadowConfig(_Model):
+    """Shadow judging: a sample of answers from lower tiers is graded by the judge, off the client's path."""
+
+    #: Share of eligible requests judged (answered in full by a tier below the judge's, no personal data).
+    sample_rate: float = Field(default=0.02, ge=0, le=1)
+    #: The tier or backend that judges (its first backend for a tier).
+    judge: str
+    #: Judge spend per UTC day; no judging beyond it. Kept apart from the request budgets.
+    daily_usd: float = Field(default=5.0, gt=0)
+    #: Only requests routed by these rules (default: every rule).
+    rules: list[str] | None = None
+    #: Judge calls in flight at most; a request sampled beyond it is skipped (``busy``).
+    max_concurrency: int = Field(default=4, ge=1)
+    #: Output tokens the judge may use for its verdict.
+    max_tokens: int = Field(default=200, ge=16)
+    #: Acceptance below which the shipped alert fires for a rule (exported as a metric).
+    min_acceptance: float = Field(default=0.8, ge=0, le=1)
 
 
 class PolicyConfig(_Model):
@@ -289,10 +371,12 @@ class PolicyConfig(_Model):
     #: Which failures move a request on to the next attempt. Other errors (400, 401, quota) never do.
     fallback_on: list[FailureKind] = ["connect", "timeout", "rate_limit", "server_error", "context_length", "malformed", "auth"]
     budgets: BudgetsConfig = BudgetsConfig()
+    rate_limits: list[RateLimitConfig] = []
     stickiness: StickinessConfig = StickinessConfig()
     ledger: LedgerConfig = LedgerConfig()
     #: When the preferred tier is saturated or slower than the rule's objective, serve from the other (with a header).
     degrade_under_stress: bool = True
+    shadow: ShadowConfig | None = None
 
 
 class ClassifierConfig(_Model):
@@ -414,6 +498,7 @@ class GatewayConfig(_Model):
     policy: PolicyConfig = PolicyConfig()
     responses: ResponsesConfig = ResponsesConfig()
     embeddings: EmbeddingsConfig = EmbeddingsConfig()
+    state: StateConfig = StateConfig()
 
     _digest: str = PrivateAttr(default="")
 
@@ -499,6 +584,14 @@ class GatewayConfig(_Model):
             for i, target in enumerate(backend.fallback or []):
                 if target not in targets:
                     errors.append(f"backends.{name}.fallback.{i}: {unknown('tier or backend', target, targets)}")
+        shadow = self.policy.shadow
+        if shadow is not None:
+            if shadow.judge not in targets:
+                errors.append(f"policy.shadow.judge: {unknown('tier or backend', shadow.judge, targets)}")
+            rule_names = seen | {"requested-model"}  # router.rules.REQUESTED_MODEL: a client's forced model
+            for i, name in enumerate(shadow.rules or []):
+                if name not in rule_names:
+                    errors.append(f"policy.shadow.rules.{i}: {unknown('rule', name, rule_names)}")
         for i, limit in enumerate(self.policy.budgets.limits):
             env_key = re.fullmatch(r"key-[0-9a-f]{8}", limit.name or "")  # names of keys from `keys_env`
             if limit.scope == "key" and not env_key and limit.name not in {k.name for k in self.auth.keys}:
@@ -514,6 +607,11 @@ class GatewayConfig(_Model):
         ):
             serving = sorted(n for n, b in self.backends.items() if b.embeddings is not None)
             errors.append(f"embeddings.default: {default_embeddings!r} is not a backend with `embeddings`; known: {serving}")
+        seen_limits: set[tuple[str, str | None]] = set()
+        for i, rate in enumerate(self.policy.rate_limits):
+            if (rate.scope, rate.name) in seen_limits:
+                errors.append(f"policy.rate_limits.{i}: a {rate.scope} limit named {rate.name!r} is given twice")
+            seen_limits.add((rate.scope, rate.name))
         key_names = [k.name for k in self.auth.keys]
         for i, name in enumerate(key_names):
             if name in key_names[:i]:

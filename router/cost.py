@@ -47,6 +47,19 @@ def usage_from(reported: Any, *, input_estimate: int, output_chars: int) -> Usag
     return Usage(input_estimate, -(-output_chars // CHARS_PER_TOKEN), estimated=True)
 
 
+def reserved_output_tokens(body: dict[str, Any], input_tokens: int, context_window: int, unbounded: int) -> int:
+    """Output tokens to reserve for a request: its bound (or, unbounded, ``unbounded`` capped by the
+    room left in the context window) per choice, times the choices it asks for (``n``).
+
+    Reasoning and tool-call tokens count inside the bound, as OpenAI bills them as completion tokens.
+    """
+    bound = body.get("max_completion_tokens") or body.get("max_tokens")
+    if not isinstance(bound, int) or bound <= 0:
+        bound = max(0, min(unbounded, context_window - input_tokens))
+    n = body.get("n")
+    return bound * n if isinstance(n, int) and n > 1 else bound
+
+
 def cost_usd(price: PriceConfig, input_tokens: int, output_tokens: int) -> float:
     return (input_tokens * price.input + output_tokens * price.output) / 1_000_000
 

@@ -32,6 +32,8 @@ log = logging.getLogger("router.gateway")
 
 #: Files whose change reloads the config: the YAML files and the classifier's model.
 _CONFIG_SUFFIXES = (".yaml", ".yml", ".npz")
+#: Set by ``serve --workers N`` for its workers: N processes share this machine's budgets.
+WORKERS_ENV = "LLM_ROUTER_WORKERS"
 #: How often a worker publishes its metrics when several share them (a scrape also publishes its own).
 _PUBLISH_SECONDS = 1.0
 #: At shutdown, the longest wait for cancelled requests to be accounted before the ledger closes.
@@ -49,13 +51,21 @@ class Gateway:
         self.path = path
         self._environ = os.environ if environ is None else environ
         self._retiring: set[asyncio.Task[None]] = set()
-        self.state = PolicyState(config, on_breaker=lambda backend, state: self.metrics.breaker_state(backend, state))
+        workers = int(self._environ.get(WORKERS_ENV) or 1)
+        self.state = PolicyState(
+            config,
+            on_breaker=lambda backend, state: self.metrics.breaker_state(backend, state),
+            on_state=lambda up: self.metrics.state_backend(up),
+            workers=workers,
+        )
         self._scraper: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._health_checks: list[asyncio.Task[None]] = []
         self._publisher: asyncio.Task[None] | None = None
         keyring = KeyRing.from_config(config.auth, self._environ)
         self.metrics = Metrics(**_label_sets(config, keyring), version=config.digest)
+        if self.state.store is not None:
+            self.metrics.state_backend(True)
         self.pipeline = self._build(config, {}, keyring)
         #: Stored Responses; its file and TTL are read at start-up (a reload does not move them).
         self.responses = ResponseStore(config.responses.store_path, config.responses.ttl_seconds)

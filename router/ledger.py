@@ -30,13 +30,13 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, fields
+from dataclasses import astuple, dataclass, fields
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 log = logging.getLogger("router.ledger")
 
@@ -79,7 +79,8 @@ CREATE TABLE IF NOT EXISTS requests (
     status INTEGER NOT NULL,
     latency_ms REAL NOT NULL,
     attempts INTEGER NOT NULL,
-    fallback TEXT
+    fallback TEXT,
+    decision TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts);
 -- Write-ahead rows of requests under way (status 0); see the module docstring.
@@ -95,6 +96,19 @@ CREATE TABLE IF NOT EXISTS daily_spend (
     cost_usd REAL NOT NULL,
     PRIMARY KEY (day, scope, name)
 );
+-- Shadow judging: one verdict per judged request (router.evaluate.shadow); its cost is not request spend.
+CREATE TABLE IF NOT EXISTS shadow_verdicts (
+    ts REAL NOT NULL,
+    request_id TEXT PRIMARY KEY,
+    rule TEXT NOT NULL,
+    task TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    judge TEXT NOT NULL,
+    verdict TEXT NOT NULL,
+    cost_usd REAL NOT NULL,
+    simulated INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shadow_verdicts_ts ON shadow_verdicts (ts);
 CREATE TRIGGER IF NOT EXISTS requests_daily_spend AFTER INSERT ON requests BEGIN
     INSERT INTO daily_spend VALUES (strftime('%Y-%m-%d', NEW.ts, 'unixepoch'), 'global', '', NEW.cost_usd)
         ON CONFLICT DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd;
@@ -126,14 +140,37 @@ class LedgerRow:
     latency_ms: float
     attempts: int
     fallback: str | None
+    #: The request's decision inputs as JSON (``router.evaluate.inputs``), for offline replay; no prompt text.
+    decision: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class VerdictRow:
+    """A shadow judge's verdict on one request (``acceptable``, ``unacceptable`` or ``error``)."""
+
+    ts: float
+    request_id: str
+    rule: str
+    task: str
+    backend: str
+    judge: str
+    verdict: str
+    cost_usd: float
+    #: The judge was the demo's simulator, not a model.
+    simulated: bool
+
+
+_VERDICT_COLUMNS = tuple(f.name for f in fields(VerdictRow))
+_INSERT_VERDICT = (
+    f"INSERT OR IGNORE INTO shadow_verdicts ({', '.join(_VERDICT_COLUMNS)}) VALUES ({', '.join('?' * len(_VERDICT_COLUMNS))})"
+)
 _COLUMNS = tuple(f.name for f in fields(LedgerRow))
 _values = attrgetter(*_COLUMNS)
-#: Rows per INSERT statement (64 x 15 parameters stays under SQLite's oldest limit of 999). sqlite3
-#: releases the GIL around each statement step: with one row per step (executemany), a writer
-#: thread competing with a busy event loop waits for the GIL once per row.
-_ROWS_PER_INSERT = 64
+_ESTIMATED = _COLUMNS.index("estimated")
+#: Rows per INSERT statement (the most whose parameters stay under SQLite's oldest limit of 999).
+#: sqlite3 releases the GIL around each statement step: with one row per step (executemany), a
+#: writer thread competing with a busy event loop waits for the GIL once per row.
+_ROWS_PER_INSERT = 999 // len(_COLUMNS)
 _ROW = f"({', '.join('?' * len(_COLUMNS))})"
 #: ``_INSERTS[k]``: the statement inserting k rows.
 _INSERTS = ("",) + tuple(
@@ -168,6 +205,30 @@ class _Ended:
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
+
+
+class SpendLedger(Protocol):
+    """What the gateway needs of a spend ledger: ``Ledger`` (SQLite) and ``ledger_pg.PostgresLedger`` provide it.
+
+    ``record`` never waits on storage; ``flush`` waits until what was recorded is stored (False on
+    timeout); ``close`` stores what is left; the reads may block (call them off the event loop).
+    """
+
+    stats: dict[str, int]
+
+    def record(self, row: LedgerRow) -> None: ...
+
+    def begin(self, row: LedgerRow) -> None: ...
+
+    def discard(self, request_id: str) -> None: ...
+
+    def flush(self, timeout: float | None = None) -> bool: ...
+
+    def close(self, timeout: float | None = None) -> None: ...
+
+    def spend(self, *, since: float | None = None, group_by: Sequence[GroupBy] = ...) -> list[dict[str, Any]]: ...
+
+    def totals(self, since: float) -> dict[tuple[str, str | None], float]: ...
 
 
 class _Job:
@@ -242,29 +303,9 @@ class Ledger:
         self, *, since: float | None = None, group_by: Sequence[GroupBy] = ("tenant", "backend", "day")
     ) -> list[dict[str, Any]]:
         """Requests, tokens and USD per group (``day``/``month`` in UTC), ordered by the groups."""
-        unknown = [g for g in group_by if g not in _GROUP_SQL]
-        if unknown:
-            raise ValueError(f"cannot group spend by {unknown}; choose from {sorted(_GROUP_SQL)}")
-        names = list(group_by)
-        exprs = [_GROUP_SQL[g] for g in names]
-        select = ", ".join([*exprs, "COUNT(*)", "SUM(input_tokens)", "SUM(output_tokens)", "SUM(cost_usd)"])
-        sql = f"SELECT {select} FROM requests WHERE ts >= ?"
-        if exprs:
-            sql += f" GROUP BY {', '.join(exprs)} ORDER BY {', '.join(exprs)}"
+        sql = spend_sql(_GROUP_SQL, group_by, "?")
         args = (float("-inf") if since is None else since,)
-
-        def query(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            out = []
-            for row in conn.execute(sql, args):
-                requests, input_tokens, output_tokens, cost = row[len(names) :]
-                if not requests:
-                    continue
-                entry = dict(zip(names, row, strict=False))
-                entry.update(requests=requests, input_tokens=input_tokens, output_tokens=output_tokens, cost_usd=cost)
-                out.append(entry)
-            return out
-
-        return self._read(query)
+        return self._read(lambda conn: spend_entries(group_by, conn.execute(sql, args)))
 
     def totals(self, since: float) -> dict[tuple[str, str | None], float]:
         """USD spent since ``since`` per budget scope: ``("global", None)``, ``("tenant", name)``, ``("key", name)``."""
@@ -276,12 +317,7 @@ class Ledger:
             out: dict[tuple[str, str | None], float] = {("global", None): 0.0}
             if since < next_day:
                 sql = "SELECT tenant, key, SUM(cost_usd) FROM requests WHERE ts >= ? AND ts < ? GROUP BY tenant, key"
-                for tenant, key, cost in conn.execute(sql, (since, next_day)):
-                    out["global", None] += cost
-                    if tenant is not None:
-                        out["tenant", tenant] = out.get(("tenant", tenant), 0.0) + cost
-                    if key is not None:
-                        out["key", key] = out.get(("key", key), 0.0) + cost
+                add_scope_totals(out, conn.execute(sql, (since, next_day)))
             sql = (
                 "SELECT scope, name, SUM(cost_usd) FROM daily_spend "
                 "WHERE day >= strftime('%Y-%m-%d', ?, 'unixepoch') GROUP BY scope, name"
@@ -292,6 +328,45 @@ class Ledger:
             return out
 
         return self._read(query)
+
+    def rows(self, *, since: float | None = None, until: float | None = None) -> list[LedgerRow]:
+        """The requests recorded in ``[since, until)``, oldest first."""
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM requests WHERE ts >= ? AND ts < ? ORDER BY ts"
+        args = (float("-inf") if since is None else since, float("inf") if until is None else until)
+
+        def query(conn: sqlite3.Connection) -> list[LedgerRow]:
+            return [LedgerRow(**{**dict(zip(_COLUMNS, row, strict=True)), "estimated": bool(row[_ESTIMATED])})
+                    for row in conn.execute(sql, args)]
+
+        return self._read(query)
+
+    def record_verdict(self, verdict: VerdictRow) -> None:
+        """Queue a shadow verdict for writing; never waits for the disk."""
+        values = astuple(verdict)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(_INSERT_VERDICT, values)
+            except sqlite3.Error as exc:  # nobody waits for this job: say so here
+                log.error("ledger: shadow verdict not recorded: %s: %r", exc, verdict)
+
+        if not self._put(_Job(insert)):
+            log.error("ledger is closed; shadow verdict not recorded: %r", verdict)
+
+    def verdicts(self, *, since: float | None = None, until: float | None = None) -> list[VerdictRow]:
+        """The shadow verdicts recorded in ``[since, until)``, oldest first."""
+        sql = f"SELECT {', '.join(_VERDICT_COLUMNS)} FROM shadow_verdicts WHERE ts >= ? AND ts < ? ORDER BY ts"
+        args = (float("-inf") if since is None else since, float("inf") if until is None else until)
+
+        def query(conn: sqlite3.Connection) -> list[VerdictRow]:
+            return [VerdictRow(*row[:-1], simulated=bool(row[-1])) for row in conn.execute(sql, args)]
+
+        return self._read(query)
+
+    def shadow_spend(self, since: float) -> float:
+        """USD the shadow judge spent since ``since``."""
+        sql = "SELECT COALESCE(SUM(cost_usd), 0) FROM shadow_verdicts WHERE ts >= ?"
+        return self._read(lambda conn: float(conn.execute(sql, (since,)).fetchone()[0]))
 
     def _read(self, run: Callable[[sqlite3.Connection], _T]) -> _T:
         job = _Job(run)
@@ -418,17 +493,72 @@ class Ledger:
             return
 
 
+def spend_sql(group_sql: Mapping[str, str], group_by: Sequence[str], placeholder: str) -> str:
+    """The spend report's query, for a ledger whose group expressions are ``group_sql``."""
+    unknown = [g for g in group_by if g not in group_sql]
+    if unknown:
+        raise ValueError(f"cannot group spend by {unknown}; choose from {sorted(group_sql)}")
+    exprs = [group_sql[g] for g in group_by]
+    select = ", ".join([*exprs, "COUNT(*)", "SUM(input_tokens)", "SUM(output_tokens)", "SUM(cost_usd)"])
+    sql = f"SELECT {select} FROM requests WHERE ts >= {placeholder}"
+    if exprs:
+        sql += f" GROUP BY {', '.join(exprs)} ORDER BY {', '.join(exprs)}"
+    return sql
+
+
+def spend_entries(group_by: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """The spend report's rows as dicts: the groups, then requests, tokens and cost (empty groups left out)."""
+    out = []
+    for row in rows:
+        requests, input_tokens, output_tokens, cost = row[len(group_by) :]
+        if not requests:
+            continue
+        entry = dict(zip(group_by, row, strict=False))
+        entry.update(requests=requests, input_tokens=int(input_tokens), output_tokens=int(output_tokens), cost_usd=cost)
+        out.append(entry)
+    return out
+
+
+def add_scope_totals(out: dict[tuple[str, str | None], float], rows: Iterable[Sequence[Any]]) -> None:
+    """Add (tenant, key, cost) rows into budget-scope totals: global, per tenant, per key."""
+    for tenant, key, cost in rows:
+        out["global", None] += cost
+        if tenant is not None:
+            out["tenant", tenant] = out.get(("tenant", tenant), 0.0) + cost
+        if key is not None:
+            out["key", key] = out.get(("key", key), 0.0) + cost
+
+
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable across process crashes, fast commits
         conn.executescript(_SCHEMA)
+        _add_columns(conn)
         _backfill_daily_spend(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+#: Columns added after the first release: a ledger written before them gets them on open.
+_ADDED_COLUMNS = {"decision": "TEXT"}
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Give a ledger written by an older version the columns added since (its ``pending`` table was
+    copied from its ``requests`` table, so it lacks them too)."""
+    for table in ("requests", "pending"):
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for name, kind in _ADDED_COLUMNS.items():
+            if name not in have:
+                try:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):  # else another process added it first
+                        raise
 
 
 def _backfill_daily_spend(conn: sqlite3.Connection) -> None:

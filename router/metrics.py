@@ -49,6 +49,11 @@ Exported series (``llm_router_`` prefix):
     config_reloads_total{result=success|failure}                   counter
     config_last_reload_successful                                  gauge 1/0
     config_info{version}                                           gauge, 1 for the serving version
+    price_usd_per_mtok{backend,type=input|output}                 gauge: effective for GPU-hour pricing, set at scrape
+    shadow_verdicts_total{rule,task,verdict}                       counter: acceptable | unacceptable | error
+    shadow_cost_usd_total                                          counter: the shadow judge's spend
+    shadow_skipped_total{reason}                                   counter: budget | breaker_open | stress | busy
+    shadow_min_acceptance                                          gauge: policy.shadow.min_acceptance
 
 Multi-worker (``llm-router serve --workers N``): uvicorn spawns N fresh processes, each with its
 own ``Metrics``. ``prepare_multiprocess_dir(N)``, called by the CLI before ``uvicorn.run``, points
@@ -104,6 +109,9 @@ REASONS: tuple[str, ...] = (*get_args(FailureKind), "breaker_open", "budget", "c
 FALLBACK_REASONS: tuple[str, ...] = (*get_args(FailureKind), "breaker_open", "budget")
 BREAKER_VALUES: dict[BreakerState, int] = {"closed": 0, "half_open": 1, "open": 2}
 _PERIODS = {"day": "day", "month": "month"}
+SHADOW_VERDICTS = frozenset({"acceptable", "unacceptable", "error"})
+#: Why a request sampled for shadow judging was not judged.
+SHADOW_SKIPS = frozenset({"budget", "breaker_open", "stress", "busy"})
 
 #: Request latency and TTFT: LLM calls take from tens of milliseconds (cached, tiny) to minutes (long generations).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
@@ -231,12 +239,29 @@ class Metrics:
                                        ["scope", "name", "period"], multiprocess_mode="mostrecent", registry=r)
         self._budget_limit = Gauge("llm_router_budget_limit_usd", "Budget of the current period, USD.",
                                    ["scope", "name", "period"], multiprocess_mode="mostrecent", registry=r)
+        self._state_up = Gauge("llm_router_state_backend_up", "1 while the shared state (Redis) answers, 0 while it does "
+                               "not; absent without Redis.", multiprocess_mode="livemin", registry=r)
+        self._ledger_buffered = Gauge("llm_router_ledger_buffered_rows", "Spend rows recorded and not yet written to "
+                                      "the PostgreSQL ledger.", multiprocess_mode="livesum", registry=r)
         self._reloads = Counter("llm_router_config_reloads_total", "Config reload attempts, by result.", ["result"],
                                 registry=r)
         self._reload_ok = Gauge("llm_router_config_last_reload_successful", "1 if the last config reload succeeded.",
                                 multiprocess_mode="livemin", registry=r)
         self._config_info = Gauge("llm_router_config_info", "The serving config's version (content hash); value 1.",
                                   ["version"], multiprocess_mode="livemax", registry=r)
+        self._price = Gauge("llm_router_price_usd_per_mtok",
+                            "USD per million tokens a backend is billed at now (effective for GPU-hour pricing).",
+                            ["backend", "type"], multiprocess_mode="mostrecent", registry=r)
+        self._shadow_verdicts = Counter(
+            "llm_router_shadow_verdicts_total", "Shadow judge verdicts on answers from lower tiers.",
+            ["rule", "task", "verdict"], registry=r,
+        )
+        self._shadow_cost = Counter("llm_router_shadow_cost_usd_total", "USD spent on shadow judging.", registry=r)
+        self._shadow_skipped = Counter("llm_router_shadow_skipped_total", "Requests sampled for judging but not judged.",
+                                       ["reason"], registry=r)
+        self._shadow_objective = Gauge("llm_router_shadow_min_acceptance",
+                                       "policy.shadow.min_acceptance: the share of acceptable verdicts a rule should keep.",
+                                       multiprocess_mode="livemax", registry=r)
 
         #: Pending until ``publish``: counter child -> amount; histogram child -> [count per bucket..., sum].
         self._counts: defaultdict[Any, float] = defaultdict(float)
@@ -434,6 +459,32 @@ class Metrics:
         labels = (scope, names.get(name, OTHER), _PERIODS.get(period, OTHER)) if names else (OTHER, OTHER, OTHER)
         self._child(self._budget_remaining, *labels).set(remaining_usd)
         self._child(self._budget_limit, *labels).set(limit_usd)
+
+    def state_backend(self, up: bool) -> None:
+        """Fits ``PolicyState(on_state=...)``: the shared state store went up or down."""
+        self._state_up.set(1 if up else 0)
+
+    def ledger_buffered(self, rows: int) -> None:
+        self._ledger_buffered.set(rows)
+    def price(self, backend: str, *, input_usd_per_mtok: float, output_usd_per_mtok: float) -> None:
+        label = self._backend(backend).label
+        self._child(self._price, label, "input").set(input_usd_per_mtok)
+        self._child(self._price, label, "output").set(output_usd_per_mtok)
+
+    def shadow_verdict(self, rule: str, task: str, verdict: str, cost_usd: float) -> None:
+        """A shadow judge's ``verdict`` (one of ``SHADOW_VERDICTS``) on a request routed by ``rule``."""
+        labels = self._labels
+        verdict = verdict if verdict in SHADOW_VERDICTS else OTHER
+        self._child(self._shadow_verdicts, labels.rules.get(rule, OTHER), labels.tasks.get(task, OTHER), verdict).inc()
+        if cost_usd > 0:
+            self._shadow_cost.inc(cost_usd)
+
+    def shadow_skipped(self, reason: str) -> None:
+        """A sampled request not judged; ``reason`` is one of ``SHADOW_SKIPS``."""
+        self._child(self._shadow_skipped, reason if reason in SHADOW_SKIPS else OTHER).inc()
+
+    def shadow_objective(self, min_acceptance: float) -> None:
+        self._shadow_objective.set(min_acceptance)
 
     def config_reload(self, ok: bool) -> None:
         """A reload attempt; on success also call ``configure`` with the new config."""

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from router import ratelimit
 from router.accounting import Accountant
 from router.auth import ClientKey, KeyRing
 from router.budget import Exceeded, Reservation
 from router.classify import Classifier, Features
 from router.classify_model import model_texts
 from router.config import AUTO_MODEL, FailureKind, GatewayConfig
-from router.cost import completion_chars, cost_usd
+from router.cost import completion_chars, cost_usd, reserved_output_tokens
 from router.errors import (
     GatewayError,
     InvalidRequestError,
@@ -34,6 +35,7 @@ from router.errors import (
     UpstreamRateLimitError,
     UpstreamTimeoutError,
 )
+from router.evaluate.shadow import ShadowJudge
 from router.metrics import Metrics
 from router.policy import Candidate, Plan, Planner
 from router.retry import backoff_delay, parse_retry_after
@@ -46,6 +48,7 @@ from router.rules import (
     compile_rules,
     match_rules,
 )
+from router.shared import StateUnavailableError
 from router.state import PolicyState
 from router.trace import Route, Trace
 from router.upstream.base import CONTEXT_LENGTH_CODE, Batch, Chunk, Completion, Provider
@@ -116,11 +119,17 @@ class Pipeline:
             if target != AUTO_MODEL:
                 self._forced[alias] = self._forced[target]
         self.model_names: tuple[str, ...] = tuple(dict.fromkeys((AUTO_MODEL, *tiers, *config.backends, *config.aliases)))
-        self.accountant = Accountant(config, state, metrics)
+        shadow = config.policy.shadow
+        self.shadow = ShadowJudge(shadow, config, providers, state, metrics) if shadow is not None else None
+        self.accountant = Accountant(config, state, metrics, shadow=self.shadow)
 
     # -- classify -> rules -> policy -------------------------------------------------------------
 
-    def route(self, body: dict[str, Any], client: ClientKey, headers: Mapping[str, str]) -> Route:
+    def route(
+        self, body: dict[str, Any], client: ClientKey, headers: Mapping[str, str], shared_sticky: str | None = None
+    ) -> Route:
+        """Classify, match the rules and plan. ``shared_sticky``: the conversation's tier as Redis
+        knows it (``PolicyState.sticky_tier``), when the state is shared."""
         model = body["model"]
         if model != AUTO_MODEL and model not in self.config.aliases and model not in self._forced:
             raise ModelNotFoundError(
@@ -128,15 +137,11 @@ class Pipeline:
             )
         messages = body["messages"]
         features = self._classify(messages, body.get("tools") or body.get("functions"))
-        forced = self._forced.get(model)
-        if forced is not None:
-            decision = Decision(rule=REQUESTED_MODEL, target=forced, why=f"client asked for model {model!r}")
-        else:
-            ctx = RequestContext(model=model, tenant=client.tenant, api_key=client.name, headers=headers)
-            decision = match_rules(features, ctx, self.rules)
+        ctx = RequestContext(model=model, tenant=client.tenant, api_key=client.name, headers=headers)
+        decision = self.decide(features, ctx)
         sticky = None
         if self.config.policy.stickiness.enabled and len(messages) >= 3:
-            sticky = self.state.sticky.tier_of(messages, client.tenant)
+            sticky = shared_sticky if self.state.store is not None else self.state.sticky.tier_of(messages, client.tenant)
         plan = self.planner.plan(
             decision,
             features,
@@ -144,7 +149,21 @@ class Pipeline:
             max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 0,
             sticky_tier=sticky,
         )
-        return Route(features, decision, plan)
+        return Route(features, decision, plan, ctx)
+
+    def decide(self, features: Features, ctx: RequestContext) -> Decision:
+        """The rules' decision for a classified request (also how ``llm-router replay`` re-decides)."""
+        forced = self._forced.get(ctx.model)
+        if forced is not None:
+            return Decision(rule=REQUESTED_MODEL, target=forced, why=f"client asked for model {ctx.model!r}")
+        return match_rules(features, ctx, self.rules)
+
+    async def shared_sticky(self, body: dict[str, Any], client: ClientKey) -> str | None:
+        """For ``route``: the tier any replica escalated this conversation to, when the state is shared (Redis)."""
+        messages = body["messages"]
+        if self.state.store is None or len(messages) < 3 or not self.config.policy.stickiness.enabled:
+            return None
+        return await self.state.sticky_tier(messages, client.tenant)
 
     def _classify(self, messages: list[dict[str, Any]], tools: Any) -> Features:
         try:
@@ -153,9 +172,12 @@ class Pipeline:
             log.exception("classifier failed; treating the request as sensitive")
             return _fail_safe_features(messages)
 
-    def explain(self, route: Route, client: ClientKey, messages: list[Any]) -> dict[str, Any]:
+    def explain(
+        self, route: Route, client: ClientKey, messages: list[Any], body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The ``/v1/router/decide`` answer: the route, why (the cues that fired and the n-grams that pushed
-        the model most), and the state each planned backend is in."""
+        the model most), and the state each planned backend is in. ``body`` bounds the cost estimate
+        (``max_tokens``, ``n``); without it the estimate is that of an unbounded request."""
         plan = route.plan
         first = plan.candidates[0] if plan.candidates else None
         chain = []
@@ -169,7 +191,8 @@ class Pipeline:
                     "breaker": state.breaker.snapshot(),
                     "load": state.load.snapshot(),
                     "capacity": state.capacity.snapshot() if state.capacity else None,
-                    "estimated_cost_usd": round(self._estimate(route, c), 8),
+                    "estimated_cost_usd": round(self._estimate(body or {}, route, c), 8),
+                    "price_usd_per_mtok": self._price(c),
                 }
             )
         return {
@@ -185,6 +208,13 @@ class Pipeline:
             "plan": {**plan.as_dict(), "chain": chain},
             "budgets": self.state.budgets.snapshot(tenant=client.tenant, key=client.name),
         }
+
+    def _price(self, c: Candidate) -> dict[str, Any]:
+        """The price a candidate is billed at now; for GPU-priced backends, how it was measured."""
+        gpu = self.state.backends[c.backend].gpu_cost
+        if gpu is not None:
+            return {**gpu.snapshot(), "from": "gpu_hour" if gpu.usd_per_mtok is not None else "table"}
+        return {"input": c.config.price.input, "output": c.config.price.output, "from": "table"}
 
     def _model_push(self, messages: list[Any]) -> list[dict[str, Any]]:
         """The words that moved the model's escalation most: positive towards the flagship."""
@@ -216,6 +246,7 @@ class Pipeline:
                 raise UpstreamTimeoutError(f"Backend {candidate.backend!r} did not answer within {timeout:g}s.") from exc
 
         completion = await self._dispatch(trace, attempt)
+        trace.answer = completion.data
         trace.usage_reported = completion.data.get("usage")
         trace.output_chars = completion_chars(completion.data)
         return completion
@@ -267,6 +298,8 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + retries.deadline_seconds
         self.state.retry_budget.record_request()
+        if self.state.rate_limits:
+            await self._admit(trace)
         last_error: GatewayError | None = None
         previous: Candidate | None = None
         skipped: str | None = None
@@ -289,9 +322,14 @@ class Pipeline:
                     last_error = ServiceUnavailableError(f"Backend {candidate.backend!r} is unavailable (circuit open).")
                     trace.attempted = candidate
                 continue
-            if not self._reserve(trace, candidate):
+            held = self._reserve(trace, candidate)
+            if held is None:  # this process's share of a shared budget must grow first
+                held = await self._acquire_shared(trace)
+            if not held:
                 skipped = skipped or "budget"
                 continue
+            assert trace.reservation is not None
+            self.accountant.begin(trace, candidate, trace.reservation.amount)  # the write-ahead row
             if previous is not None or skipped is not None:
                 reason = _failure_kind(last_error) if last_error is not None and previous is not None else skipped
                 source = previous.backend if previous is not None else plan.candidates[0].backend
@@ -355,6 +393,8 @@ class Pipeline:
                 backend.breaker.record_success()
                 trace.served = candidate
                 trace.in_flight = in_flight
+                if self.shadow is not None:
+                    self.shadow.select(trace)
                 trace.ttft = now - trace.started
                 if plan.rerouted is not None and candidate == plan.candidates[0]:
                     trace.rerouted = plan.rerouted
@@ -394,32 +434,76 @@ class Pipeline:
 
     # -- budgets and accounting --------------------------------------------------------------------
 
-    def _estimate(self, route: Route, candidate: Candidate) -> float:
-        output = self.config.policy.budgets.expected_output_tokens
-        return cost_usd(candidate.config.price, route.features.input_tokens, output)
+    def _estimate(self, body: dict[str, Any], route: Route, candidate: Candidate) -> float:
+        """The most this request can cost on ``candidate``, as far as its body bounds it (see ``reserved_output_tokens``)."""
+        unbounded = self.config.policy.budgets.expected_output_tokens
+        inputs = route.features.input_tokens
+        output = reserved_output_tokens(body, inputs, candidate.config.context_window, unbounded)
+        return cost_usd(self.state.price(candidate.backend, candidate.config), inputs, output)
 
-    def _reserve(self, trace: Trace, candidate: Candidate) -> bool:
-        """Hold the estimated cost of a call to ``candidate`` in every budget that applies."""
+    def _reserve(self, trace: Trace, candidate: Candidate) -> bool | None:
+        """Hold the estimated cost of a call to ``candidate`` in every budget that applies; None when
+        a shared budget must trade with its store first (``_acquire_shared``)."""
         self._release(trace)
-        budgets = self.config.policy.budgets
-        output = trace.body.get("max_completion_tokens") or trace.body.get("max_tokens") or budgets.expected_output_tokens
-        estimate = cost_usd(candidate.config.price, trace.route.features.input_tokens, output)
+        estimate = self._estimate(trace.body, trace.route, candidate)
         result = self.state.budgets.reserve(tenant=trace.client.tenant, key=trace.client.name, estimate_usd=estimate)
         if isinstance(result, Reservation):
             trace.reservation = result
-            self.accountant.begin(trace, candidate, estimate)
+            shared = self.state.shared_budgets
+            return True if shared is None or shared.hold(result, self.state.budgets) else None
+        return self._over_budget(trace, result)
+
+    async def _acquire_shared(self, trace: Trace) -> bool:
+        reservation = trace.reservation
+        shared = self.state.shared_budgets
+        assert reservation is not None and shared is not None
+        try:
+            exceeded = await shared.acquire(reservation, self.state.budgets)
+        except StateUnavailableError:
+            raise self._final(trace, ServiceUnavailableError(
+                "The shared budget state is unavailable and this gateway refuses budgeted requests until it is back "
+                "(state.on_failure: closed).", code="state_backend_unavailable")) from None
+        if exceeded is None:
             return True
-        if result.action == "reject" or not trace.route.plan.allow_downgrade:
-            raise self._final(trace, _budget_exceeded(result))
-        trace.budget_exceeded = result
+        self._release(trace)
+        return self._over_budget(trace, exceeded)
+
+    def _over_budget(self, trace: Trace, exceeded: Exceeded) -> bool:
+        if exceeded.action == "reject" or not trace.route.plan.allow_downgrade:
+            raise self._final(trace, _budget_exceeded(exceeded))
+        trace.budget_exceeded = exceeded
         return False
+
+    async def _admit(self, trace: Trace) -> None:
+        """Take this request from the rate limits that apply to its caller, or refuse it (429 with retry-after)."""
+        first = trace.route.plan.candidates[0] if trace.route.plan.candidates else None
+        tokens = trace.route.features.input_tokens
+        if first is not None:
+            unbounded = self.config.policy.budgets.expected_output_tokens
+            tokens += reserved_output_tokens(trace.body, tokens, first.config.context_window, unbounded)
+        try:
+            taken = await self.state.take_rate(trace.client.tenant, trace.client.name, tokens)
+        except StateUnavailableError:
+            raise self._final(trace, ServiceUnavailableError(
+                "The shared rate-limit state is unavailable and this gateway refuses rate-limited requests until "
+                "it is back (state.on_failure: closed).", code="state_backend_unavailable")) from None
+        if taken is None:
+            return
+        bucket_state, take = taken
+        buckets = bucket_state[0]
+        trace.rate_headers = ratelimit.headers(buckets, take)
+        if not take.admitted:
+            error = RateLimitError(ratelimit.refused(buckets, take), code="rate_limit_exceeded")
+            error.retryable = True
+            raise self._final(trace, error)
+        trace.rate = bucket_state
 
     def _budget_error(self, trace: Trace) -> GatewayError | None:
         return _budget_exceeded(trace.budget_exceeded) if trace.budget_exceeded is not None else None
 
     def _release(self, trace: Trace) -> None:
         if trace.reservation is not None:
-            self.state.budgets.settle(trace.reservation, 0.0)
+            self.state.settle(trace.reservation, 0.0)
             trace.reservation = None
 
 

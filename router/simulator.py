@@ -14,7 +14,8 @@ Endpoints:
                                 with the gateway's own ``responses_wire``; JSON or typed SSE events
     POST /v1/messages           the same answers in Anthropic's Messages API (``router.simulator_anthropic``)
     GET  /v1/models             OpenAI list with ``profile.model``
-    GET  /metrics               vLLM gauges: num_requests_running / _waiting, gpu_cache_usage_perc
+    GET  /metrics               vLLM gauges: num_requests_running / _waiting, gpu_cache_usage_perc; counters
+                                prompt_tokens_total, generation_tokens_total
     POST /_sim/faults           arm faults (see ``FaultSpec``); DELETE /_sim/faults disarms all
     GET  /_sim/stats            request counters and the last request's headers and body
     POST /_sim/state            set the vLLM ``waiting`` and ``cache_usage`` gauges
@@ -146,6 +147,9 @@ class _Simulator:
     last_request: dict[str, Any] | None = None
     waiting: int = 0
     cache_usage: float = 0.0
+    #: Tokens of the answers sent to the end, as vLLM counts them (its ``*_tokens_total`` counters).
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
 
     def take(self, kind: str) -> FaultSpec | None:
         """The armed fault of this kind, counting one use; None if not armed."""
@@ -202,9 +206,14 @@ class _Simulator:
             ("num_requests_waiting", "Number of requests waiting to be processed.", self.waiting),
             ("gpu_cache_usage_perc", "GPU KV-cache usage. 1 means 100 percent usage.", self.cache_usage),
         )
+        counters = (
+            ("prompt_tokens_total", "Number of prefill tokens processed.", self.prompt_tokens),
+            ("generation_tokens_total", "Number of generation tokens processed.", self.generation_tokens),
+        )
         text = "".join(
-            f"# HELP vllm:{name} {doc}\n# TYPE vllm:{name} gauge\nvllm:{name}{label} {float(value)}\n"
-            for name, doc, value in gauges
+            f"# HELP vllm:{name} {doc}\n# TYPE vllm:{name} {kind}\nvllm:{name}{label} {float(value)}\n"
+            for kind, series in (("gauge", gauges), ("counter", counters))
+            for name, doc, value in series
         )
         return Response(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -351,6 +360,8 @@ class _ChatCompletions:
                 sim.cancelled += 1
             elif finished:
                 sim.completed += 1
+                sim.prompt_tokens += exchange.prompt_tokens
+                sim.generation_tokens += sum(len(reply.pieces) for reply in exchange.replies)
         finally:
             sim.in_flight -= 1
 

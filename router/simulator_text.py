@@ -8,6 +8,7 @@ each piece counts as one completion token and travels in one stream chunk.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -19,6 +20,8 @@ from random import Random
 from typing import Any, Literal
 
 import orjson
+
+from router.evaluate.shadow import JUDGE_MARKER
 
 FinishReason = Literal["stop", "length", "tool_calls"]
 
@@ -48,6 +51,8 @@ def compose_replies(body: dict[str, Any], *, tier: str, model: str, default_leng
     the finish reason ``"length"``, as a real model would (cut JSON is then invalid, as it is there).
     """
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if _is_judge_request(body["messages"]):
+        return [Reply(tuple(tokenize(_simulated_verdict(body["messages"]))), "stop")]
     topic = topic_of(body["messages"])
     prompt_key = orjson.dumps(body["messages"], option=orjson.OPT_SORT_KEYS).decode()
     tool = _tool_to_call(body)
@@ -75,6 +80,22 @@ def compose_replies(body: dict[str, Any], *, tier: str, model: str, default_leng
         else:
             replies.append(Reply(tuple(pieces), natural, head))
     return replies
+
+
+def _is_judge_request(messages: list[dict[str, Any]]) -> bool:
+    first = messages[0] if messages else {}
+    return first.get("role") == "system" and _text_of(first.get("content")).startswith(JUDGE_MARKER)
+
+
+def _simulated_verdict(messages: list[dict[str, Any]]) -> str:
+    """A shadow judge's reply, decided by a hash of what it is shown: about one answer in ten is unacceptable.
+
+    Marked ``"simulated": true`` so the gateway records these verdicts as simulated.
+    """
+    digest = hashlib.sha256(orjson.dumps(messages[1:], option=orjson.OPT_SORT_KEYS)).digest()
+    verdict = "unacceptable" if digest[0] % 10 == 0 else "acceptable"
+    reason = "simulated judge: a deterministic verdict from a hash of the conversation and the answer"
+    return orjson.dumps({"verdict": verdict, "reason": reason, "simulated": True}).decode()
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:

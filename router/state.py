@@ -10,23 +10,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
 from router.breaker import BreakerState, CircuitBreaker
-from router.budget import BudgetLimit, Budgets
+from router.budget import BudgetLimit, Budgets, Reservation
 from router.capacity import CapacityGauge
-from router.config import BackendConfig, BreakerConfig, GatewayConfig
+from router.config import BackendConfig, BreakerConfig, GatewayConfig, PriceConfig
+from router.evaluate.shadow import ShadowState, day_start
+from router.gpu_cost import GpuCost, Source
 from router.latency import BackendLoad
-from router.ledger import Ledger
+from router.ledger import Ledger, SpendLedger
+from router.ledger_pg import LedgerUnavailableError, PostgresLedger
 from router.retry import RetryBudget
-from router.sticky import StickyStore
+from router.ratelimit import Bucket, LocalBuckets, RateLimits, Take, costs
+from router.shared import StateUnavailableError
+from router.shared.escrow import SharedBudgets
+from router.shared.redis import RedisStore
+from router.shared.sqlite import SqliteStore
+from router.sticky import StickyStore, conversation_digest
 
 log = logging.getLogger("router.state")
 
 BreakerListener = Callable[[str, BreakerState], None]
+#: Seconds a budget re-read waits for this process's rows to be written (a PostgreSQL outage must not stall it).
+_FLUSH_TIMEOUT = 5.0
 
 
 @dataclass
@@ -35,6 +47,8 @@ class BackendState:
     breaker_config: BreakerConfig
     load: BackendLoad
     capacity: CapacityGauge | None = None
+    #: Set when the backend is priced per GPU-hour.
+    gpu_cost: GpuCost | None = None
 
     def stress(self, config: BackendConfig, max_ttft_ms: float | None) -> str | None:
         """Why this backend should not take more traffic right now, or None."""
@@ -48,7 +62,14 @@ class BackendState:
 
 
 class PolicyState:
-    def __init__(self, config: GatewayConfig, *, on_breaker: BreakerListener | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        on_breaker: BreakerListener | None = None,
+        on_state: Callable[[bool], None] | None = None,
+        workers: int = 1,
+    ) -> None:
         self._on_breaker = on_breaker
         self.backends: dict[str, BackendState] = {}
         retries = config.policy.retries
@@ -58,12 +79,39 @@ class PolicyState:
         self.budgets = Budgets(self._limits)
         sticky = config.policy.stickiness
         self.sticky = StickyStore(ttl_seconds=sticky.ttl_seconds, max_conversations=sticky.max_conversations)
-        path = config.policy.ledger.path
+        ledger = config.policy.ledger
+        path = ledger.path
         # A write-ahead row older than the longest a request may run was left by a process that died.
         longest = config.policy.retries.deadline_seconds + max((b.timeouts.total for b in config.backends.values()), default=0)
-        self.ledger = Ledger(path, stale_after=2 * longest) if path else None
+        self.ledger: SpendLedger | None = None
+        if ledger.url:
+            self.ledger = PostgresLedger(ledger.url, buffer_rows=ledger.buffer_rows, stale_after=2 * longest)
+        elif path:
+            self.ledger = Ledger(path, stale_after=2 * longest)
+        self.shadow = ShadowState()
         if self.ledger is not None:
             self._load_spend()
+        self._state_config = config.state
+        self._ledger_config = config.policy.ledger
+        self.on_failure = config.state.on_failure
+        #: Redis, when ``state.redis_url`` is set: budgets, rate limits and stickiness shared across replicas.
+        self.store: RedisStore | None = None
+        #: Budgets shared with other processes (None: this process only): through Redis, or with
+        #: ``serve --workers N`` through the ledger file.
+        self.shared_budgets: SharedBudgets | None = None
+        self._escrow_store: SqliteStore | None = None
+        if config.state.redis_url:
+            self.store = RedisStore(config.state, on_change=on_state)
+            self.shared_budgets = SharedBudgets(self.store, on_failure=self.on_failure)
+        elif workers > 1 and isinstance(self.ledger, Ledger) and path != ":memory:":
+            self._escrow_store = SqliteStore(self.ledger.path)
+            self.shared_budgets = SharedBudgets(self._escrow_store, on_failure=self.on_failure)
+        self.rate_limits = RateLimits(config.policy.rate_limits)
+        self.local_buckets = LocalBuckets()
+        self._background: set[asyncio.Task[None]] = set()
+        #: Token settlements (actual - estimate) not yet carried to Redis, per bucket key.
+        self._unsettled: dict[str, float] = {}
+        self._unsettled_buckets: dict[str, Bucket] = {}
         self._pollers: dict[str, asyncio.Task[None]] = {}
         self.reconfigure(config)
 
@@ -83,6 +131,7 @@ class PolicyState:
                     state.capacity = CapacityGauge(name, capacity)
             else:
                 state.capacity = None
+            state.gpu_cost = _gpu_cost(backend, state)
             backends[name] = state
         self.backends = backends
         limits = _limits(config)
@@ -91,10 +140,104 @@ class PolicyState:
             budgets = Budgets(limits)
             budgets.carry_over(self.budgets)  # spend and in-flight holds move over with the accounts
             self.budgets = budgets
+        if config.state != self._state_config or config.policy.ledger != self._ledger_config:
+            log.warning("`state` and `policy.ledger` changes take effect at the next restart")
+        if tuple(config.policy.rate_limits) != self.rate_limits.limits:
+            self.rate_limits = RateLimits(config.policy.rate_limits)
         retries = config.policy.retries
         if (retries.budget_ratio, retries.budget_min_per_second) != self._retry_settings:
             self._retry_settings = (retries.budget_ratio, retries.budget_min_per_second)
             self.retry_budget = RetryBudget(ratio=retries.budget_ratio, min_per_second=retries.budget_min_per_second)
+
+    def settle(self, reservation: Reservation, actual_usd: float) -> None:
+        """Settle a request's budget reservation here and in the shared store's escrow."""
+        self.budgets.settle(reservation, actual_usd)
+        if reservation.shared is not None and self.shared_budgets is not None:
+            self.shared_budgets.settle(reservation, actual_usd)
+
+    async def take_rate(self, tenant: str | None, key: str | None, tokens: int) -> tuple[Any, Take] | None:
+        """Take one request and ``tokens`` from every rate limit that applies (None: none applies).
+
+        Through Redis when configured and up; else (``on_failure: open``) from this process's
+        buckets. Raises ``StateUnavailableError`` when Redis is down and ``on_failure`` is ``closed``.
+        """
+        buckets = self.rate_limits.buckets(tenant, key)
+        if not buckets:
+            return None
+        amounts = costs(buckets, tokens)
+        store = self.store
+        if store is not None:
+            pending = self._unsettled
+            deltas = [pending.pop(b.key, 0.0) for b in buckets]
+            try:
+                return (buckets, tokens, store), await store.take(buckets, amounts, deltas)
+            except StateUnavailableError:
+                for bucket, delta in zip(buckets, deltas, strict=True):  # for when Redis is back
+                    if delta:
+                        pending[bucket.key] = pending.get(bucket.key, 0.0) + delta
+                if self.on_failure == "closed":
+                    raise
+        return (buckets, tokens, self.local_buckets), self.local_buckets.take_now(buckets, amounts)
+
+    def settle_rate(self, taken: Any, actual_tokens: int) -> None:
+        """Give back (or take more of) the token buckets: the actual tokens against the estimate.
+
+        Locally at once; for Redis, carried by the caller's next take (or ``flush_rates``).
+        """
+        buckets, estimate, where = taken
+        delta = float(actual_tokens - estimate)
+        if not delta:
+            return
+        tokens = [b for b in buckets if b.kind == "tokens"]
+        if where is self.local_buckets:
+            self.local_buckets.adjust_now(tokens, [delta] * len(tokens))
+            return
+        for bucket in tokens:
+            self._unsettled[bucket.key] = self._unsettled.get(bucket.key, 0.0) + delta
+            self._unsettled_buckets[bucket.key] = bucket
+
+    async def flush_rates(self, interval: float = 1.0) -> None:
+        """Every ``interval``, move settlements no request carried yet into Redis."""
+        assert self.store is not None
+        while True:
+            await asyncio.sleep(interval)
+            pending = {k: d for k, d in self._unsettled.items() if d}
+            if not pending:
+                continue
+            buckets = [self._unsettled_buckets[k] for k in pending]
+            for key in pending:
+                self._unsettled.pop(key, None)
+            try:
+                await self.store.take(buckets, [0.0] * len(buckets), list(pending.values()))
+            except StateUnavailableError:  # kept for when Redis is back
+                for key, delta in pending.items():
+                    self._unsettled[key] = self._unsettled.get(key, 0.0) + delta
+
+    async def sticky_tier(self, messages: list[Any], tenant: str | None) -> str | None:
+        """The tier a conversation was escalated to, from Redis (any replica's), else from this process."""
+        if self.store is not None and len(messages) >= 3:
+            with contextlib.suppress(StateUnavailableError):
+                return await self.store.sticky_get(conversation_digest(messages[:-2], tenant))
+        return self.sticky.tier_of(messages, tenant)
+
+    def remember_sticky(self, messages: list[Any], tenant: str | None, tier: str, ttl_seconds: float) -> None:
+        self.sticky.remember(messages, tenant, tier)
+        if self.store is not None:
+            self._spawn(self._remember_shared(self.store, conversation_digest(messages, tenant), tier, ttl_seconds))
+
+    async def _remember_shared(self, store: RedisStore, digest: bytes, tier: str, ttl_seconds: float) -> None:
+        with contextlib.suppress(StateUnavailableError):
+            await store.sticky_set(digest, tier, ttl_seconds)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def price(self, backend: str, config: BackendConfig) -> PriceConfig:
+        """What ``backend`` costs now: its effective price when priced per GPU-hour, else its price table."""
+        state = self.backends.get(backend)
+        return state.gpu_cost.price() if state is not None and state.gpu_cost is not None else config.price
 
     def _breaker(self, name: str, c: BreakerConfig) -> CircuitBreaker:
         listener = self._on_breaker
@@ -118,7 +261,14 @@ class PolicyState:
         """Budgets start from what the ledger says was spent this day and month (spend survives restarts)."""
         assert self.ledger is not None
         budgets = self.budgets
-        budgets.load(self.ledger.totals(budgets.period_start("day")), self.ledger.totals(budgets.period_start("month")))
+        try:
+            budgets.load(self.ledger.totals(budgets.period_start("day")), self.ledger.totals(budgets.period_start("month")))
+        except LedgerUnavailableError as exc:  # re-read every few seconds by sync_budgets
+            log.error("budgets start without the ledger's spend: %s", exc)
+        shadow_spend = getattr(self.ledger, "shadow_spend", None)  # the SQLite ledger keeps verdicts
+        if shadow_spend is not None:
+            now = time.time()
+            self.shadow.load(shadow_spend(day_start(now)), now)
 
     async def sync_budgets(self, interval: float = 5.0) -> None:
         """Re-read spend from the shared ledger now and then, so worker processes see each other's spend."""
@@ -132,14 +282,17 @@ class PolicyState:
             budgets = self.budgets
             day, month = budgets.period_start("day"), budgets.period_start("month")
 
-            spent_today, spent_month = await asyncio.to_thread(_read_totals, ledger, day, month)
+            try:
+                spent_today, spent_month = await asyncio.to_thread(_read_totals, ledger, day, month)
+            except LedgerUnavailableError:
+                continue  # the PostgreSQL ledger is down: keep what is known, try again next time
             budgets.load(spent_today, spent_month)
 
     def start_pollers(self, session: aiohttp.ClientSession) -> None:
         """(Re)start capacity scrapers for the backends that have one configured."""
         wanted = {name: s.capacity for name, s in self.backends.items() if s.capacity is not None}
         for name, task in list(self._pollers.items()):
-            if name != "__ledger__" and (name not in wanted or task.get_name() != str(id(wanted[name]))):
+            if name not in ("__ledger__", "__escrow__", "__rates__") and (name not in wanted or task.get_name() != str(id(wanted[name]))):
                 task.cancel()
                 del self._pollers[name]
         for name, gauge in wanted.items():
@@ -147,20 +300,44 @@ class PolicyState:
                 self._pollers[name] = asyncio.create_task(gauge.poll(session), name=str(id(gauge)))
         if self.ledger is not None and "__ledger__" not in self._pollers:
             self._pollers["__ledger__"] = asyncio.create_task(self.sync_budgets(), name="__ledger__")
+        if self.shared_budgets is not None and "__escrow__" not in self._pollers:
+            self._pollers["__escrow__"] = asyncio.create_task(self.shared_budgets.run(), name="__escrow__")
+        if self.store is not None and "__rates__" not in self._pollers:
+            self._pollers["__rates__"] = asyncio.create_task(self.flush_rates(), name="__rates__")
 
     async def aclose(self) -> None:
+        await self.shadow.aclose()
         for task in self._pollers.values():
             task.cancel()
         for task in self._pollers.values():
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self.shared_budgets is not None:
+            await self.shared_budgets.aclose()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        for store in (self.store, self._escrow_store):
+            if store is not None:
+                await store.aclose()
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.close)
 
 
-def _read_totals(ledger: Ledger, day: float, month: float) -> tuple[dict[tuple[str, str | None], float], ...]:
+def _gpu_cost(backend: BackendConfig, state: BackendState) -> GpuCost | None:
+    """The backend's GPU pricing (kept across reloads while its price and source stay the same)."""
+    if backend.price.gpu_hour_usd is None:
+        return None
+    source: Source = "vllm" if state.capacity is not None else "gateway"
+    old = state.gpu_cost
+    cost = old if old is not None and old.config == backend.price and old.source == source else GpuCost(backend.price, source)
+    if state.capacity is not None:
+        state.capacity.throughput = cost.throughput
+    return cost
+
+
+def _read_totals(ledger: SpendLedger, day: float, month: float) -> tuple[dict[tuple[str, str | None], float], ...]:
     """Spend since the day's and the month's start, after this process's queued rows are written."""
-    ledger.flush()
+    ledger.flush(_FLUSH_TIMEOUT)
     return ledger.totals(day), ledger.totals(month)
 
 

@@ -13,7 +13,8 @@ from router.budget import Exceeded, Reservation
 from router.classify import Features
 from router.cost import Usage
 from router.policy import Candidate, Plan
-from router.rules import Decision
+from router.rules import Decision, RequestContext
+from router.upstream.base import Chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,8 @@ class Route:
     features: Features
     decision: Decision
     plan: Plan
+    #: What the rules saw besides the features (model, tenant, key, headers).
+    context: RequestContext | None = None
 
     def headers(self, candidate: Candidate) -> dict[str, str]:
         return {
@@ -67,6 +70,11 @@ class Trace:
     in_flight: AbstractContextManager[None] | None = None
     output_chars: int = 0
     usage_reported: Any = None
+    #: The non-streaming answer's JSON (for shadow judging, after the client has it).
+    answer: dict[str, Any] | None = None
+    #: Selected for shadow judging; a selected stream's chunks are kept here as they are relayed.
+    shadow: bool = False
+    shadow_chunks: list[Chunk] | None = None
     status: int = 200
     usage: Usage | None = None
     cost: float = 0.0
@@ -75,6 +83,10 @@ class Trace:
     client_gone: bool = False
     #: The endpoint it came in on, for the access log and the ``endpoint`` metric label.
     path: str = "/v1/chat/completions"
+    #: The rate-limit buckets this request took from (``PolicyState.take_rate``), settled at the end.
+    rate: Any = None
+    #: OpenAI's ``x-ratelimit-*`` headers for a rate-limited caller.
+    rate_headers: dict[str, str] | None = None
 
     def client_left(self) -> None:
         self.client_gone = True
@@ -90,4 +102,6 @@ class Trace:
             headers["x-router-downgraded"] = self.downgraded
         if self.rerouted is not None:
             headers["x-router-rerouted"] = self.rerouted
+        if self.rate_headers is not None:
+            headers.update(self.rate_headers)
         return headers

@@ -291,7 +291,7 @@ def test_default_gateway_runs_the_demo_with_its_simulated_upstreams(compose: dic
 
 def test_every_gateway_service_builds_the_dockerfile_and_parses(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     found = dict(gateways(compose))
-    assert set(found) == {"gateway", "gateway-vllm", "gateway-ollama"}
+    assert set(found) == {"gateway", "gateway-vllm", "gateway-ollama", "gateway-fleet"}
     workdir = args_of("WORKDIR", final_stage())[-1]
     for name, service in found.items():
         assert (REPO / service["build"] / "Dockerfile").is_file()

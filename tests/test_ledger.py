@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import astuple, replace
+from dataclasses import astuple, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -355,3 +355,22 @@ def test_a_request_that_ended_with_nothing_to_bill_leaves_no_write_ahead_row(led
     ledger.discard("failed")
     assert ledger.flush(5)
     assert pending_rows(db) == [] and count_rows(db) == 0
+
+
+def test_a_ledger_from_before_the_decision_column_gets_it_in_both_tables(db: Path) -> None:
+    """An older ledger: ``requests`` and its ``pending`` copy without ``decision``."""
+    columns = [f.name for f in fields(LedgerRow) if f.name != "decision"]
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"CREATE TABLE requests ({', '.join(columns)}, PRIMARY KEY (request_id))")
+        conn.execute("CREATE TABLE pending AS SELECT * FROM requests WHERE 0")
+    conn.close()
+    ledger = Ledger(db)
+    try:
+        ledger.begin(started("a"))
+        ledger.record(replace(row("b"), decision='{"v": 1}'))
+        assert ledger.flush(5)
+        assert pending_rows(db) == [("a", 0, 0.05)]
+        assert [r.decision for r in ledger.rows()] == ['{"v": 1}']
+    finally:
+        ledger.close()

@@ -56,6 +56,7 @@ policy:
     limits:
       - {{scope: global, daily_usd: 1000}}
       - {{scope: tenant, name: acme, daily_usd: 50, monthly_usd: 500}}
+  shadow: {{sample_rate: 1, judge: flagship, daily_usd: 10}}
 """
 
 
@@ -128,6 +129,7 @@ class Gateway:
     flagship: str
     config_path: Path
     observed: Observed = field(default_factory=Observed)
+    judged: int = 0
 
     def client(self, key: str) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0)
@@ -151,6 +153,18 @@ class Gateway:
         except openai.APIStatusError as exc:
             self.observed.status_classes[f"{exc.status_code // 100}xx"] += 1
 
+    def shadow_judged(self) -> None:
+        """Wait for the shadow judge's verdicts on the mid answers so far (two per round: acme's FAQ,
+        streamed and not), so its calls cannot take a fault armed for a client's request."""
+        self.judged += 2
+        name = "llm_router_shadow_verdicts_total"
+
+        def verdicts() -> float:
+            text = httpx.get(f"{self.url}/metrics").text
+            return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+
+        wait_for(lambda: verdicts() == self.judged, what=f"{self.judged} shadow verdicts")
+
     def traffic(self) -> None:
         """One round: both tiers, streamed and not, two tenants, a retry, a fallback, a 4xx and a 5xx."""
         self.chat(CLIENT_KEY, FAQ)
@@ -160,6 +174,7 @@ class Gateway:
         self.chat(OTHER_KEY, FAQ)
         self.chat(OTHER_KEY, FAQ, stream=True)
         self.chat(CLIENT_KEY, FAQ, model="no-such-model")
+        self.shadow_judged()
         self.fault("mid", status=503, times=2)  # mid fails, is retried, fails again: fallback to the flagship
         self.chat(CLIENT_KEY, FAQ)
         self.fault("mid", status=500, times=2)
@@ -307,6 +322,10 @@ tests:
         values: '50x60'
       - series: 'llm_router_config_last_reload_successful'
         values: '1x10 0x50'
+      - series: 'llm_router_state_backend_up{{instance="gateway-1:8080"}}'
+        values: '1x10 0x50'
+      - series: 'llm_router_state_backend_up{{instance="gateway-2:8080"}}'
+        values: '1x60'
       - series: 'up{{job="llm-router"}}'
         values: '1x60'
     alert_rule_test:
@@ -318,6 +337,10 @@ tests:
       - alertname: LLMRouterBudgetNearlySpent
         eval_time: 20m
         exp_alerts: [{{exp_labels: {{severity: warning, scope: tenant, name: acme, period: day}}}}]
+      - {{alertname: LLMRouterStateBackendDown, eval_time: 10m, exp_alerts: []}}
+      - alertname: LLMRouterStateBackendDown
+        eval_time: 20m
+        exp_alerts: [{{exp_labels: {{severity: critical, instance: "gateway-1:8080"}}}}]
       - {{alertname: LLMRouterConfigReloadFailing, eval_time: 5m, exp_alerts: []}}
       - alertname: LLMRouterConfigReloadFailing
         eval_time: 20m
@@ -347,6 +370,37 @@ tests:
       - alertname: LLMRouterDown
         eval_time: 10m
         exp_alerts: [{{exp_labels: {{severity: critical}}}}]
+  - interval: 1m
+    input_series:  # per minute: default-mid 6 of 10 acceptable; pii 9 of 10; rare 1 of 2 (too few to judge)
+      - series: 'llm_router_shadow_verdicts_total{{rule="default-mid",task="faq",verdict="acceptable"}}'
+        values: '0+6x120'
+      - series: 'llm_router_shadow_verdicts_total{{rule="default-mid",task="faq",verdict="unacceptable"}}'
+        values: '0+4x120'
+      - series: 'llm_router_shadow_verdicts_total{{rule="default-mid",task="faq",verdict="error"}}'
+        values: '0+50x120'
+      - series: 'llm_router_shadow_verdicts_total{{rule="pii-stays-self-hosted",task="faq",verdict="acceptable"}}'
+        values: '0+9x120'
+      - series: 'llm_router_shadow_verdicts_total{{rule="pii-stays-self-hosted",task="faq",verdict="unacceptable"}}'
+        values: '0+1x120'
+      - series: 'llm_router_shadow_verdicts_total{{rule="rare",task="qa",verdict="unacceptable"}}'
+        values: '0+0.1x120'
+      - series: 'llm_router_shadow_min_acceptance'
+        values: '0.8x120'
+    alert_rule_test:
+      - {{alertname: LLMRouterMidAcceptanceLow, eval_time: 10m, exp_alerts: []}}
+      - alertname: LLMRouterMidAcceptanceLow
+        eval_time: 30m
+        exp_alerts: [{{exp_labels: {{severity: warning, rule: default-mid}}}}]
+  - interval: 1m
+    input_series:  # the same verdicts, held to a lower objective
+      - series: 'llm_router_shadow_verdicts_total{{rule="default-mid",task="faq",verdict="acceptable"}}'
+        values: '0+6x120'
+      - series: 'llm_router_shadow_verdicts_total{{rule="default-mid",task="faq",verdict="unacceptable"}}'
+        values: '0+4x120'
+      - series: 'llm_router_shadow_min_acceptance'
+        values: '0.5x120'
+    alert_rule_test:
+      - {{alertname: LLMRouterMidAcceptanceLow, eval_time: 60m, exp_alerts: []}}
 """
 
 

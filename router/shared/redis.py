@@ -1,0 +1,228 @@
+"""Shared state in Redis (``state.redis_url``): budget escrow, rate-limit buckets and conversation
+stickiness, exact across replicas on any number of machines.
+
+Each operation is one Lua script (atomic on the server, one round trip) and uses Redis' own clock,
+so replicas with skewed clocks agree. A call that fails or takes longer than
+``state.timeout_seconds`` marks Redis down: the failure is logged once, ``on_change(False)``
+is called (the ``llm_router_state_backend_up`` gauge), further calls fail at once, and a probe
+pings every second until Redis answers, then logs once and calls ``on_change(True)``. Callers
+turn ``StateUnavailableError`` into local state (``on_failure: open``) or a refusal (``closed``).
+
+Budget windows that do not exist yet are created from the seed the caller passes (this replica's
+ledger totals), so a Redis that restarted empty is restored from the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from router.config import StateConfig
+from router.ratelimit import Bucket, Take
+from router.shared import Exchange, Grant, StateUnavailableError
+
+log = logging.getLogger("router.shared")
+
+T = TypeVar("T")
+
+#: Seconds after its last trade at which a replica's budget shares go back to the others.
+STALE_SECONDS = 15
+
+_ESCROW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local worker, fraction, stale = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local workers = KEYS[1]
+redis.call('ZADD', workers, now, worker)
+local out = {}
+for i = 2, #KEYS do
+  local key = KEYS[i]
+  local a = 3 + (i - 2) * 6
+  local limit, seed, settled = tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 3])
+  local floor, want, expires = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
+  redis.call('HSETNX', key, 'spent', seed)
+  if settled ~= 0 then redis.call('HINCRBYFLOAT', key, 'spent', settled) end
+  local spent = tonumber(redis.call('HGET', key, 'spent'))
+  local mine, others = 0, 0
+  local fields = redis.call('HGETALL', key)
+  for j = 1, #fields, 2 do
+    local f = fields[j]
+    if string.sub(f, 1, 2) == 's:' then
+      local w = string.sub(f, 3)
+      if w == worker then
+        mine = tonumber(fields[j + 1])
+      else
+        local seen = redis.call('ZSCORE', workers, w)
+        if (not seen) or tonumber(seen) < now - stale then
+          redis.call('HDEL', key, f)
+        else
+          others = others + tonumber(fields[j + 1])
+        end
+      end
+    end
+  end
+  mine = math.max(0, mine - settled)
+  local share
+  if want <= 0 then
+    share = floor
+  else
+    local available = limit - spent - others + 1e-9
+    if available >= floor + want then
+      share = floor + want + (available - floor - want) * fraction
+    else
+      share = math.max(floor, mine)
+    end
+  end
+  redis.call('HSET', key, 's:' .. worker, tostring(share))
+  redis.call('EXPIREAT', key, math.floor(expires) + 86400)
+  out[#out + 1] = tostring(share)
+  out[#out + 1] = tostring(spent)
+  out[#out + 1] = tostring(others)
+end
+redis.call('ZREMRANGEBYSCORE', workers, '-inf', now - 86400)
+return out
+"""
+
+# GCRA over every bucket of a request, all or none (see router.ratelimit.gcra). ARGV: per bucket
+# (per_minute, cost, delta), where delta is what earlier requests settled (actual - estimated
+# tokens), applied first whether or not this request is admitted. Returns the excess over the burst
+# (> 0: refused), then each bucket's backlog in seconds.
+_BUCKETS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local adjusted, news, over = {}, {}, 0
+for i = 1, #KEYS do
+  local per, cost, delta = tonumber(ARGV[i * 3 - 2]), tonumber(ARGV[i * 3 - 1]), tonumber(ARGV[i * 3])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0') + delta * 60 / per
+  adjusted[i] = tat
+  news[i] = math.max(tat, now) + cost * 60 / per
+  over = math.max(over, news[i] - now - 60)
+end
+local out = {tostring(over)}
+for i = 1, #KEYS do
+  local tat = adjusted[i]
+  if over <= 0 then tat = news[i] end
+  if over <= 0 or tonumber(ARGV[i * 3]) ~= 0 then
+    redis.call('SET', KEYS[i], tostring(tat), 'PXAT', math.ceil(math.max(tat, now) * 1000) + 1000)
+  end
+  out[#out + 1] = tostring(math.max(0, tat - now))
+end
+return out
+"""
+
+
+class RedisStore:
+    def __init__(self, config: StateConfig, *, on_change: Callable[[bool], None] | None = None) -> None:
+        try:
+            import redis.asyncio as aioredis
+            from redis.backoff import NoBackoff
+            from redis.exceptions import ConnectionError as RedisConnectionError
+            from redis.exceptions import RedisError
+            from redis.retry import Retry
+        except ImportError as exc:  # pragma: no cover - the extra is missing
+            raise RuntimeError("state.redis_url needs the redis package: pip install 'llm-router[fleet]'") from exc
+        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+        timeout = config.timeout_seconds
+        self._broken: type[BaseException] = RedisConnectionError
+        self._client = aioredis.Redis.from_url(
+            config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
+        )
+        self._prefix = config.key_prefix
+        self._on_change = on_change
+        self._escrow = self._client.register_script(_ESCROW)
+        self._buckets = self._client.register_script(_BUCKETS)
+        self._probe: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[bool], None]] = []
+        self.up = True
+
+    def listen(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(up)`` on every transition (after the log line and ``on_change``)."""
+        self._listeners.append(listener)
+
+    # -- escrow (router.shared.EscrowStore) -------------------------------------------------------
+
+    async def exchange(self, worker: str, trades: list[Exchange], fraction: float) -> list[Grant]:
+        keys = [f"{self._prefix}:budget:workers"]
+        args: list[Any] = [worker, fraction, STALE_SECONDS]
+        for t in trades:
+            account, period, start = t.key
+            keys.append(f"{self._prefix}:budget:{account}:{period}:{start}")
+            args += [t.limit, repr(t.seed), t.settled, t.floor, t.want, t.expires_at]
+        out = await self._call(lambda: self._escrow(keys=keys, args=args))
+        return [Grant(float(out[i]), float(out[i + 1]), float(out[i + 2])) for i in range(0, len(out), 3)]
+
+    # -- rate-limit buckets (router.ratelimit.BucketStore) ---------------------------------------
+
+    async def take(self, buckets: Sequence[Bucket], costs: Sequence[float], deltas: Sequence[float]) -> Take:
+        """Apply ``deltas`` (settlements of earlier requests), then take ``costs`` from every bucket, all or none."""
+        keys = [f"{self._prefix}:rate:{b.key}" for b in buckets]
+        args: list[Any] = []
+        for bucket, cost, delta in zip(buckets, costs, deltas, strict=True):
+            args += [bucket.per_minute, cost, delta]
+        out: list[str] = await self._call(lambda: self._buckets(keys=keys, args=args))
+        over = float(out[0])
+        remaining = tuple(
+            (max(0.0, (60.0 - float(backlog)) * b.per_minute / 60.0), float(backlog))
+            for b, backlog in zip(buckets, out[1:], strict=True)
+        )
+        return Take(over <= 0, max(over, 0.0), remaining)
+
+    # -- stickiness ------------------------------------------------------------------------------
+
+    async def sticky_get(self, digest: bytes) -> str | None:
+        value: str | None = await self._call(lambda: self._client.get(f"{self._prefix}:sticky:{digest.hex()}"))
+        return value
+
+    async def sticky_set(self, digest: bytes, tier: str, ttl_seconds: float) -> None:
+        key = f"{self._prefix}:sticky:{digest.hex()}"
+        await self._call(lambda: self._client.set(key, tier, px=int(ttl_seconds * 1000)))
+
+    # -- availability ----------------------------------------------------------------------------
+
+    async def _call(self, run: Callable[[], Awaitable[T]]) -> T:
+        if not self.up:
+            raise StateUnavailableError("Redis is down")
+        try:
+            try:
+                return await run()
+            except self._broken:
+                # A pooled socket to a Redis that restarted: the idle others are as dead. Drop them and
+                # retry once, at once (not after a timeout: a slow Redis must not hold requests twice as long).
+                await self._client.connection_pool.disconnect(inuse_connections=False)
+                return await run()
+        except self._errors as exc:
+            self._mark(False, exc)
+            raise StateUnavailableError(f"Redis: {type(exc).__name__}") from exc
+
+    def _mark(self, up: bool, error: BaseException | None = None) -> None:
+        if up == self.up:
+            return
+        self.up = up
+        if up:
+            log.warning("shared state: Redis is reachable again")
+        else:
+            log.error("shared state: Redis is unreachable (%s); probing it every second", type(error).__name__)
+            self._probe = asyncio.get_running_loop().create_task(self._wait_for_redis())
+        if self._on_change is not None:
+            self._on_change(up)
+        for listener in self._listeners:
+            listener(up)
+
+    async def _wait_for_redis(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self._client.ping()
+            except self._errors:
+                continue
+            await self._client.connection_pool.disconnect()  # sockets to the Redis that went away are dead
+            self._mark(True)
+            return
+
+    async def aclose(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+        await self._client.aclose()
