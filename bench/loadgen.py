@@ -31,7 +31,7 @@ import orjson
 
 from bench import eventloop
 from bench.http1 import ProtocolError, ResponseParser
-from bench.workload import chat_body, messages_body
+from bench.workload import chat_body, messages_body, responses_body
 
 _DRAIN_SECONDS = 5.0
 _RECONNECT_DELAY = 0.1
@@ -54,9 +54,14 @@ class LoadSpec:
     def anthropic(self) -> bool:
         return self.url.endswith("/v1/messages")
 
+    @property
+    def responses(self) -> bool:
+        return self.url.endswith("/v1/responses")
+
     def request_bytes(self) -> bytes:
         parts = urlsplit(self.url)
-        body = (messages_body if self.anthropic else chat_body)(self.model, stream=self.stream)
+        make = messages_body if self.anthropic else responses_body if self.responses else chat_body
+        body = make(self.model, stream=self.stream)
         head = (
             f"POST {parts.path or '/'} HTTP/1.1\r\nhost: {parts.netloc}\r\ncontent-type: application/json\r\n"
             f"authorization: Bearer {self.api_key}\r\ncontent-length: {len(body)}\r\n\r\n"
@@ -134,9 +139,13 @@ class _Run:
             return f"http {parser.status}"
         body = parser.body
         if self.spec.stream:
-            last = b'data: {"type":"message_stop"}' if self.spec.anthropic else b"data: [DONE]"
-            if not body.rstrip().endswith(last):
-                return f"stream not ended by {last.decode()}"
+            if self.spec.responses:
+                if b"event: response.completed" not in body[-4096:]:
+                    return "stream not ended by response.completed"
+            else:
+                last = b'data: {"type":"message_stop"}' if self.spec.anthropic else b"data: [DONE]"
+                if not body.rstrip().endswith(last):
+                    return f"stream not ended by {last.decode()}"
             self.events[body.count(b"data:")] += 1
         elif not body.startswith(b"{"):
             return "non-JSON body"

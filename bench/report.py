@@ -122,6 +122,7 @@ def report(runs: list[TargetRun], soak: Soak | None, micro: dict[str, Any] | Non
         )
     lines.append("")
     lines += _ratios(cells, plan)
+    lines += _responses_ratios(cells, plan)
     lines.append("")
     lines += [
         f"{'PASS' if ok else 'FAIL' if ok is not None else 'n/a '}  {text}"
@@ -169,6 +170,27 @@ def _ratios(cells: dict[tuple[str, str, int], Cell], plan: Plan) -> list[str]:
                 f"(/{_ratio(theirs.cpu_ms_per_req, ours.cpu_ms_per_req)})"
             )
     return ["ratios (llm-router vs LiteLLM):", *lines] if lines else ["ratios: LiteLLM not measured (use --litellm)"]
+
+
+def _responses_ratios(cells: dict[tuple[str, str, int], Cell], plan: Plan) -> list[str]:
+    """``/v1/responses`` against chat completions on the same gateway (``--responses``): added latency and CPU."""
+    lines = []
+    for mode in plan.modes:
+        for c in plan.concurrency:
+            chat, responses, direct = (cells.get((t, mode, c)) for t in ("llm-router", "responses", "direct"))
+            if chat is None or responses is None or direct is None:
+                continue
+            if 0 in (chat.load.requests, responses.load.requests, direct.load.requests) or not chat.cpu_ms_per_req:
+                continue
+            key = "ttfb_ms" if mode == "stream" else "latency_ms"
+            base = getattr(direct.load, key).p50
+            chat_over, responses_over = getattr(chat.load, key).p50 - base, getattr(responses.load, key).p50 - base
+            lines.append(
+                f"{mode:<9} c={c:<3} /v1/responses vs chat: added p50 {responses_over:.3f} vs {chat_over:.3f} ms "
+                f"(x{responses_over / chat_over:.2f}), CPU/req {responses.cpu_ms_per_req:.3f} vs "
+                f"{chat.cpu_ms_per_req:.3f} ms (x{responses.cpu_ms_per_req / chat.cpu_ms_per_req:.2f})"
+            )
+    return ["", "ratios (/v1/responses vs /v1/chat/completions):", *lines] if lines else []
 
 
 def _ratio(a: float, b: float) -> str:

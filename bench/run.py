@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -233,6 +233,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--soak", type=float, default=0.0, metavar="S", help="then run llm-router S seconds at c=64, printing RSS"
     )
+    parser.add_argument(
+        "--responses", action="store_true", help="also load llm-router's /v1/responses (target 'responses')"
+    )
     parser.add_argument("--no-micro", action="store_true", help="skip the decision micro-benchmark (bench.micro)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of each gateway")
     parser.add_argument("--ttft", type=float, default=0.0, help="mock: seconds before the first token")
@@ -278,8 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.litellm:
             starters.append(("litellm", lambda: litellm_proxy(mock, plan.log_dir, args.litellm_spec, plan.workers)))
         targets = start_targets(stack, starters, log)
-        measure_cells(targets, mock, plan, log)
         router = next((t.server for t in targets if t.run.name == "llm-router" and t.server is not None), None)
+        if args.responses and router is not None:  # the same gateway, measured right after its chat cells
+            targets.append(Target(TargetRun("responses"), replace(router, name="responses", path="/v1/responses")))
+        measure_cells(targets, mock, plan, log)
         if args.soak > 0 and router is not None:
             soak = run_soak(router, args.soak, plan, log)
     runs = [target.run for target in targets]

@@ -1,5 +1,5 @@
 """The request every benchmark sends: a typical ~1 KB FAQ-style chat completion (or the same as an
-Anthropic Messages API request, for ``/v1/messages``)."""
+Anthropic Messages API request, for ``/v1/messages``, or a Responses request, for ``/v1/responses``)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,14 @@ def messages_body(model: str, *, stream: bool, max_tokens: int = 20) -> bytes:
         "messages": [{"role": "user", "content": PROMPT}],
         "max_tokens": max_tokens,
     }
+    if stream:
+        body["stream"] = True
+    return orjson.dumps(body)
+
+
+def responses_body(model: str, *, stream: bool, max_tokens: int = 20) -> bytes:
+    """``chat_body`` as a Responses API request (for a ``/v1/responses`` URL)."""
+    body: dict[str, object] = {"model": model, "input": PROMPT, "max_output_tokens": max_tokens}
     if stream:
         body["stream"] = True
     return orjson.dumps(body)

@@ -82,7 +82,7 @@ class Accountant:
                 trace.in_flight.__exit__(None, None, None)
             if trace.status < 400 and self._ranks.get(candidate.tier, 0) > self._lowest_rank:
                 stickiness = self.config.policy.stickiness
-                if stickiness.enabled:
+                if stickiness.enabled and "messages" in trace.body:
                     self.state.remember_sticky(trace.body["messages"], trace.client.tenant, candidate.tier, stickiness.ttl_seconds)
         if trace.reservation is not None:
             self.state.settle(trace.reservation, trace.cost)
@@ -102,7 +102,7 @@ class Accountant:
             input_tokens=usage.input_tokens if usage else 0, output_tokens=usage.output_tokens if usage else 0,
             cost_usd=trace.cost, attempts=trace.attempts,
             fallback="{}->{}:{}".format(*trace.fallback) if trace.fallback else None,
-            messages=trace.body["messages"],
+            messages=trace.body.get("messages"),
         )
         if self.state.ledger is not None and candidate is None and trace.attempts:
             self.state.ledger.discard(trace.unique_id)  # no upstream answered: nothing to bill
@@ -149,7 +149,7 @@ class Accountant:
         self.metrics.request_finished(
             tier=None, backend=None, rule=None, task=None, status=status, stream=False, tenant=None,
             duration_s=duration, ttft_s=None, overhead_s=duration, input_tokens=0, output_tokens=0,
-            cost_usd=0.0, saved_usd=0.0,
+            cost_usd=0.0, saved_usd=0.0, path=path,
         )
         self.access_log.request(request_id=request_id, method="POST", path=path, status=status, latency_s=duration)
 
@@ -173,6 +173,7 @@ class Accountant:
             output_tokens=usage.output_tokens if usage else 0,
             cost_usd=trace.cost,
             saved_usd=self.saved_usd(trace),
+            path=trace.path,
         )
 
     def saved_usd(self, trace: Trace) -> float:

@@ -17,6 +17,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from router.api import HOT_PATHS, chat_completions, router, send_error
 from router.config import GatewayConfig, ServerConfig
+from router.endpoints.routes import DIRECT_ENDPOINTS, ENDPOINTS
+from router.endpoints.routes import router as endpoints_router
 from router.errors import GatewayError, MethodNotAllowedError
 from router.gateway import Gateway
 from router.messages import ANTHROPIC_PATHS, serve_anthropic
@@ -55,6 +57,7 @@ def create_app(
     app.state.gateway = gateway
     app.state.started_at = time.time()
     app.include_router(router)
+    app.include_router(endpoints_router)
     app.add_exception_handler(GatewayError, _gateway_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _unexpected_error)
@@ -65,9 +68,10 @@ class GatewayApp(FastAPI):
     """FastAPI, with a direct path for chat completions.
 
     Every request pays for FastAPI's and Starlette's middleware and routing (about 80 us of CPU per
-    request on the benchmark machine); the endpoints that carry the traffic (chat completions, and
-    Anthropic's ``/v1/messages`` in ``router.messages``) skip them, on the raw ASGI interface, and
-    answer their errors as the registered handlers would. Everything else goes through FastAPI.
+    request on the benchmark machine); the endpoints that carry the traffic (chat completions,
+    Anthropic's ``/v1/messages`` in ``router.messages``, and responses, completions and embeddings in
+    ``router.endpoints``) skip them, on the raw ASGI interface, and answer their errors as the
+    registered handlers would. Everything else goes through FastAPI.
     """
 
     @property
@@ -81,6 +85,11 @@ class GatewayApp(FastAPI):
             if scope["type"] == "http" and scope["path"] in ANTHROPIC_PATHS:  # Anthropic's Messages API, also raw
                 scope["app"] = self
                 await serve_anthropic(self.state.gateway.pipeline, scope, receive, send)
+                return
+            endpoint = DIRECT_ENDPOINTS.get(scope["path"]) if scope["type"] == "http" else None
+            if endpoint is not None:  # responses, legacy completions, embeddings: also raw
+                scope["app"] = self
+                await endpoint(scope, receive, send)
                 return
             await super().__call__(scope, receive, send)
             return
@@ -119,7 +128,7 @@ async def _gateway_error(request: Request, exc: GatewayError) -> Response:
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
     if exc.status_code == 404:
-        message = f"Unknown path: {request.method} {request.url.path}"
+        message = f"Unknown path: {request.method} {request.url.path}. This gateway serves: {', '.join(ENDPOINTS)}."
     elif exc.status_code == 405:
         message = f"Method {request.method} is not allowed on {request.url.path}"
     else:

@@ -327,6 +327,7 @@ def _demo(path: Path, host: str, port: int, mid_port: int, flagship_port: int, s
     os.environ["FLAGSHIP_KIND"] = "anthropic" if anthropic else "openai"
     # Always the demo's own ledger: never spend recorded in a production ledger named in the environment.
     os.environ["ROUTER_LEDGER_PATH"] = str(state_dir.resolve() / "demo-spend.sqlite3")
+    os.environ["ROUTER_RESPONSES_PATH"] = str(state_dir.resolve() / "demo-responses.sqlite3")  # stored Responses
     config = _load_or_report(path)
     if config is None:
         return 2

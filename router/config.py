@@ -171,6 +171,14 @@ class HealthCheckConfig(_Model):
     timeout_seconds: float = Field(default=2.0, gt=0)
 
 
+class BackendEmbeddingsConfig(_Model):
+    """This backend also serves ``/v1/embeddings``, with its own model name and price."""
+
+    model: str = Field(min_length=1)
+    #: USD per million input tokens.
+    price: float = Field(default=0.0, ge=0)
+
+
 class BackendConfig(_Model):
     tier: str = Field(min_length=1)
     kind: ProviderKind = "openai"
@@ -193,6 +201,10 @@ class BackendConfig(_Model):
     breaker: BreakerConfig | None = None
     capacity: CapacityConfig | None = None
     health_check: HealthCheckConfig | None = None
+    #: ``/v1/responses`` on this backend: ``translate`` to chat completions, or ``native`` (its own ``/responses``).
+    responses: Literal["translate", "native"] = "translate"
+    #: Set when this backend serves embeddings (``POST /v1/embeddings``).
+    embeddings: BackendEmbeddingsConfig | None = None
     #: A non-streaming answer larger than this is cut off and fails over, like a malformed one.
     max_response_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     #: One streamed SSE event (or a line that never ends) larger than this ends the stream with an error.
@@ -462,6 +474,19 @@ class RuleConfig(_Model):
         return self
 
 
+class ResponsesConfig(_Model):
+    """``POST /v1/responses`` with ``store: true`` keeps responses here for ``previous_response_id``."""
+
+    #: SQLite file shared by the workers; None keeps them in each worker's memory (lost on restart).
+    store_path: str | None = None
+    ttl_seconds: float = Field(default=30 * 86400.0, gt=0)
+
+
+class EmbeddingsConfig(_Model):
+    #: The backend ``model: auto`` embeddings go to; default: the first self-hosted backend with embeddings.
+    default: str | None = None
+
+
 class GatewayConfig(_Model):
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
@@ -471,6 +496,8 @@ class GatewayConfig(_Model):
     classifier: ClassifierConfig
     rules: list[RuleConfig] = Field(min_length=1)
     policy: PolicyConfig = PolicyConfig()
+    responses: ResponsesConfig = ResponsesConfig()
+    embeddings: EmbeddingsConfig = EmbeddingsConfig()
     state: StateConfig = StateConfig()
 
     _digest: str = PrivateAttr(default="")
@@ -569,6 +596,17 @@ class GatewayConfig(_Model):
             env_key = re.fullmatch(r"key-[0-9a-f]{8}", limit.name or "")  # names of keys from `keys_env`
             if limit.scope == "key" and not env_key and limit.name not in {k.name for k in self.auth.keys}:
                 errors.append(f"policy.budgets.limits.{i}.name: unknown key name {limit.name!r}")
+        for name, backend in self.backends.items():
+            if backend.kind != "openai" and backend.embeddings is not None:
+                errors.append(f"backends.{name}.embeddings: only OpenAI-compatible backends (kind: openai) serve embeddings")
+            if backend.kind != "openai" and backend.responses == "native":
+                errors.append(f"backends.{name}.responses: native needs an OpenAI Responses API (kind: openai)")
+        default_embeddings = self.embeddings.default
+        if default_embeddings is not None and (
+            default_embeddings not in self.backends or self.backends[default_embeddings].embeddings is None
+        ):
+            serving = sorted(n for n, b in self.backends.items() if b.embeddings is not None)
+            errors.append(f"embeddings.default: {default_embeddings!r} is not a backend with `embeddings`; known: {serving}")
         seen_limits: set[tuple[str, str | None]] = set()
         for i, rate in enumerate(self.policy.rate_limits):
             if (rate.scope, rate.name) in seen_limits:

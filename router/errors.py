@@ -6,6 +6,7 @@ Every failure a client can see is a ``GatewayError`` and serialises to
 GatewayError
  ├── InvalidRequestError          400  invalid_request_error
  │    ├── ModelNotFoundError      404  model_not_found
+ │    ├── NotFoundError           404  (a stored response that does not exist for this client)
  │    └── PayloadTooLargeError    413
  ├── AuthenticationError          401  invalid_api_key
  ├── PermissionDeniedError        403
@@ -74,6 +75,10 @@ class InvalidRequestError(GatewayError):
 class ModelNotFoundError(InvalidRequestError):
     status_code = 404
     default_code = "model_not_found"
+
+
+class NotFoundError(InvalidRequestError):
+    status_code = 404
 
 
 class MethodNotAllowedError(InvalidRequestError):

@@ -22,7 +22,8 @@ from router.config import ConfigError, GatewayConfig, load_config
 from router.metrics import Metrics
 from router.pipeline import Pipeline
 from router.policy import fallback_routes
-from router.rules import REQUESTED_MODEL
+from router.response_store import ResponseStore
+from router.rules import EMBEDDINGS_DEFAULT, REQUESTED_MODEL
 from router.state import PolicyState
 from router.upstream import create_provider
 from router.upstream.base import Provider
@@ -66,6 +67,8 @@ class Gateway:
         if self.state.store is not None:
             self.metrics.state_backend(True)
         self.pipeline = self._build(config, {}, keyring)
+        #: Stored Responses; its file and TTL are read at start-up (a reload does not move them).
+        self.responses = ResponseStore(config.responses.store_path, config.responses.ttl_seconds)
         self.reloads = {"success": 0, "failure": 0}
         self.last_reload_error: str | None = None
 
@@ -215,6 +218,7 @@ class Gateway:
         for provider in self.pipeline.providers.values():
             await provider.aclose()
         await self.state.aclose()
+        self.responses.close()
         self.metrics.close()
         if self._scraper is not None:
             await self._scraper.close()
@@ -240,7 +244,7 @@ def _label_sets(config: GatewayConfig, keyring: KeyRing) -> dict[str, Any]:
         "tiers": list(config.tiers),
         "tenants": sorted(tenants),
         "tasks": list(config.classifier.vocabulary.tasks),
-        "rules": [rule.name for rule in config.rules] + [REQUESTED_MODEL],
+        "rules": [rule.name for rule in config.rules] + [REQUESTED_MODEL, EMBEDDINGS_DEFAULT],
         "keys": sorted(keyring.names),
         "routes": sorted(fallback_routes(config)),
     }

@@ -33,6 +33,7 @@ missing one (``None`` or ``""``, e.g. no backend was chosen because the request 
 Exported series (``llm_router_`` prefix):
 
     requests_total{tier,backend,rule,task,status_class,stream}    counter
+    endpoint_requests_total{endpoint,status_class}                 counter: chat, responses, completions, embeddings, messages
     request_duration_seconds{backend}                              histogram, 10 ms .. 300 s
     time_to_first_token_seconds{backend}                           histogram (streams)
     gateway_overhead_seconds                                       histogram, 50 us .. 1 s
@@ -122,6 +123,9 @@ OVERHEAD_BOUNDS = (*OVERHEAD_BUCKETS, float("inf"))
 
 _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 _STREAM = {True: "true", False: "false"}
+#: Request path -> ``endpoint`` label (a closed set; other paths fold into ``other``).
+ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/completions": "completions",
+             "/v1/embeddings": "embeddings", "/v1/messages": "messages", "/v1/messages/count_tokens": "messages"}
 
 
 def prepare_multiprocess_dir(workers: int) -> Path | None:
@@ -196,6 +200,10 @@ class Metrics:
         self._requests = Counter(
             "llm_router_requests_total", "Requests answered, by routing outcome and HTTP status class.",
             ["tier", "backend", "rule", "task", "status_class", "stream"], registry=r,
+        )
+        self._endpoint_requests = Counter(
+            "llm_router_endpoint_requests_total", "Requests answered, by API endpoint and HTTP status class.",
+            ["endpoint", "status_class"], registry=r,
         )
         self._duration = Histogram(
             "llm_router_request_duration_seconds", "Time from request received to last byte sent.",
@@ -365,8 +373,9 @@ class Metrics:
         output_tokens: int,
         cost_usd: float,
         saved_usd: float,
+        path: str = "/v1/chat/completions",
     ) -> None:
-        """Record one finished request (any status). ``saved_usd`` below zero counts as nothing saved."""
+        """Record one finished request (any status) to ``path``. ``saved_usd`` below zero counts as nothing saved."""
         labels = self._labels
         b = self._backend(backend)
         key = (
@@ -382,6 +391,7 @@ class Metrics:
             child = self._request_children[key] = self._requests.labels(*key)
         counts = self._counts
         counts[child] += 1.0
+        counts[self._child(self._endpoint_requests, ENDPOINTS.get(path, OTHER), key[4])] += 1.0
         self._observe(b.duration, LATENCY_BOUNDS, duration_s)
         if ttft_s is not None:
             self._observe(b.ttft, LATENCY_BOUNDS, ttft_s)

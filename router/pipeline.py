@@ -232,11 +232,15 @@ class Pipeline:
             out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         return out
 
-    async def complete(self, trace: Trace) -> Completion:
+    async def complete(self, trace: Trace, call: Callable[[Candidate], Awaitable[Completion]] | None = None) -> Completion:
+        """The upstream's answer; ``call`` replaces the chat-completions call (e.g. a native Responses call)."""
+
         async def attempt(candidate: Candidate) -> Completion:
             timeout = candidate.config.timeouts.total
             try:
                 async with asyncio.timeout(timeout):
+                    if call is not None:
+                        return await call(candidate)
                     return await self.providers[candidate.backend].complete(self.upstream_body(trace.body, candidate))
             except TimeoutError as exc:
                 raise UpstreamTimeoutError(f"Backend {candidate.backend!r} did not answer within {timeout:g}s.") from exc
@@ -247,14 +251,19 @@ class Pipeline:
         trace.output_chars = completion_chars(completion.data)
         return completion
 
-    async def open_stream(self, trace: Trace) -> Stream:
-        """Start the upstream stream and read up to its first content, so failures keep a status code."""
+    async def open_stream(self, trace: Trace, call: Callable[[Candidate], AsyncIterator[Batch]] | None = None) -> Stream:
+        """Start the upstream stream and read up to its first content, so failures keep a status code.
+
+        ``call`` replaces the chat-completions stream (e.g. a native Responses stream)."""
 
         async def attempt(candidate: Candidate) -> Stream:
             timeouts = candidate.config.timeouts
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeouts.total
-            chunks = self.providers[candidate.backend].stream(self.upstream_body(trace.body, candidate))
+            if call is not None:
+                chunks = call(candidate)
+            else:
+                chunks = self.providers[candidate.backend].stream(self.upstream_body(trace.body, candidate))
             head: list[Chunk] = []
             done = False
             try:
@@ -273,6 +282,10 @@ class Pipeline:
                 raise
             return Stream(candidate, head, done, chunks, deadline, timeouts.idle)
 
+        return await self._dispatch(trace, attempt)
+
+    async def dispatch(self, trace: Trace, attempt: Callable[[Candidate], Awaitable[T]]) -> T:
+        """The plan's attempts (retries, breakers, budgets) around a call of the caller's own (embeddings)."""
         return await self._dispatch(trace, attempt)
 
     async def _dispatch(self, trace: Trace, attempt: Callable[[Candidate], Awaitable[T]]) -> T:
@@ -559,6 +572,13 @@ def _public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+#: Native Responses stream events that carry content (or end the stream).
+_RESPONSES_CONTENT = frozenset({
+    "response.output_text.delta", "response.refusal.delta", "response.function_call_arguments.delta",
+    "response.output_item.done", "response.completed", "response.incomplete",
+})
+
+
 def _has_content(chunk: dict[str, Any]) -> bool:
     """True once a chunk carries something beyond the role-only opening frame."""
     if chunk.get("usage"):
@@ -567,4 +587,4 @@ def _has_content(chunk: dict[str, Any]) -> bool:
         delta = choice.get("delta") or {}
         if delta.get("content") or delta.get("tool_calls") or delta.get("refusal") or choice.get("finish_reason"):
             return True
-    return False
+    return chunk.get("type") in _RESPONSES_CONTENT  # a native Responses event

@@ -29,6 +29,8 @@ Predicate = Callable[[Features, RequestContext], bool]
 
 #: The rule name reported when the client named a tier, backend or alias instead of ``auto``.
 REQUESTED_MODEL = "requested-model"
+#: The synthetic rule of ``model: auto`` embeddings, sent to the default embeddings backend.
+EMBEDDINGS_DEFAULT = "embeddings-default"
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,10 @@ comes from ``router.simulator_text``.
 Endpoints:
     POST /v1/chat/completions   JSON or SSE; honours n, max_(completion_)tokens, seed, tools,
                                 response_format, stream_options.include_usage
+    POST /v1/embeddings         deterministic unit vectors (the same text gives the same vector), float or
+                                base64, ``dimensions``, usage
+    POST /v1/responses          the Responses API (a ``responses: native`` backend): its chat answer, translated
+                                with the gateway's own ``responses_wire``; JSON or typed SSE events
     POST /v1/messages           the same answers in Anthropic's Messages API (``router.simulator_anthropic``)
     GET  /v1/models             OpenAI list with ``profile.model``
     GET  /metrics               vLLM gauges: num_requests_running / _waiting, gpu_cache_usage_perc; counters
@@ -24,12 +28,16 @@ requests it applies to: the SSE faults (stall, drop, extra_frames) by SSE answer
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import math
+import struct
 import time
 import uuid
 from collections.abc import AsyncGenerator, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from random import Random
 from typing import Annotated, Any
 
 import orjson
@@ -44,6 +52,7 @@ from starlette.types import Receive, Scope, Send
 from router.errors import InvalidRequestError
 from router.schemas import parse_chat_request
 from router.simulator_text import Reply, compose_replies, estimate_prompt_tokens
+from router.upstream.responses_wire import StreamTranslator, chat_request, chat_to_response, response_shell, sse
 
 
 @dataclass
@@ -166,6 +175,29 @@ class _Simulator:
             "max_model_len": self.profile.context_window,
         }
         return _json({"object": "list", "data": [card]})
+
+    async def embeddings(self, request: Request) -> Response:
+        """``POST /v1/embeddings`` as OpenAI answers it; the ``status`` fault applies here too."""
+        try:
+            self.authenticate(request)
+            body = _json_or_none(await request.body())
+            self.requests += 1
+            if (failure := self.take("status")) is not None:
+                raise _fault_error(failure)
+            inputs = _embedding_inputs(body)
+        except _RequestError as exc:
+            return exc.response()
+        dimensions = body.get("dimensions") or _EMBEDDING_DIMENSIONS
+        as_base64 = body.get("encoding_format") == "base64"
+        data = []
+        for index, given in enumerate(inputs):
+            vector = embedding_vector(f"{body['model']}|{given}", dimensions)
+            encoded: Any = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode() if as_base64 else vector
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        tokens = sum(len(given) if isinstance(given, list) else max(1, math.ceil(len(given) / 4)) for given in inputs)
+        self.completed += 1
+        return _json({"object": "list", "data": data, "model": body["model"],
+                      "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     async def metrics(self, request: Request) -> Response:
         label = '{model_name="%s"}' % self.profile.model
@@ -334,6 +366,48 @@ class _ChatCompletions:
             sim.in_flight -= 1
 
 
+class _Responses(_ChatCompletions):
+    """``POST /v1/responses`` (a ``responses: native`` backend): the chat side's exchange, delivered as a
+    ``response`` object or its typed events (through the gateway's own ``responses_wire``)."""
+
+    def plan(self, request: Request, raw: bytes) -> _Exchange:
+        sim = self.sim
+        native = _json_or_none(raw)
+        sim.last_request = {"headers": dict(request.headers), "body": native}
+        sim.authenticate(request)
+        try:
+            if not isinstance(native, dict) or not isinstance(native.get("model"), str):
+                raise InvalidRequestError("Missing required parameter: 'model'.", param="model")
+            body, invalid = chat_request({**native, "stream": bool(native.get("stream"))}, []), None
+            if body.get("stream"):
+                body["stream_options"] = {"include_usage": True}  # Responses streams always end with usage
+        except InvalidRequestError as exc:
+            body, invalid = None, exc
+        exchange = sim.decide(body, invalid)
+        exchange.native = native
+        return exchange
+
+    async def run(self, exchange: _Exchange, send: Send) -> bool:
+        shell = response_shell(f"resp_{exchange.id[9:]}", exchange.native, exchange.profile.model)
+        if not exchange.sse:
+            await exchange.generate()
+            body = orjson.dumps(chat_to_response(exchange._completion(), shell))
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return True
+        headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        translator = StreamTranslator(shell)
+        opening = translator.start()
+        async with aclosing(exchange._frames()) as frames:
+            async for payload in frames:
+                events = translator.close() if payload == b"[DONE]" else translator.feed(orjson.loads(payload))
+                body, opening = sse(opening + events), []
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return True
+
+
 @dataclass
 class _Exchange:
     """One decided answer and how to deliver it (timing, framing and faults)."""
@@ -349,6 +423,8 @@ class _Exchange:
     drop: FaultSpec | None
     extra_frames: bool
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    #: The request in its own wire format, when that is not chat completions (Responses).
+    native: Any = None
 
     def __post_init__(self) -> None:
         fingerprint = "fp_" + hashlib.sha256(self.profile.model.encode()).hexdigest()[:10]
@@ -487,6 +563,8 @@ def create_simulator_app(profile: SimProfile) -> Starlette:
     return Starlette(
         routes=[
             Route("/v1/chat/completions", _ChatCompletions(sim), methods=["POST"]),
+            Route("/v1/embeddings", sim.embeddings, methods=["POST"]),
+            Route("/v1/responses", _Responses(sim), methods=["POST"]),
             Route("/v1/messages", AnthropicMessages(sim), methods=["POST"]),
             Route("/v1/models", sim.models, methods=["GET"]),
             Route("/metrics", sim.metrics, methods=["GET"]),
@@ -545,6 +623,36 @@ def _fault_error(spec: FaultSpec) -> _RequestError:
         code=spec.code or code,
         headers=headers,
     )
+
+
+_EMBEDDING_DIMENSIONS = 256
+
+
+def embedding_vector(text: str, dimensions: int) -> list[float]:
+    """A unit vector determined by ``text``: equal texts embed equally, different ones almost orthogonally."""
+    rng = Random(hashlib.sha256(text.encode()).digest())
+    vector = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+
+def _embedding_inputs(body: Any) -> list[Any]:
+    """The inputs of an embeddings body (strings or token-id lists), refused in OpenAI's words when malformed."""
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        raise _RequestError(400, "you must provide a model parameter", param="model")
+    given = body.get("input")
+    if isinstance(given, str) or (isinstance(given, list) and given and all(isinstance(i, int) for i in given)):
+        given = [given]
+    valid = isinstance(given, list) and given and all(
+        (isinstance(i, str) and i) or (isinstance(i, list) and i and all(isinstance(t, int) for t in i)) for i in given
+    )
+    if not valid:
+        raise _RequestError(400, "'input' must be a non-empty string, array of strings or array of token arrays.",
+                            param="input")
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (not isinstance(dimensions, int) or not 1 <= dimensions <= 4096):
+        raise _RequestError(400, "'dimensions' must be an integer between 1 and 4096.", param="dimensions")
+    return list(given)  # type: ignore[arg-type]
 
 
 def _describe(exc: ValidationError) -> str:

@@ -81,7 +81,7 @@ class Trace:
     finished: bool = False
     #: The client went away mid-answer (as opposed to the server cancelling the request at shutdown).
     client_gone: bool = False
-    #: The endpoint it came in on, for the access log.
+    #: The endpoint it came in on, for the access log and the ``endpoint`` metric label.
     path: str = "/v1/chat/completions"
     #: The rate-limit buckets this request took from (``PolicyState.take_rate``), settled at the end.
     rate: Any = None

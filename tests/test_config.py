@@ -83,6 +83,9 @@ def test_valid_config_loads_with_interpolation_and_defaults(tmp_path: Path) -> N
         (("rules:", "auth: {keys: [{name: a, sha256: nothex}]}\nrules:"), "auth.keys[0] 'a'.sha256: String should match pattern"),
         (("rules:", "auth: {keys: [{name: a}]}\nrules:"), "auth.keys[0] 'a': give exactly one of `sha256` or `key_env`"),
         (("model: small", "model: small\n    context_window: lots"), "backends.mid.context_window: Input should be a valid integer"),
+        (("rules:", "embeddings: {default: mid}\nrules:"), "embeddings.default: 'mid' is not a backend with `embeddings`; known: []"),
+        (("model: big", "model: big\n    kind: anthropic\n    embeddings: {model: e}"), "backends.flagship.embeddings: only OpenAI-compatible backends"),
+        (("model: big", "model: big\n    kind: anthropic\n    responses: native"), "backends.flagship.responses: native needs an OpenAI Responses API"),
     ],
 )
 def test_precise_errors(tmp_path: Path, edit: tuple[str, str], expected: str) -> None:

@@ -343,6 +343,7 @@ def test_batched_recording_exports_what_prometheus_client_would() -> None:
     reference = make()
     for i, d in enumerate(durations):
         reference._requests.labels("mid", "mid", "default-mid", "faq", "2xx", "true").inc()
+        reference._endpoint_requests.labels("chat", "2xx").inc()
         reference._duration.labels("mid").observe(d)
         reference._ttft.labels("mid").observe(d / 2)
         reference._overhead.observe(d / 1000)
@@ -357,6 +358,21 @@ def test_batched_recording_exports_what_prometheus_client_would() -> None:
         assert found[key] == pytest.approx(v, rel=1e-12), key
     assert value(found, "llm_router_request_duration_seconds_bucket", backend="mid", le="0.01") == 3
     assert value(found, "llm_router_request_duration_seconds_bucket", backend="mid", le="+Inf") == len(durations)
+
+
+def test_requests_by_endpoint_fold_unknown_paths_into_other() -> None:
+    m = make()
+    finish(m)
+    finish(m, path="/v1/responses", status=502)
+    finish(m, path="/v1/embeddings")
+    finish(m, path="/v1/assistants")
+    found = samples(m)
+    assert series(found, "llm_router_endpoint_requests_total") == {
+        frozenset({"endpoint": "chat", "status_class": "2xx"}.items()): 1.0,
+        frozenset({"endpoint": "responses", "status_class": "5xx"}.items()): 1.0,
+        frozenset({"endpoint": "embeddings", "status_class": "2xx"}.items()): 1.0,
+        frozenset({"endpoint": "other", "status_class": "2xx"}.items()): 1.0,
+    }
 
 
 def test_each_instance_has_its_own_registry() -> None:

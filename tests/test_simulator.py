@@ -482,8 +482,8 @@ def test_control_endpoints_reject_bad_input(base_url: str, body: dict[str, Any])
 
 def test_unknown_url_is_an_openai_404(client: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as caught:
-        client.post("/embeddings", cast_to=object, body={})
-    assert caught.value.message.endswith("Invalid URL (POST /v1/embeddings)")
+        client.post("/assistants", cast_to=object, body={})
+    assert caught.value.message.endswith("Invalid URL (POST /v1/assistants)")
 
 
 @pytest.mark.parametrize("text", ["", "Hello, world!", 'x = {"a": [1, 2]}\n', "  two  spaces  "])

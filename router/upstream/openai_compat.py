@@ -96,6 +96,27 @@ class OpenAICompatProvider:
             raise UpstreamError(f"Backend {self.name!r} sent a completion without `choices`.", code="upstream_malformed")
         return data
 
+    async def post(self, path: str, body: dict[str, Any]) -> Completion:
+        """A JSON call to another endpoint of the upstream (``path`` e.g. ``/embeddings``): its decoded answer,
+        under the same caps and error handling as ``complete``."""
+        with map_transport_errors(self.name):
+            async with self.session.post(
+                f"{self.config.base_url}{path}", data=orjson.dumps(body), headers=self._headers
+            ) as response:
+                status, headers = response.status, response.headers
+                limit = self.config.max_response_bytes if status == 200 else _MAX_ERROR_BODY
+                content, whole = await _read_body(response, limit)
+                if not whole:
+                    response.close()
+        if status != 200:
+            raise error_from_status(self.name, status, content, headers, secrets=self._secrets)
+        if not whole:
+            raise _too_large(self.name, limit)
+        data = _decode_json(self.name, content)
+        if data.get("error"):  # a Responses answer always has the key (null unless it failed)
+            raise error_in_answer(self.name, data["error"], secrets=self._secrets)
+        return Completion(content, data)
+
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[Batch]:
         """Yield the upstream's chunks, validated, in batches: the chunks that arrived together.
 
@@ -144,6 +165,54 @@ class OpenAICompatProvider:
                 response.release()
             else:
                 response.close()
+
+    async def stream_responses(self, body: dict[str, Any]) -> AsyncIterator[Batch]:
+        """A native ``POST {base_url}/responses`` stream: its events in batches, the batch with
+        ``response.completed`` (or ``.incomplete``) marked done; ``error`` and ``response.failed``
+        events raise, so the pipeline can fail over before the first token."""
+        with map_transport_errors(self.name):
+            response = await self.session.post(
+                f"{self.config.base_url}/responses", data=orjson.dumps(body), headers=self._headers
+            )
+        try:
+            if response.status != 200:
+                with map_transport_errors(self.name):
+                    content = await response.content.read(_MAX_ERROR_BODY)
+                raise error_from_status(self.name, response.status, content, response.headers, secrets=self._secrets)
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                with map_transport_errors(self.name):
+                    content, whole = await _read_body(response, self.config.max_response_bytes)
+                if not whole:
+                    raise _too_large(self.name, self.config.max_response_bytes)
+                data = _decode_json(self.name, content)
+                event = {"type": f"response.{data.get('status') or 'completed'}", "response": data}
+                yield [Chunk(orjson.dumps(event), event)], True
+                return
+            decoder = SSEDecoder(self.config.max_event_bytes)
+            while True:
+                with map_transport_errors(self.name):
+                    raw = await response.content.readany()
+                batch = []
+                for payload in self._events(decoder, raw):
+                    event = _decode_json(self.name, payload)
+                    kind = event.get("type")
+                    if kind in ("error", "response.failed"):
+                        failed = event.get("response")
+                        error = failed.get("error") if isinstance(failed, dict) else event
+                        raise error_in_answer(self.name, error or event, secrets=self._secrets, mid_stream=True)
+                    batch.append(Chunk(payload, event))
+                    if kind in ("response.completed", "response.incomplete"):
+                        yield batch, True
+                        return
+                if batch:
+                    yield batch, False
+                if not raw:
+                    raise UpstreamError(
+                        f"Backend {self.name!r} ended the stream before the response completed.",
+                        code="upstream_disconnected",
+                    )
+        finally:
+            response.close()
 
     def _events(self, decoder: SSEDecoder, raw: bytes) -> list[bytes]:
         """The events completed by ``raw`` (by the end of the body when it is empty); one too large raises."""

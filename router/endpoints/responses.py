@@ -1,0 +1,254 @@
+"""``POST /v1/responses`` (and ``GET``/``DELETE /v1/responses/{id}``): the Responses API on chat backends.
+
+The request is translated to chat completions (``router.upstream.responses_wire``), routed and
+served exactly like a chat request, and the answer translated back: a ``response`` object, or the
+typed event stream. With ``store`` (OpenAI's default: true) the response and its conversation are
+kept in the ``ResponseStore``, so ``previous_response_id`` continues it; stored responses belong to
+the client's tenant (else its key) and read as 404 for anyone else.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Protocol
+
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+from pydantic import ConfigDict, Field, TypeAdapter, with_config
+from typing_extensions import Required, TypedDict
+
+from router.api import _begin
+from router.auth import ClientKey
+from router.endpoints.base import parse_body
+from router.endpoints.translated import TranslatedEndpoint, UpstreamCalls
+from router.errors import GatewayError, InvalidRequestError, NotFoundError
+from router.gateway import Gateway
+from router.pipeline import Pipeline
+from router.policy import Candidate
+from router.response_store import ResponseStore
+from router.trace import Trace
+from router.upstream.base import Batch, Completion
+from router.upstream.responses_wire import (
+    StreamTranslator,
+    chat_request,
+    chat_to_response,
+    input_items,
+    response_shell,
+    sse,
+)
+
+
+@with_config(ConfigDict(extra="allow"))
+class ResponsesRequest(TypedDict, total=False):
+    model: Required[str]
+    input: str | list[dict[str, Any]] | None
+    instructions: str | None
+    stream: bool | None
+    store: bool | None
+    previous_response_id: str | None
+    max_output_tokens: Annotated[int, Field(ge=1)] | None
+    temperature: Annotated[float, Field(ge=0, le=2)] | None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None
+    tools: list[dict[str, Any]] | None
+    tool_choice: str | dict[str, Any] | None
+    text: dict[str, Any] | None
+    reasoning: dict[str, Any] | None
+    metadata: dict[str, str] | None
+    parallel_tool_calls: bool | None
+
+
+_VALIDATOR = TypeAdapter(ResponsesRequest)
+#: Request fields whose feature the gateway does not have; refused rather than silently ignored.
+_UNSUPPORTED = ("conversation", "background", "prompt")
+#: Item types whose ``id`` the gateway (or a backend that stored nothing) minted.
+_MINTED_ID_TYPES = frozenset({"message", "function_call"})
+
+
+def parse_responses_request(raw: bytes) -> dict[str, Any]:
+    """Decode and check a Responses body; raise ``InvalidRequestError`` naming the bad field."""
+    data = parse_body(raw, _VALIDATOR, "`model` and `input`")
+    for name in _UNSUPPORTED:
+        if data.get(name):
+            raise InvalidRequestError(f"'{name}' is not supported by this gateway.", param=name)
+    return data
+
+
+def owner_of(client: ClientKey) -> str:
+    """Who a stored response belongs to: the key's tenant, else the key itself."""
+    return f"tenant:{client.tenant}" if client.tenant else f"key:{client.name}"
+
+
+class ResponsesTranslation:
+    """One Responses request's answer side; stores the finished response when the request asked to.
+
+    On a ``responses: native`` backend the request goes to the backend's own ``/responses`` with the
+    whole conversation as input (the gateway keeps the state, so a follow-up may land on any backend)
+    and the answer is relayed under the gateway's response id.
+    """
+
+    def __init__(
+        self, store: ResponseStore | None, owner: str, body: dict[str, Any], history: list[dict[str, Any]]
+    ) -> None:
+        self.store = store if body.get("store", True) else None
+        self.owner = owner
+        self.body = body
+        self.shell = response_shell(f"resp_{secrets.token_hex(16)}", body, body["model"])
+        self.items = history + input_items(body)
+        self.translator = StreamTranslator(self.shell)
+        self.usage: dict[str, int] | None = None
+        self._native = False
+        self._sequence = 0
+        self._final: dict[str, Any] | None = None
+
+    def _keep(self, response: dict[str, Any]) -> None:
+        if self.store is not None and response["status"] != "failed":
+            self.store.put(self.owner, response, self.items + response["output"])
+
+    # -- native backends --------------------------------------------------------------------------
+
+    def upstream_calls(self, pipeline: Pipeline, trace: Trace) -> UpstreamCalls:
+        plan = trace.route.plan
+        if all(c.config.responses != "native" for c in (*plan.candidates, *plan.downgrades)):
+            return None, None
+
+        async def complete(candidate: Candidate) -> Completion:
+            if candidate.config.responses != "native":
+                return await pipeline.providers[candidate.backend].complete(
+                    pipeline.upstream_body(trace.body, candidate)
+                )
+            caller: NativeResponses = pipeline.providers[candidate.backend]  # type: ignore[assignment]
+            return await caller.post("/responses", self._native_body(candidate))
+
+        def stream(candidate: Candidate) -> AsyncIterator[Batch]:
+            if candidate.config.responses != "native":
+                return pipeline.providers[candidate.backend].stream(pipeline.upstream_body(trace.body, candidate))
+            caller: NativeResponses = pipeline.providers[candidate.backend]  # type: ignore[assignment]
+            return caller.stream_responses(self._native_body(candidate))
+
+        return complete, stream
+
+    def _native_body(self, candidate: Candidate) -> dict[str, Any]:
+        # Item ids the gateway minted mean nothing to the backend (it stores nothing): sent without them.
+        items = [
+            {k: v for k, v in item.items() if k != "id"} if item.get("type") in _MINTED_ID_TYPES else item
+            for item in self.items
+        ]
+        body = {**self.body, "model": candidate.config.model, "input": items, "store": False}
+        body.pop("previous_response_id", None)
+        return body
+
+    def _adopt(self, response: dict[str, Any]) -> dict[str, Any]:
+        """A native backend's response under the gateway's id and conversation; notes its usage."""
+        response = {
+            **response,
+            "id": self.shell["id"],
+            "previous_response_id": self.body.get("previous_response_id"),
+            "store": self.body.get("store", True),
+        }
+        usage = response.get("usage")
+        if isinstance(usage, dict):
+            self.usage = {
+                "prompt_tokens": int(usage.get("input_tokens") or 0),
+                "completion_tokens": int(usage.get("output_tokens") or 0),
+            }
+        return response
+
+    # -- Translation ------------------------------------------------------------------------------
+
+    def answer(self, completion: dict[str, Any]) -> bytes:
+        if completion.get("object") == "response":
+            response = self._adopt(completion)
+        else:
+            response = chat_to_response(completion, self.shell)
+        self._keep(response)
+        return orjson.dumps(response)
+
+    def opening(self, candidate: Candidate) -> bytes:
+        self._native = candidate.config.responses == "native"
+        if self._native:
+            return b""  # the backend sends its own response.created
+        self.shell["model"] = candidate.config.model
+        return sse(self.translator.start())
+
+    def events(self, chunks: list[dict[str, Any]]) -> bytes:
+        if not self._native:
+            return b"".join(map(self.translator.feed_sse, chunks))
+        for event in chunks:
+            self._sequence = int(event.get("sequence_number") or self._sequence) + 1
+            if isinstance(event.get("response"), dict):
+                event["response"] = self._adopt(event["response"])
+                if event["type"] in ("response.completed", "response.incomplete"):
+                    self._final = event["response"]
+        return sse(chunks)
+
+    def closing(self) -> bytes:
+        if self._native:
+            if self._final is not None:
+                self._keep(self._final)
+            return b""
+        events = self.translator.close()
+        self._keep(self.translator.response)
+        return sse(events)
+
+    def failed(self, error: GatewayError) -> bytes:
+        if self._native:
+            self.translator.sequence = self._sequence
+        return sse(self.translator.fail(error.code, error.message))
+
+
+class NativeResponses(Protocol):
+    """A provider that also speaks the Responses API (``responses: native`` backends)."""
+
+    async def post(self, path: str, body: dict[str, Any]) -> Completion: ...
+
+    def stream_responses(self, body: dict[str, Any]) -> AsyncIterator[Batch]: ...
+
+
+class ResponsesEndpoint(TranslatedEndpoint):
+    path = "/v1/responses"
+
+    def translate(self, gateway: Gateway, raw: bytes, client: ClientKey) -> tuple[dict[str, Any], ResponsesTranslation]:
+        body = parse_responses_request(raw)
+        owner = owner_of(client)
+        history: list[dict[str, Any]] = []
+        previous = body.get("previous_response_id")
+        if previous:
+            found = gateway.responses.items(owner, previous)
+            if found is None:
+                raise NotFoundError(
+                    f"Previous response with id '{previous}' not found.",
+                    param="previous_response_id",
+                    code="previous_response_not_found",
+                )
+            history = found
+        return chat_request(body, history), ResponsesTranslation(gateway.responses, owner, body, history)
+
+
+async def retrieve_response(request: Request) -> Response:
+    """``GET /v1/responses/{id}``: a stored response of this client's tenant."""
+    found = _gateway_and_owner(request)
+    response = found[0].responses.response(found[1], request.path_params["response_id"])
+    if response is None:
+        raise _not_found(request.path_params["response_id"])
+    return Response(orjson.dumps(response), media_type="application/json", headers={"x-request-id": found[2]})
+
+
+async def delete_response(request: Request) -> Response:
+    """``DELETE /v1/responses/{id}``."""
+    gateway, owner, request_id = _gateway_and_owner(request)
+    response_id = request.path_params["response_id"]
+    if not gateway.responses.delete(owner, response_id):
+        raise _not_found(response_id)
+    body = {"id": response_id, "object": "response.deleted", "deleted": True}
+    return Response(orjson.dumps(body), media_type="application/json", headers={"x-request-id": request_id})
+
+
+def _gateway_and_owner(request: Request) -> tuple[Gateway, str, str]:
+    _, client, request_id = _begin(request)
+    return request.app.state.gateway, owner_of(client), request_id
+
+
+def _not_found(response_id: str) -> NotFoundError:
+    return NotFoundError(f"Response with id '{response_id}' not found.", param="response_id", code="response_not_found")

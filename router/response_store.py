@@ -1,0 +1,189 @@
+"""Stored Responses: what ``store: true`` keeps so ``previous_response_id`` follow-ups and tool loops work.
+
+One SQLite row per stored response: the response object (for ``GET /v1/responses/{id}``) and the
+conversation's items up to and including its output (for the follow-up, which appends its own
+input). Rows belong to an owner (the client key's tenant, else the key's name): another owner's id
+reads as missing. Rows expire after ``ttl_seconds``: expired rows read as missing and are deleted in a
+sweep every ``_SWEEP_EVERY`` writes.
+
+Writes leave the event loop: ``put`` and ``delete`` queue the change for one writer thread (which
+commits whatever is queued in one transaction) and keep it in ``_pending`` until it is written, so a
+follow-up sent right after its answer finds the response (and a deleted one stays gone). Reads look
+at ``_pending`` first, then run a primary-key lookup on the loop (tens of microseconds). Several workers may share one file (WAL; the
+busy timeout makes a writer wait for another's transaction); another worker sees a response once
+it is written, within about ``_GATHER_SECONDS`` of the answer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("router.response_store")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL,
+    response BLOB NOT NULL,
+    items BLOB NOT NULL
+)
+"""
+_SWEEP_EVERY = 1000
+_BUSY_TIMEOUT = 5.0
+_GATHER_SECONDS = 0.2
+_memory_names = itertools.count()
+
+#: A queued change: ``("put", row)``, ``("delete", (id, owner))`` or ``("flush", event)``; None stops the writer.
+_Change = tuple[str, Any] | None
+#: id, owner, expires, response JSON, items JSON.
+_Row = tuple[str, str, float, bytes, bytes]
+
+
+class ResponseStore:
+    def __init__(self, path: str | None, ttl_seconds: float, clock: Callable[[], float] = time.time) -> None:
+        """``path`` None keeps the responses in this process's memory (lost on restart, not shared by workers).
+
+        The database opens on first use: a gateway that never serves ``/v1/responses`` creates no file.
+        """
+        self.ttl_seconds = ttl_seconds
+        self._path = Path(path).absolute() if path else None
+        self._uri = self._path.as_uri() if self._path else f"file:responses-{next(_memory_names)}?mode=memory&cache=shared"
+        self._clock = clock
+        self._reader: sqlite3.Connection | None = None
+        #: id -> the row being written, or None for a delete being written.
+        self._pending: dict[str, _Row | None] = {}
+        self._lock = threading.Lock()
+        self._changes: queue.SimpleQueue[_Change] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._path is not None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self._uri, uri=True, timeout=_BUSY_TIMEOUT, check_same_thread=False, isolation_level=None)
+        if self._path is not None:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(_SCHEMA)
+        return db
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._reader is None:
+            self._reader = self._connect()  # before the writer: an in-memory database lives while one is open
+            self._writer = threading.Thread(
+                target=self._write, args=(self._connect(),), name="response-store", daemon=True
+            )
+            self._writer.start()
+        return self._reader
+
+    def put(self, owner: str, response: dict[str, Any], items: list[dict[str, Any]]) -> None:
+        """Keep ``response`` and the conversation ``items`` it ends (input so far plus its output)."""
+        self._db  # noqa: B018 - opens the database and starts the writer on first use
+        row = (response["id"], owner, self._clock() + self.ttl_seconds, orjson.dumps(response), orjson.dumps(items))
+        with self._lock:
+            self._pending[row[0]] = row
+        self._changes.put(("put", row))
+
+    def _row(self, owner: str, response_id: str) -> tuple[Any, ...] | None:
+        if response_id in self._pending:
+            row: tuple[Any, ...] | None = self._pending[response_id]
+        else:
+            row = self._db.execute(
+                "SELECT id, owner, expires, response, items FROM responses WHERE id = ? AND owner = ?",
+                (response_id, owner),
+            ).fetchone()
+        if row is None or row[1] != owner or row[2] < self._clock():
+            return None
+        return row
+
+    def response(self, owner: str, response_id: str) -> dict[str, Any] | None:
+        """The stored response object, or None (unknown, expired, or another owner's)."""
+        row = self._row(owner, response_id)
+        return None if row is None else orjson.loads(row[3])  # type: ignore[no-any-return]
+
+    def items(self, owner: str, response_id: str) -> list[dict[str, Any]] | None:
+        """The conversation items a follow-up of ``response_id`` continues, or None."""
+        row = self._row(owner, response_id)
+        return None if row is None else orjson.loads(row[4])  # type: ignore[no-any-return]
+
+    def delete(self, owner: str, response_id: str) -> bool:
+        """Forget a response of ``owner``; False if there was none."""
+        if self._row(owner, response_id) is None:
+            return False
+        with self._lock:
+            self._pending[response_id] = None
+        self._changes.put(("delete", (response_id, owner)))
+        return True
+
+    def _write(self, db: sqlite3.Connection) -> None:
+        """The writer thread: everything queued so far in one transaction, until ``close``."""
+        writes = 0
+        while True:
+            changes = [self._changes.get()]
+            if changes[0] is not None and changes[0][0] != "flush":
+                # Let changes gather: one transaction (and one wake-up of this thread) per interval,
+                # instead of a wake-up that competes with the event loop for every answer.
+                time.sleep(_GATHER_SECONDS)
+            while not self._changes.empty() and changes[-1] is not None:
+                changes.append(self._changes.get())
+            stop = changes[-1] is None
+            try:
+                with db:
+                    db.execute("BEGIN")
+                    for change in changes:
+                        if change is None:
+                            continue
+                        kind, args = change
+                        if kind == "flush":
+                            continue
+                        if kind == "put":
+                            db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)", args)
+                            writes += 1
+                            if writes % _SWEEP_EVERY == 0:
+                                db.execute("DELETE FROM responses WHERE expires < ?", (self._clock(),))
+                        else:
+                            db.execute("DELETE FROM responses WHERE id = ? AND owner = ?", args)
+            except sqlite3.Error:
+                log.exception("could not write %d stored-response changes", len(changes))
+            with self._lock:  # written changes leave _pending, unless a newer one replaced them meanwhile
+                for change in changes:
+                    if change is None or change[0] == "flush":
+                        continue
+                    key, written = change[1][0], change[1] if change[0] == "put" else None
+                    if key in self._pending and self._pending[key] is written:
+                        del self._pending[key]
+            for change in changes:
+                if change is not None and change[0] == "flush":
+                    change[1].set()
+            if stop:
+                db.close()
+                return
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything queued so far is written; False on timeout."""
+        if self._writer is None:
+            return True
+        done = threading.Event()
+        self._changes.put(("flush", done))
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        """Write what is queued, then close."""
+        if self._writer is not None:
+            self._changes.put(None)
+            self._writer.join()
+            self._writer = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None

@@ -1,0 +1,47 @@
+"""The stored-Responses table: owner isolation, TTL, delete, persistence across opens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from router.response_store import ResponseStore
+
+RESPONSE = {"id": "resp_1", "object": "response", "output": [{"type": "message", "content": []}]}
+ITEMS = [{"type": "message", "role": "user", "content": "hi"}, *RESPONSE["output"]]
+
+
+def test_a_response_is_only_found_by_its_owner_until_it_expires() -> None:
+    now = [1000.0]
+    store = ResponseStore(None, ttl_seconds=60, clock=lambda: now[0])
+    store.put("tenant:acme", RESPONSE, ITEMS)
+    assert store.response("tenant:acme", "resp_1") == RESPONSE
+    assert store.items("tenant:acme", "resp_1") == ITEMS
+    assert store.response("tenant:beta", "resp_1") is None
+    assert not store.delete("tenant:beta", "resp_1")
+    assert store.flush()  # written to the database: the same answers from there
+    assert store.items("tenant:acme", "resp_1") == ITEMS and store.response("tenant:beta", "resp_1") is None
+    now[0] += 61
+    assert store.items("tenant:acme", "resp_1") is None
+    store.close()
+
+
+def test_delete_and_persistence(tmp_path: Path) -> None:
+    path = str(tmp_path / "new dir" / "responses?.sqlite3")  # created on first use; any file name
+    first = ResponseStore(path, ttl_seconds=60)
+    first.put("key:ci", RESPONSE, ITEMS)
+    first.put("key:ci", {**RESPONSE, "id": "resp_2"}, ITEMS)
+    first.close()
+    second = ResponseStore(path, ttl_seconds=60)
+    assert second.response("key:ci", "resp_1") == RESPONSE
+    assert second.delete("key:ci", "resp_1") and not second.delete("key:ci", "resp_1")
+    assert second.response("key:ci", "resp_1") is None and second.response("key:ci", "resp_2") is not None
+    assert second.flush()
+    assert second.response("key:ci", "resp_1") is None and second.response("key:ci", "resp_2") is not None
+    second.close()
+
+
+def test_nothing_is_created_until_first_use(tmp_path: Path) -> None:
+    path = tmp_path / "responses.sqlite3"
+    store = ResponseStore(str(path), ttl_seconds=60)
+    store.close()
+    assert not path.exists()
