@@ -190,6 +190,9 @@ class BackendConfig(_Model):
     timeouts: TimeoutsConfig = TimeoutsConfig()
     #: Ask the upstream for a usage chunk on streams (``stream_options.include_usage``).
     stream_usage: bool = True
+    #: The model takes ``reasoning_effort`` (``reasoning.effort`` on /v1/responses); false drops it, as a
+    #: request routed to a model without reasoning controls would otherwise be refused upstream.
+    reasoning_effort: bool = True
     #: Extra headers sent upstream (e.g. ``OpenAI-Organization``); never the client's.
     headers: dict[str, str] = {}
     #: Runs on hardware we control: the only kind of backend allowed to see personal data.

@@ -226,8 +226,11 @@ class Pipeline:
     # -- upstream ----------------------------------------------------------------------------------
 
     def upstream_body(self, body: dict[str, Any], candidate: Candidate) -> dict[str, Any]:
-        """The client's body with the upstream's model name; on streams, ask for usage."""
+        """The client's body with the upstream's model name, without ``reasoning_effort`` where the backend
+        takes none; on streams, ask for usage."""
         out = {**body, "model": candidate.config.model}
+        if not candidate.config.reasoning_effort and "reasoning_effort" in out:
+            del out["reasoning_effort"]
         if body.get("stream") and candidate.config.stream_usage:
             out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         return out
