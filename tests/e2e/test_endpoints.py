@@ -308,8 +308,11 @@ def test_endpoint_metrics(gateway: Stack) -> None:
     assert 'llm_router_endpoint_requests_total{endpoint="embeddings",status_class="2xx"}' in text
 
 
-def test_the_response_store_survives_a_gateway_restart(gateway: Stack, tmp_path: Path) -> None:
+def test_the_response_store_survives_a_gateway_restart(gateway: GatewayStack, tmp_path: Path) -> None:
     stored = gateway.client().responses.create(model="mid", input=EASY)
+    # What a stopping gateway does (the store is written within a fraction of a second of the answer,
+    # and flushed at shutdown); a second gateway reading the same file then finds the response.
+    assert gateway.gateway.responses.flush()
     app = create_app(load_config(gateway.config_path, ENV), path=gateway.config_path, environ=ENV, watch=False)
     with serve(app) as url:
         again = openai.OpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0)
