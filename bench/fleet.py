@@ -55,6 +55,7 @@ def fleet_config(log_dir: Path) -> Path:
     config = log_dir / "fleet-router.yaml"
     config.write_text(text.replace("rate_limits: []", RATE_LIMIT))
     shutil.copy(REPO / "config" / "tasks.yaml", log_dir / "tasks.yaml")
+    shutil.copytree(REPO / "config" / "models", log_dir / "models", dirs_exist_ok=True)
     return config
 
 
