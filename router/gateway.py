@@ -69,6 +69,7 @@ class Gateway:
         self.pipeline = self._build(config, {}, keyring)
         #: Stored Responses; its file and TTL are read at start-up (a reload does not move them).
         self.responses = ResponseStore(config.responses.store_path, config.responses.ttl_seconds)
+        self.responses.shared = self.state.store
         self.reloads = {"success": 0, "failure": 0}
         self.last_reload_error: str | None = None
 

@@ -16,6 +16,8 @@ it is written, within about ``_GATHER_SECONDS`` of the answer.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
 import queue
@@ -24,9 +26,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from router.shared import StateUnavailableError
+
+if TYPE_CHECKING:
+    from router.shared.redis import RedisStore
 
 log = logging.getLogger("router.response_store")
 
@@ -51,6 +58,10 @@ _Row = tuple[str, str, float, bytes, bytes]
 
 
 class ResponseStore:
+    #: With a fleet's Redis (``state.redis_url``): every stored response is also written there, and an id
+    #: this process does not hold is looked up there, so any replica can serve a follow-up.
+    shared: RedisStore | None = None
+
     def __init__(self, path: str | None, ttl_seconds: float, clock: Callable[[], float] = time.time) -> None:
         """``path`` None keeps the responses in this process's memory (lost on restart, not shared by workers).
 
@@ -66,6 +77,7 @@ class ResponseStore:
         self._lock = threading.Lock()
         self._changes: queue.SimpleQueue[_Change] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
+        self._shared_writes: set[asyncio.Task[None]] = set()
 
     def _connect(self) -> sqlite3.Connection:
         if self._path is not None:
@@ -94,6 +106,48 @@ class ResponseStore:
         with self._lock:
             self._pending[row[0]] = row
         self._changes.put(("put", row))
+        if self.shared is not None:
+            value = orjson.dumps({"owner": owner, "response": response, "items": items}).decode()
+            task = asyncio.get_running_loop().create_task(self._share(self.shared, response["id"], value))
+            self._shared_writes.add(task)
+            task.add_done_callback(self._shared_writes.discard)
+
+    async def _share(self, shared: RedisStore, response_id: str, value: str) -> None:
+        with contextlib.suppress(StateUnavailableError):  # this replica still has it
+            await shared.response_set(response_id, value, self.ttl_seconds)
+
+    async def find(self, owner: str, response_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+        """The stored response and its items, or None (unknown, expired, deleted, another owner's).
+
+        With a fleet's store, what it says wins (a response deleted through another replica stays
+        deleted); this process's store answers when it does not know the id (its copy may still be on
+        the way) or cannot be reached.
+        """
+        if self.shared is not None:
+            try:
+                value = await self.shared.response_get(response_id)
+            except StateUnavailableError:
+                value = None
+            if value is not None:
+                stored = orjson.loads(value)
+                if stored.get("owner") != owner or stored.get("deleted"):
+                    return None
+                return stored["response"], stored["items"]
+        row = self._row(owner, response_id)
+        return None if row is None else (orjson.loads(row[3]), orjson.loads(row[4]))
+
+    async def remove(self, owner: str, response_id: str) -> bool:
+        """Forget a response of ``owner``, here and (as a tombstone until it would have expired) in the
+        fleet's store; False if there was none."""
+        if await self.find(owner, response_id) is None:
+            return False
+        if self._row(owner, response_id) is not None:
+            self.delete(owner, response_id)
+        if self.shared is not None:
+            tombstone = orjson.dumps({"owner": owner, "deleted": True}).decode()
+            with contextlib.suppress(StateUnavailableError):
+                await self.shared.response_set(response_id, tombstone, self.ttl_seconds)
+        return True
 
     def _row(self, owner: str, response_id: str) -> tuple[Any, ...] | None:
         if response_id in self._pending:

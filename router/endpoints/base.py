@@ -50,7 +50,7 @@ class Endpoint:
     #: The path accounted and logged for these requests (e.g. ``/v1/responses``).
     path = ""
 
-    def prepare(
+    async def prepare(
         self, gateway: Gateway, raw: bytes, client: ClientKey, headers: Mapping[str, str]
     ) -> tuple[dict[str, Any], Route, Any]:
         """Parse ``raw`` and route it: the body for the trace, its route, and what ``serve`` needs besides."""
@@ -92,7 +92,7 @@ class Endpoint:
         try:
             client = pipeline.keyring.authenticate(headers.get("authorization"))
             raw = await _read_body(receive, headers.get("content-length"), pipeline.config.server.max_body_bytes)
-            body, route, context = self.prepare(gateway, raw, client, headers)
+            body, route, context = await self.prepare(gateway, raw, client, headers)
         except GatewayError as exc:
             pipeline.accountant.reject(request_id, exc.status_code, started, self.path)
             await send_error(send, exc, request_id)

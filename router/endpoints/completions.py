@@ -88,7 +88,7 @@ class CompletionsTranslation:
 class CompletionsEndpoint(TranslatedEndpoint):
     path = "/v1/completions"
 
-    def translate(
+    async def translate(
         self, gateway: Gateway, raw: bytes, client: ClientKey
     ) -> tuple[dict[str, Any], CompletionsTranslation]:
         body = parse_completions_request(raw)

@@ -129,7 +129,7 @@ class EmbeddingsEndpoint(Endpoint):
             self._targets = (config, EmbeddingTargets.from_config(config))
         return self._targets[1]
 
-    def prepare(
+    async def prepare(
         self, gateway: Gateway, raw: bytes, client: ClientKey, headers: Mapping[str, str]
     ) -> tuple[dict[str, Any], Route, None]:
         body = parse_embeddings_request(raw)

@@ -209,37 +209,39 @@ class NativeResponses(Protocol):
 class ResponsesEndpoint(TranslatedEndpoint):
     path = "/v1/responses"
 
-    def translate(self, gateway: Gateway, raw: bytes, client: ClientKey) -> tuple[dict[str, Any], ResponsesTranslation]:
+    async def translate(
+        self, gateway: Gateway, raw: bytes, client: ClientKey
+    ) -> tuple[dict[str, Any], ResponsesTranslation]:
         body = parse_responses_request(raw)
         owner = owner_of(client)
         history: list[dict[str, Any]] = []
         previous = body.get("previous_response_id")
         if previous:
-            found = gateway.responses.items(owner, previous)
+            found = await gateway.responses.find(owner, previous)
             if found is None:
                 raise NotFoundError(
                     f"Previous response with id '{previous}' not found.",
                     param="previous_response_id",
                     code="previous_response_not_found",
                 )
-            history = found
+            history = found[1]
         return chat_request(body, history), ResponsesTranslation(gateway.responses, owner, body, history)
 
 
 async def retrieve_response(request: Request) -> Response:
     """``GET /v1/responses/{id}``: a stored response of this client's tenant."""
-    found = _gateway_and_owner(request)
-    response = found[0].responses.response(found[1], request.path_params["response_id"])
-    if response is None:
+    gateway, owner, request_id = _gateway_and_owner(request)
+    found = await gateway.responses.find(owner, request.path_params["response_id"])
+    if found is None:
         raise _not_found(request.path_params["response_id"])
-    return Response(orjson.dumps(response), media_type="application/json", headers={"x-request-id": found[2]})
+    return Response(orjson.dumps(found[0]), media_type="application/json", headers={"x-request-id": request_id})
 
 
 async def delete_response(request: Request) -> Response:
     """``DELETE /v1/responses/{id}``."""
     gateway, owner, request_id = _gateway_and_owner(request)
     response_id = request.path_params["response_id"]
-    if not gateway.responses.delete(owner, response_id):
+    if not await gateway.responses.remove(owner, response_id):
         raise _not_found(response_id)
     body = {"id": response_id, "object": "response.deleted", "deleted": True}
     return Response(orjson.dumps(body), media_type="application/json", headers={"x-request-id": request_id})

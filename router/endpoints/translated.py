@@ -70,14 +70,14 @@ class Translation(Protocol):
 
 
 class TranslatedEndpoint(Endpoint):
-    def translate(self, gateway: Gateway, raw: bytes, client: ClientKey) -> tuple[dict[str, Any], Translation]:
+    async def translate(self, gateway: Gateway, raw: bytes, client: ClientKey) -> tuple[dict[str, Any], Translation]:
         """Parse ``raw``: the chat-completions body to route and send, and the answer's translation."""
         raise NotImplementedError
 
-    def prepare(
+    async def prepare(
         self, gateway: Gateway, raw: bytes, client: ClientKey, headers: Mapping[str, str]
     ) -> tuple[dict[str, Any], Route, Translation]:
-        body, translation = self.translate(gateway, raw, client)
+        body, translation = await self.translate(gateway, raw, client)
         return body, gateway.pipeline.route(body, client, headers), translation
 
     async def serve(

@@ -180,6 +180,19 @@ class RedisStore:
         key = f"{self._prefix}:sticky:{digest.hex()}"
         await self._call(lambda: self._client.set(key, tier, px=int(ttl_seconds * 1000)))
 
+    # -- stored Responses ------------------------------------------------------------------------
+
+    async def response_get(self, response_id: str) -> str | None:
+        value: str | None = await self._call(lambda: self._client.get(f"{self._prefix}:response:{response_id}"))
+        return value
+
+    async def response_set(self, response_id: str, value: str, ttl_seconds: float) -> None:
+        key = f"{self._prefix}:response:{response_id}"
+        await self._call(lambda: self._client.set(key, value, px=int(ttl_seconds * 1000)))
+
+    async def response_delete(self, response_id: str) -> None:
+        await self._call(lambda: self._client.delete(f"{self._prefix}:response:{response_id}"))
+
     # -- availability ----------------------------------------------------------------------------
 
     async def _call(self, run: Callable[[], Awaitable[T]]) -> T:

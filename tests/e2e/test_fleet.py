@@ -204,6 +204,22 @@ def test_an_escalated_conversation_sticks_on_another_replica(tmp_path: Path, ups
     assert raw.headers["x-router-rerouted"] == "sticky"
 
 
+def test_a_stored_response_is_continued_read_and_deleted_through_another_replica(
+        tmp_path: Path, upstreams: tuple[str, str], redis: RedisServer) -> None:
+    stack, (a, b) = replicas(tmp_path, upstreams, redis.url, "")  # each keeps its own responses in memory
+    with stack:
+        on_a = openai.OpenAI(base_url=f"{a.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+        on_b = openai.OpenAI(base_url=f"{b.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+        first = on_a.responses.create(model="auto", input="What is the capital of France?")
+        time.sleep(0.2)  # replica a writes the response to Redis after it answered
+        follow_up = on_b.responses.create(model="auto", input="And of Spain?", previous_response_id=first.id)
+        assert follow_up.status == "completed"
+        assert on_b.responses.retrieve(first.id).output_text == first.output_text
+        on_b.responses.delete(first.id)
+        with pytest.raises(openai.NotFoundError):
+            on_a.responses.retrieve(first.id)  # a still holds its copy, but the fleet's store says deleted
+
+
 @pytest.fixture
 def postgres() -> Iterator[Postgres]:
     with postgres_server() as server:
