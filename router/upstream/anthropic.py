@@ -23,7 +23,7 @@ from router.config import BackendConfig
 from router.errors import UpstreamClientError, UpstreamError
 from router.redact import redact
 from router.upstream.base import CONTEXT_LENGTH_CODE, Batch, Chunk, Completion, error_from_status, map_transport_errors
-from router.upstream.openai_compat import _MAX_ERROR_BODY, OpenAICompatProvider, _drain, _read_body, _too_large
+from router.upstream.openai_compat import _MAX_ERROR_BODY, OpenAICompatProvider, _drain
 from router.upstream.sse import SSEDecoder
 
 #: The request as a Messages API body, while ``POST /v1/messages`` serves it: an Anthropic backend
@@ -61,16 +61,9 @@ class AnthropicProvider(OpenAICompatProvider):
     async def complete(self, body: dict[str, Any]) -> Completion:
         payload = self._request({**body, "stream": False})
         with map_transport_errors(self.name):
-            async with self.session.post(self._url, data=payload, headers=self._headers) as response:
-                status, headers = response.status, response.headers
-                limit = self.config.max_response_bytes if status == 200 else _MAX_ERROR_BODY
-                content, whole = await _read_body(response, limit)
-                if not whole:
-                    response.close()  # abandon the rest of the body with its connection
+            status, headers, content = await self._post_bounded(self._url, payload)
         if status != 200:
             raise anthropic_error(self.name, status, content, headers, secrets=self._secrets)
-        if not whole:
-            raise _too_large(self.name, limit)
         try:
             message = orjson.loads(content)
         except orjson.JSONDecodeError as exc:

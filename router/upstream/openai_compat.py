@@ -8,7 +8,7 @@ upstream call for every request it serves.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -70,22 +70,29 @@ class OpenAICompatProvider:
 
     async def complete(self, body: dict[str, Any]) -> Completion:
         with map_transport_errors(self.name):
-            async with self.session.post(self._url, data=orjson.dumps(body), headers=self._headers) as response:
-                status, headers = response.status, response.headers
-                limit = self.config.max_response_bytes if status == 200 else _MAX_ERROR_BODY
-                content, whole = await _read_body(response, limit)
-                if not whole:
-                    response.close()  # abandon the rest of the body with its connection
+            status, headers, content = await self._post_bounded(self._url, orjson.dumps(body))
         if status != 200:
             raise error_from_status(self.name, status, content, headers, secrets=self._secrets)
-        if not whole:
-            raise _too_large(self.name, limit)
         if headers.get("content-type", "").startswith("text/event-stream"):
             decoder = SSEDecoder(self.config.max_event_bytes)
             events, _ = _decode_events(self.name, self._events(decoder, content + b"\n\n"), self._secrets)
             data = chunks_to_completion([chunk.data for chunk in events])
             return Completion(orjson.dumps(data), data)
         return Completion(content, self._completion(content))
+
+    async def _post_bounded(self, url: str, payload: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        """POST ``payload``: the answer's status, headers and body. A 200 body is read up to
+        ``max_response_bytes`` (more raises, and the connection goes with the rest of it); an error body
+        only up to ``_MAX_ERROR_BODY``, for its message."""
+        async with self.session.post(url, data=payload, headers=self._headers) as response:
+            status, headers = response.status, response.headers
+            limit = self.config.max_response_bytes if status == 200 else _MAX_ERROR_BODY
+            content, whole = await _read_body(response, limit)
+            if not whole:
+                response.close()  # abandon the rest of the body with its connection
+        if status == 200 and not whole:
+            raise _too_large(self.name, limit)
+        return status, headers, content
 
     def _completion(self, content: bytes) -> dict[str, Any]:
         """A JSON answer with status 200: a completion, or an error the upstream sent with the wrong status."""
@@ -100,18 +107,9 @@ class OpenAICompatProvider:
         """A JSON call to another endpoint of the upstream (``path`` e.g. ``/embeddings``): its decoded answer,
         under the same caps and error handling as ``complete``."""
         with map_transport_errors(self.name):
-            async with self.session.post(
-                f"{self.config.base_url}{path}", data=orjson.dumps(body), headers=self._headers
-            ) as response:
-                status, headers = response.status, response.headers
-                limit = self.config.max_response_bytes if status == 200 else _MAX_ERROR_BODY
-                content, whole = await _read_body(response, limit)
-                if not whole:
-                    response.close()
+            status, headers, content = await self._post_bounded(f"{self.config.base_url}{path}", orjson.dumps(body))
         if status != 200:
             raise error_from_status(self.name, status, content, headers, secrets=self._secrets)
-        if not whole:
-            raise _too_large(self.name, limit)
         data = _decode_json(self.name, content)
         if data.get("error"):  # a Responses answer always has the key (null unless it failed)
             raise error_in_answer(self.name, data["error"], secrets=self._secrets)
