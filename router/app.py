@@ -21,7 +21,7 @@ from router.endpoints.routes import DIRECT_ENDPOINTS, ENDPOINTS
 from router.endpoints.routes import router as endpoints_router
 from router.errors import GatewayError, MethodNotAllowedError
 from router.gateway import Gateway
-from router.messages import ANTHROPIC_PATHS, serve_anthropic
+from router.endpoints.messages import ANTHROPIC_PATHS, serve_anthropic
 
 log = logging.getLogger("router.app")
 

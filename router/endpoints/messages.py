@@ -44,7 +44,7 @@ from router.pipeline import Pipeline, Stream
 from router.trace import Trace
 from router.upstream.anthropic import NATIVE_REQUEST
 
-log = logging.getLogger("router.messages")
+log = logging.getLogger("router.endpoints")
 
 MESSAGES_PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
