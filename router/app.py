@@ -21,7 +21,6 @@ from router.endpoints.routes import DIRECT_ENDPOINTS, ENDPOINTS
 from router.endpoints.routes import router as endpoints_router
 from router.errors import GatewayError, MethodNotAllowedError
 from router.gateway import Gateway
-from router.endpoints.messages import ANTHROPIC_PATHS, serve_anthropic
 
 log = logging.getLogger("router.app")
 
@@ -68,10 +67,9 @@ class GatewayApp(FastAPI):
     """FastAPI, with a direct path for chat completions.
 
     Every request pays for FastAPI's and Starlette's middleware and routing (about 80 us of CPU per
-    request on the benchmark machine); the endpoints that carry the traffic (chat completions,
-    Anthropic's ``/v1/messages`` in ``router.messages``, and responses, completions and embeddings in
-    ``router.endpoints``) skip them, on the raw ASGI interface, and answer their errors as the
-    registered handlers would. Everything else goes through FastAPI.
+    request on the benchmark machine); the endpoints that carry the traffic (chat completions, and
+    responses, completions, embeddings and Anthropic's ``/v1/messages`` in ``router.endpoints``) skip
+    them, on the raw ASGI interface, and answer their errors as the registered handlers would. Everything else goes through FastAPI.
     """
 
     @property
@@ -82,12 +80,8 @@ class GatewayApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in HOT_PATHS:
-            if scope["type"] == "http" and scope["path"] in ANTHROPIC_PATHS:  # Anthropic's Messages API, also raw
-                scope["app"] = self
-                await serve_anthropic(self.state.gateway.pipeline, scope, receive, send)
-                return
             endpoint = DIRECT_ENDPOINTS.get(scope["path"]) if scope["type"] == "http" else None
-            if endpoint is not None:  # responses, legacy completions, embeddings: also raw
+            if endpoint is not None:  # responses, legacy completions, embeddings, messages: also raw
                 scope["app"] = self
                 await endpoint(scope, receive, send)
                 return

@@ -575,10 +575,12 @@ def _public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-#: Native Responses stream events that carry content (or end the stream).
-_RESPONSES_CONTENT = frozenset({
+#: Native Responses and Anthropic stream events that carry content (or end the stream): the
+#: openings before them (``response.created``, ``message_start``, ``content_block_start``, ``ping``) are held back.
+_NATIVE_CONTENT = frozenset({
     "response.output_text.delta", "response.refusal.delta", "response.function_call_arguments.delta",
     "response.output_item.done", "response.completed", "response.incomplete",
+    "content_block_delta", "content_block_stop", "message_delta", "message_stop",
 })
 
 
@@ -590,4 +592,4 @@ def _has_content(chunk: dict[str, Any]) -> bool:
         delta = choice.get("delta") or {}
         if delta.get("content") or delta.get("tool_calls") or delta.get("refusal") or choice.get("finish_reason"):
             return True
-    return chunk.get("type") in _RESPONSES_CONTENT  # a native Responses event
+    return chunk.get("type") in _NATIVE_CONTENT  # a native Responses or Anthropic event

@@ -13,6 +13,7 @@ Endpoints:
     POST /v1/responses          the Responses API (a ``responses: native`` backend): its chat answer, translated
                                 with the gateway's own ``responses_wire``; JSON or typed SSE events
     POST /v1/messages           the same answers in Anthropic's Messages API (``router.simulator_anthropic``)
+    POST /v1/messages/count_tokens  Anthropic's token count of a Messages API prompt
     GET  /v1/models             OpenAI list with ``profile.model``
     GET  /metrics               vLLM gauges: num_requests_running / _waiting, gpu_cache_usage_perc; counters
                                 prompt_tokens_total, generation_tokens_total
@@ -37,6 +38,7 @@ import uuid
 from collections.abc import AsyncGenerator, Coroutine
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from functools import partial
 from random import Random
 from typing import Annotated, Any
 
@@ -150,6 +152,8 @@ class _Simulator:
     #: Tokens of the answers sent to the end, as vLLM counts them (its ``*_tokens_total`` counters).
     prompt_tokens: int = 0
     generation_tokens: int = 0
+    #: Anthropic's prompt cache: the prompt prefixes (up to a ``cache_control`` mark) written so far.
+    prompt_cache: set[str] = field(default_factory=set)
 
     def take(self, kind: str) -> FaultSpec | None:
         """The armed fault of this kind, counting one use; None if not armed."""
@@ -557,7 +561,7 @@ class _Exchange:
 
 def create_simulator_app(profile: SimProfile) -> Starlette:
     """A fresh simulated upstream; state (faults, counters) belongs to the returned app."""
-    from router.simulator_anthropic import AnthropicMessages
+    from router.simulator_anthropic import AnthropicMessages, count_tokens
 
     sim = _Simulator(profile)
     return Starlette(
@@ -566,6 +570,7 @@ def create_simulator_app(profile: SimProfile) -> Starlette:
             Route("/v1/embeddings", sim.embeddings, methods=["POST"]),
             Route("/v1/responses", _Responses(sim), methods=["POST"]),
             Route("/v1/messages", AnthropicMessages(sim), methods=["POST"]),
+            Route("/v1/messages/count_tokens", partial(count_tokens, sim), methods=["POST"]),
             Route("/v1/models", sim.models, methods=["GET"]),
             Route("/metrics", sim.metrics, methods=["GET"]),
             Route("/_sim/faults", sim.arm_faults, methods=["POST"]),

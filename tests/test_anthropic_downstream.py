@@ -13,7 +13,6 @@ from router.anthropic_wire.downstream import (
     EventTranslator,
     error_body,
     parse_messages_request,
-    passthrough_request,
     to_chat_request,
     to_message,
 )
@@ -144,7 +143,8 @@ def test_server_tools_are_refused() -> None:
     assert caught.value.param == "tools.0.type"
 
 
-def test_passthrough_drops_thinking_only() -> None:
+def test_thinking_is_left_out_of_the_chat_translation() -> None:
+    """For OpenAI-compatible backends only: Anthropic backends are sent the request itself."""
     thinking = {"type": "thinking", "thinking": "hmm", "signature": "s"}
     body = {
         "model": "auto",
@@ -153,20 +153,14 @@ def test_passthrough_drops_thinking_only() -> None:
         "thinking": {"type": "enabled", "budget_tokens": 1024},
         "messages": [
             {"role": "user", "content": "x"},
-            {"role": "assistant", "content": [thinking, {"type": "text", "text": "y"}]},
+            {"role": "assistant", "content": [thinking, {"type": "redacted_thinking", "data": "d"}, {"type": "text", "text": "y"}]},
         ],
     }
-    out = passthrough_request(body)
-    assert out == {
+    assert to_chat_request(body) == {
         "model": "auto",
         "max_tokens": 5,
-        "top_k": 3,
-        "messages": [
-            {"role": "user", "content": "x"},
-            {"role": "assistant", "content": [{"type": "text", "text": "y"}]},
-        ],
+        "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
     }
-    assert body["messages"][1]["content"][0] == thinking  # the client's body is left as it was
 
 
 @pytest.mark.parametrize(

@@ -4,13 +4,13 @@
 the field), ``to_chat_request`` turns it into the chat-completions body the pipeline routes and
 every backend kind accepts, and ``to_message`` / ``EventTranslator`` turn the answer back.
 
-Dropped on the way to OpenAI-compatible backends, as hints with no chat-completions equivalent:
-``cache_control`` on any block, ``top_k``, ``service_tier``, ``is_error`` on tool results (an
-Anthropic backend is sent the request itself, ``passthrough_request``, and keeps them). Dropped for
-every backend: ``thinking`` (the answer carries no thinking blocks; those in the history are left
-out), ``context_management`` (a beta). Refused with a 400 naming the field, whatever the backend:
-server tools (``web_search`` and other typed tools), ``document`` and other non-text, non-image
-blocks, images inside tool results, and unknown top-level fields (as Anthropic refuses them).
+Anthropic backends are sent the request itself (``router.endpoints.messages``); this translation
+is for the others. Dropped on the way, as hints with no chat-completions equivalent: ``cache_control``
+on any block, ``top_k``, ``service_tier``, ``is_error`` on tool results, ``thinking`` (and the
+thinking blocks of the history), ``context_management`` (a beta). Refused with a 400 naming the field,
+whatever the backend: server tools (``web_search`` and other typed tools), ``document`` and other
+non-text, non-image blocks, images inside tool results, and unknown top-level fields (as Anthropic
+refuses them).
 """
 
 from __future__ import annotations
@@ -85,32 +85,7 @@ def parse_messages_request(raw: bytes, *, generate: bool = True) -> dict[str, An
     return data
 
 
-def passthrough_request(body: dict[str, Any]) -> dict[str, Any]:
-    """What an Anthropic backend is sent of a checked Messages API body: all of it but ``thinking``
-    and the thinking blocks of the history (the answers the gateway returns carry none), and
-    ``context_management`` (a beta: the client's ``anthropic-beta`` header is not sent upstream)."""
-    out = {key: value for key, value in body.items() if key not in _NOT_PASSED}
-    if "thinking" in body or any(_has_thinking(turn) for turn in body["messages"]):
-        out["messages"] = [_without_thinking(turn) for turn in body["messages"]]
-    return out
-
-
-def _has_thinking(turn: dict[str, Any]) -> bool:
-    return (
-        turn["role"] == "assistant"
-        and isinstance(turn["content"], list)
-        and any(block["type"] in _THINKING for block in turn["content"])
-    )
-
-
-def _without_thinking(turn: dict[str, Any]) -> dict[str, Any]:
-    if not _has_thinking(turn):
-        return turn
-    return {**turn, "content": [block for block in turn["content"] if block["type"] not in _THINKING]}
-
-
 _THINKING = frozenset({"thinking", "redacted_thinking"})
-_NOT_PASSED = frozenset({"thinking", "context_management"})
 
 
 def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:

@@ -62,11 +62,19 @@ class Endpoint:
         """Answer the routed request; ``trace`` must be finished (accounted) on every path."""
         raise NotImplementedError
 
+    def authenticate(self, pipeline: Pipeline, headers: Mapping[str, str]) -> ClientKey:
+        """The client the request's credentials name (``Authorization: Bearer``)."""
+        return pipeline.keyring.authenticate(headers.get("authorization"))
+
+    async def send_error(self, send: Send, error: GatewayError, request_id: str | None) -> None:
+        """``error`` as this endpoint's wire format shapes errors (OpenAI's)."""
+        await send_error(send, error, request_id)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one request; an unexpected failure before the answer started is a logged 500."""
         if scope["method"] != "POST":
             error = MethodNotAllowedError(f"Method {scope['method']} is not allowed on {scope['path']}", headers={"allow": "POST"})
-            await send_error(send, error, None)
+            await self.send_error(send, error, None)
             return
         started = False
 
@@ -81,7 +89,7 @@ class Endpoint:
             log.exception("unhandled error on POST %s", scope["path"])
             if started:
                 raise  # the answer is under way: the server closes the connection
-            await send_error(send, GatewayError("The gateway hit an internal error; it has been logged."), None)
+            await self.send_error(send, GatewayError("The gateway hit an internal error; it has been logged."), None)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -90,12 +98,12 @@ class Endpoint:
         gateway: Gateway = scope["app"].state.gateway
         pipeline = gateway.pipeline
         try:
-            client = pipeline.keyring.authenticate(headers.get("authorization"))
+            client = self.authenticate(pipeline, headers)
             raw = await _read_body(receive, headers.get("content-length"), pipeline.config.server.max_body_bytes)
             body, route, context = await self.prepare(gateway, raw, client, headers)
         except GatewayError as exc:
             pipeline.accountant.reject(request_id, exc.status_code, started, self.path)
-            await send_error(send, exc, request_id)
+            await self.send_error(send, exc, request_id)
             return
         except ClientDisconnect:
             pipeline.accountant.reject(request_id, CLIENT_CLOSED, started, self.path)
@@ -106,13 +114,13 @@ class Endpoint:
         try:
             await self.serve(pipeline, trace, context, scope, receive, send)
         except GatewayError as exc:
-            await send_error(send, exc, request_id)
+            await self.send_error(send, exc, request_id)
         except asyncio.CancelledError:
             if trace.answered_at is not None:
                 raise  # the answer is under way (a stream handles its own cancellation)
             # Before the answer starts, only the server cancels (at its drain deadline): say so.
             _uncancel()
-            await send_error(send, _shutting_down(), request_id)
+            await self.send_error(send, _shutting_down(), request_id)
 
 
 async def send_answer(pipeline: Pipeline, trace: Trace, body: bytes, send: Send) -> None:

@@ -1,192 +1,224 @@
 """``POST /v1/messages`` and ``POST /v1/messages/count_tokens``: Anthropic's Messages API at the edge.
 
-A request is translated into a chat-completions body (``router.anthropic_wire.downstream``) and then
-goes through the same pipeline as chat: classification, rules, policy, fallback, retries,
-breakers, budgets, accounting. The answer is translated back into a ``message`` or Anthropic's
-event stream; errors take Anthropic's shape ``{"type": "error", "error": {"type", "message"}}``
-with the same statuses as the chat endpoint. Served on the raw ASGI interface, like chat.
+A request is translated into a chat-completions body (``router.anthropic_wire.downstream``) and
+routed like chat: classification, rules, policy, fallback, retries, breakers, budgets, accounting.
+A ``kind: anthropic`` backend is sent the client's own request (its model name replaced) and its
+answer, or its event stream, goes back as it came, so nothing the chat shape cannot carry is lost
+(``thinking`` blocks, ``stop_sequence``, citations, cache usage, ``container``, ``service_tier``).
+Any other backend gets the chat translation, and its answer is translated back into a ``message`` or
+Anthropic's events. A plan may mix both (Claude failing over to an OpenAI-compatible flagship).
+Errors take Anthropic's shape ``{"type": "error", "error": {"type", "message"}}`` with the
+statuses of the chat endpoint.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 from starlette.requests import ClientDisconnect
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from router.anthropic_wire import openai_usage
 from router.anthropic_wire.downstream import (
     EventTranslator,
     error_body,
     parse_messages_request,
-    passthrough_request,
     sse_event,
     to_chat_request,
     to_message,
 )
-from router.api import (
-    _SSE_HEADERS,
-    CLIENT_CLOSED,
-    EventStreamResponse,
-    _close_and_account,
-    _finish_on_error,
-    _raw,
-    _read_body,
-    _request_ids,
-    send_bytes,
-)
+from router.api import _read_body, _request_ids, send_bytes
 from router.auth import ClientKey
-from router.cost import chunk_chars
-from router.errors import GatewayError, MethodNotAllowedError
-from router.pipeline import Pipeline, Stream
-from router.trace import Trace
-from router.upstream.anthropic import NATIVE_REQUEST
+from router.cost import CHARS_PER_TOKEN
+from router.endpoints.translated import TranslatedEndpoint, UpstreamCalls, native_calls
+from router.errors import GatewayError, UpstreamClientError, UpstreamError
+from router.gateway import Gateway
+from router.pipeline import Pipeline
+from router.policy import Candidate
+from router.trace import Route, Trace
+from router.upstream.anthropic import AnthropicProvider
 
 log = logging.getLogger("router.endpoints")
 
-MESSAGES_PATH = "/v1/messages"
-COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
-#: Served by ``serve_anthropic``, outside Starlette's routing.
-ANTHROPIC_PATHS = frozenset({MESSAGES_PATH, COUNT_TOKENS_PATH})
+
+class AnthropicEdge:
+    """What both Anthropic endpoints share: ``x-api-key`` auth and Anthropic's error shape."""
+
+    def authenticate(self, pipeline: Pipeline, headers: Mapping[str, str]) -> ClientKey:
+        """Anthropic clients send ``x-api-key``; ``Authorization: Bearer`` works too (Claude Code's auth token)."""
+        key = headers.get("x-api-key")
+        return pipeline.keyring.authenticate(f"Bearer {key}" if key else headers.get("authorization"))
+
+    async def send_error(self, send: Send, error: GatewayError, request_id: str | None) -> None:
+        """``error`` in Anthropic's shape, with its status and headers."""
+        headers = error.response_headers()
+        body = error_body(error.status_code, error.message)
+        if request_id:
+            headers["x-request-id"] = request_id
+            body["request_id"] = request_id
+        await send_bytes(send, error.status_code, orjson.dumps(body), headers)
 
 
-async def serve_anthropic(pipeline: Pipeline, scope: Scope, receive: Receive, send: Send) -> None:
-    """Dispatch one of ``ANTHROPIC_PATHS``; every error, including an unexpected one, in Anthropic's shape."""
-    path = scope["path"]
-    if scope["method"] != "POST":
-        error = MethodNotAllowedError(f"Method {scope['method']} is not allowed on {path}", headers={"allow": "POST"})
-        await send_error(send, error, None)
-        return
-    started = False
-
-    async def send_tracked(message: Message) -> None:
-        nonlocal started
-        started = True
-        await send(message)
-
-    handler = messages if path == MESSAGES_PATH else count_tokens
-    try:
-        await handler(pipeline, scope, receive, send_tracked)
-    except Exception:
-        log.exception("unhandled error on POST %s", path)
-        if started:
-            raise  # the answer is under way: the server closes the connection
-        await send_error(send, GatewayError("The gateway hit an internal error; it has been logged."), None)
+def _provider(pipeline: Pipeline, candidate: Candidate) -> AnthropicProvider:
+    provider = pipeline.providers[candidate.backend]
+    assert isinstance(provider, AnthropicProvider)
+    return provider
 
 
-async def send_error(send: Send, error: GatewayError, request_id: str | None) -> None:
-    """``error`` in Anthropic's shape, with its status and headers."""
-    headers = error.response_headers()
-    body = error_body(error.status_code, error.message)
-    if request_id:
-        headers["x-request-id"] = request_id
-        body["request_id"] = request_id
-    await send_bytes(send, error.status_code, orjson.dumps(body), headers)
+def _is_anthropic(candidate: Candidate) -> bool:
+    return candidate.config.kind == "anthropic"
 
 
-def _authenticate(pipeline: Pipeline, headers: Mapping[str, str]) -> ClientKey:
-    """Anthropic clients send ``x-api-key``; ``Authorization: Bearer`` works too (Claude Code's auth token)."""
-    key = headers.get("x-api-key")
-    return pipeline.keyring.authenticate(f"Bearer {key}" if key else headers.get("authorization"))
+class MessagesTranslation:
+    """One Messages request's answer side: Anthropic's own answer passed through, or a chat answer translated."""
+
+    def __init__(self, native: dict[str, Any], beta: str | None) -> None:
+        self.native = native
+        #: The client's ``anthropic-beta`` header, for the Anthropic backends it is passed to.
+        self.beta = beta
+        #: Usage in the chat shape, from a passed-through answer.
+        self.usage: dict[str, Any] | None = None
+        self._passthrough = False
+        self._translator: EventTranslator | None = None
+        self._reported: dict[str, Any] = {}
+        self._ended = False  # message_delta came: the usage is final
+        self._chars = 0  # text produced so far, for the usage of a stream that breaks before it ends
+
+    def upstream_calls(self, pipeline: Pipeline, trace: Trace) -> UpstreamCalls:
+        return native_calls(
+            pipeline,
+            trace,
+            _is_anthropic,
+            lambda candidate: _provider(pipeline, candidate).create_message(self._body(candidate), self.beta),
+            lambda candidate: _provider(pipeline, candidate).stream_message(self._body(candidate), self.beta),
+        )
+
+    def _body(self, candidate: Candidate) -> dict[str, Any]:
+        return {**self.native, "model": candidate.config.model}
+
+    def answer(self, completion: dict[str, Any]) -> bytes:
+        if completion.get("type") == "message":  # an Anthropic backend's own
+            self.usage = openai_usage(completion.get("usage") or {})
+            return orjson.dumps(completion)
+        return orjson.dumps(to_message(completion))
+
+    def opening(self, candidate: Candidate) -> bytes:
+        self._passthrough = _is_anthropic(candidate)
+        return b""  # message_start comes with the first batch: the backend's own, or built from its first chunk
+
+    def events(self, chunks: list[dict[str, Any]]) -> bytes:
+        if self._passthrough:
+            self._note_usage(chunks)
+            return b"".join(map(sse_event, chunks))
+        translator = self._translator
+        events = []
+        if translator is None:
+            first = chunks[0] if chunks else {}
+            translator = self._translator = EventTranslator(str(first.get("id") or "gateway"), str(first.get("model") or ""))
+            events = translator.start()
+        for chunk in chunks:
+            events += translator.feed(chunk)
+        return b"".join(map(sse_event, events))
+
+    def _note_usage(self, events: list[dict[str, Any]]) -> None:
+        """Follow a passed-through stream's usage: ``message_start`` has the prompt's, ``message_delta`` the
+        final counts; until then the output is estimated from the text so far."""
+        reported = self._reported
+        for event in events:
+            kind = event.get("type")
+            if kind == "content_block_delta":
+                delta = event.get("delta") or {}
+                self._chars += len(delta.get("text") or delta.get("partial_json") or delta.get("thinking") or "")
+            elif kind == "message_start":
+                reported.update((event.get("message") or {}).get("usage") or {})
+            elif kind == "message_delta":
+                reported.update((k, v) for k, v in (event.get("usage") or {}).items() if v is not None)
+                self._ended = True
+        if reported:
+            usage = openai_usage(reported)
+            if not self._ended:
+                estimate = -(-self._chars // CHARS_PER_TOKEN)
+                if estimate > usage["completion_tokens"]:
+                    usage["total_tokens"] += estimate - usage["completion_tokens"]
+                    usage["completion_tokens"] = estimate
+            self.usage = usage
+
+    def closing(self) -> bytes:
+        if self._passthrough or self._translator is None:
+            return b""  # the backend sent its own message_stop
+        return b"".join(map(sse_event, self._translator.finish()))
+
+    def failed(self, error: GatewayError) -> bytes:
+        return sse_event(error_body(error.status_code, error.message))
 
 
-async def messages(pipeline: Pipeline, scope: Scope, receive: Receive, send: Send) -> None:
-    started = time.perf_counter()
-    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-    request_id, unique_id = _request_ids(headers.get("x-request-id"))
-    try:
-        client = _authenticate(pipeline, headers)
-        raw = await _read_body(receive, headers.get("content-length"), pipeline.config.server.max_body_bytes)
+class MessagesEndpoint(AnthropicEdge, TranslatedEndpoint):
+    path = "/v1/messages"
+
+    async def prepare(
+        self, gateway: Gateway, raw: bytes, client: ClientKey, headers: Mapping[str, str]
+    ) -> tuple[dict[str, Any], Route, MessagesTranslation]:
         native = parse_messages_request(raw)
         body = to_chat_request(native)
+        pipeline = gateway.pipeline
         route = pipeline.route(body, client, headers, await pipeline.shared_sticky(body, client))
-    except GatewayError as exc:  # refused before routing: still a request, on no backend
-        pipeline.accountant.reject(request_id, exc.status_code, started, MESSAGES_PATH)
-        await send_error(send, exc, request_id)
-        return
-    except ClientDisconnect:
-        pipeline.accountant.reject(request_id, CLIENT_CLOSED, started, MESSAGES_PATH)
-        return
-    stream = bool(body.get("stream"))
-    trace = Trace(request_id, unique_id, client, route, body, stream=stream, started=started, path=MESSAGES_PATH)
-    passthrough = NATIVE_REQUEST.set(passthrough_request(native))
-    try:
-        await _answer(pipeline, trace, scope, receive, send)
-    finally:
-        NATIVE_REQUEST.reset(passthrough)
+        return body, route, MessagesTranslation(native, headers.get("anthropic-beta"))
 
 
-async def _answer(pipeline: Pipeline, trace: Trace, scope: Scope, receive: Receive, send: Send) -> None:
-    """Serve a routed request: a ``message``, or the event stream."""
-    try:
-        if trace.stream:
-            with _finish_on_error(pipeline, trace):
-                stream = await pipeline.open_stream(trace)
-            trace.answered_at = time.perf_counter()
-            events = EventStreamResponse(_relay(pipeline, trace, stream), _SSE_HEADERS + _raw(trace.headers()))
-            await events(scope, receive, send)
+class CountTokensEndpoint(AnthropicEdge, TranslatedEndpoint):
+    """``POST /v1/messages/count_tokens``: where the request would go to an Anthropic backend first, that
+    backend's exact count; otherwise (or when that backend cannot answer) the classifier's estimate, the
+    one routing and budgets use. Not a generation: no budget, ledger row or access-log line."""
+
+    path = "/v1/messages/count_tokens"
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        request_id, _ = _request_ids(headers.get("x-request-id"))
+        gateway: Gateway = scope["app"].state.gateway
+        pipeline = gateway.pipeline
+        try:
+            client = self.authenticate(pipeline, headers)
+            raw = await _read_body(receive, headers.get("content-length"), pipeline.config.server.max_body_bytes)
+            native = parse_messages_request(raw, generate=False)
+            route = pipeline.route(to_chat_request(native), client, headers)
+            answer = {"x-request-id": request_id, "x-router-rule": route.decision.rule}
+            tokens = await _exact_count(pipeline, route, native, headers.get("anthropic-beta"), request_id)
+            if tokens is None:
+                tokens = route.features.input_tokens
+                answer["x-router-count"] = "estimate"
+            else:
+                answer["x-router-count"] = "exact"
+                answer["x-router-backend"] = route.plan.candidates[0].backend
+        except GatewayError as exc:
+            await self.send_error(send, exc, request_id)
             return
-        with _finish_on_error(pipeline, trace):
-            completion = await pipeline.complete(trace)
-    except GatewayError as exc:
-        await send_error(send, exc, trace.request_id)
-        return
-    trace.answered_at = time.perf_counter()
-    pipeline.accountant.price(trace)
-    answer_headers = trace.headers()
-    answer_headers["x-router-cost-usd"] = f"{trace.cost:.8f}"
-    try:
-        await send_bytes(send, 200, orjson.dumps(to_message(completion.data)), answer_headers)
-    finally:
-        pipeline.accountant.finish(trace)
+        except ClientDisconnect:
+            return
+        await send_bytes(send, 200, orjson.dumps({"input_tokens": tokens}), answer)
 
 
-async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream) -> AsyncIterator[bytes]:
-    """Chat chunks as Anthropic events; a failure after the start ends the stream with an ``error`` event."""
-    first = stream.head[0].data if stream.head else {}
-    translator = EventTranslator(str(first.get("id") or trace.request_id), str(first.get("model") or ""))
-    events = translator.start()
+async def _exact_count(
+    pipeline: Pipeline, route: Route, native: dict[str, Any], beta: str | None, request_id: str
+) -> int | None:
+    """The planned first backend's own count if it is an Anthropic backend that can answer; None otherwise.
+    The request's own faults (400s) are the client's; a failing backend (or one whose breaker is not
+    closed: a count is no probe) gives the estimate instead."""
+    plan = route.plan
+    if plan.refusal is not None or not plan.candidates or not _is_anthropic(plan.candidates[0]):
+        return None
+    candidate = plan.candidates[0]
+    if pipeline.backends[candidate.backend].breaker.state != "closed":
+        return None
     try:
-        async for batch, done in stream.batches():
-            for chunk in batch:
-                data = chunk.data
-                if data.get("usage"):
-                    trace.usage_reported = data["usage"]
-                trace.output_chars += chunk_chars(data)
-                events += translator.feed(data)
-            if done:
-                events += translator.finish()
-            if events:
-                yield b"".join(map(sse_event, events))
-                events = []
-    except GatewayError as exc:
-        trace.status = exc.status_code
-        pipeline.backends[stream.candidate.backend].breaker.record_failure()  # as of its config (a reload may drop it)
-        log.warning(
-            "request %s: stream from %s failed after it started: %s", trace.request_id, stream.candidate.backend, exc
-        )
-        yield b"".join(map(sse_event, [*events, error_body(exc.status_code, exc.message)]))
-    except BaseException:
-        trace.status = CLIENT_CLOSED
+        async with asyncio.timeout(candidate.config.timeouts.total):
+            return await _provider(pipeline, candidate).count_tokens({**native, "model": candidate.config.model}, beta)
+    except UpstreamClientError:
         raise
-    finally:
-        await _close_and_account(pipeline, trace, stream)
-
-
-async def count_tokens(pipeline: Pipeline, scope: Scope, receive: Receive, send: Send) -> None:
-    """The prompt's size as the classifier estimates it (the same estimate routing and budgets use)."""
-    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-    request_id, _ = _request_ids(headers.get("x-request-id"))
-    try:
-        client = _authenticate(pipeline, headers)
-        raw = await _read_body(receive, headers.get("content-length"), pipeline.config.server.max_body_bytes)
-        route = pipeline.route(to_chat_request(parse_messages_request(raw, generate=False)), client, headers)
-    except GatewayError as exc:
-        await send_error(send, exc, request_id)
-        return
-    except ClientDisconnect:
-        return
-    answer = orjson.dumps({"input_tokens": route.features.input_tokens})
-    await send_bytes(send, 200, answer, {"x-request-id": request_id, "x-router-rule": route.decision.rule})
+    except (UpstreamError, TimeoutError) as exc:
+        log.warning("request %s: count_tokens on %s failed, estimating instead: %s", request_id, candidate.backend, exc)
+        return None

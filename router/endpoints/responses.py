@@ -22,7 +22,7 @@ from typing_extensions import Required, TypedDict
 from router.api import _begin
 from router.auth import ClientKey
 from router.endpoints.base import parse_body
-from router.endpoints.translated import TranslatedEndpoint, UpstreamCalls
+from router.endpoints.translated import TranslatedEndpoint, UpstreamCalls, native_calls
 from router.errors import GatewayError, InvalidRequestError, NotFoundError
 from router.gateway import Gateway
 from router.pipeline import Pipeline
@@ -109,25 +109,17 @@ class ResponsesTranslation:
     # -- native backends --------------------------------------------------------------------------
 
     def upstream_calls(self, pipeline: Pipeline, trace: Trace) -> UpstreamCalls:
-        plan = trace.route.plan
-        if all(c.config.responses != "native" for c in (*plan.candidates, *plan.downgrades)):
-            return None, None
+        def native(candidate: Candidate) -> NativeResponses:
+            provider: NativeResponses = pipeline.providers[candidate.backend]  # type: ignore[assignment]
+            return provider
 
-        async def complete(candidate: Candidate) -> Completion:
-            if candidate.config.responses != "native":
-                return await pipeline.providers[candidate.backend].complete(
-                    pipeline.upstream_body(trace.body, candidate)
-                )
-            caller: NativeResponses = pipeline.providers[candidate.backend]  # type: ignore[assignment]
-            return await caller.post("/responses", self._native_body(candidate))
-
-        def stream(candidate: Candidate) -> AsyncIterator[Batch]:
-            if candidate.config.responses != "native":
-                return pipeline.providers[candidate.backend].stream(pipeline.upstream_body(trace.body, candidate))
-            caller: NativeResponses = pipeline.providers[candidate.backend]  # type: ignore[assignment]
-            return caller.stream_responses(self._native_body(candidate))
-
-        return complete, stream
+        return native_calls(
+            pipeline,
+            trace,
+            lambda candidate: candidate.config.responses == "native",
+            lambda candidate: native(candidate).post("/responses", self._native_body(candidate)),
+            lambda candidate: native(candidate).stream_responses(self._native_body(candidate)),
+        )
 
     def _native_body(self, candidate: Candidate) -> dict[str, Any]:
         # Item ids the gateway minted mean nothing to the backend (it stores nothing): sent without them.

@@ -10,6 +10,7 @@ from starlette.types import ASGIApp
 from router.api import _begin
 from router.endpoints.completions import CompletionsEndpoint
 from router.endpoints.embeddings import EmbeddingsEndpoint
+from router.endpoints.messages import CountTokensEndpoint, MessagesEndpoint
 from router.endpoints.responses import ResponsesEndpoint, delete_response, retrieve_response
 from router.errors import ModelNotFoundError
 
@@ -48,7 +49,11 @@ async def retrieve_model(request: Request) -> Response:
 
 
 #: POST paths ``app.GatewayApp`` serves directly, outside FastAPI's routing (as chat completions).
-DIRECT_ENDPOINTS: dict[str, ASGIApp] = {}
+#: Anthropic's SDK puts ``/v1`` in the path itself, so its endpoints have no shorter form.
+DIRECT_ENDPOINTS: dict[str, ASGIApp] = {
+    "/v1/messages": MessagesEndpoint(),
+    "/v1/messages/count_tokens": CountTokensEndpoint(),
+}
 for prefix in ("/v1", ""):
     DIRECT_ENDPOINTS[f"{prefix}/responses"] = ResponsesEndpoint()
     DIRECT_ENDPOINTS[f"{prefix}/completions"] = CompletionsEndpoint()

@@ -44,6 +44,32 @@ UpstreamCalls = tuple[
 ]
 
 
+def native_calls(
+    pipeline: Pipeline,
+    trace: Trace,
+    is_native: Callable[[Candidate], bool],
+    complete: Callable[[Candidate], Awaitable[Completion]],
+    stream: Callable[[Candidate], AsyncIterator[Batch]],
+) -> UpstreamCalls:
+    """Calls that send the request in its own format (``complete``, ``stream``) to the candidates
+    ``is_native`` picks and as chat completions to the others; ``(None, None)`` when the plan has none."""
+    plan = trace.route.plan
+    if not any(map(is_native, (*plan.candidates, *plan.downgrades))):
+        return None, None
+
+    async def either_complete(candidate: Candidate) -> Completion:
+        if is_native(candidate):
+            return await complete(candidate)
+        return await pipeline.providers[candidate.backend].complete(pipeline.upstream_body(trace.body, candidate))
+
+    def either_stream(candidate: Candidate) -> AsyncIterator[Batch]:
+        if is_native(candidate):
+            return stream(candidate)
+        return pipeline.providers[candidate.backend].stream(pipeline.upstream_body(trace.body, candidate))
+
+    return either_complete, either_stream
+
+
 class Translation(Protocol):
     """One request's answer side, in its endpoint's wire format (bytes ready to send)."""
 

@@ -1,4 +1,5 @@
-"""Anthropic's Messages API as an upstream (``kind: anthropic``): chat completions translated both ways.
+"""Anthropic's Messages API as an upstream (``kind: anthropic``): chat completions translated both ways,
+and Messages API requests passed through as they are.
 
 The translation itself is in ``router.anthropic_wire.upstream``; this module does the HTTP: the
 ``x-api-key`` and ``anthropic-version`` headers, ``POST {base_url}/v1/messages``, reading the SSE
@@ -6,14 +7,17 @@ events, and mapping Anthropic's errors (``overloaded_error`` 529 and ``api_error
 that fall back and count in the breaker, ``rate_limit_error`` keeps its ``retry-after``,
 ``authentication_error`` is the backend's credential failing, a too-long prompt is a
 context-length error), whether they come as a status or as an ``error`` event after a 200.
+
+``complete``/``stream`` take and give chat completions; ``create_message``/``stream_message``/
+``count_tokens`` take a Messages API body and give Anthropic's own answer (``POST /v1/messages``
+served by an Anthropic backend), so nothing the chat shape cannot carry is lost either way.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextvars import ContextVar
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol
 
 import orjson
 
@@ -23,21 +27,53 @@ from router.config import BackendConfig
 from router.errors import UpstreamClientError, UpstreamError
 from router.redact import redact
 from router.upstream.base import CONTEXT_LENGTH_CODE, Batch, Chunk, Completion, error_from_status, map_transport_errors
-from router.upstream.openai_compat import _MAX_ERROR_BODY, OpenAICompatProvider, _drain
+from router.upstream.openai_compat import OpenAICompatProvider, _decode_json, _drain
 from router.upstream.sse import SSEDecoder
-
-#: The request as a Messages API body, while ``POST /v1/messages`` serves it: an Anthropic backend
-#: sends that on (with its own model name) instead of translating the chat body back, so what the
-#: chat shape cannot carry (``cache_control``, ``top_k``, system blocks) reaches it. Set and reset
-#: by ``router.messages``; the pipeline's call into the provider runs in the request's own context.
-NATIVE_REQUEST: ContextVar[dict[str, Any] | None] = ContextVar("native_anthropic_request", default=None)
 
 #: How Anthropic words a prompt that does not fit the model's window.
 _CONTEXT_LENGTH_MARKERS = ("prompt is too long", "context limit", "context window", "context length")
 
 
+class _Feed(Protocol):
+    """Turns one decoded upstream event into the chunks the stream yields; ``done`` once the message ended."""
+
+    done: bool
+
+    def feed(self, payload: bytes, event: dict[str, Any]) -> list[Chunk]: ...
+
+
+class _ChatChunks:
+    """Events as ``chat.completion.chunk`` chunks (``ChunkTranslator``)."""
+
+    __slots__ = ("_translator",)
+
+    def __init__(self, translator: ChunkTranslator) -> None:
+        self._translator = translator
+
+    @property
+    def done(self) -> bool:
+        return self._translator.done
+
+    def feed(self, payload: bytes, event: dict[str, Any]) -> list[Chunk]:
+        return [Chunk(orjson.dumps(data), data) for data in self._translator.feed(event)]
+
+
+class _NativeEvents:
+    """Events as they came (a payload that spanned several ``data:`` lines re-encoded on one)."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def feed(self, payload: bytes, event: dict[str, Any]) -> list[Chunk]:
+        if event.get("type") == "message_stop":
+            self.done = True
+        return [Chunk(orjson.dumps(event) if b"\n" in payload else payload, event)]
+
+
 class AnthropicProvider(OpenAICompatProvider):
-    """Sends chat completions to ``{base_url}/v1/messages``; shares its parent's pooled session and health check."""
+    """Sends requests to ``{base_url}/v1/messages``; shares its parent's pooled session and health check."""
 
     def __init__(self, name: str, config: BackendConfig) -> None:
         super().__init__(name, config)
@@ -52,50 +88,80 @@ class AnthropicProvider(OpenAICompatProvider):
             headers["x-api-key"] = config.api_key.get_secret_value()
         self._headers = headers
 
-    def _request(self, body: dict[str, Any]) -> bytes:
-        native = NATIVE_REQUEST.get()
-        if native is not None:
-            return orjson.dumps({**native, "model": body["model"], "stream": bool(body.get("stream"))})
-        return orjson.dumps(to_messages_request(body, default_max_tokens=self.config.default_max_tokens))
+    # -- chat completions, translated ------------------------------------------------------------
 
     async def complete(self, body: dict[str, Any]) -> Completion:
-        payload = self._request({**body, "stream": False})
-        with map_transport_errors(self.name):
-            status, headers, content = await self._post_bounded(self._url, payload)
-        if status != 200:
-            raise anthropic_error(self.name, status, content, headers, secrets=self._secrets)
-        try:
-            message = orjson.loads(content)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"Backend {self.name!r} sent malformed JSON.", code="upstream_malformed") from exc
-        if not isinstance(message, dict) or not isinstance(message.get("content"), list):
-            raise UpstreamError(f"Backend {self.name!r} sent a message without `content`.", code="upstream_malformed")
+        payload = orjson.dumps(to_messages_request(body, default_max_tokens=self.config.default_max_tokens))
+        message = (await self._message(payload, self._headers)).data
         data = to_chat_completion(message, structured=structured_output(body), created=int(time.time()))
         return Completion(orjson.dumps(data), data)
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[Batch]:
+    def stream(self, body: dict[str, Any]) -> AsyncIterator[Batch]:
         """The upstream's events as chat-completion chunks, in batches (see ``OpenAICompatProvider.stream``)."""
-        payload = self._request(body)
+        payload = orjson.dumps(to_messages_request(body, default_max_tokens=self.config.default_max_tokens))
+        translator = ChunkTranslator(structured=structured_output(body), created=int(time.time()))
+        return self._stream(payload, self._headers, _ChatChunks(translator))
+
+    # -- Messages API, passed through --------------------------------------------------------------
+
+    async def create_message(self, body: dict[str, Any], beta: str | None = None) -> Completion:
+        """A Messages API ``body`` (its ``model`` already the backend's) sent as it is: Anthropic's ``message``.
+        ``beta``: the client's ``anthropic-beta`` header, added to the backend's own."""
+        return await self._message(orjson.dumps(body), self._with_beta(beta))
+
+    def stream_message(self, body: dict[str, Any], beta: str | None = None) -> AsyncIterator[Batch]:
+        """A streamed ``create_message``: Anthropic's events as they came, in batches, the batch with
+        ``message_stop`` marked done; an ``error`` event raises (after the events that came before it)."""
+        return self._stream(orjson.dumps(body), self._with_beta(beta), _NativeEvents())
+
+    async def count_tokens(self, body: dict[str, Any], beta: str | None = None) -> int:
+        """``POST /v1/messages/count_tokens``: the backend's exact count of a Messages API prompt."""
         with map_transport_errors(self.name):
-            response = await self.session.post(self._url, data=payload, headers=self._headers)
+            status, headers, content = await self._post_bounded(
+                f"{self._url}/count_tokens", orjson.dumps(body), self._with_beta(beta)
+            )
+        if status != 200:
+            raise self._status_error(status, content, headers)
+        tokens = _decode_json(self.name, content).get("input_tokens")
+        if type(tokens) is not int:
+            raise UpstreamError(f"Backend {self.name!r} sent a count without `input_tokens`.", code="upstream_malformed")
+        return tokens
+
+    def _with_beta(self, beta: str | None) -> Mapping[str, str]:
+        if not beta:
+            return self._headers
+        own = self._headers.get("anthropic-beta")
+        return {**self._headers, "anthropic-beta": f"{own},{beta}" if own else beta}
+
+    # -- HTTP --------------------------------------------------------------------------------------
+
+    async def _message(self, payload: bytes, headers: Mapping[str, str]) -> Completion:
+        with map_transport_errors(self.name):
+            status, answer_headers, content = await self._post_bounded(self._url, payload, headers)
+        if status != 200:
+            raise self._status_error(status, content, answer_headers)
+        message = _decode_json(self.name, content)
+        if message.get("type") == "error":
+            raise self._event_error(content, message)
+        if not isinstance(message.get("content"), list):
+            raise UpstreamError(f"Backend {self.name!r} sent a message without `content`.", code="upstream_malformed")
+        return Completion(content, message)
+
+    async def _stream(self, payload: bytes, headers: Mapping[str, str], feed: _Feed) -> AsyncIterator[Batch]:
+        response = await self._open_stream(self._url, payload, headers)
         reusable = False
         try:
-            if response.status != 200:
-                with map_transport_errors(self.name):
-                    content = await response.content.read(_MAX_ERROR_BODY)
-                raise anthropic_error(self.name, response.status, content, response.headers, secrets=self._secrets)
-            translator = ChunkTranslator(structured=structured_output(body), created=int(time.time()))
             decoder = SSEDecoder(self.config.max_event_bytes)
             reader = response.content
             while True:
                 with map_transport_errors(self.name):
                     raw = await reader.readany()
-                batch, failure = self._translate(translator, self._events(decoder, raw))
+                batch, failure = self._feed(feed, self._events(decoder, raw))
                 if failure is not None:
                     if batch:  # what came before the error event is the client's, as if it came in its own read
                         yield batch, False
                     raise failure
-                if translator.done:
+                if feed.done:
                     reusable = await _drain(reader)
                     yield batch, True
                     return
@@ -111,34 +177,27 @@ class AnthropicProvider(OpenAICompatProvider):
             else:
                 response.close()
 
-    def _translate(
-        self, translator: ChunkTranslator, payloads: list[bytes]
-    ) -> tuple[list[Chunk], UpstreamError | None]:
+    def _feed(self, feed: _Feed, payloads: list[bytes]) -> tuple[list[Chunk], UpstreamError | None]:
         """The chunks of the events that arrived together, up to an ``error`` event (returned, not raised)."""
         batch: list[Chunk] = []
         for payload in payloads:
             try:
-                event = self._event(payload)
+                event = _decode_json(self.name, payload)
             except UpstreamError as exc:
                 return batch, exc
-            batch += [Chunk(orjson.dumps(data), data) for data in translator.feed(event)]
+            if event.get("type") == "error":
+                return batch, self._event_error(payload, event)
+            batch += feed.feed(payload, event)
         return batch, None
 
-    def _event(self, payload: bytes) -> dict[str, Any]:
-        """One decoded event; an ``error`` event raises the error it carries."""
-        try:
-            event = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"Backend {self.name!r} sent a malformed event.", code="upstream_malformed") from exc
-        if not isinstance(event, dict):
-            raise UpstreamError(
-                f"Backend {self.name!r} sent an event that is not an object.", code="upstream_malformed"
-            )
-        if event.get("type") == "error":
-            error = event.get("error") or {}
-            status = ERROR_STATUS.get(str(error.get("type")), 500)
-            raise anthropic_error(self.name, status, payload, {}, mid_stream=True, secrets=self._secrets)
-        return event
+    def _event_error(self, payload: bytes, event: dict[str, Any]) -> UpstreamError:
+        """An ``error`` event after a 200 (or an error body sent with one): the error it carries."""
+        error = event.get("error")
+        status = ERROR_STATUS.get(str(error.get("type")), 500) if isinstance(error, dict) else 500
+        return anthropic_error(self.name, status, payload, {}, mid_stream=True, secrets=self._secrets)
+
+    def _status_error(self, status: int, content: bytes, headers: Mapping[str, str]) -> UpstreamError:
+        return anthropic_error(self.name, status, content, headers, secrets=self._secrets)
 
 
 def anthropic_error(

@@ -72,7 +72,7 @@ class OpenAICompatProvider:
         with map_transport_errors(self.name):
             status, headers, content = await self._post_bounded(self._url, orjson.dumps(body))
         if status != 200:
-            raise error_from_status(self.name, status, content, headers, secrets=self._secrets)
+            raise self._status_error(status, content, headers)
         if headers.get("content-type", "").startswith("text/event-stream"):
             decoder = SSEDecoder(self.config.max_event_bytes)
             events, _ = _decode_events(self.name, self._events(decoder, content + b"\n\n"), self._secrets)
@@ -80,11 +80,13 @@ class OpenAICompatProvider:
             return Completion(orjson.dumps(data), data)
         return Completion(content, self._completion(content))
 
-    async def _post_bounded(self, url: str, payload: bytes) -> tuple[int, Mapping[str, str], bytes]:
-        """POST ``payload``: the answer's status, headers and body. A 200 body is read up to
-        ``max_response_bytes`` (more raises, and the connection goes with the rest of it); an error body
-        only up to ``_MAX_ERROR_BODY``, for its message."""
-        async with self.session.post(url, data=payload, headers=self._headers) as response:
+    async def _post_bounded(
+        self, url: str, payload: bytes, headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """POST ``payload`` (with ``headers``, else the backend's): the answer's status, headers and body.
+        A 200 body is read up to ``max_response_bytes`` (more raises, and the connection goes with the
+        rest of it); an error body only up to ``_MAX_ERROR_BODY``, for its message."""
+        async with self.session.post(url, data=payload, headers=headers or self._headers) as response:
             status, headers = response.status, response.headers
             limit = self.config.max_response_bytes if status == 200 else _MAX_ERROR_BODY
             content, whole = await _read_body(response, limit)
@@ -109,7 +111,7 @@ class OpenAICompatProvider:
         with map_transport_errors(self.name):
             status, headers, content = await self._post_bounded(f"{self.config.base_url}{path}", orjson.dumps(body))
         if status != 200:
-            raise error_from_status(self.name, status, content, headers, secrets=self._secrets)
+            raise self._status_error(status, content, headers)
         data = _decode_json(self.name, content)
         if data.get("error"):  # a Responses answer always has the key (null unless it failed)
             raise error_in_answer(self.name, data["error"], secrets=self._secrets)
@@ -122,14 +124,9 @@ class OpenAICompatProvider:
         Relaying a batch as one write keeps the cost per chunk low when the upstream is fast, and
         is exactly chunk by chunk when it is not.
         """
-        with map_transport_errors(self.name):
-            response = await self.session.post(self._url, data=orjson.dumps(body), headers=self._headers)
+        response = await self._open_stream(self._url, orjson.dumps(body))
         reusable = False
         try:
-            if response.status != 200:
-                with map_transport_errors(self.name):
-                    content = await response.content.read(_MAX_ERROR_BODY)
-                raise error_from_status(self.name, response.status, content, response.headers, secrets=self._secrets)
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 with map_transport_errors(self.name):
                     content, reusable = await _read_body(response, self.config.max_response_bytes)
@@ -168,15 +165,8 @@ class OpenAICompatProvider:
         """A native ``POST {base_url}/responses`` stream: its events in batches, the batch with
         ``response.completed`` (or ``.incomplete``) marked done; ``error`` and ``response.failed``
         events raise, so the pipeline can fail over before the first token."""
-        with map_transport_errors(self.name):
-            response = await self.session.post(
-                f"{self.config.base_url}/responses", data=orjson.dumps(body), headers=self._headers
-            )
+        response = await self._open_stream(f"{self.config.base_url}/responses", orjson.dumps(body))
         try:
-            if response.status != 200:
-                with map_transport_errors(self.name):
-                    content = await response.content.read(_MAX_ERROR_BODY)
-                raise error_from_status(self.name, response.status, content, response.headers, secrets=self._secrets)
             if not response.headers.get("content-type", "").startswith("text/event-stream"):
                 with map_transport_errors(self.name):
                     content, whole = await _read_body(response, self.config.max_response_bytes)
@@ -211,6 +201,26 @@ class OpenAICompatProvider:
                     )
         finally:
             response.close()
+
+    async def _open_stream(
+        self, url: str, payload: bytes, headers: Mapping[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
+        """POST a stream request: the response once its status is 200. Any other status raises the
+        upstream's error (``_status_error``), its connection closed."""
+        with map_transport_errors(self.name):
+            response = await self.session.post(url, data=payload, headers=headers or self._headers)
+        if response.status == 200:
+            return response
+        try:
+            with map_transport_errors(self.name):
+                content = await response.content.read(_MAX_ERROR_BODY)
+            raise self._status_error(response.status, content, response.headers)
+        finally:
+            response.close()
+
+    def _status_error(self, status: int, content: bytes, headers: Mapping[str, str]) -> UpstreamError:
+        """The error an answer with a status other than 200 means (its body read up to ``_MAX_ERROR_BODY``)."""
+        return error_from_status(self.name, status, content, headers, secrets=self._secrets)
 
     def _events(self, decoder: SSEDecoder, raw: bytes) -> list[bytes]:
         """The events completed by ``raw`` (by the end of the body when it is empty); one too large raises."""

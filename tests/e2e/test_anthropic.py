@@ -387,21 +387,103 @@ def test_anthropic_refusal_of_unsupported_parameters_names_the_field(stack: Stac
     assert stack.openai().chat.completions.create(model="claude", seed=3, messages=FAQ).choices[0].message.content  # type: ignore[arg-type]
 
 
-def test_anthropic_backends_get_the_request_itself(stack: Stack) -> None:
-    """What the chat shape cannot carry (cache_control, top_k, system blocks) reaches an Anthropic backend;
-    an OpenAI-compatible one gets the translation; thinking is dropped for both (no thinking blocks come back)."""
-    system = [{"type": "text", "text": "You are a support agent. " * 20, "cache_control": {"type": "ephemeral"}}]
-    extra = {"top_k": 5, "thinking": {"type": "enabled", "budget_tokens": 1024}, "context_management": {"edits": []}}
+SUPPORT = [{"type": "text", "text": "You are a support agent. " * 20, "cache_control": {"type": "ephemeral"}}]
+THINKING = {"type": "enabled", "budget_tokens": 1024}
+
+
+def test_anthropic_backends_get_the_request_itself_and_answer_as_they_do(stack: Stack) -> None:
+    """Pass-through: the client's body (model replaced) goes to an Anthropic backend, and its message comes back
+    whole: thinking with its signature, stop_sequence, cache usage and service_tier, priced with the cache prices."""
     client = stack.anthropic()
-    for model in ("claude", "mid"):
-        message = client.messages.create(model=model, max_tokens=32, system=system, messages=FAQ, extra_body=extra)  # type: ignore[arg-type]
-        assert message.content[0].type == "text"
-    sent = stack.stats("claude")["last_request"]["body"]
-    assert sent["system"] == system and sent["top_k"] == 5 and not {"thinking", "context_management"} & set(sent)
-    assert (sent["model"], sent["max_tokens"], sent["messages"]) == ("claude-sim", 32, FAQ)
+    plain = client.messages.create(model="claude", max_tokens=32, messages=FAQ)  # type: ignore[arg-type]
+    text = plain.content[0].text  # type: ignore[union-attr]
+    stop = text.split()[4]
+    extra = {"top_k": 5, "context_management": {"edits": []}}
+    request = {"max_tokens": 32, "system": SUPPORT, "messages": FAQ, "thinking": THINKING, "stop_sequences": [stop]}
+    headers = {"anthropic-beta": "context-management-2025-06-27"}
+    raw = client.messages.with_raw_response.create(model="claude", **request, extra_body=extra, extra_headers=headers)  # type: ignore[arg-type]
+    message = raw.parse()
+    assert raw.headers["x-router-backend"] == "claude"
+    thinking, answer = message.content
+    assert thinking.type == "thinking" and thinking.thinking and thinking.signature
+    assert answer.type == "text" and answer.text == text[: text.index(stop)]
+    assert (message.stop_reason, message.stop_sequence) == ("stop_sequence", stop)
+    usage = message.usage
+    assert usage.cache_creation_input_tokens and usage.cache_creation_input_tokens > 0
+    assert usage.cache_read_input_tokens == 0 and usage.service_tier == "standard"
+    cost = (usage.input_tokens * 3 + usage.cache_creation_input_tokens * 3.75 + usage.output_tokens * 15) / 1e6
+    assert float(raw.headers["x-router-cost-usd"]) == pytest.approx(cost)
+
+    seen = stack.stats("claude")["last_request"]
+    assert seen["body"] == {**request, **extra, "model": "claude-sim"}
+    assert seen["headers"]["anthropic-beta"] == "context-management-2025-06-27"
+    assert seen["headers"]["x-api-key"] == ANTHROPIC_KEY and CLIENT_KEY not in orjson.dumps(seen).decode()
+
+    again = client.messages.create(model="claude", **request)  # type: ignore[arg-type]
+    assert again.usage.cache_read_input_tokens == usage.cache_creation_input_tokens
+    assert again.usage.cache_creation_input_tokens == 0
+
+
+def test_anthropic_backends_stream_their_own_events(stack: Stack) -> None:
+    client = stack.anthropic()
+    request = {"max_tokens": 32, "system": SUPPORT, "messages": FAQ, "thinking": THINKING}
+    whole = client.messages.create(model="claude", **request)  # type: ignore[arg-type]
+    with client.messages.stream(model="claude", **request) as stream:  # type: ignore[arg-type]
+        kinds = [(event.type, getattr(getattr(event, "delta", None), "type", None)) for event in stream]
+        final = stream.get_final_message()
+    assert ("content_block_delta", "thinking_delta") in kinds and ("content_block_delta", "signature_delta") in kinds
+    assert [block.model_dump() for block in final.content] == [block.model_dump() for block in whole.content]
+    assert final.usage.output_tokens == whole.usage.output_tokens
+    assert final.usage.cache_read_input_tokens == whole.usage.cache_read_input_tokens > 0
+    ledger = stack.gateway.state.ledger
+    assert ledger is not None and ledger.flush(5)
+    streamed = [row for row in ledger.spend(group_by=("backend",)) if row["backend"] == "claude"][0]
+    usage = final.usage
+    cost = (usage.input_tokens * 3 + usage.cache_read_input_tokens * 0.3 + usage.output_tokens * 15) / 1e6  # type: ignore[operator]
+    assert streamed["requests"] == 2 and streamed["cost_usd"] == pytest.approx(2 * cost)
+
+
+def test_openai_compatible_backends_get_the_translation(stack: Stack) -> None:
+    """What the chat shape cannot carry is dropped for them: no thinking comes back, the stop reason is theirs."""
+    extra = {"top_k": 5, "context_management": {"edits": []}}
+    message = stack.anthropic().messages.create(
+        model="mid", max_tokens=32, system=SUPPORT, messages=FAQ, thinking=THINKING, extra_body=extra  # type: ignore[arg-type]
+    )
+    assert [block.type for block in message.content] == ["text"] and message.stop_reason == "max_tokens"
     chat = stack.stats("mid")["last_request"]["body"]
     assert chat["messages"][0] == {"role": "system", "content": "You are a support agent. " * 20}
     assert not {"top_k", "thinking", "system", "context_management"} & set(chat)
+
+
+def test_passed_through_stream_fails_over_before_its_first_token(stack: Stack) -> None:
+    """An error event after message_start (held back) fails over to the OpenAI flagship, translated."""
+    stack.fault("claude", error_event_after_chunks=2, times=2)
+    raw = stack.anthropic().messages.with_raw_response.create(
+        model="flagship", max_tokens=16, messages=MATH, thinking=THINKING, stream=True  # type: ignore[arg-type]
+    )
+    events = list(raw.parse())
+    assert raw.headers["x-router-backend"] == "gpt"
+    assert raw.headers["x-router-fallback"] == "claude->gpt; reason=server_error"
+    assert [event.type for event in events].count("message_start") == 1
+    assert "sim-gpt" in "".join(e.delta.text for e in events if e.type == "content_block_delta")  # type: ignore[union-attr]
+
+
+def test_count_tokens_is_exact_on_anthropic_backends(stack: Stack) -> None:
+    client = stack.anthropic()
+    system = "You are terse. " * 50
+    exact = client.messages.with_raw_response.count_tokens(model="claude", system=system, messages=FAQ)  # type: ignore[arg-type]
+    assert (exact.headers["x-router-count"], exact.headers["x-router-backend"]) == ("exact", "claude")
+    seen = stack.stats("claude")["last_request"]
+    assert seen["body"] == {"model": "claude-sim", "system": system, "messages": FAQ}
+    assert seen["headers"]["x-api-key"] == ANTHROPIC_KEY
+    estimate = client.messages.with_raw_response.count_tokens(model="mid", system=system, messages=FAQ)  # type: ignore[arg-type]
+    assert estimate.headers["x-router-count"] == "estimate"
+    billed = client.messages.create(model="claude", max_tokens=8, system=system, messages=FAQ).usage  # type: ignore[arg-type]
+    assert exact.parse().input_tokens == billed.input_tokens  # what the backend bills, as it counts
+    stack.fault("claude", status=529)  # the backend failing: the estimate, not an error
+    fallback = client.messages.with_raw_response.count_tokens(model="claude", system=system, messages=FAQ)  # type: ignore[arg-type]
+    assert fallback.headers["x-router-count"] == "estimate"
+    assert fallback.parse().input_tokens == estimate.parse().input_tokens
 
 
 def test_a_claude_code_shaped_request(stack: Stack) -> None:

@@ -421,7 +421,7 @@ async def test_provider_sends_the_documented_request_with_its_own_key(anthropic_
     headers = seen[0].headers
     assert (headers["x-api-key"], headers["anthropic-version"]) == ("sk-ant-secret", "2023-06-01")
     assert "authorization" not in {name.lower() for name in headers}
-    assert orjson.loads(bodies[0]) == {**fixture("basic_request.json"), "stream": False}
+    assert orjson.loads(bodies[0]) == fixture("basic_request.json")
 
 
 async def test_provider_streams_the_documented_tool_call(anthropic_upstream: Any) -> None:
