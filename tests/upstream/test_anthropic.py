@@ -58,7 +58,16 @@ def events(name: str) -> list[dict[str, Any]]:
 # -- the fixtures are what the SDK's types say -----------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["basic_response.json", "tool_use_response.json", "cache_usage_response.json"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "basic_response.json",
+        "tool_use_response.json",
+        "cache_usage_response.json",
+        "thinking_response.json",
+        "citations_response.json",
+    ],
+)
 def test_response_fixtures_are_sdk_messages(name: str) -> None:
     Message.model_validate(fixture(name))
 
@@ -70,7 +79,7 @@ def test_request_fixtures_are_sdk_create_params(name: str) -> None:
     TypeAdapter(MessageCreateParamsNonStreaming).validate_python(fixture(name))
 
 
-@pytest.mark.parametrize("name", ["stream_text.sse", "stream_tool_use.sse", "stream_error.sse"])
+@pytest.mark.parametrize("name", ["stream_text.sse", "stream_tool_use.sse", "stream_error.sse", "stream_thinking.sse"])
 def test_stream_fixtures_are_sdk_events(name: str) -> None:
     adapter = TypeAdapter(RawMessageStreamEvent)
     for event in events(name):
@@ -469,3 +478,54 @@ async def test_documented_errors_are_mapped(
         assert "sk-ant-secret" not in caught.value.message
     if status == 429:
         assert caught.value.headers == {"retry-after": "2"}
+
+
+# -- Messages API requests passed through (POST /v1/messages served by an Anthropic backend) ---------------
+
+
+@pytest.mark.parametrize("name", ["thinking_response.json", "citations_response.json"])
+async def test_a_messages_request_is_sent_and_answered_as_it_is(anthropic_upstream: Any, name: str) -> None:
+    seen, bodies, provider = await anthropic_upstream(answer(name))
+    request = {**fixture("basic_request.json"), "thinking": {"type": "enabled", "budget_tokens": 2048}, "top_k": 5}
+    completion = await provider.create_message(request, "interleaved-thinking-2025-05-14")  # type: ignore[attr-defined]
+    assert completion.raw == (FIXTURES / name).read_bytes() and completion.data == fixture(name)
+    assert orjson.loads(bodies[0]) == request
+    headers = seen[0].headers
+    assert (headers["x-api-key"], headers["anthropic-version"]) == ("sk-ant-secret", "2023-06-01")
+    assert headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
+
+
+async def test_a_messages_stream_is_relayed_event_by_event(anthropic_upstream: Any) -> None:
+    _, bodies, provider = await anthropic_upstream(stream("stream_thinking.sse"))
+    request = {**fixture("basic_request.json"), "stream": True}
+    batches = [batch async for batch in provider.stream_message(request)]  # type: ignore[attr-defined]
+    assert [done for _, done in batches] == [False] * (len(batches) - 1) + [True]
+    assert [chunk.data for batch, _ in batches for chunk in batch] == events("stream_thinking.sse")
+    relayed = [chunk.raw for batch, _ in batches for chunk in batch]
+    assert relayed == SSEDecoder().feed((FIXTURES / "stream_thinking.sse").read_bytes())  # the bytes as they came
+    assert orjson.loads(bodies[0]) == request
+
+
+async def test_a_passed_through_stream_raises_its_error_event(anthropic_upstream: Any) -> None:
+    _, _, provider = await anthropic_upstream(stream("stream_error.sse", piece=64, pause=0.01))
+    received: list[str] = []
+    with pytest.raises(UpstreamError) as caught:
+        async for batch, _ in provider.stream_message({**CHAT, "stream": True}):  # type: ignore[attr-defined]
+            received += [chunk.data["type"] for chunk in batch]
+    assert "content_block_delta" in received and "error" not in received
+    assert (caught.value.code, _failure_kind(caught.value)) == ("overloaded_error", "server_error")
+
+
+async def test_the_backends_own_beta_header_is_kept(anthropic_upstream: Any) -> None:
+    seen, _, provider = await anthropic_upstream(answer("basic_response.json"))
+    config = provider.config.model_copy(update={"headers": {"anthropic-beta": "prompt-caching-2024-07-31"}})
+    own = create_provider("claude", config)
+    try:
+        await own.create_message(fixture("basic_request.json"), "files-api-2025-04-14")  # type: ignore[attr-defined]
+        await own.create_message(fixture("basic_request.json"))  # type: ignore[attr-defined]
+    finally:
+        await own.aclose()
+    assert [request.headers["anthropic-beta"] for request in seen] == [
+        "prompt-caching-2024-07-31,files-api-2025-04-14",
+        "prompt-caching-2024-07-31",
+    ]
