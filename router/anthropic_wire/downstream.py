@@ -327,6 +327,17 @@ class EventTranslator:
                 self._stop = STOP_REASONS.get(choice["finish_reason"], "end_turn")
         return events
 
+    def feed_sse(self, chunk: dict[str, Any]) -> bytes:
+        """``sse_events(self.feed(chunk))``; a text delta to the open text block (most chunks) is framed directly."""
+        choices = chunk.get("choices")
+        if self._block == "text" and choices and len(choices) == 1 and not chunk.get("usage"):
+            choice = choices[0]
+            delta = choice.get("delta")
+            text = delta.get("content") if delta else None
+            if text and not choice.get("index") and not choice.get("finish_reason") and not delta.get("tool_calls"):
+                return _TEXT_DELTA_SSE % (self._index, orjson.dumps(text))
+        return sse_events(self.feed(chunk))
+
     def finish(self) -> list[dict[str, Any]]:
         events = self._close()
         usage = anthropic_usage(self._usage)
@@ -358,6 +369,17 @@ class EventTranslator:
 def sse_event(event: dict[str, Any]) -> bytes:
     """One event framed as Anthropic frames it: ``event: <type>`` then ``data: <json>``."""
     return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+
+
+def sse_events(events: list[dict[str, Any]]) -> bytes:
+    """Several events framed as ``sse_event`` frames each, in one buffer."""
+    return b"".join(map(sse_event, events))
+
+
+_TEXT_DELTA_SSE = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+    b'"delta":{"type":"text_delta","text":%s}}\n\n'
+)
 
 
 def error_body(status: int, message: str) -> dict[str, Any]:

@@ -285,12 +285,12 @@ class ChunkTranslator:
     """Anthropic stream events -> ``chat.completion.chunk`` dicts, one event at a time.
 
     ``message_start`` gives the role chunk, text and ``input_json_delta`` deltas give content and
-    tool-call chunks, ``message_delta`` the finish chunk, ``message_stop`` the usage chunk (and
-    ``done``). ``ping``, thinking and signature deltas give nothing; ``error`` events are the
+    tool-call chunks, ``message_delta`` the finish chunk, ``message_stop`` the usage chunk.
+    ``ping``, thinking and signature deltas give nothing; ``error`` events are the
     provider's to raise before they get here.
     """
 
-    __slots__ = ("_base", "_structured", "_tools", "_usage", "done")
+    __slots__ = ("_base", "_structured", "_text_head", "_tools", "_usage")
 
     def __init__(self, *, structured: bool, created: int) -> None:
         self._structured = structured
@@ -300,9 +300,21 @@ class ChunkTranslator:
             "created": created,
             "model": "",
         }
+        self._text_head = _text_head(self._base)
         self._tools: dict[int, int] = {}  # content block index -> tool call index
         self._usage: dict[str, Any] = {}
-        self.done = False
+
+    def feed_encoded(self, event: dict[str, Any]) -> list[tuple[bytes, dict[str, Any]]]:
+        """``feed``, each chunk with its JSON; a text delta (most events) is encoded from a template."""
+        if event.get("type") == "content_block_delta":
+            delta = event.get("delta")
+            if delta and delta.get("type") == "text_delta":
+                text = delta.get("text")
+                if not text:
+                    return []
+                choice = {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
+                return [(self._text_head + orjson.dumps(text) + _TEXT_TAIL, {**self._base, "choices": [choice]})]
+        return [(orjson.dumps(data), data) for data in self.feed(event)]
 
     def feed(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         kind = event.get("type")
@@ -313,6 +325,7 @@ class ChunkTranslator:
         if kind == "message_start":
             message = event.get("message") or {}
             self._base = {**self._base, "id": message.get("id", "msg-gateway"), "model": message.get("model", "")}
+            self._text_head = _text_head(self._base)
             self._usage = dict(message.get("usage") or {})
             return [self._chunk({"role": "assistant", "content": ""})]
         if kind == "message_delta":
@@ -320,7 +333,6 @@ class ChunkTranslator:
             finish = FINISH_REASONS.get((event.get("delta") or {}).get("stop_reason") or "end_turn", "stop")
             return [self._chunk({}, "stop" if self._structured and finish == "tool_calls" else finish)]
         if kind == "message_stop":
-            self.done = True
             return [{**self._base, "choices": [], "usage": openai_usage(self._usage)}]
         return []
 
@@ -354,3 +366,11 @@ class ChunkTranslator:
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {**self._base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+
+#: A text chunk's JSON around its (encoded) text: ``_text_head(base)``, the text, ``_TEXT_TAIL``.
+_TEXT_TAIL = b'},"logprobs":null,"finish_reason":null}]}'
+
+
+def _text_head(base: dict[str, Any]) -> bytes:
+    return orjson.dumps(base)[:-1] + b',"choices":[{"index":0,"delta":{"content":'

@@ -28,6 +28,7 @@ from router.anthropic_wire.downstream import (
     error_body,
     parse_messages_request,
     sse_event,
+    sse_events,
     to_chat_request,
     to_message,
 )
@@ -113,16 +114,15 @@ class MessagesTranslation:
     def events(self, chunks: list[dict[str, Any]]) -> bytes:
         if self._passthrough:
             self._note_usage(chunks)
-            return b"".join(map(sse_event, chunks))
+            return sse_events(chunks)
         translator = self._translator
-        events = []
+        opening = b""
         if translator is None:
             first = chunks[0] if chunks else {}
-            translator = self._translator = EventTranslator(str(first.get("id") or "gateway"), str(first.get("model") or ""))
-            events = translator.start()
-        for chunk in chunks:
-            events += translator.feed(chunk)
-        return b"".join(map(sse_event, events))
+            translator = EventTranslator(str(first.get("id") or "gateway"), str(first.get("model") or ""))
+            self._translator = translator
+            opening = sse_events(translator.start())
+        return opening + b"".join(map(translator.feed_sse, chunks))
 
     def _note_usage(self, events: list[dict[str, Any]]) -> None:
         """Follow a passed-through stream's usage: ``message_start`` has the prompt's, ``message_delta`` the
@@ -150,7 +150,7 @@ class MessagesTranslation:
     def closing(self) -> bytes:
         if self._passthrough or self._translator is None:
             return b""  # the backend sent its own message_stop
-        return b"".join(map(sse_event, self._translator.finish()))
+        return sse_events(self._translator.finish())
 
     def failed(self, error: GatewayError) -> bytes:
         return sse_event(error_body(error.status_code, error.message))

@@ -27,7 +27,7 @@ from router.api import (
     _uncancel,
 )
 from router.auth import ClientKey
-from router.cost import chunk_chars
+from router.cost import chunk_chars, reported_tokens
 from router.endpoints.base import Endpoint, send_answer
 from router.errors import GatewayError
 from router.gateway import Gateway
@@ -135,12 +135,15 @@ class TranslatedEndpoint(Endpoint):
 
 def _events(trace: Trace, batch: list[Chunk], translation: Translation) -> bytes:
     """A batch of upstream chunks in the endpoint's format; their usage and text are noted on ``trace``."""
+    # The text's length only matters to estimate output tokens: not when the batch ends with its usage.
+    count_chars = not (batch and reported_tokens(batch[-1].data.get("usage")))
     chunks = []
     for chunk in batch:
         data = chunk.data
         if data.get("usage"):
             trace.usage_reported = data["usage"]
-        trace.output_chars += chunk_chars(data)
+        if count_chars:
+            trace.output_chars += chunk_chars(data)
         chunks.append(data)
     events = translation.events(chunks)
     trace.usage_reported = translation.usage or trace.usage_reported

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -32,44 +32,6 @@ from router.upstream.sse import SSEDecoder
 
 #: How Anthropic words a prompt that does not fit the model's window.
 _CONTEXT_LENGTH_MARKERS = ("prompt is too long", "context limit", "context window", "context length")
-
-
-class _Feed(Protocol):
-    """Turns one decoded upstream event into the chunks the stream yields; ``done`` once the message ended."""
-
-    done: bool
-
-    def feed(self, payload: bytes, event: dict[str, Any]) -> list[Chunk]: ...
-
-
-class _ChatChunks:
-    """Events as ``chat.completion.chunk`` chunks (``ChunkTranslator``)."""
-
-    __slots__ = ("_translator",)
-
-    def __init__(self, translator: ChunkTranslator) -> None:
-        self._translator = translator
-
-    @property
-    def done(self) -> bool:
-        return self._translator.done
-
-    def feed(self, payload: bytes, event: dict[str, Any]) -> list[Chunk]:
-        return [Chunk(orjson.dumps(data), data) for data in self._translator.feed(event)]
-
-
-class _NativeEvents:
-    """Events as they came (a payload that spanned several ``data:`` lines re-encoded on one)."""
-
-    __slots__ = ("done",)
-
-    def __init__(self) -> None:
-        self.done = False
-
-    def feed(self, payload: bytes, event: dict[str, Any]) -> list[Chunk]:
-        if event.get("type") == "message_stop":
-            self.done = True
-        return [Chunk(orjson.dumps(event) if b"\n" in payload else payload, event)]
 
 
 class AnthropicProvider(OpenAICompatProvider):
@@ -99,8 +61,7 @@ class AnthropicProvider(OpenAICompatProvider):
     def stream(self, body: dict[str, Any]) -> AsyncIterator[Batch]:
         """The upstream's events as chat-completion chunks, in batches (see ``OpenAICompatProvider.stream``)."""
         payload = orjson.dumps(to_messages_request(body, default_max_tokens=self.config.default_max_tokens))
-        translator = ChunkTranslator(structured=structured_output(body), created=int(time.time()))
-        return self._stream(payload, self._headers, _ChatChunks(translator))
+        return self._stream(payload, self._headers, ChunkTranslator(structured=structured_output(body), created=int(time.time())))
 
     # -- Messages API, passed through --------------------------------------------------------------
 
@@ -112,7 +73,7 @@ class AnthropicProvider(OpenAICompatProvider):
     def stream_message(self, body: dict[str, Any], beta: str | None = None) -> AsyncIterator[Batch]:
         """A streamed ``create_message``: Anthropic's events as they came, in batches, the batch with
         ``message_stop`` marked done; an ``error`` event raises (after the events that came before it)."""
-        return self._stream(orjson.dumps(body), self._with_beta(beta), _NativeEvents())
+        return self._stream(orjson.dumps(body), self._with_beta(beta), None)
 
     async def count_tokens(self, body: dict[str, Any], beta: str | None = None) -> int:
         """``POST /v1/messages/count_tokens``: the backend's exact count of a Messages API prompt."""
@@ -147,7 +108,11 @@ class AnthropicProvider(OpenAICompatProvider):
             raise UpstreamError(f"Backend {self.name!r} sent a message without `content`.", code="upstream_malformed")
         return Completion(content, message)
 
-    async def _stream(self, payload: bytes, headers: Mapping[str, str], feed: _Feed) -> AsyncIterator[Batch]:
+    async def _stream(
+        self, payload: bytes, headers: Mapping[str, str], translator: ChunkTranslator | None
+    ) -> AsyncIterator[Batch]:
+        """The events as chat chunks (``translator``), or as they came (None), in batches: the events that
+        arrived together; the batch with ``message_stop`` is marked done."""
         response = await self._open_stream(self._url, payload, headers)
         reusable = False
         try:
@@ -156,12 +121,12 @@ class AnthropicProvider(OpenAICompatProvider):
             while True:
                 with map_transport_errors(self.name):
                     raw = await reader.readany()
-                batch, failure = self._feed(feed, self._events(decoder, raw))
+                batch, done, failure = self._chunks(self._events(decoder, raw), translator)
                 if failure is not None:
                     if batch:  # what came before the error event is the client's, as if it came in its own read
                         yield batch, False
                     raise failure
-                if feed.done:
+                if done:
                     reusable = await _drain(reader)
                     yield batch, True
                     return
@@ -177,18 +142,32 @@ class AnthropicProvider(OpenAICompatProvider):
             else:
                 response.close()
 
-    def _feed(self, feed: _Feed, payloads: list[bytes]) -> tuple[list[Chunk], UpstreamError | None]:
-        """The chunks of the events that arrived together, up to an ``error`` event (returned, not raised)."""
+    def _chunks(
+        self, payloads: list[bytes], translator: ChunkTranslator | None
+    ) -> tuple[list[Chunk], bool, UpstreamError | None]:
+        """The chunks of the events that arrived together, whether ``message_stop`` was among them, and the
+        error of an ``error`` event (returned, not raised, with the chunks that came before it)."""
         batch: list[Chunk] = []
+        done = False
         for payload in payloads:
             try:
-                event = _decode_json(self.name, payload)
-            except UpstreamError as exc:
-                return batch, exc
-            if event.get("type") == "error":
-                return batch, self._event_error(payload, event)
-            batch += feed.feed(payload, event)
-        return batch, None
+                event = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                event = None
+            if type(event) is not dict:  # malformed, or JSON that is not an object: _decode_json says which
+                try:
+                    event = _decode_json(self.name, payload)
+                except UpstreamError as exc:
+                    return batch, done, exc
+            kind = event.get("type")
+            if kind == "error":
+                return batch, done, self._event_error(payload, event)
+            if translator is None:  # passed through; a payload that spanned several data: lines goes on one
+                batch.append(Chunk(orjson.dumps(event) if b"\n" in payload else payload, event))
+            else:
+                batch += [Chunk(raw, data) for raw, data in translator.feed_encoded(event)]
+            done = done or kind == "message_stop"
+        return batch, done, None
 
     def _event_error(self, payload: bytes, event: dict[str, Any]) -> UpstreamError:
         """An ``error`` event after a 200 (or an error body sent with one): the error it carries."""

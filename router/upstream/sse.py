@@ -58,9 +58,18 @@ class SSEDecoder:
             raise EventTooLargeError(f"an SSE event exceeds {self._max_event_bytes} bytes")
         if rest:
             self._pending, self._pending_bytes = [rest], len(rest)
-        if buffer.count(b"\n") == 2 * len(blocks):
+        newlines = buffer.count(b"\n")
+        if newlines == 2 * len(blocks):
             # No newline but the separators: every event is one line, nearly always `data: <json>`.
             found = [block[6:] if block[:6] == b"data: " else _data_of(block) for block in blocks]
+            found = found if None not in found else [data for data in found if data is not None]
+        elif newlines == 3 * len(blocks):
+            # Every event is two lines, nearly always `event: <type>` then `data: <json>` (Anthropic's framing).
+            found = [
+                parts[2] if parts[1] and block[:6] == b"event:" else _data_of(block)
+                for block in blocks
+                if (parts := block.partition(b"\ndata: "))
+            ]
             found = found if None not in found else [data for data in found if data is not None]
         else:
             found = [data for block in blocks if (data := _data_of(block)) is not None]
@@ -85,6 +94,11 @@ def _data_of(block: bytes) -> bytes | None:
     if block.startswith(b"data:") and b"\n" not in block:
         # The common case: one `data:` line per event.
         return block[6:] if block[5:6] == b" " else block[5:]
+    if block.startswith(b"event:"):
+        # Anthropic's (and the Responses API's) case: an `event:` line, then one `data:` line.
+        data = block.find(b"\ndata:") + 1
+        if data and block.find(b"\n", data) < 0:
+            return block[data + 6 :] if block[data + 5 : data + 6] == b" " else block[data + 5 :]
     parts = []
     for line in block.split(b"\n"):
         if line.startswith(b"data:"):
