@@ -171,12 +171,16 @@ async def _relay(
 ) -> AsyncGenerator[bytes, None]:
     """The stream in the endpoint's format; a failure after the start ends it with the format's failure event."""
     try:
-        yield translation.opening(stream.candidate)
+        opening = translation.opening(stream.candidate)
+        if opening:
+            yield opening
         async for batch, _ in stream.batches():
             events = _events(trace, batch, translation)
             if events:
                 yield events
-        yield translation.closing()
+        closing = translation.closing()
+        if closing:  # nothing when the backend sent its own end (a native stream)
+            yield closing
     except GatewayError as exc:
         trace.status = exc.status_code
         pipeline.backends[stream.candidate.backend].breaker.record_failure()
