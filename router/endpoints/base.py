@@ -91,15 +91,18 @@ class Endpoint:
                 raise  # the answer is under way: the server closes the connection
             await self.send_error(send, GatewayError("The gateway hit an internal error; it has been logged."), None)
 
+    async def read(self, gateway: Gateway, headers: Mapping[str, str], receive: Receive) -> tuple[ClientKey, bytes]:
+        """The authenticated client and the request's body (refused past ``max_body_bytes``)."""
+        pipeline = gateway.pipeline
+        client = self.authenticate(pipeline, headers)
+        return client, await _read_body(receive, headers.get("content-length"), pipeline.config.server.max_body_bytes)
+
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-        request_id, unique_id = _request_ids(headers.get("x-request-id"))
-        gateway: Gateway = scope["app"].state.gateway
+        gateway, headers, (request_id, unique_id) = request_head(scope)
         pipeline = gateway.pipeline
         try:
-            client = self.authenticate(pipeline, headers)
-            raw = await _read_body(receive, headers.get("content-length"), pipeline.config.server.max_body_bytes)
+            client, raw = await self.read(gateway, headers, receive)
             body, route, context = await self.prepare(gateway, raw, client, headers)
         except GatewayError as exc:
             pipeline.accountant.reject(request_id, exc.status_code, started, self.path)
@@ -121,6 +124,12 @@ class Endpoint:
             # Before the answer starts, only the server cancels (at its drain deadline): say so.
             _uncancel()
             await self.send_error(send, _shutting_down(), request_id)
+
+
+def request_head(scope: Scope) -> tuple[Gateway, dict[str, str], tuple[str, str]]:
+    """The gateway serving the request, its headers by (lower-case) name, and its ids (``_request_ids``)."""
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    return scope["app"].state.gateway, headers, _request_ids(headers.get("x-request-id"))
 
 
 async def send_answer(pipeline: Pipeline, trace: Trace, body: bytes, send: Send) -> None:

@@ -32,9 +32,10 @@ from router.anthropic_wire.downstream import (
     to_chat_request,
     to_message,
 )
-from router.api import _read_body, _request_ids, send_bytes
+from router.api import send_bytes
 from router.auth import ClientKey
 from router.cost import CHARS_PER_TOKEN
+from router.endpoints.base import request_head
 from router.endpoints.translated import TranslatedEndpoint, UpstreamCalls, native_calls
 from router.errors import GatewayError, UpstreamClientError, UpstreamError
 from router.gateway import Gateway
@@ -177,13 +178,10 @@ class CountTokensEndpoint(AnthropicEdge, TranslatedEndpoint):
     path = "/v1/messages/count_tokens"
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-        request_id, _ = _request_ids(headers.get("x-request-id"))
-        gateway: Gateway = scope["app"].state.gateway
+        gateway, headers, (request_id, _) = request_head(scope)
         pipeline = gateway.pipeline
         try:
-            client = self.authenticate(pipeline, headers)
-            raw = await _read_body(receive, headers.get("content-length"), pipeline.config.server.max_body_bytes)
+            client, raw = await self.read(gateway, headers, receive)
             native = parse_messages_request(raw, generate=False)
             route = pipeline.route(to_chat_request(native), client, headers)
             answer = {"x-request-id": request_id, "x-router-rule": route.decision.rule}

@@ -27,8 +27,7 @@ from router.config import BackendConfig
 from router.errors import UpstreamClientError, UpstreamError
 from router.redact import redact
 from router.upstream.base import CONTEXT_LENGTH_CODE, Batch, Chunk, Completion, error_from_status, map_transport_errors
-from router.upstream.openai_compat import OpenAICompatProvider, _decode_json, _drain
-from router.upstream.sse import SSEDecoder
+from router.upstream.openai_compat import OpenAICompatProvider, _decode_json
 
 #: How Anthropic words a prompt that does not fit the model's window.
 _CONTEXT_LENGTH_MARKERS = ("prompt is too long", "context limit", "context window", "context length")
@@ -61,7 +60,8 @@ class AnthropicProvider(OpenAICompatProvider):
     def stream(self, body: dict[str, Any]) -> AsyncIterator[Batch]:
         """The upstream's events as chat-completion chunks, in batches (see ``OpenAICompatProvider.stream``)."""
         payload = orjson.dumps(to_messages_request(body, default_max_tokens=self.config.default_max_tokens))
-        return self._stream(payload, self._headers, ChunkTranslator(structured=structured_output(body), created=int(time.time())))
+        translator = ChunkTranslator(structured=structured_output(body), created=int(time.time()))
+        return self._messages_stream(payload, self._headers, translator)
 
     # -- Messages API, passed through --------------------------------------------------------------
 
@@ -73,7 +73,7 @@ class AnthropicProvider(OpenAICompatProvider):
     def stream_message(self, body: dict[str, Any], beta: str | None = None) -> AsyncIterator[Batch]:
         """A streamed ``create_message``: Anthropic's events as they came, in batches, the batch with
         ``message_stop`` marked done; an ``error`` event raises (after the events that came before it)."""
-        return self._stream(orjson.dumps(body), self._with_beta(beta), None)
+        return self._messages_stream(orjson.dumps(body), self._with_beta(beta), None)
 
     async def count_tokens(self, body: dict[str, Any], beta: str | None = None) -> int:
         """``POST /v1/messages/count_tokens``: the backend's exact count of a Messages API prompt."""
@@ -85,7 +85,9 @@ class AnthropicProvider(OpenAICompatProvider):
             raise self._status_error(status, content, headers)
         tokens = _decode_json(self.name, content).get("input_tokens")
         if type(tokens) is not int:
-            raise UpstreamError(f"Backend {self.name!r} sent a count without `input_tokens`.", code="upstream_malformed")
+            raise UpstreamError(
+                f"Backend {self.name!r} sent a count without `input_tokens`.", code="upstream_malformed"
+            )
         return tokens
 
     def _with_beta(self, beta: str | None) -> Mapping[str, str]:
@@ -108,39 +110,14 @@ class AnthropicProvider(OpenAICompatProvider):
             raise UpstreamError(f"Backend {self.name!r} sent a message without `content`.", code="upstream_malformed")
         return Completion(content, message)
 
-    async def _stream(
+    def _messages_stream(
         self, payload: bytes, headers: Mapping[str, str], translator: ChunkTranslator | None
     ) -> AsyncIterator[Batch]:
         """The events as chat chunks (``translator``), or as they came (None), in batches: the events that
         arrived together; the batch with ``message_stop`` is marked done."""
-        response = await self._open_stream(self._url, payload, headers)
-        reusable = False
-        try:
-            decoder = SSEDecoder(self.config.max_event_bytes)
-            reader = response.content
-            while True:
-                with map_transport_errors(self.name):
-                    raw = await reader.readany()
-                batch, done, failure = self._chunks(self._events(decoder, raw), translator)
-                if failure is not None:
-                    if batch:  # what came before the error event is the client's, as if it came in its own read
-                        yield batch, False
-                    raise failure
-                if done:
-                    reusable = await _drain(reader)
-                    yield batch, True
-                    return
-                if batch:
-                    yield batch, False
-                if not raw:
-                    raise UpstreamError(
-                        f"Backend {self.name!r} ended the stream without message_stop.", code="upstream_disconnected"
-                    )
-        finally:
-            if reusable:
-                response.release()
-            else:
-                response.close()
+        return self._stream(
+            self._url, payload, headers, lambda payloads: self._chunks(payloads, translator), "message_stop"
+        )
 
     def _chunks(
         self, payloads: list[bytes], translator: ChunkTranslator | None

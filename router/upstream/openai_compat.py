@@ -8,7 +8,7 @@ upstream call for every request it serves.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -117,23 +117,43 @@ class OpenAICompatProvider:
             raise error_in_answer(self.name, data["error"], secrets=self._secrets)
         return Completion(content, data)
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[Batch]:
+    def stream(self, body: dict[str, Any]) -> AsyncIterator[Batch]:
         """Yield the upstream's chunks, validated, in batches: the chunks that arrived together.
 
         The batch that came with ``[DONE]`` is marked and ends the iteration; any failure raises.
         Relaying a batch as one write keeps the cost per chunk low when the upstream is fast, and
-        is exactly chunk by chunk when it is not.
+        is exactly chunk by chunk when it is not. A JSON answer to the stream request is converted.
         """
-        response = await self._open_stream(self._url, orjson.dumps(body))
+        return self._stream(self._url, orjson.dumps(body), self._headers, self._decode, "[DONE]", self._plain)
+
+    def _decode(self, payloads: list[bytes]) -> tuple[list[Chunk], bool, UpstreamError | None]:
+        return (*_decode_events(self.name, payloads, self._secrets), None)
+
+    def _plain(self, content: bytes) -> list[Chunk]:
+        return [Chunk(orjson.dumps(data), data) for data in completion_to_chunks(self._completion(content))]
+
+    async def _stream(
+        self,
+        url: str,
+        payload: bytes,
+        headers: Mapping[str, str],
+        decode: Callable[[list[bytes]], tuple[list[Chunk], bool, UpstreamError | None]],
+        end: str,
+        plain: Callable[[bytes], list[Chunk]] | None = None,
+    ) -> AsyncIterator[Batch]:
+        """POST a stream request and yield its answer in batches. ``decode`` turns the events of one read
+        into their chunks, whether ``end`` came with them, and the error of an error event (raised once
+        the chunks before it are yielded); the batch with the end is marked done. ``plain`` converts a
+        JSON answer (instead of SSE) into the whole stream."""
+        response = await self._open_stream(url, payload, headers)
         reusable = False
         try:
-            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            if plain is not None and not response.headers.get("content-type", "").startswith("text/event-stream"):
                 with map_transport_errors(self.name):
                     content, reusable = await _read_body(response, self.config.max_response_bytes)
                 if not reusable:
                     raise _too_large(self.name, self.config.max_response_bytes)
-                chunks = [Chunk(orjson.dumps(data), data) for data in completion_to_chunks(self._completion(content))]
-                yield chunks, True
+                yield plain(content), True
                 return
             decoder = SSEDecoder(self.config.max_event_bytes)
             reader = response.content
@@ -142,7 +162,11 @@ class OpenAICompatProvider:
                     raw = await reader.readany()
                 payloads = self._events(decoder, raw)
                 if payloads:
-                    batch, done = _decode_events(self.name, payloads, self._secrets)
+                    batch, done, failure = decode(payloads)
+                    if failure is not None:
+                        if batch:  # what came before the error is the client's, as if it came in its own read
+                            yield batch, False
+                        raise failure
                     if done:
                         reusable = await _drain(reader)
                         yield batch, True
@@ -151,7 +175,7 @@ class OpenAICompatProvider:
                         yield batch, False
                 if not raw:
                     raise UpstreamError(
-                        f"Backend {self.name!r} ended the stream without [DONE].", code="upstream_disconnected"
+                        f"Backend {self.name!r} ended the stream without {end}.", code="upstream_disconnected"
                     )
         finally:
             # A fully read response goes back to the pool; anything else (errors, a client that
