@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from anthropic.types import Message, RawMessageStreamEvent
 from pydantic import TypeAdapter
@@ -17,7 +18,11 @@ from router.anthropic_wire.downstream import (
     to_message,
 )
 from router.anthropic_wire.upstream import to_chat_completion, to_messages_request
+from router.config import BackendConfig
+from router.endpoints.messages import MessagesTranslation
 from router.errors import InvalidRequestError
+from router.policy import Candidate
+from router.upstream.sse import SSEDecoder
 from tests.upstream.test_anthropic import FIXTURES, events, fixture, translate
 
 REQUESTS = ["basic_request.json", "tool_use_request.json", "tool_result_request.json", "image_request.json"]
@@ -181,3 +186,27 @@ def test_thinking_is_left_out_of_the_chat_translation() -> None:
 )
 def test_error_shape(status: int, kind: str) -> None:
     assert error_body(status, "m") == {"type": "error", "error": {"type": kind, "message": "m"}}
+
+
+def test_a_passed_through_stream_is_relayed_as_it_came_and_its_usage_followed() -> None:
+    """Anthropic's own events go back framed as Anthropic frames them; usage is the prompt's from message_start
+    (cache parts included) and, until message_delta ends it, the output estimated from the text so far."""
+    documented = events("stream_thinking.sse")
+    translation = MessagesTranslation({"model": "auto"}, None)
+    candidate = Candidate("claude", "flagship", BackendConfig(tier="flagship", kind="anthropic", model="c"))  # type: ignore[arg-type]
+    assert translation.opening(candidate) == b""
+    start = {**documented[0], "message": {**documented[0]["message"], "usage": {
+        "input_tokens": 10, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 0, "output_tokens": 1}}}
+    framed = translation.events([start, *documented[1:4]])
+    assert SSEDecoder().feed(framed) == [orjson.dumps(event) for event in [start, *documented[1:4]]]
+    assert framed.startswith(b"event: message_start\ndata: ")
+    thought = len(documented[2]["delta"]["thinking"] + documented[3]["delta"]["thinking"])
+    assert translation.usage == {
+        "prompt_tokens": 110,
+        "completion_tokens": -(-thought // 4),  # estimated: the stream may still break here
+        "total_tokens": 110 + -(-thought // 4),
+        "prompt_tokens_details": {"cached_tokens": 100},
+    }
+    translation.events(documented[4:])
+    assert translation.usage is not None and translation.usage["completion_tokens"] == 96  # message_delta's
+    assert translation.closing() == b""  # the backend's own message_stop has gone already
