@@ -31,7 +31,8 @@ class Candidate:
 class Plan:
     candidates: tuple[Candidate, ...]
     notes: tuple[str, ...] = ()
-    #: Why the first candidate is not the rule's own target (``pii``, ``capacity``, ``latency``, ``sticky``), if so.
+    #: Why the first candidate is not the rule's own target (``pii``, ``capacity``, ``latency``, ``sticky``;
+    #: ``anthropic`` from ``router.endpoints.messages``), if so.
     rerouted: str | None = None
     #: Set when nothing may serve the request (e.g. personal data and no self-hosted backend fits).
     refusal: str | None = None

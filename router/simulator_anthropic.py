@@ -72,7 +72,7 @@ class AnthropicMessages(_ChatCompletions):
         sim = self.sim
         try:
             native: Any = parse_messages_request(raw)
-            body, invalid = to_chat_request(native), None
+            body, invalid = to_chat_request(native)[0], None
         except InvalidRequestError as exc:
             native, body, invalid = _json_or_none(raw), None, exc
         sim.last_request = {"headers": dict(request.headers), "body": native}
@@ -173,7 +173,7 @@ async def count_tokens(sim: _Simulator, request: Request) -> Response:
         if (failure := sim.take("status")) is not None:
             raise _fault_error(failure)
         try:
-            body = to_chat_request(parse_messages_request(raw, generate=False))
+            body = to_chat_request(parse_messages_request(raw, generate=False))[0]
         except InvalidRequestError as exc:
             raise _RequestError(400, exc.message) from exc
     except _RequestError as exc:

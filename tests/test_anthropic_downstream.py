@@ -29,7 +29,8 @@ REQUESTS = ["basic_request.json", "tool_use_request.json", "tool_result_request.
 
 
 def test_tool_result_request_becomes_chat_messages() -> None:
-    chat = to_chat_request(parse_messages_request((FIXTURES / "tool_result_request.json").read_bytes()))
+    chat, anthropic_only = to_chat_request(parse_messages_request((FIXTURES / "tool_result_request.json").read_bytes()))
+    assert anthropic_only == ()
     assert chat["messages"][1:] == [
         {
             "role": "assistant",
@@ -51,7 +52,7 @@ def test_tool_result_request_becomes_chat_messages() -> None:
 def test_documented_requests_survive_the_round_trip_through_chat(name: str) -> None:
     """In through /v1/messages, out to a kind: anthropic backend by translation: the same request."""
     request = fixture(name)
-    assert to_messages_request(to_chat_request(request), default_max_tokens=1) == request
+    assert to_messages_request(to_chat_request(request)[0], default_max_tokens=1) == request
 
 
 @pytest.mark.parametrize("name", ["basic_response.json", "tool_use_response.json", "cache_usage_response.json"])
@@ -117,35 +118,37 @@ def test_bad_requests_name_the_field(body: bytes, param: str) -> None:
     assert caught.value.param == param
 
 
-@pytest.mark.parametrize(
-    ("block", "param"),
-    [
-        (
-            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}},
-            "messages.0.content.0.type",
-        ),
-        (
-            {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image", "source": {}}]},
-            "messages.0.content.0.content.0.type",
-        ),
-    ],
-)
-def test_blocks_no_backend_can_take_are_refused(block: dict[str, Any], param: str) -> None:
-    with pytest.raises(InvalidRequestError) as caught:
-        to_chat_request({"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": [block]}]})
-    assert caught.value.param == param
-
-
-def test_server_tools_are_refused() -> None:
+def test_what_chat_cannot_carry_is_left_out_and_named() -> None:
+    """Only Anthropic backends may then serve the request (router.endpoints.messages narrows its plan)."""
+    document = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}
+    screenshot = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}}
+    searched = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "q"}}
     body = {
         "model": "auto",
         "max_tokens": 5,
-        "messages": [{"role": "user", "content": "x"}],
-        "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+        "tools": [
+            {"type": "web_search_20250305", "name": "web_search"},
+            {"name": "get_weather", "input_schema": {"type": "object"}},
+        ],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Read this"}, document]},
+            {"role": "assistant", "content": [searched, {"type": "text", "text": "Found it."}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [screenshot]}]},
+        ],
     }
-    with pytest.raises(InvalidRequestError) as caught:
-        to_chat_request(body)
-    assert caught.value.param == "tools.0.type"
+    chat, anthropic_only = to_chat_request(body)
+    assert anthropic_only == (
+        "messages.0.content.1",
+        "messages.1.content.0",
+        "messages.2.content.0.content.0",
+        "tools.0",
+    )
+    assert chat["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Read this"}]},
+        {"role": "assistant", "content": "Found it."},
+        {"role": "tool", "tool_call_id": "t", "content": ""},
+    ]
+    assert [tool["function"]["name"] for tool in chat["tools"]] == ["get_weather"]
 
 
 def test_thinking_is_left_out_of_the_chat_translation() -> None:
@@ -161,11 +164,11 @@ def test_thinking_is_left_out_of_the_chat_translation() -> None:
             {"role": "assistant", "content": [thinking, {"type": "redacted_thinking", "data": "d"}, {"type": "text", "text": "y"}]},
         ],
     }
-    assert to_chat_request(body) == {
+    assert to_chat_request(body) == ({
         "model": "auto",
         "max_tokens": 5,
         "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
-    }
+    }, ())
 
 
 @pytest.mark.parametrize(

@@ -5,12 +5,13 @@ the field), ``to_chat_request`` turns it into the chat-completions body the pipe
 every backend kind accepts, and ``to_message`` / ``EventTranslator`` turn the answer back.
 
 Anthropic backends are sent the request itself (``router.endpoints.messages``); this translation
-is for the others. Dropped on the way, as hints with no chat-completions equivalent: ``cache_control``
-on any block, ``top_k``, ``service_tier``, ``is_error`` on tool results, ``thinking`` (and the
-thinking blocks of the history), ``context_management`` (a beta). Refused with a 400 naming the field,
-whatever the backend: server tools (``web_search`` and other typed tools), ``document`` and other
-non-text, non-image blocks, images inside tool results, and unknown top-level fields (as Anthropic
-refuses them).
+routes it, and is what the others are sent. Dropped on the way, as hints with no chat-completions
+equivalent: ``cache_control`` on any block, ``top_k``, ``service_tier``, ``is_error`` on tool results,
+``thinking`` (and the thinking blocks of the history), ``context_management`` (a beta). Left out and
+named (``to_chat_request``'s second result), so that only Anthropic backends serve the request:
+server tools (``web_search`` and other typed tools), ``document`` and other blocks chat has no place
+for, images inside tool results or from the Files API. Unknown top-level fields are refused with a
+400 naming the field, as Anthropic refuses them.
 """
 
 from __future__ import annotations
@@ -88,14 +89,18 @@ def parse_messages_request(raw: bytes, *, generate: bool = True) -> dict[str, An
 _THINKING = frozenset({"thinking", "redacted_thinking"})
 
 
-def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
-    """A checked Messages API body as a chat-completions body."""
+def to_chat_request(body: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """A checked Messages API body as a chat-completions body, and the fields (dotted paths) that body
+    leaves out because only Anthropic backends take them: server tools, and content blocks chat has no
+    place for (documents, search results, server tool results in the history, images in tool results,
+    images from the Files API)."""
+    dropped: list[str] = []
     messages: list[dict[str, Any]] = []
     system = body.get("system")
     if system:
-        messages.append({"role": "system", "content": _text(system, "system")})
+        messages.append({"role": "system", "content": _text(system, "system", dropped)})
     for i, turn in enumerate(body["messages"]):
-        messages.extend(_turn(turn, f"messages.{i}"))
+        messages.extend(_turn(turn, f"messages.{i}", dropped))
     out: dict[str, Any] = {"model": body["model"], "messages": messages}
     for key in ("max_tokens", "stream", "temperature", "top_p"):
         if body.get(key) is not None:
@@ -105,62 +110,62 @@ def to_chat_request(body: dict[str, Any]) -> dict[str, Any]:
     user = (body.get("metadata") or {}).get("user_id")
     if user:
         out["user"] = user
-    if body.get("tools"):
-        out["tools"] = [_tool(tool, f"tools.{i}") for i, tool in enumerate(body["tools"])]
+    tools = []
+    for i, tool in enumerate(body.get("tools") or ()):
+        if tool.get("type", "custom") == "custom":
+            tools.append(_tool(tool, f"tools.{i}"))
+        else:  # a server tool (web_search, code_execution, ...)
+            dropped.append(f"tools.{i}")
+    if tools:
+        out["tools"] = tools
         choice = body.get("tool_choice")
         if choice:
             out["tool_choice"] = _tool_choice(choice)
             if choice.get("disable_parallel_tool_use"):
                 out["parallel_tool_calls"] = False
-    return out
+    return out, tuple(dropped)
 
 
-def _text(content: str | list[dict[str, Any]], where: str) -> str:
+def _text(content: str | list[dict[str, Any]], where: str, dropped: list[str]) -> str:
     if isinstance(content, str):
         return content
     parts = []
     for i, block in enumerate(content):
-        if block["type"] != "text":
-            raise InvalidRequestError(
-                f"{where}.{i}.type: only text blocks are supported here.", param=f"{where}.{i}.type"
-            )
-        parts.append(block.get("text", ""))
+        if block["type"] == "text":
+            parts.append(block.get("text", ""))
+        else:
+            dropped.append(f"{where}.{i}")
     return "".join(parts)
 
 
-def _turn(turn: dict[str, Any], where: str) -> list[dict[str, Any]]:
+def _turn(turn: dict[str, Any], where: str, dropped: list[str]) -> list[dict[str, Any]]:
     """One Anthropic turn as chat messages: a user turn's tool results become tool messages first."""
     content = turn["content"]
     role = turn["role"]
     if isinstance(content, str):
         return [{"role": role, "content": content}]
     if role == "assistant":
-        return [_assistant(content, where)]
+        return [_assistant(content, where, dropped)]
     out: list[dict[str, Any]] = []
     parts: list[dict[str, Any]] = []
     for i, block in enumerate(content):
         kind = block["type"]
         if kind == "tool_result":
             result = block.get("content")
-            text = "" if result is None else _text(result, f"{where}.content.{i}.content")
+            text = "" if result is None else _text(result, f"{where}.content.{i}.content", dropped)
             out.append({"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": text})
         elif kind == "text":
             parts.append({"type": "text", "text": block.get("text", "")})
-        elif kind == "image":
-            parts.append(
-                {
-                    "type": "image_url",
-                    "image_url": {"url": _image_url(block.get("source") or {}, f"{where}.content.{i}")},
-                }
-            )
+        elif kind == "image" and (url := _image_url(block.get("source") or {})) is not None:
+            parts.append({"type": "image_url", "image_url": {"url": url}})
         else:
-            raise _unsupported_block(kind, f"{where}.content.{i}.type")
+            dropped.append(f"{where}.content.{i}")
     if parts:
         out.append({"role": "user", "content": parts})
     return out
 
 
-def _assistant(content: list[dict[str, Any]], where: str) -> dict[str, Any]:
+def _assistant(content: list[dict[str, Any]], where: str, dropped: list[str]) -> dict[str, Any]:
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
     for i, block in enumerate(content):
@@ -176,34 +181,24 @@ def _assistant(content: list[dict[str, Any]], where: str) -> dict[str, Any]:
                     "function": {"name": block.get("name"), "arguments": arguments},
                 }
             )
-        elif kind not in _THINKING:
-            raise _unsupported_block(kind, f"{where}.content.{i}.type")
+        elif kind not in _THINKING:  # server tool use and results (web search, ...)
+            dropped.append(f"{where}.content.{i}")
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
         message["tool_calls"] = calls
     return message
 
 
-def _unsupported_block(kind: str, where: str) -> InvalidRequestError:
-    return InvalidRequestError(
-        f"{where}: content blocks of type '{kind}' are not supported by this gateway.", param=where
-    )
-
-
-def _image_url(source: dict[str, Any], where: str) -> str:
+def _image_url(source: dict[str, Any]) -> str | None:
+    """An image's URL as chat takes it (a data URI for base64), or None for a source chat has no form of."""
     if source.get("type") == "base64":
         return f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
     if source.get("type") == "url":
         return str(source.get("url", ""))
-    raise InvalidRequestError(f"{where}.source.type: images must be base64 or url.", param=f"{where}.source.type")
+    return None
 
 
 def _tool(tool: dict[str, Any], where: str) -> dict[str, Any]:
-    if tool.get("type", "custom") != "custom":
-        raise InvalidRequestError(
-            f"{where}.type: server tools ('{tool.get('type')}') are not supported by this gateway.",
-            param=f"{where}.type",
-        )
     if not isinstance(tool.get("name"), str) or not isinstance(tool.get("input_schema"), dict):
         raise InvalidRequestError(f"{where}: a tool needs a `name` and an `input_schema`.", param=where)
     function: dict[str, Any] = {"name": tool["name"], "parameters": tool["input_schema"]}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,7 +38,7 @@ from router.auth import ClientKey
 from router.cost import CHARS_PER_TOKEN
 from router.endpoints.base import request_head
 from router.endpoints.translated import TranslatedEndpoint, UpstreamCalls, native_calls
-from router.errors import GatewayError, UpstreamClientError, UpstreamError
+from router.errors import GatewayError, InvalidRequestError, UpstreamClientError, UpstreamError
 from router.gateway import Gateway
 from router.pipeline import Pipeline
 from router.policy import Candidate
@@ -164,10 +165,33 @@ class MessagesEndpoint(AnthropicEdge, TranslatedEndpoint):
         self, gateway: Gateway, raw: bytes, client: ClientKey, headers: Mapping[str, str]
     ) -> tuple[dict[str, Any], Route, MessagesTranslation]:
         native = parse_messages_request(raw)
-        body = to_chat_request(native)
+        body, anthropic_only = to_chat_request(native)
         pipeline = gateway.pipeline
         route = pipeline.route(body, client, headers, await pipeline.shared_sticky(body, client))
+        if anthropic_only:
+            route = _anthropic_route(route, anthropic_only)
         return body, route, MessagesTranslation(native, headers.get("anthropic-beta"))
+
+
+def _anthropic_route(route: Route, fields: tuple[str, ...]) -> Route:
+    """The route for a request holding ``fields`` only Anthropic backends take: its plan without the others
+    (``x-router-rerouted: anthropic`` when that moves its first backend); a 400 naming the first if none is left."""
+    plan = route.plan
+    candidates = tuple(filter(_is_anthropic, plan.candidates))
+    if not candidates and plan.refusal is None:
+        raise InvalidRequestError(
+            f"{fields[0]}: only Anthropic backends take this (server tools and content blocks chat completions "
+            f"cannot carry), and none may serve this request (planned: {plan!r}).",
+            param=fields[0],
+        )
+    moved = bool(candidates) and candidates[0] != plan.candidates[0]
+    narrowed = replace(
+        plan,
+        candidates=candidates,
+        downgrades=tuple(filter(_is_anthropic, plan.downgrades)),
+        rerouted="anthropic" if moved else plan.rerouted,
+    )
+    return replace(route, plan=narrowed)
 
 
 class CountTokensEndpoint(AnthropicEdge, TranslatedEndpoint):
@@ -183,7 +207,10 @@ class CountTokensEndpoint(AnthropicEdge, TranslatedEndpoint):
         try:
             client, raw = await self.read(gateway, headers, receive)
             native = parse_messages_request(raw, generate=False)
-            route = pipeline.route(to_chat_request(native), client, headers)
+            body, anthropic_only = to_chat_request(native)
+            route = pipeline.route(body, client, headers)
+            if anthropic_only:
+                route = _anthropic_route(route, anthropic_only)
             answer = {"x-request-id": request_id, "x-router-rule": route.decision.rule}
             tokens = await _exact_count(pipeline, route, native, headers.get("anthropic-beta"), request_id)
             if tokens is None:

@@ -468,6 +468,29 @@ def test_passed_through_stream_fails_over_before_its_first_token(stack: Stack) -
     assert "sim-gpt" in "".join(e.delta.text for e in events if e.type == "content_block_delta")  # type: ignore[union-attr]
 
 
+def test_what_only_anthropic_backends_take_goes_to_them(stack: Stack) -> None:
+    """Server tools and blocks chat cannot carry (a screenshot in a tool result, as Claude Code sends) narrow
+    the plan to Anthropic backends; a request whose plan has none is a 400 naming the field."""
+    screenshot = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    messages = [
+        *FAQ,
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [screenshot]}]},
+    ]
+    tools = [WEATHER, {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}]
+    client = stack.anthropic()
+    raw = client.messages.with_raw_response.create(model="auto", max_tokens=16, tools=tools, messages=messages)  # type: ignore[arg-type]
+    assert (raw.headers["x-router-rule"], raw.headers["x-router-backend"]) == ("default-mid", "claude")
+    assert raw.headers["x-router-rerouted"] == "anthropic"
+    sent = stack.stats("claude")["last_request"]["body"]
+    assert sent["tools"] == tools and sent["messages"][-1]["content"][0]["content"] == [screenshot]
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        client.messages.create(model="gpt", max_tokens=16, tools=tools, messages=messages)  # type: ignore[arg-type]
+    assert refused.value.body["error"]["message"].startswith("messages.2.content.0.content.0: only Anthropic")  # type: ignore[index]
+    counted = client.messages.with_raw_response.count_tokens(model="auto", tools=tools, messages=messages)  # type: ignore[arg-type]
+    assert (counted.headers["x-router-count"], counted.headers["x-router-backend"]) == ("exact", "claude")
+
+
 def test_count_tokens_is_exact_on_anthropic_backends(stack: Stack) -> None:
     client = stack.anthropic()
     system = "You are terse. " * 50
