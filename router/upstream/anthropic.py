@@ -142,7 +142,8 @@ class AnthropicProvider(OpenAICompatProvider):
             if translator is None:  # passed through; a payload that spanned several data: lines goes on one
                 batch.append(Chunk(orjson.dumps(event) if b"\n" in payload else payload, event))
             else:
-                batch += [Chunk(raw, data) for raw, data in translator.feed_encoded(event)]
+                for raw, data in translator.feed_encoded(event):
+                    batch.append(Chunk(raw, data))
             done = done or kind == "message_stop"
         return batch, done, None
 
