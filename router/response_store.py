@@ -4,7 +4,8 @@ One SQLite row per stored response: the response object (for ``GET /v1/responses
 conversation's items up to and including its output (for the follow-up, which appends its own
 input). Rows belong to an owner (the client key's tenant, else the key's name): another owner's id
 reads as missing. Rows expire after ``ttl_seconds``: expired rows read as missing and are deleted in a
-sweep every ``_SWEEP_EVERY`` writes.
+sweep every ``_SWEEP_EVERY`` writes (through an index on the expiry time: the sweep's cost does not grow
+with the table).
 
 Writes leave the event loop: ``put`` and ``delete`` queue the change for one writer thread (which
 commits whatever is queued in one transaction) and keep it in ``_pending`` until it is written, so a
@@ -44,7 +45,8 @@ CREATE TABLE IF NOT EXISTS responses (
     expires REAL NOT NULL,
     response BLOB NOT NULL,
     items BLOB NOT NULL
-)
+);
+CREATE INDEX IF NOT EXISTS responses_expires ON responses (expires);
 """
 _SWEEP_EVERY = 1000
 _BUSY_TIMEOUT = 5.0
@@ -86,7 +88,7 @@ class ResponseStore:
         if self._path is not None:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(_SCHEMA)
+        db.executescript(_SCHEMA)
         return db
 
     @property
@@ -99,16 +101,18 @@ class ResponseStore:
             self._writer.start()
         return self._reader
 
-    def put(self, owner: str, response: dict[str, Any], items: list[dict[str, Any]]) -> None:
-        """Keep ``response`` and the conversation ``items`` it ends (input so far plus its output)."""
+    def put(self, owner: str, response_id: str, response: bytes, items: list[dict[str, Any]]) -> None:
+        """Keep a response (its JSON, as answered: encoded once) and the conversation ``items`` it ends
+        (input so far plus its output)."""
         self._db  # noqa: B018 - opens the database and starts the writer on first use
-        row = (response["id"], owner, self._clock() + self.ttl_seconds, orjson.dumps(response), orjson.dumps(items))
+        encoded = orjson.dumps(items)
+        row = (response_id, owner, self._clock() + self.ttl_seconds, response, encoded)
         with self._lock:
-            self._pending[row[0]] = row
+            self._pending[response_id] = row
         self._changes.put(("put", row))
         if self.shared is not None:
-            value = orjson.dumps({"owner": owner, "response": response, "items": items}).decode()
-            task = asyncio.get_running_loop().create_task(self._share(self.shared, response["id"], value))
+            value = b'{"owner":%s,"response":%s,"items":%s}' % (orjson.dumps(owner), response, encoded)
+            task = asyncio.get_running_loop().create_task(self._share(self.shared, response_id, value.decode()))
             self._shared_writes.add(task)
             task.add_done_callback(self._shared_writes.discard)
 

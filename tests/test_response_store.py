@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
+
 from router.response_store import ResponseStore
 
 RESPONSE = {"id": "resp_1", "object": "response", "output": [{"type": "message", "content": []}]}
+ENCODED = orjson.dumps(RESPONSE)
 ITEMS = [{"type": "message", "role": "user", "content": "hi"}, *RESPONSE["output"]]
 
 
 def test_a_response_is_only_found_by_its_owner_until_it_expires() -> None:
     now = [1000.0]
     store = ResponseStore(None, ttl_seconds=60, clock=lambda: now[0])
-    store.put("tenant:acme", RESPONSE, ITEMS)
+    store.put("tenant:acme", "resp_1", ENCODED, ITEMS)
     assert store.response("tenant:acme", "resp_1") == RESPONSE
     assert store.items("tenant:acme", "resp_1") == ITEMS
     assert store.response("tenant:beta", "resp_1") is None
@@ -28,8 +31,8 @@ def test_a_response_is_only_found_by_its_owner_until_it_expires() -> None:
 def test_delete_and_persistence(tmp_path: Path) -> None:
     path = str(tmp_path / "new dir" / "responses?.sqlite3")  # created on first use; any file name
     first = ResponseStore(path, ttl_seconds=60)
-    first.put("key:ci", RESPONSE, ITEMS)
-    first.put("key:ci", {**RESPONSE, "id": "resp_2"}, ITEMS)
+    first.put("key:ci", "resp_1", ENCODED, ITEMS)
+    first.put("key:ci", "resp_2", orjson.dumps({**RESPONSE, "id": "resp_2"}), ITEMS)
     first.close()
     second = ResponseStore(path, ttl_seconds=60)
     assert second.response("key:ci", "resp_1") == RESPONSE

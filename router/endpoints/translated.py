@@ -25,6 +25,7 @@ from router.api import (
     _raw,
     _shutting_down,
     _uncancel,
+    counts_chars,
 )
 from router.auth import ClientKey
 from router.cost import chunk_chars
@@ -107,14 +108,16 @@ class TranslatedEndpoint(Endpoint):
         await send_answer(pipeline, trace, answer, send)
 
 
-def _events(trace: Trace, batch: list[Chunk], translation: Translation) -> bytes:
+def _events(trace: Trace, batch: list[Chunk], done: bool, translation: Translation) -> bytes:
     """A batch of upstream chunks in the endpoint's format; their usage and text are noted on ``trace``."""
+    count_chars = counts_chars(batch, done)
     chunks = []
     for chunk in batch:
         data = chunk.data
         if data.get("usage"):
             trace.usage_reported = data["usage"]
-        trace.output_chars += chunk_chars(data)
+        if count_chars:
+            trace.output_chars += chunk_chars(data)
         chunks.append(data)
     events = translation.events(chunks)
     trace.usage_reported = translation.usage or trace.usage_reported
@@ -130,7 +133,8 @@ async def _send_finished_stream(
     send: Send,
 ) -> None:
     try:
-        body = translation.opening(stream.candidate) + _events(trace, stream.head, translation) + translation.closing()
+        opening = translation.opening(stream.candidate)  # first: it tells the translation which backend serves
+        body = opening + _events(trace, stream.head, True, translation) + translation.closing()
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
     finally:
@@ -143,8 +147,8 @@ async def _relay(
     """The stream in the endpoint's format; a failure after the start ends it with the format's failure event."""
     try:
         yield translation.opening(stream.candidate)
-        async for batch, _ in stream.batches():
-            events = _events(trace, batch, translation)
+        async for batch, done in stream.batches():
+            events = _events(trace, batch, done, translation)
             if events:
                 yield events
         yield translation.closing()

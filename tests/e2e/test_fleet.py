@@ -215,6 +215,10 @@ def test_a_stored_response_is_continued_read_and_deleted_through_another_replica
         follow_up = on_b.responses.create(model="auto", input="And of Spain?", previous_response_id=first.id)
         assert follow_up.status == "completed"
         assert on_b.responses.retrieve(first.id).output_text == first.output_text
+        time.sleep(0.2)  # and replica b the follow-up
+        listed = [item.id for item in on_a.responses.input_items.list(follow_up.id, order="asc")]
+        assert listed == [*(item.id for item in on_b.responses.input_items.list(first.id)), first.output[0].id,
+                          on_b.responses.input_items.list(follow_up.id).first_id]
         on_b.responses.delete(first.id)
         with pytest.raises(openai.NotFoundError):
             on_a.responses.retrieve(first.id)  # a still holds its copy, but the fleet's store says deleted
