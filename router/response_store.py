@@ -4,7 +4,7 @@ One SQLite row per stored response: the response object (for ``GET /v1/responses
 conversation's items up to and including its output (for the follow-up, which appends its own
 input). Rows belong to an owner (the client key's tenant, else the key's name): another owner's id
 reads as missing. Rows expire after ``ttl_seconds``: expired rows read as missing and are deleted in a
-sweep every ``_SWEEP_EVERY`` writes (through an index on the expiry time: the sweep's cost does not grow
+sweep after every ``_SWEEP_EVERY`` writes (through an index on the expiry time: the sweep's cost does not grow
 with the table).
 
 Writes leave the event loop: ``put`` and ``delete`` queue the change for one writer thread (which
@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import operator
 import queue
 import sqlite3
 import threading
@@ -196,30 +197,27 @@ class ResponseStore:
             while not self._changes.empty() and changes[-1] is not None:
                 changes.append(self._changes.get())
             stop = changes[-1] is None
+            written = [change for change in changes if change is not None and change[0] != "flush"]
             try:
                 with db:
                     db.execute("BEGIN")
-                    for change in changes:
-                        if change is None:
+                    # Runs of puts and of deletes, in order, each in one call (fewer trips through Python).
+                    for kind, run in itertools.groupby(written, key=operator.itemgetter(0)):
+                        rows = [args for _, args in run]
+                        if kind == "delete":
+                            db.executemany("DELETE FROM responses WHERE id = ? AND owner = ?", rows)
                             continue
-                        kind, args = change
-                        if kind == "flush":
-                            continue
-                        if kind == "put":
-                            db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)", args)
-                            writes += 1
-                            if writes % _SWEEP_EVERY == 0:
-                                db.execute("DELETE FROM responses WHERE expires < ?", (self._clock(),))
-                        else:
-                            db.execute("DELETE FROM responses WHERE id = ? AND owner = ?", args)
+                        db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)", rows)
+                        writes += len(rows)
+                        if writes >= _SWEEP_EVERY:
+                            writes = 0
+                            db.execute("DELETE FROM responses WHERE expires < ?", (self._clock(),))
             except sqlite3.Error:
                 log.exception("could not write %d stored-response changes", len(changes))
             with self._lock:  # written changes leave _pending, unless a newer one replaced them meanwhile
-                for change in changes:
-                    if change is None or change[0] == "flush":
-                        continue
-                    key, written = change[1][0], change[1] if change[0] == "put" else None
-                    if key in self._pending and self._pending[key] is written:
+                for kind, args in written:
+                    key, row = args[0], args if kind == "put" else None
+                    if key in self._pending and self._pending[key] is row:
                         del self._pending[key]
             for change in changes:
                 if change is not None and change[0] == "flush":
