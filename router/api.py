@@ -276,7 +276,8 @@ async def _send_finished_stream(pipeline: Pipeline, trace: Trace, stream: Stream
 def _events(trace: Trace, batch: list[Chunk], done: bool, want_usage: bool) -> bytes:
     """A batch of upstream chunks as ``data: <json>`` events (and ``[DONE]`` after the last);
     their usage and text are noted on ``trace``."""
-    count_chars = counts_chars(batch, done)
+    # The text's length only matters to estimate output tokens: not when the stream ends with its usage.
+    count_chars = not (done and batch and reported_tokens(batch[-1].data.get("usage")))
     if trace.shadow_chunks is not None:
         trace.shadow_chunks += batch
     payloads = []
@@ -296,12 +297,6 @@ def _events(trace: Trace, batch: list[Chunk], done: bool, want_usage: bool) -> b
             trace.output_chars += chunk_chars(data)
         payloads.append(raw)
     return frames(payloads) + DONE_FRAME if done else frames(payloads)
-
-
-def counts_chars(batch: list[Chunk], done: bool) -> bool:
-    """Whether a batch's text must be counted: its length only matters to estimate output tokens, so not
-    when the stream ends with its usage (as the gateway asks of every backend that can)."""
-    return not (done and batch and reported_tokens(batch[-1].data.get("usage")))
 
 
 def _carries_choice(chunk: dict[str, Any]) -> bool:

@@ -45,9 +45,8 @@ async def decide(request: Request) -> Response:
         body = chat_request(given, await history_of(gateway.responses, given, owner_of(client)))
     else:
         body = parse_chat_request(raw)
-    sticky = await pipeline.shared_sticky(body, client)
     started = time.perf_counter_ns()
-    route = pipeline.route(body, client, request.headers, sticky)
+    route = pipeline.route(body, client, request.headers)
     elapsed_us = (time.perf_counter_ns() - started) / 1000
     explained = pipeline.explain(route, client, body["messages"], body)
     answer = {**explained, "endpoint": endpoint, "decision_us": round(elapsed_us, 1)}

@@ -176,7 +176,7 @@ class ResponsesTranslation:
         if self._native:
             return b""  # the backend sends its own response.created
         self.shell["model"] = candidate.config.model
-        return sse(self.translator.start())
+        return self.translator.start_sse()
 
     def events(self, chunks: list[dict[str, Any]]) -> bytes:
         if not self._native:

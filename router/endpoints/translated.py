@@ -25,10 +25,9 @@ from router.api import (
     _raw,
     _shutting_down,
     _uncancel,
-    counts_chars,
 )
 from router.auth import ClientKey
-from router.cost import chunk_chars
+from router.cost import chunk_chars, reported_tokens
 from router.endpoints.base import Endpoint, send_answer
 from router.errors import GatewayError
 from router.gateway import Gateway
@@ -109,9 +108,10 @@ class TranslatedEndpoint(Endpoint):
         await send_answer(pipeline, trace, answer, send)
 
 
-def _events(trace: Trace, batch: list[Chunk], done: bool, translation: Translation) -> bytes:
+def _events(trace: Trace, batch: list[Chunk], translation: Translation) -> bytes:
     """A batch of upstream chunks in the endpoint's format; their usage and text are noted on ``trace``."""
-    count_chars = counts_chars(batch, done)
+    # The text's length only matters to estimate output tokens: not when the batch ends with its usage.
+    count_chars = not (batch and reported_tokens(batch[-1].data.get("usage")))
     chunks = []
     for chunk in batch:
         data = chunk.data
@@ -134,8 +134,7 @@ async def _send_finished_stream(
     send: Send,
 ) -> None:
     try:
-        opening = translation.opening(stream.candidate)  # first: it tells the translation which backend serves
-        body = opening + _events(trace, stream.head, True, translation) + translation.closing()
+        body = translation.opening(stream.candidate) + _events(trace, stream.head, translation) + translation.closing()
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
     finally:
@@ -148,8 +147,8 @@ async def _relay(
     """The stream in the endpoint's format; a failure after the start ends it with the format's failure event."""
     try:
         yield translation.opening(stream.candidate)
-        async for batch, done in stream.batches():
-            events = _events(trace, batch, done, translation)
+        async for batch, _ in stream.batches():
+            events = _events(trace, batch, translation)
             if events:
                 yield events
         yield translation.closing()

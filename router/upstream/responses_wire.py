@@ -436,6 +436,12 @@ class StreamTranslator:
             self._event("response.in_progress", response=snapshot),
         ]
 
+    def start_sse(self) -> bytes:
+        """``sse(self.start())``, with the snapshot both events carry encoded once."""
+        created, in_progress = self.start()
+        snapshot = orjson.dumps(created["response"])
+        return response_event_sse(created, snapshot) + response_event_sse(in_progress, snapshot)
+
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         self._settle()
         events: list[dict[str, Any]] = []
