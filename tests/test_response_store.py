@@ -48,3 +48,19 @@ def test_nothing_is_created_until_first_use(tmp_path: Path) -> None:
     store = ResponseStore(str(path), ttl_seconds=60)
     store.close()
     assert not path.exists()
+
+
+def test_a_large_batch_with_deletes_between_puts_is_written_in_order(tmp_path: Path) -> None:
+    path = str(tmp_path / "responses.sqlite3")
+    store = ResponseStore(path, ttl_seconds=60)
+    ids = [f"resp_{i}" for i in range(450)]  # more rows than one INSERT statement takes
+    for response_id in ids:
+        store.put("key:ci", response_id, orjson.dumps({**RESPONSE, "id": response_id}), ITEMS)
+    assert store.delete("key:ci", "resp_7")
+    store.put("key:ci", "resp_8", orjson.dumps({**RESPONSE, "id": "resp_8", "output": []}), ITEMS)
+    store.close()
+    again = ResponseStore(path, ttl_seconds=60)  # reads what was written
+    assert again.response("key:ci", "resp_7") is None
+    assert again.response("key:ci", "resp_8") == {**RESPONSE, "id": "resp_8", "output": []}
+    assert all(again.items("key:ci", response_id) == ITEMS for response_id in ids if response_id != "resp_7")
+    again.close()
