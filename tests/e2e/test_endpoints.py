@@ -223,6 +223,9 @@ def test_decide_reads_a_responses_body_and_notes_an_ignored_reasoning_effort(gat
     assert decided["notes"] == ["reasoning effort 'low' ignored on backend 'mid' (reasoning_effort: false)"]
     without = httpx.post(f"{gateway.url}/v1/router/decide", json={**chat, "reasoning_effort": None}, headers=headers)
     assert without.json()["notes"] == []
+    hosted = httpx.post(f"{gateway.url}/v1/router/decide", json={"model": "auto", "input": [{"type": "web_search_call"}]},
+                        headers=headers)
+    assert hosted.status_code == 400 and hosted.json()["error"]["param"] == "input[0].type"
     unknown = {**body, "previous_response_id": "resp_nope"}
     missing = httpx.post(f"{gateway.url}/v1/router/decide", json=unknown, headers=headers)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "previous_response_not_found"
