@@ -356,17 +356,6 @@ async def _close_and_account(pipeline: Pipeline, trace: Trace, stream: Stream) -
         pipeline.accountant.finish(trace)
 
 
-async def decide(request: Request) -> Response:
-    pipeline, client, request_id = _begin(request)
-    limit = pipeline.config.server.max_body_bytes
-    body = parse_chat_request(await _read_body(request.receive, request.headers.get("content-length"), limit))
-    started = time.perf_counter_ns()
-    route = pipeline.route(body, client, request.headers)
-    elapsed_us = (time.perf_counter_ns() - started) / 1000
-    explained = pipeline.explain(route, client, body["messages"], body)
-    return _json({**explained, "decision_us": round(elapsed_us, 1)}, headers={"x-request-id": request_id})
-
-
 async def spend(request: Request) -> Response:
     pipeline, client, request_id = _begin(request)
     if pipeline.keyring.enabled and not client.admin:
@@ -394,13 +383,6 @@ def _since(value: str | None) -> float | None:
     if not math.isfinite(since):
         raise InvalidRequestError(f"Invalid value for 'since': {value!r} is not a Unix time in seconds.", param="since")
     return since
-
-
-async def list_models(request: Request) -> Response:
-    pipeline, _, request_id = _begin(request)
-    created = int(request.app.state.started_at)
-    data = [{"id": name, "object": "model", "created": created, "owned_by": "llm-router"} for name in pipeline.model_names]
-    return _json({"object": "list", "data": data}, headers={"x-request-id": request_id})
 
 
 async def metrics(request: Request) -> Response:
@@ -441,10 +423,7 @@ HOT_PATHS = frozenset({"/v1/chat/completions", "/chat/completions"})
 
 # Plain Starlette routes: no dependency injection or body models.
 for path, endpoint, methods in (
-    ("/v1/router/decide", decide, ["POST"]),
     ("/v1/router/spend", spend, ["GET"]),
-    ("/v1/models", list_models, ["GET"]),
-    ("/models", list_models, ["GET"]),
     ("/metrics", metrics, ["GET"]),
     ("/healthz", healthz, ["GET"]),
     ("/readyz", readyz, ["GET"]),

@@ -195,13 +195,15 @@ class Pipeline:
                     "price_usd_per_mtok": self._price(c),
                 }
             )
+        notes = _effort_notes((body or {}).get("reasoning_effort"), plan.candidates)
         return {
             "tier": first.tier if first else None,
             "backend": first.backend if first else None,
             "model": first.config.model if first else None,
             "rule": route.decision.rule,
             "task": route.features.task,
-            "reason": route.reason(),
+            "reason": "; ".join((route.reason(), *notes)),
+            "notes": notes,
             "features": route.features.as_dict(),
             "cues": list(route.features.evidence),
             "model_push": self._model_push(messages),
@@ -508,6 +510,17 @@ class Pipeline:
         if trace.reservation is not None:
             self.state.settle(trace.reservation, 0.0)
             trace.reservation = None
+
+
+def _effort_notes(effort: Any, candidates: tuple[Candidate, ...]) -> list[str]:
+    """What ``upstream_body`` does with the request's reasoning effort on each planned backend that takes none."""
+    if effort is None:
+        return []
+    return [
+        f"reasoning effort {effort!r} ignored on backend {c.backend!r} (reasoning_effort: false)"
+        for c in candidates
+        if not c.config.reasoning_effort
+    ]
 
 
 def _fail_safe_features(messages: list[dict[str, Any]]) -> Features:

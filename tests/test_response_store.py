@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
+
 from router.response_store import ResponseStore
 
 RESPONSE = {"id": "resp_1", "object": "response", "output": [{"type": "message", "content": []}]}
+ENCODED = orjson.dumps(RESPONSE)
 ITEMS = [{"type": "message", "role": "user", "content": "hi"}, *RESPONSE["output"]]
 
 
 def test_a_response_is_only_found_by_its_owner_until_it_expires() -> None:
     now = [1000.0]
     store = ResponseStore(None, ttl_seconds=60, clock=lambda: now[0])
-    store.put("tenant:acme", RESPONSE, ITEMS)
+    store.put("tenant:acme", "resp_1", ENCODED, ITEMS)
     assert store.response("tenant:acme", "resp_1") == RESPONSE
     assert store.items("tenant:acme", "resp_1") == ITEMS
     assert store.response("tenant:beta", "resp_1") is None
@@ -28,8 +31,8 @@ def test_a_response_is_only_found_by_its_owner_until_it_expires() -> None:
 def test_delete_and_persistence(tmp_path: Path) -> None:
     path = str(tmp_path / "new dir" / "responses?.sqlite3")  # created on first use; any file name
     first = ResponseStore(path, ttl_seconds=60)
-    first.put("key:ci", RESPONSE, ITEMS)
-    first.put("key:ci", {**RESPONSE, "id": "resp_2"}, ITEMS)
+    first.put("key:ci", "resp_1", ENCODED, ITEMS)
+    first.put("key:ci", "resp_2", orjson.dumps({**RESPONSE, "id": "resp_2"}), ITEMS)
     first.close()
     second = ResponseStore(path, ttl_seconds=60)
     assert second.response("key:ci", "resp_1") == RESPONSE
@@ -45,3 +48,19 @@ def test_nothing_is_created_until_first_use(tmp_path: Path) -> None:
     store = ResponseStore(str(path), ttl_seconds=60)
     store.close()
     assert not path.exists()
+
+
+def test_a_large_batch_with_deletes_between_puts_is_written_in_order(tmp_path: Path) -> None:
+    path = str(tmp_path / "responses.sqlite3")
+    store = ResponseStore(path, ttl_seconds=60)
+    ids = [f"resp_{i}" for i in range(450)]  # more rows than one INSERT statement takes
+    for response_id in ids:
+        store.put("key:ci", response_id, orjson.dumps({**RESPONSE, "id": response_id}), ITEMS)
+    assert store.delete("key:ci", "resp_7")
+    store.put("key:ci", "resp_8", orjson.dumps({**RESPONSE, "id": "resp_8", "output": []}), ITEMS)
+    store.close()
+    again = ResponseStore(path, ttl_seconds=60)  # reads what was written
+    assert again.response("key:ci", "resp_7") is None
+    assert again.response("key:ci", "resp_8") == {**RESPONSE, "id": "resp_8", "output": []}
+    assert all(again.items("key:ci", response_id) == ITEMS for response_id in ids if response_id != "resp_7")
+    again.close()

@@ -22,3 +22,19 @@ def test_reasoning_effort_reaches_only_backends_that_take_it(takes_it: str, sent
     out = pipeline.upstream_body(body, route.plan.candidates[0])
     assert out.get("reasoning_effort") == sent
     assert out["model"] == "mock-flagship" and body["reasoning_effort"] == "high"  # the client's dict is untouched
+
+
+@pytest.mark.parametrize(("flagship", "mid"), [("true", "true"), ("false", "true"), ("true", "false"), ("false", "false")])
+def test_decide_notes_each_planned_backend_that_ignores_reasoning_effort(flagship: str, mid: str) -> None:
+    environ = {**bench_environ(), "FLAGSHIP_REASONING_EFFORT": flagship, "MID_REASONING_EFFORT": mid}
+    pipeline = build_pipeline(load_config(REPO / "config" / "router.yaml", environ))
+    body = {"model": "flagship", "reasoning_effort": "high", "messages": [{"role": "user", "content": "hi"}]}
+    route = pipeline.route(body, ANONYMOUS, {})
+    assert [c.backend for c in route.plan.candidates] == ["flagship", "mid"]  # the flagship falls back to mid
+    explained = pipeline.explain(route, ANONYMOUS, body["messages"], body)
+    ignoring = [name for name, takes in (("flagship", flagship), ("mid", mid)) if takes == "false"]
+    assert explained["notes"] == [f"reasoning effort 'high' ignored on backend {name!r} (reasoning_effort: false)"
+                                  for name in ignoring]
+    assert all(note in explained["reason"] for note in explained["notes"])
+    without = pipeline.explain(route, ANONYMOUS, body["messages"], {**body, "reasoning_effort": None})
+    assert without["notes"] == [] and "reasoning" not in without["reason"]

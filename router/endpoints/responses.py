@@ -34,7 +34,10 @@ from router.upstream.responses_wire import (
     StreamTranslator,
     chat_request,
     chat_to_response,
+    input_item_page,
     input_items,
+    named_items,
+    response_event_sse,
     response_shell,
     sse,
 )
@@ -63,7 +66,7 @@ _VALIDATOR = TypeAdapter(ResponsesRequest)
 #: Request fields whose feature the gateway does not have; refused rather than silently ignored.
 _UNSUPPORTED = ("conversation", "background", "prompt")
 #: Item types whose ``id`` the gateway (or a backend that stored nothing) minted.
-_MINTED_ID_TYPES = frozenset({"message", "function_call"})
+_MINTED_ID_TYPES = frozenset({"message", "function_call", "function_call_output"})
 
 
 def parse_responses_request(raw: bytes) -> dict[str, Any]:
@@ -94,17 +97,19 @@ class ResponsesTranslation:
         self.store = store if body.get("store", True) else None
         self.owner = owner
         self.body = body
-        self.shell = response_shell(f"resp_{secrets.token_hex(16)}", body, body["model"])
-        self.items = history + input_items(body)
+        base = secrets.token_hex(16)
+        self.shell = response_shell(f"resp_{base}", body, body["model"])
+        self.items = history + named_items(input_items(body), base, len(history))
         self.translator = StreamTranslator(self.shell)
         self.usage: dict[str, int] | None = None
         self._native = False
         self._sequence = 0
         self._final: dict[str, Any] | None = None
 
-    def _keep(self, response: dict[str, Any]) -> None:
+    def _keep(self, response: dict[str, Any], encoded: bytes) -> None:
+        """Store ``response`` (``encoded``: its JSON) when the request asked to."""
         if self.store is not None and response["status"] != "failed":
-            self.store.put(self.owner, response, self.items + response["output"])
+            self.store.put(self.owner, response["id"], encoded, self.items + response["output"])
 
     # -- native backends --------------------------------------------------------------------------
 
@@ -154,19 +159,20 @@ class ResponsesTranslation:
             response = self._adopt(completion)
         else:
             response = chat_to_response(completion, self.shell)
-        self._keep(response)
-        return orjson.dumps(response)
+        encoded = orjson.dumps(response)
+        self._keep(response, encoded)
+        return encoded
 
     def opening(self, candidate: Candidate) -> bytes:
         self._native = candidate.config.responses == "native"
         if self._native:
             return b""  # the backend sends its own response.created
         self.shell["model"] = candidate.config.model
-        return sse(self.translator.start())
+        return self.translator.start_sse()
 
     def events(self, chunks: list[dict[str, Any]]) -> bytes:
         if not self._native:
-            return b"".join(map(self.translator.feed_sse, chunks))
+            return self.translator.feed_sse(chunks)
         for event in chunks:
             self._sequence = int(event.get("sequence_number") or self._sequence) + 1
             if isinstance(event.get("response"), dict):
@@ -178,11 +184,12 @@ class ResponsesTranslation:
     def closing(self) -> bytes:
         if self._native:
             if self._final is not None:
-                self._keep(self._final)
+                self._keep(self._final, orjson.dumps(self._final))
             return b""
-        events = self.translator.close()
-        self._keep(self.translator.response)
-        return sse(events)
+        *events, last = self.translator.close()  # the last carries the final response: encoded once
+        encoded = orjson.dumps(last["response"])
+        self._keep(last["response"], encoded)
+        return sse(events) + response_event_sse(last, encoded)
 
     def failed(self, error: GatewayError) -> bytes:
         if self._native:
@@ -206,18 +213,24 @@ class ResponsesEndpoint(TranslatedEndpoint):
     ) -> tuple[dict[str, Any], ResponsesTranslation]:
         body = parse_responses_request(raw)
         owner = owner_of(client)
-        history: list[dict[str, Any]] = []
-        previous = body.get("previous_response_id")
-        if previous:
-            found = await gateway.responses.find(owner, previous)
-            if found is None:
-                raise NotFoundError(
-                    f"Previous response with id '{previous}' not found.",
-                    param="previous_response_id",
-                    code="previous_response_not_found",
-                )
-            history = found[1]
+        history = await history_of(gateway.responses, body, owner)
         return chat_request(body, history), ResponsesTranslation(gateway.responses, owner, body, history)
+
+
+async def history_of(store: ResponseStore, body: dict[str, Any], owner: str) -> list[dict[str, Any]]:
+    """The items of the conversation a Responses ``body`` continues (``previous_response_id``), else none;
+    a response ``owner`` cannot see is a 404."""
+    previous = body.get("previous_response_id")
+    if not previous:
+        return []
+    found = await store.find(owner, previous)
+    if found is None:
+        raise NotFoundError(
+            f"Previous response with id '{previous}' not found.",
+            param="previous_response_id",
+            code="previous_response_not_found",
+        )
+    return found[1]
 
 
 async def retrieve_response(request: Request) -> Response:
@@ -237,6 +250,36 @@ async def delete_response(request: Request) -> Response:
         raise _not_found(response_id)
     body = {"id": response_id, "object": "response.deleted", "deleted": True}
     return Response(orjson.dumps(body), media_type="application/json", headers={"x-request-id": request_id})
+
+
+async def list_input_items(request: Request) -> Response:
+    """``GET /v1/responses/{id}/input_items``: what a stored response was given (the conversation it
+    continues, then its own input), a page at a time in OpenAI's list shape (``limit``, ``order``, ``after``)."""
+    gateway, owner, request_id = _gateway_and_owner(request)
+    query = request.query_params
+    limit = _limit(query.get("limit"))
+    order = query.get("order") or "desc"
+    if order not in ("asc", "desc"):
+        raise InvalidRequestError(f"Invalid value for 'order': {order!r}; expected asc or desc.", param="order")
+    response_id = request.path_params["response_id"]
+    found = await gateway.responses.find(owner, response_id)
+    if found is None:
+        raise _not_found(response_id)
+    response, items = found
+    given = items[: len(items) - len(response["output"])]  # the stored conversation ends with the output
+    page = input_item_page(
+        given, response_id.removeprefix("resp_"), order=order, after=query.get("after"), limit=limit
+    )
+    return Response(orjson.dumps(page), media_type="application/json", headers={"x-request-id": request_id})
+
+
+def _limit(given: str | None) -> int:
+    """The ``limit`` query parameter: 1 to 100, 20 by default (OpenAI's)."""
+    if given is None:
+        return 20
+    if not given.isdigit() or not 1 <= int(given) <= 100:
+        raise InvalidRequestError(f"Invalid value for 'limit': {given!r}; expected 1 to 100.", param="limit")
+    return int(given)
 
 
 def _gateway_and_owner(request: Request) -> tuple[Gateway, str, str]:

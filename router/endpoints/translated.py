@@ -104,7 +104,8 @@ class TranslatedEndpoint(Endpoint):
         self, gateway: Gateway, raw: bytes, client: ClientKey, headers: Mapping[str, str]
     ) -> tuple[dict[str, Any], Route, Translation]:
         body, translation = await self.translate(gateway, raw, client)
-        return body, gateway.pipeline.route(body, client, headers), translation
+        pipeline = gateway.pipeline
+        return body, pipeline.route(body, client, headers, await pipeline.shared_sticky(body, client)), translation
 
     async def serve(
         self, pipeline: Pipeline, trace: Trace, translation: Translation, scope: Scope, receive: Receive, send: Send

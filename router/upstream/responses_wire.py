@@ -39,6 +39,20 @@ def input_items(body: dict[str, Any]) -> list[dict[str, Any]]:
     return list(given)
 
 
+#: The id prefix of each item type the gateway names (``reasoning`` items come with theirs).
+_ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
+
+
+def named_items(items: list[dict[str, Any]], base: str, start: int = 0) -> list[dict[str, Any]]:
+    """``items`` each with an ``id``, as OpenAI names every item of a conversation: an item without one is
+    named after its response (``base``: the response id without ``resp_``) and its position, from ``start``
+    (``msg_{base}_in0``...: output items are ``msg_{base}_0``...)."""
+    return [
+        item if item.get("id") else {**item, "id": f"{_ID_PREFIXES.get(item.get('type', 'message'), 'item')}_{base}_in{i}"}
+        for i, item in enumerate(items, start)
+    ]
+
+
 def chat_request(body: dict[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
     """The chat-completions body for a Responses ``body`` continuing ``history`` (earlier items)."""
     messages: list[dict[str, Any]] = []
@@ -202,6 +216,46 @@ def _chat_response_format(text_format: Any) -> dict[str, Any] | None:
     )
 
 
+def input_item_page(
+    items: list[dict[str, Any]], base: str, *, order: str, after: str | None, limit: int
+) -> dict[str, Any]:
+    """One page of ``GET /v1/responses/{id}/input_items`` in OpenAI's list shape: ``items`` (oldest first,
+    each named by ``named_items``) in ``order``, the ``limit`` after the item ``after``."""
+    ordered = [_listed(item) for item in named_items(items, base)]
+    if order == "desc":
+        ordered.reverse()
+    start = 0
+    if after is not None:
+        start = next((i + 1 for i, item in enumerate(ordered) if item["id"] == after), -1)
+        if start < 0:
+            raise InvalidRequestError(f"No input item with id '{after}' in this response.", param="after")
+    page = ordered[start : start + limit]
+    return {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": start + limit < len(ordered),
+    }
+
+
+def _listed(item: dict[str, Any]) -> dict[str, Any]:
+    """A stored input item as OpenAI lists it: typed, with its content as parts and a status."""
+    kind = item.get("type", "message")
+    if kind != "message":
+        return {"status": "completed", **item}
+    content = item.get("content")
+    if isinstance(content, str):
+        content = [text_part(content) if item.get("role") == "assistant" else {"type": "input_text", "text": content}]
+    return {
+        "id": item["id"],
+        "type": "message",
+        "role": item.get("role"),
+        "content": content,
+        "status": item.get("status") or "completed",
+    }
+
+
 # -- answer --------------------------------------------------------------------------------------
 
 
@@ -316,16 +370,30 @@ def chat_to_response(completion: dict[str, Any], shell: dict[str, Any]) -> dict[
     return finish(response, finish_reason, completion.get("usage"))
 
 
-#: ``sse`` of a ``response.output_text.delta`` event, as a template (ids are ``[a-z0-9_]``; the delta JSON-encoded).
+#: ``sse`` of a ``response.output_text.delta`` event, as a template: its sequence number, where the text goes
+#: (``_TEXT_PLACE``) and the delta JSON-encoded.
 _TEXT_DELTA_SSE = (
     b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":%d,'
-    b'"item_id":"%s","output_index":%d,"content_index":%d,"delta":%s,"logprobs":[]}\n\n'
+    b'%s,"delta":%s,"logprobs":[]}\n\n'
 )
+#: The open text part's place in a ``response.output_text.delta`` event (ids are ``[a-z0-9_]``).
+_TEXT_PLACE = b'"item_id":"%s","output_index":%d,"content_index":%d'
 
 
 def sse(events: list[dict[str, Any]]) -> bytes:
     """Responses events as server-sent events, each with its ``event:`` line, as OpenAI sends them."""
     return b"".join(b"event: %s\ndata: %s\n\n" % (e["type"].encode(), orjson.dumps(e)) for e in events)
+
+
+def response_event_sse(event: dict[str, Any], response: bytes) -> bytes:
+    """``sse([event])`` for an event carrying a ``response`` (``response.completed``...) already encoded."""
+    kind = event["type"].encode()
+    return b'event: %s\ndata: {"type":"%s","sequence_number":%d,"response":%s}\n\n' % (
+        kind,
+        kind,
+        event["sequence_number"],
+        response,
+    )
 
 
 class StreamTranslator:
@@ -348,6 +416,10 @@ class StreamTranslator:
         self._calls: dict[int, int] = {}
         self.finish_reason: str | None = None
         self.usage: Any = None
+        #: While the open item's last part is output text: its place in a delta event (``_TEXT_PLACE``)...
+        self._text_place: bytes | None = None
+        #: ... and the deltas ``feed_sse`` framed that are not yet in its ``text`` (joined once, by ``_settle``).
+        self._pieces: list[str] = []
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
         event = {"type": kind, "sequence_number": self.sequence, **fields}
@@ -364,7 +436,14 @@ class StreamTranslator:
             self._event("response.in_progress", response=snapshot),
         ]
 
+    def start_sse(self) -> bytes:
+        """``sse(self.start())``, with the snapshot both events carry encoded once."""
+        created, in_progress = self.start()
+        snapshot = orjson.dumps(created["response"])
+        return response_event_sse(created, snapshot) + response_event_sse(in_progress, snapshot)
+
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
+        self._settle()
         events: list[dict[str, Any]] = []
         if chunk.get("usage"):
             self.usage = chunk["usage"]
@@ -384,29 +463,40 @@ class StreamTranslator:
                 self.finish_reason = choice["finish_reason"]
         return events
 
-    def feed_sse(self, chunk: dict[str, Any]) -> bytes:
-        """``sse(self.feed(chunk))``; a text delta to the open message (most chunks) is framed directly."""
-        choices = chunk.get("choices")
-        if choices and len(choices) == 1 and not chunk.get("usage") and self._open is not None:
-            choice = choices[0]
-            delta = choice.get("delta")
-            text = delta.get("content") if delta else None
-            item = self._output[self._open]
-            if (
-                text
-                and item["type"] == "message"
-                and item["content"][-1]["type"] == "output_text"
-                and not choice.get("index")
-                and not choice.get("finish_reason")
-                and not delta.get("tool_calls")
-                and not delta.get("refusal")
-            ):
-                parts = item["content"]
-                parts[-1]["text"] += text
-                sequence = self.sequence
-                self.sequence = sequence + 1
-                return _TEXT_DELTA_SSE % (sequence, item["id"].encode(), self._open, len(parts) - 1, orjson.dumps(text))
-        return sse(self.feed(chunk))
+    def feed_sse(self, chunks: list[dict[str, Any]]) -> bytes:
+        """``sse`` of ``feed`` of each chunk. A text delta to the open text part (most chunks) is framed from
+        a template, without building its event, and its text is kept as a piece to join once."""
+        frames = []
+        for chunk in chunks:
+            place = self._text_place
+            if place is not None:
+                choices = chunk.get("choices")
+                if choices and len(choices) == 1 and not chunk.get("usage"):
+                    choice = choices[0]
+                    delta = choice.get("delta")
+                    if (
+                        delta
+                        and not choice.get("finish_reason")
+                        and not choice.get("index")
+                        and not delta.get("tool_calls")
+                        and not delta.get("refusal")
+                    ):
+                        text = delta.get("content")
+                        if text and isinstance(text, str):
+                            self._pieces.append(text)
+                            frames.append(_TEXT_DELTA_SSE % (self.sequence, place, orjson.dumps(text)))
+                            self.sequence += 1
+                            continue
+            frames.append(sse(self.feed(chunk)))
+        return b"".join(frames)
+
+    def _settle(self) -> None:
+        """Join the pieces ``feed_sse`` kept into the open text part."""
+        if self._pieces:
+            assert self._open is not None
+            part = self._output[self._open]["content"][-1]
+            part["text"] += "".join(self._pieces)
+            self._pieces.clear()
 
     def _text(self, text: str, events: list[dict[str, Any]], kind: str = "output_text") -> None:
         """Append the events for a text (or refusal) delta, opening a message item and content part as needed."""
@@ -445,8 +535,10 @@ class StreamTranslator:
         if kind == "output_text":
             part["text"] += text
             event["logprobs"] = []
+            self._text_place = _TEXT_PLACE % (item["id"].encode(), index, len(parts) - 1)
         else:
             part["refusal"] += text
+            self._text_place = None
         events.append(event)
 
     def _tool_call(self, call: dict[str, Any]) -> list[dict[str, Any]]:
@@ -479,6 +571,8 @@ class StreamTranslator:
 
     def _close_open(self) -> list[dict[str, Any]]:
         """The ``.done`` events of the item being produced, if any."""
+        self._settle()
+        self._text_place = None
         index, self._open = self._open, None
         if index is None:
             return []
@@ -523,6 +617,8 @@ class StreamTranslator:
 
     def fail(self, code: str | None, message: str) -> list[dict[str, Any]]:
         """The closing event of a stream that broke after it started: ``response.failed``."""
+        self._settle()
+        self._text_place = None
         for item in self._output:
             if item["status"] == "in_progress":
                 item["status"] = "incomplete"

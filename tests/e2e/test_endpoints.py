@@ -48,7 +48,8 @@ def stack(upstreams: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) 
     text = path.read_text()
     text = text.replace(
         "    model: sim-mid-7b\n",
-        "    model: sim-mid-7b\n    self_hosted: true\n    embeddings: {model: sim-embed-small, price: 0.02}\n",
+        "    model: sim-mid-7b\n    self_hosted: true\n    embeddings: {model: sim-embed-small, price: 0.02}\n"
+        "    reasoning_effort: false\n",
     )
     text = text.replace(
         "    model: sim-flagship\n", "    model: sim-flagship\n    embeddings: {model: sim-embed-large, price: 0.13}\n"
@@ -145,6 +146,9 @@ def test_function_tool_round_trip_through_previous_response_id(gateway: Stack) -
     assert sent["messages"][1]["tool_calls"][0]["id"] == call.call_id
     assert sent["messages"][2] == {"role": "tool", "tool_call_id": call.call_id, "content": '{"temp_c": 18}'}
     assert sent["tools"][0]["function"]["name"] == "get_weather"
+    listed = client.responses.input_items.list(second.id, order="asc")
+    assert [item.type for item in listed] == ["message", "function_call", "function_call_output"]
+    assert listed.data[1].id == call.id and listed.data[2].call_id == call.call_id
 
 
 def test_stream_that_ends_with_a_tool_call(gateway: Stack) -> None:
@@ -176,6 +180,55 @@ def test_stored_responses_are_retrieved_deleted_and_private_to_the_tenant(gatewa
     unstored = acme.responses.create(model="mid", input=EASY, store=False)
     with pytest.raises(openai.NotFoundError):
         acme.responses.retrieve(unstored.id)
+
+
+def test_input_items_list_the_conversation_a_page_at_a_time(gateway: Stack) -> None:
+    acme, beta = gateway.client(), gateway.client(OTHER_KEY)
+    first = acme.responses.create(model="mid", input=EASY)
+    follow_up = [{"role": "user", "content": [{"type": "input_text", "text": "And on Sunday?"}]}]
+    second = acme.responses.create(model="mid", previous_response_id=first.id, input=follow_up)
+    page = acme.responses.input_items.list(second.id)  # newest first, OpenAI's default
+    assert [(item.type, item.role) for item in page.data] == [("message", "user"), ("message", "assistant"),
+                                                                ("message", "user")]
+    assert page.data[0].content[0].text == "And on Sunday?" and page.data[2].content[0].text == EASY
+    assert page.data[1].id == first.output[0].id and page.has_more is False
+    # The earlier input keeps its id across the conversation.
+    assert [item.id for item in acme.responses.input_items.list(first.id)] == [page.data[2].id]
+    # One at a time, oldest first: the SDK follows `after` from page to page until has_more is false.
+    one_by_one = acme.responses.input_items.list(second.id, order="asc", limit=1)
+    assert len(one_by_one.data) == 1 and one_by_one.has_more is True
+    assert [item.id for item in one_by_one] == [item.id for item in reversed(page.data)]
+    with pytest.raises(openai.NotFoundError) as other:
+        beta.responses.input_items.list(second.id)  # another tenant's response does not exist for beta
+    assert other.value.body["code"] == "response_not_found"
+    for query, param in (({"limit": 101}, "limit"), ({"after": "msg_nope"}, "after"), ({"order": "up"}, "order")):
+        with pytest.raises(openai.BadRequestError) as bad:
+            acme.responses.input_items.list(second.id, extra_query=query)
+        assert bad.value.body["param"] == param
+
+
+def test_decide_reads_a_responses_body_and_notes_an_ignored_reasoning_effort(gateway: Stack) -> None:
+    client = gateway.client()
+    headers = {"authorization": f"Bearer {CLIENT_KEY}"}
+    first = client.responses.create(model="auto", input=HARD)  # escalated: its follow-ups stay on the flagship
+    body = {"model": "auto", "input": "thanks!", "previous_response_id": first.id, "reasoning": {"effort": "high"}}
+    decided = httpx.post(f"{gateway.url}/v1/router/decide", json=body, headers=headers).json()
+    assert decided["endpoint"] == "/v1/responses" and decided["tier"] == "flagship"
+    assert decided["plan"]["rerouted"] == "sticky"  # it read the stored conversation, as /v1/responses does
+    note = "reasoning effort 'high' ignored on backend 'mid' (reasoning_effort: false)"
+    assert decided["notes"] == [note] and note in decided["reason"]  # mid is the flagship's fallback
+    chat = {"model": "mid", "messages": [{"role": "user", "content": EASY}], "reasoning_effort": "low"}
+    decided = httpx.post(f"{gateway.url}/v1/router/decide", json=chat, headers=headers).json()
+    assert decided["endpoint"] == "/v1/chat/completions"
+    assert decided["notes"] == ["reasoning effort 'low' ignored on backend 'mid' (reasoning_effort: false)"]
+    without = httpx.post(f"{gateway.url}/v1/router/decide", json={**chat, "reasoning_effort": None}, headers=headers)
+    assert without.json()["notes"] == []
+    hosted = httpx.post(f"{gateway.url}/v1/router/decide", json={"model": "auto", "input": [{"type": "web_search_call"}]},
+                        headers=headers)
+    assert hosted.status_code == 400 and hosted.json()["error"]["param"] == "input[0].type"
+    unknown = {**body, "previous_response_id": "resp_nope"}
+    missing = httpx.post(f"{gateway.url}/v1/router/decide", json=unknown, headers=headers)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "previous_response_not_found"
 
 
 def test_a_follow_up_stays_on_the_escalated_tier(gateway: Stack) -> None:
@@ -291,6 +344,10 @@ def test_models_retrieve_and_unknown_paths(gateway: Stack) -> None:
     client = gateway.client()
     assert client.models.retrieve("auto").id == "auto"
     assert client.models.retrieve("sim-embed-small").id == "sim-embed-small"
+    listed = [model.id for model in client.models.list()]
+    assert listed[0] == "auto" and {"mid", "flagship", "sim-embed-small", "sim-embed-large"} <= set(listed)
+    assert len(listed) == len(set(listed))
+    assert all(client.models.retrieve(name).id == name for name in listed)  # the list and retrieve agree
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-9")
     unknown = httpx.post(f"{gateway.url}/v1/assistants", json={})

@@ -210,11 +210,19 @@ def test_a_stored_response_is_continued_read_and_deleted_through_another_replica
     with stack:
         on_a = openai.OpenAI(base_url=f"{a.url}/v1", api_key=CLIENT_KEY, max_retries=0)
         on_b = openai.OpenAI(base_url=f"{b.url}/v1", api_key=CLIENT_KEY, max_retries=0)
-        first = on_a.responses.create(model="auto", input="What is the capital of France?")
+        first = on_a.responses.create(model="flagship", input="What is the capital of France?")
         time.sleep(0.2)  # replica a writes the response to Redis after it answered
-        follow_up = on_b.responses.create(model="auto", input="And of Spain?", previous_response_id=first.id)
+        raw = on_b.responses.with_raw_response.create(model="auto", input="And of Spain?",
+                                                      previous_response_id=first.id)
+        assert raw.headers["x-router-tier"] == "flagship"  # the conversation's tier, as replica a recorded it
+        assert raw.headers["x-router-rerouted"] == "sticky"
+        follow_up = raw.parse()
         assert follow_up.status == "completed"
         assert on_b.responses.retrieve(first.id).output_text == first.output_text
+        time.sleep(0.2)  # and replica b the follow-up
+        listed = [item.id for item in on_a.responses.input_items.list(follow_up.id, order="asc")]
+        assert listed == [*(item.id for item in on_b.responses.input_items.list(first.id)), first.output[0].id,
+                          on_b.responses.input_items.list(follow_up.id).first_id]
         on_b.responses.delete(first.id)
         with pytest.raises(openai.NotFoundError):
             on_a.responses.retrieve(first.id)  # a still holds its copy, but the fleet's store says deleted

@@ -11,13 +11,24 @@ from typing import Any
 import pytest
 from openai import omit
 from openai.lib.streaming.responses._responses import ResponseStreamState
-from openai.types.responses import Response, ResponseStreamEvent
+import orjson
+from openai.types.responses import Response, ResponseItem, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from router.errors import InvalidRequestError
-from router.upstream.responses_wire import StreamTranslator, chat_request, chat_to_response, response_shell, sse
+from router.upstream.responses_wire import (
+    StreamTranslator,
+    chat_request,
+    chat_to_response,
+    input_item_page,
+    named_items,
+    response_event_sse,
+    response_shell,
+    sse,
+)
 
 EVENT = TypeAdapter(ResponseStreamEvent)
+ITEM = TypeAdapter(ResponseItem)
 WEATHER = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
 
 
@@ -432,6 +443,61 @@ def test_feed_sse_frames_exactly_what_feed_gives(tools: bool) -> None:
         chunk(usage=USAGE),
     ]
     framed, listed = StreamTranslator(shell()), StreamTranslator(shell())
-    assert framed.start() == listed.start()
-    assert b"".join(map(framed.feed_sse, chunks)) == sse([e for c in chunks for e in listed.feed(c)])
-    assert framed.close() == listed.close()
+    assert framed.start_sse() == sse(listed.start())
+    # In batches, as they arrive: a batch may end inside a text part, and the next one continue it.
+    assert framed.feed_sse(chunks[:2]) + framed.feed_sse(chunks[2:]) == sse([e for c in chunks for e in listed.feed(c)])
+    *closing, last = framed.close()
+    assert closing + [last] == listed.close()
+    assert response_event_sse(last, orjson.dumps(last["response"])) == sse([last])
+
+
+# -- input items -------------------------------------------------------------------------------------
+
+CONVERSATION = [
+    {"type": "message", "role": "user", "content": "Weather in Oslo?", "id": "msg_first_in0"},
+    {"id": "fc_first_0", "type": "function_call", "status": "completed", "call_id": "call_1", "name": "w",
+     "arguments": "{}"},
+    {"type": "function_call_output", "call_id": "call_1", "output": "{}"},
+    {"role": "developer", "content": [{"type": "input_text", "text": "Answer in French."}]},
+]
+
+
+def test_items_without_an_id_are_named_after_their_response_and_position() -> None:
+    named = named_items(CONVERSATION, "abc", 5)
+    assert [item["id"] for item in named] == ["msg_first_in0", "fc_first_0", "fco_abc_in7", "msg_abc_in8"]
+    assert named[0] is CONVERSATION[0] and "id" not in CONVERSATION[2]  # the given items are not changed
+
+
+@pytest.mark.parametrize(
+    ("order", "after", "limit", "ids", "has_more"),
+    [
+        ("desc", None, 20, ["msg_abc_in3", "fco_abc_in2", "fc_first_0", "msg_first_in0"], False),
+        ("asc", None, 2, ["msg_first_in0", "fc_first_0"], True),
+        ("asc", "fc_first_0", 2, ["fco_abc_in2", "msg_abc_in3"], False),
+        ("desc", "fco_abc_in2", 1, ["fc_first_0"], True),
+        ("desc", "msg_first_in0", 5, [], False),
+    ],
+)
+def test_input_item_pages(order: str, after: str | None, limit: int, ids: list[str], has_more: bool) -> None:
+    page = input_item_page(CONVERSATION, "abc", order=order, after=after, limit=limit)
+    assert [item["id"] for item in page["data"]] == ids
+    assert page["object"] == "list" and page["has_more"] is has_more
+    assert (page["first_id"], page["last_id"]) == ((ids[0], ids[-1]) if ids else (None, None))
+    for item in page["data"]:
+        ITEM.validate_python(item)  # the SDK's own item types
+
+
+def test_listed_input_items_are_typed() -> None:
+    page = input_item_page(CONVERSATION, "abc", order="asc", after=None, limit=20)
+    first, call, output, developer = page["data"]
+    assert first == {"id": "msg_first_in0", "type": "message", "role": "user", "status": "completed",
+                     "content": [{"type": "input_text", "text": "Weather in Oslo?"}]}
+    assert call == CONVERSATION[1]
+    assert output == {**CONVERSATION[2], "id": "fco_abc_in2", "status": "completed"}
+    assert developer["content"] == CONVERSATION[3]["content"]
+
+
+def test_an_unknown_after_is_a_bad_request() -> None:
+    with pytest.raises(InvalidRequestError) as error:
+        input_item_page(CONVERSATION, "abc", order="desc", after="msg_nope", limit=20)
+    assert error.value.param == "after"
