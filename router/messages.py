@@ -101,7 +101,7 @@ async def messages(pipeline: Pipeline, scope: Scope, receive: Receive, send: Sen
         raw = await _read_body(receive, headers.get("content-length"), pipeline.config.server.max_body_bytes)
         native = parse_messages_request(raw)
         body = to_chat_request(native)
-        route = pipeline.route(body, client, headers, await pipeline.shared_sticky(body, client))
+        route = pipeline.route(body, client, headers)
     except GatewayError as exc:  # refused before routing: still a request, on no backend
         pipeline.accountant.reject(request_id, exc.status_code, started, MESSAGES_PATH)
         await send_error(send, exc, request_id)

@@ -155,44 +155,53 @@ class PolicyState:
         if reservation.shared is not None and self.shared_budgets is not None:
             self.shared_budgets.settle(reservation, actual_usd)
 
-    async def take_rate(self, tenant: str | None, key: str | None, tokens: int) -> tuple[Any, Take] | None:
-        """Take one request and ``tokens`` from every rate limit that applies (None: none applies).
+    async def admit(
+        self, tenant: str | None, key: str | None, tokens: int, conversation: list[Any] | None = None
+    ) -> tuple[tuple[Any, Take] | None, str | None]:
+        """Take one request and ``tokens`` from every rate limit that applies (None: none applies), and
+        look up the tier ``conversation`` (a request's messages, given only with Redis) was escalated to.
 
-        Through Redis when configured and up; else (``on_failure: open``) from this process's
-        buckets. Raises ``StateUnavailableError`` when Redis is down and ``on_failure`` is ``closed``.
+        With Redis (and up) both in one round trip; else (``on_failure: open``) from this process's
+        buckets and stickiness. Raises ``StateUnavailableError`` when Redis is down, ``on_failure`` is
+        ``closed`` and a rate limit applies.
         """
         buckets = self.rate_limits.buckets(tenant, key)
-        if not buckets:
-            return None
         amounts = costs(buckets, tokens)
         store = self.store
-        if store is not None:
+        if store is not None and (buckets or conversation is not None):
+            digest = None if conversation is None else conversation_digest(conversation[:-2], tenant)
             pending = self._unsettled
             deltas = [pending.pop(b.key, 0.0) for b in buckets]
             try:
-                return (buckets, tokens, store), await store.take(buckets, amounts, deltas)
+                take, tier = await store.admit(buckets, amounts, deltas, digest)
+                return ((buckets, tokens, store), take) if buckets else None, tier
             except StateUnavailableError:
                 for bucket, delta in zip(buckets, deltas, strict=True):  # for when Redis is back
                     if delta:
                         pending[bucket.key] = pending.get(bucket.key, 0.0) + delta
-                if self.on_failure == "closed":
+                if buckets and self.on_failure == "closed":
                     raise
-        return (buckets, tokens, self.local_buckets), self.local_buckets.take_now(buckets, amounts)
+        tier = None if conversation is None else self.sticky.tier_of(conversation, tenant)
+        if not buckets:
+            return None, tier
+        return ((buckets, tokens, self.local_buckets), self.local_buckets.take_now(buckets, amounts)), tier
 
-    def settle_rate(self, taken: Any, actual_tokens: int) -> None:
-        """Give back (or take more of) the token buckets: the actual tokens against the estimate.
+    def settle_rate(self, taken: Any, actual_tokens: int, *, refund: bool = False) -> None:
+        """Give back (or take more of) the token buckets: the actual tokens against the estimate;
+        ``refund``: the request was never sent, so its request is given back too.
 
         Locally at once; for Redis, carried by the caller's next take (or ``flush_rates``).
         """
         buckets, estimate, where = taken
-        delta = float(actual_tokens - estimate)
-        if not delta:
+        tokens = float(actual_tokens - estimate)
+        deltas = [(-1.0 if refund else 0.0) if b.kind == "requests" else tokens for b in buckets]
+        moved = [(b, d) for b, d in zip(buckets, deltas, strict=True) if d]
+        if not moved:
             return
-        tokens = [b for b in buckets if b.kind == "tokens"]
         if where is self.local_buckets:
-            self.local_buckets.adjust_now(tokens, [delta] * len(tokens))
+            self.local_buckets.adjust_now([b for b, _ in moved], [d for _, d in moved])
             return
-        for bucket in tokens:
+        for bucket, delta in moved:
             self._unsettled[bucket.key] = self._unsettled.get(bucket.key, 0.0) + delta
             self._unsettled_buckets[bucket.key] = bucket
 
@@ -208,17 +217,10 @@ class PolicyState:
             for key in pending:
                 self._unsettled.pop(key, None)
             try:
-                await self.store.take(buckets, [0.0] * len(buckets), list(pending.values()))
+                await self.store.admit(buckets, [0.0] * len(buckets), list(pending.values()))
             except StateUnavailableError:  # kept for when Redis is back
                 for key, delta in pending.items():
                     self._unsettled[key] = self._unsettled.get(key, 0.0) + delta
-
-    async def sticky_tier(self, messages: list[Any], tenant: str | None) -> str | None:
-        """The tier a conversation was escalated to, from Redis (any replica's), else from this process."""
-        if self.store is not None and len(messages) >= 3:
-            with contextlib.suppress(StateUnavailableError):
-                return await self.store.sticky_get(conversation_digest(messages[:-2], tenant))
-        return self.sticky.tier_of(messages, tenant)
 
     def remember_sticky(self, messages: list[Any], tenant: str | None, tier: str, ttl_seconds: float) -> None:
         self.sticky.remember(messages, tenant, tier)

@@ -204,6 +204,33 @@ def test_an_escalated_conversation_sticks_on_another_replica(tmp_path: Path, ups
     assert raw.headers["x-router-rerouted"] == "sticky"
 
 
+def test_a_request_costs_one_redis_round_trip(tmp_path: Path, upstreams: tuple[str, str], redis: RedisServer) -> None:
+    """Its rate limits and its conversation's sticky tier in one script call; settlements and budget
+    trades happen in the background."""
+    import redis as redis_client
+
+    policy = "  rate_limits:\n    - {scope: tenant, name: acme, rpm: 1000, tpm: 1000000}\n"
+    stack, (gateway,) = replicas(tmp_path, upstreams, redis.url, policy, count=1)
+    conversation = [*ASK, {"role": "assistant", "content": "From 9 to 5."}, {"role": "user", "content": "And on Sunday?"}]
+    with stack, redis_client.Redis(port=redis.port) as monitor:
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+        client.chat.completions.create(model="mid", messages=conversation)  # connections open, scripts loaded
+        monitor.config_set("slowlog-log-slower-than", 0)  # log every command
+        monitor.config_set("slowlog-max-len", 10000)
+        monitor.slowlog_reset()
+        for _ in range(5):
+            client.chat.completions.create(model="mid", messages=conversation)
+        entries = monitor.slowlog_get(10000)
+    # What the gateway sent (the commands a script runs inside Redis are logged from the address "?:0").
+    gateways = [e["command"].decode() for e in entries if e["client_address"] != b"?:0" and b"llm-router:" in e["command"]]
+    background = [c for c in gateways if ":budget:" in c or ":sticky:" not in c]  # trades, settlement flushes
+    in_line = [c for c in gateways if c not in background]
+    assert len(in_line) == 5, in_line
+    for command in in_line:
+        assert command.startswith("EVALSHA ")
+        assert ":rate:tenant:acme:requests" in command and ":rate:tenant:acme:tokens" in command
+
+
 def test_a_stored_response_is_continued_read_and_deleted_through_another_replica(
         tmp_path: Path, upstreams: tuple[str, str], redis: RedisServer) -> None:
     stack, (a, b) = replicas(tmp_path, upstreams, redis.url, "")  # each keeps its own responses in memory
