@@ -30,6 +30,7 @@ from router.retry import RetryBudget
 from router.ratelimit import Bucket, LocalBuckets, RateLimits, Take, costs
 from router.shared import StateUnavailableError
 from router.shared.escrow import SharedBudgets
+from router.shared.leases import Leases
 from router.shared.redis import RedisStore
 from router.shared.sqlite import SqliteStore
 from router.sticky import StickyStore, conversation_digest
@@ -108,6 +109,8 @@ class PolicyState:
             self.shared_budgets = SharedBudgets(self._escrow_store, on_failure=self.on_failure)
         self.rate_limits = RateLimits(config.policy.rate_limits)
         self.local_buckets = LocalBuckets()
+        #: What this replica took from the Redis buckets ahead of its requests.
+        self.leases = Leases(config.state.rate_limit_lease)
         self._background: set[asyncio.Task[None]] = set()
         #: Token settlements (actual - estimate) not yet carried to Redis, per bucket key.
         self._unsettled: dict[str, float] = {}
@@ -161,26 +164,32 @@ class PolicyState:
         """Take one request and ``tokens`` from every rate limit that applies (None: none applies), and
         look up the tier ``conversation`` (a request's messages, given only with Redis) was escalated to.
 
-        With Redis (and up) both in one round trip; else (``on_failure: open``) from this process's
-        buckets and stickiness. Raises ``StateUnavailableError`` when Redis is down, ``on_failure`` is
+        With Redis (and up) both in one round trip, or none when the rate limits' leases cover the
+        request (``router.shared.leases``); else (``on_failure: open``) from this process's buckets
+        and stickiness. Raises ``StateUnavailableError`` when Redis is down, ``on_failure`` is
         ``closed`` and a rate limit applies.
         """
         buckets = self.rate_limits.buckets(tenant, key)
         amounts = costs(buckets, tokens)
         store = self.store
         if store is not None and (buckets or conversation is not None):
+            if conversation is None and (leased := self.leases.take(buckets, amounts)) is not None:
+                return ((buckets, tokens, store), leased), None  # no round trip
             digest = None if conversation is None else conversation_digest(conversation[:-2], tenant)
             pending = self._unsettled
             deltas = [pending.pop(b.key, 0.0) for b in buckets]
+            sizes = self.leases.sizes(buckets, amounts)
             try:
-                take, tier = await store.admit(buckets, amounts, deltas, digest)
-                return ((buckets, tokens, store), take) if buckets else None, tier
+                answer = await store.admit(buckets, amounts, deltas, sizes, digest)
             except StateUnavailableError:
                 for bucket, delta in zip(buckets, deltas, strict=True):  # for when Redis is back
                     if delta:
                         pending[bucket.key] = pending.get(bucket.key, 0.0) + delta
                 if buckets and self.on_failure == "closed":
                     raise
+            else:
+                take = self.leases.grant(buckets, sizes, answer.take) if answer.leased else answer.take
+                return ((buckets, tokens, store), take) if buckets else None, answer.sticky_tier
         tier = None if conversation is None else self.sticky.tier_of(conversation, tenant)
         if not buckets:
             return None, tier
@@ -206,18 +215,23 @@ class PolicyState:
             self._unsettled_buckets[bucket.key] = bucket
 
     async def flush_rates(self, interval: float = 1.0) -> None:
-        """Every ``interval``, move settlements no request carried yet into Redis."""
+        """Every ``interval``, give back what is left of the leases and move settlements no request
+        carried yet into Redis."""
         assert self.store is not None
         while True:
             await asyncio.sleep(interval)
+            for bucket, delta in self.leases.give_back():
+                self._unsettled[bucket.key] = self._unsettled.get(bucket.key, 0.0) + delta
+                self._unsettled_buckets[bucket.key] = bucket
             pending = {k: d for k, d in self._unsettled.items() if d}
             if not pending:
                 continue
             buckets = [self._unsettled_buckets[k] for k in pending]
             for key in pending:
                 self._unsettled.pop(key, None)
+            nothing = [0.0] * len(buckets)
             try:
-                await self.store.admit(buckets, [0.0] * len(buckets), list(pending.values()))
+                await self.store.admit(buckets, nothing, list(pending.values()), nothing)
             except StateUnavailableError:  # kept for when Redis is back
                 for key, delta in pending.items():
                     self._unsettled[key] = self._unsettled.get(key, 0.0) + delta

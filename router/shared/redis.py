@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import cache, partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -92,10 +93,12 @@ return out
 
 # A request's admission, in one round trip: the tier its conversation was escalated to (when
 # ARGV[1] is '1', KEYS[1] is that conversation's sticky key), then GCRA over every bucket of the
-# request, all or none (see router.ratelimit.gcra). ARGV: then per bucket (per_minute, cost, delta),
-# where delta is what earlier requests settled (actual - estimated tokens), applied first whether
-# or not this request is admitted. Returns the excess over the burst (> 0: refused), the sticky tier
-# ('' for none), then each bucket's backlog in seconds.
+# request, all or none (see router.ratelimit.gcra). ARGV: then per bucket (per_minute, cost, delta,
+# lease), where delta is what earlier requests settled (actual - estimated tokens) or leases given
+# back, applied first whether or not this request is admitted; lease is what the replica asks to take
+# ahead besides the cost, granted (in every bucket or none) only if each bucket stays at most half
+# full. Returns the excess over the burst (> 0: refused), the sticky tier ('' for none), '1' if the
+# leases were granted, then each bucket's backlog in seconds.
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
@@ -104,20 +107,25 @@ if ARGV[1] == '1' then
   sticky = redis.call('GET', KEYS[1]) or ''
   first = 2
 end
-local adjusted, news, over = {}, {}, 0
+local adjusted, news, leased, over = {}, {}, {}, 0
+local lend = true
 for i = first, #KEYS do
-  local a = (i - first) * 3 + 1
+  local a = (i - first) * 4 + 1
   local per, cost, delta = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local lease = tonumber(ARGV[a + 4])
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0') + delta * 60 / per
   adjusted[i] = tat
   news[i] = math.max(tat, now) + cost * 60 / per
+  leased[i] = news[i] + lease * 60 / per
   over = math.max(over, news[i] - now - 60)
+  lend = lend and lease > 0 and leased[i] - now <= 30
 end
-local out = {tostring(over), sticky}
+lend = lend and over <= 0 and #KEYS >= first
+local out = {tostring(over), sticky, lend and '1' or '0'}
 for i = first, #KEYS do
   local tat = adjusted[i]
-  if over <= 0 then tat = news[i] end
-  if over <= 0 or tonumber(ARGV[(i - first) * 3 + 4]) ~= 0 then
+  if lend then tat = leased[i] elseif over <= 0 then tat = news[i] end
+  if over <= 0 or tonumber(ARGV[(i - first) * 4 + 4]) ~= 0 then
     redis.call('SET', KEYS[i], tostring(tat), 'PXAT', math.ceil(math.max(tat, now) * 1000) + 1000)
   end
   out[#out + 1] = tostring(math.max(0, tat - now))
@@ -127,6 +135,17 @@ return out
 
 #: Idle connections kept for scripts (more are opened while more requests are in flight at once).
 _MAX_IDLE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """Redis' answer to a request's admission (``RedisStore.admit``)."""
+
+    take: Take
+    #: Whether the leases asked for were granted (and are counted in ``take.remaining``).
+    leased: bool
+    #: The tier the request's conversation was escalated to, if any.
+    sticky_tier: str | None
 
 
 class RedisStore:
@@ -177,24 +196,30 @@ class RedisStore:
     # -- a request's admission: rate-limit buckets and stickiness ---------------------------------
 
     async def admit(
-        self, buckets: Sequence[Bucket], costs: Sequence[float], deltas: Sequence[float], conversation: bytes | None = None
-    ) -> tuple[Take, str | None]:
+        self,
+        buckets: Sequence[Bucket],
+        costs: Sequence[float],
+        deltas: Sequence[float],
+        leases: Sequence[float],
+        conversation: bytes | None = None,
+    ) -> Admitted:
         """In one round trip: the tier ``conversation`` (a ``conversation_digest``) was escalated to,
-        if given; then apply ``deltas`` (settlements of earlier requests) and take ``costs`` from
-        every bucket, all or none."""
+        if given; then apply ``deltas`` (settlements of earlier requests, leases given back) and take
+        ``costs`` from every bucket, all or none, and ``leases`` besides if every bucket has the room."""
         keys = [f"{self._prefix}:rate:{b.key}" for b in buckets]
         args: list[Any] = ["0" if conversation is None else "1"]
         if conversation is not None:
             keys.insert(0, self._sticky_key(conversation))
-        for bucket, cost, delta in zip(buckets, costs, deltas, strict=True):
-            args += [bucket.per_minute, cost, delta]
+        for bucket, cost, delta, lease in zip(buckets, costs, deltas, leases, strict=True):
+            args += [bucket.per_minute, cost, delta, lease]
         out: list[str] = await self._call(lambda: self._script(_ADMIT, keys, args))
         over = float(out[0])
         remaining = tuple(
             (max(0.0, (60.0 - float(backlog)) * b.per_minute / 60.0), float(backlog))
-            for b, backlog in zip(buckets, out[2:], strict=True)
+            for b, backlog in zip(buckets, out[3:], strict=True)
         )
-        return Take(over <= 0, max(over, 0.0), remaining), out[1] or None
+        return Admitted(Take(over <= 0, max(over, 0.0), remaining), out[2] == "1", out[1] or None)
+
     # -- stickiness ------------------------------------------------------------------------------
 
     async def sticky_set(self, digest: bytes, tier: str, ttl_seconds: float) -> None:

@@ -128,6 +128,30 @@ def test_a_30_per_minute_limit_is_exact_across_replicas(tmp_path: Path, upstream
     assert {a.headers["x-ratelimit-remaining-requests"] for a in refused} == {"0"}
 
 
+def test_leases_never_admit_beyond_a_limit_across_replicas(tmp_path: Path, upstreams: tuple[str, str],
+                                                           redis: RedisServer) -> None:
+    """120 a minute lends each replica 1.2 requests ahead while the bucket is at most half used."""
+    policy = "  rate_limits:\n    - {scope: tenant, name: acme, rpm: 120}\n"
+    stack, gateways = replicas(tmp_path, upstreams, redis.url, policy)
+    urls = [g.url for g in gateways]
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(*(
+                client.post(f"{urls[i % 2]}/v1/chat/completions", headers={"authorization": f"Bearer {CLIENT_KEY}"},
+                            json={"model": "mid", "messages": ASK, "max_tokens": 8})
+                for i in range(240)
+            ))
+
+    with stack:
+        started = time.monotonic()
+        answers = asyncio.run(send_all())
+        refill = (time.monotonic() - started) * 120 / 60  # what the bucket regained while they were served
+    served = len([a for a in answers if a.status_code == 200])
+    assert {a.status_code for a in answers} == {200, 429}
+    assert 120 - 2 * 1.2 - 1 <= served <= 120 + refill + 1  # early by at most the leases held, never beyond
+
+
 def test_redis_killed_mid_traffic_gives_no_5xx_in_open_mode(tmp_path: Path, upstreams: tuple[str, str],
                                                             redis: RedisServer) -> None:
     policy = ("  budgets:\n    limits:\n      - {scope: tenant, name: acme, daily_usd: 100, action: reject}\n"
@@ -229,6 +253,27 @@ def test_a_request_costs_one_redis_round_trip(tmp_path: Path, upstreams: tuple[s
     for command in in_line:
         assert command.startswith("EVALSHA ")
         assert ":rate:tenant:acme:requests" in command and ":rate:tenant:acme:tokens" in command
+
+
+def test_requests_far_from_their_limit_are_admitted_from_leases(tmp_path: Path, upstreams: tuple[str, str],
+                                                                redis: RedisServer) -> None:
+    """No round trip per request while the limit is far: the first takes a lease of 60 requests."""
+    import redis as redis_client
+
+    policy = "  rate_limits:\n    - {scope: tenant, name: acme, rpm: 6000}\n"
+    stack, (gateway,) = replicas(tmp_path, upstreams, redis.url, policy, count=1)
+    key = "llm-router:rate:tenant:acme:requests"
+    with stack, redis_client.Redis(port=redis.port) as monitor:
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+        monitor.config_set("slowlog-log-slower-than", 0)
+        monitor.config_set("slowlog-max-len", 10000)
+        monitor.slowlog_reset()
+        for _ in range(20):
+            client.chat.completions.create(model="mid", messages=ASK)
+        entries = monitor.slowlog_get(10000)
+    admissions = [e for e in entries if e["command"].startswith(b"EVALSHA ") and key.encode() in e["command"]
+                  and e["client_address"] != b"?:0" and b" 6000 1.0 " in e["command"]]
+    assert 1 <= len(admissions) <= 10  # one more after each once-a-second give-back
 
 
 def test_a_stored_response_is_continued_read_and_deleted_through_another_replica(
