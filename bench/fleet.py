@@ -6,7 +6,9 @@ rate limit high enough never to refuse, so every request takes its rate-limit bu
 budget share from the state under test:
 
 - concurrency 1, non-stream: one replica with local state against one replica with Redis, in
-  alternating rounds (the median of each side): the added p50 of shared state (target <= +150 us);
+  alternating rounds (the median of each side): the added p50 of shared state (target <= +150 us).
+  The limit is far from reached, so requests are admitted from rate-limit leases; a third replica
+  with leases off (``state.rate_limit_lease: 0``) shows what one round trip per request adds;
 - concurrency 64, non-stream: one replica with Redis against two replicas with Redis, the load
   split evenly between them (a load balancer's job): throughput.
 """
@@ -36,9 +38,12 @@ RATE_LIMIT = "rate_limits: [{scope: global, rpm: 1000000000, tpm: 1000000000000}
 class FleetResult:
     p50_local_ms: float
     p50_shared_ms: float
+    #: Every request asks Redis (leases off): one round trip each.
+    p50_round_trip_ms: float
     #: The gateway process's CPU per request at c=1: steadier than latency on a busy machine.
     cpu_local_ms: float
     cpu_shared_ms: float
+    cpu_round_trip_ms: float
     rps_one_replica: float
     rps_two_replicas: float
     rounds: int
@@ -47,13 +52,22 @@ class FleetResult:
     def added_p50_us(self) -> float:
         return (self.p50_shared_ms - self.p50_local_ms) * 1000
 
+    @property
+    def round_trip_p50_us(self) -> float:
+        return (self.p50_round_trip_ms - self.p50_local_ms) * 1000
 
-def fleet_config(log_dir: Path) -> Path:
-    """config/router.yaml with the always-admitting rate limit, next to its vocabulary file."""
+
+def fleet_config(log_dir: Path, *, leases: bool = True) -> Path:
+    """config/router.yaml with the always-admitting rate limit (and rate-limit leases on or off),
+    next to its vocabulary file."""
     text = (REPO / "config" / "router.yaml").read_text()
-    assert "rate_limits: []" in text, "config/router.yaml changed: update bench/fleet.py"
-    config = log_dir / "fleet-router.yaml"
-    config.write_text(text.replace("rate_limits: []", RATE_LIMIT))
+    state = "  on_failure: open"
+    assert "rate_limits: []" in text and state in text, "config/router.yaml changed: update bench/fleet.py"
+    text = text.replace("rate_limits: []", RATE_LIMIT)
+    if not leases:
+        text = text.replace(state, "  rate_limit_lease: 0\n" + state)
+    config = log_dir / ("fleet-router.yaml" if leases else "fleet-router-no-leases.yaml")
+    config.write_text(text)
     shutil.copy(REPO / "config" / "tasks.yaml", log_dir / "tasks.yaml")
     shutil.copytree(REPO / "config" / "models", log_dir / "models", dirs_exist_ok=True)
     return config
@@ -83,12 +97,13 @@ def load_with_cpu(
 def run(log_dir: Path, duration: float, warmup: float, rounds: int = 5) -> FleetResult:
     log_dir.mkdir(parents=True, exist_ok=True)
     config = fleet_config(log_dir)
+    no_leases = fleet_config(log_dir, leases=False)
     loadgen_log = log_dir / "fleet-loadgen.log"
     with ExitStack() as stack:
         mock = stack.enter_context(mock_upstream(MockConfig(), log_dir))
         redis_url = stack.enter_context(redis_server(log_dir))
 
-        def replica(name: str, **env: str) -> Server:
+        def replica(name: str, config: Path = config, **env: str) -> Server:
             home = log_dir / name
             home.mkdir(exist_ok=True)
             return stack.enter_context(llm_router(mock, home, 1, config=config, name=name, **env))
@@ -96,22 +111,27 @@ def run(log_dir: Path, duration: float, warmup: float, rounds: int = 5) -> Fleet
         local = replica("local")
         shared = replica("shared-a", REDIS_URL=redis_url)
         second = replica("shared-b", REDIS_URL=redis_url)
-        for server in (local, shared, second):  # warm up: imports, pools, first budget shares
+        asking = replica("shared-no-leases", no_leases, REDIS_URL=redis_url)
+        for server in (local, shared, second, asking):  # warm up: imports, pools, first budget shares
             load([server], 4, 1.0, 0.0, loadgen_log)
         rounds_local: list[tuple[LoadResult, float]] = []
         rounds_shared: list[tuple[LoadResult, float]] = []
-        for round_ in range(rounds):  # alternating, so a busy spell of the machine hits both sides
+        rounds_asking: list[tuple[LoadResult, float]] = []
+        for round_ in range(rounds):  # alternating, so a busy spell of the machine hits every side
             print(f"   fleet: c=1 round {round_ + 1}/{rounds}", file=sys.stderr, flush=True)
             rounds_local += load_with_cpu([local], 1, duration, warmup, loadgen_log)
             rounds_shared += load_with_cpu([shared], 1, duration, warmup, loadgen_log)
+            rounds_asking += load_with_cpu([asking], 1, duration, warmup, loadgen_log)
         print("   fleet: c=64, one replica then two", file=sys.stderr, flush=True)
         one = load([shared], 64, duration, warmup, loadgen_log)
         two = load([shared, second], 64, duration, warmup, loadgen_log)
     return FleetResult(
         p50_local_ms=statistics.median(r.latency_ms.p50 for r, _ in rounds_local),
         p50_shared_ms=statistics.median(r.latency_ms.p50 for r, _ in rounds_shared),
+        p50_round_trip_ms=statistics.median(r.latency_ms.p50 for r, _ in rounds_asking),
         cpu_local_ms=statistics.median(cpu for _, cpu in rounds_local),
         cpu_shared_ms=statistics.median(cpu for _, cpu in rounds_shared),
+        cpu_round_trip_ms=statistics.median(cpu for _, cpu in rounds_asking),
         rps_one_replica=sum(r.rps for r in one),
         rps_two_replicas=sum(r.rps for r in two),
         rounds=rounds,
@@ -125,8 +145,11 @@ def report(result: FleetResult) -> list[str]:
         f"  c=1   p50 local state {result.p50_local_ms:.3f} ms, Redis {result.p50_shared_ms:.3f} ms "
         f"(median of {result.rounds} rounds each)",
         f"{verdict}  added p50 of shared state at c=1 <= 150 us: {result.added_p50_us:+.0f} us",
+        f"  c=1   p50 with leases off (a round trip per request) {result.p50_round_trip_ms:.3f} ms "
+        f"({result.round_trip_p50_us:+.0f} us)",
         f"  c=1   gateway CPU per request: local {result.cpu_local_ms:.3f} ms, Redis {result.cpu_shared_ms:.3f} ms "
-        f"({(result.cpu_shared_ms - result.cpu_local_ms) * 1000:+.0f} us)",
+        f"({(result.cpu_shared_ms - result.cpu_local_ms) * 1000:+.0f} us), leases off {result.cpu_round_trip_ms:.3f} ms "
+        f"({(result.cpu_round_trip_ms - result.cpu_local_ms) * 1000:+.0f} us)",
         f"  c=64  throughput 1 replica {result.rps_one_replica:.0f} req/s, 2 replicas {result.rps_two_replicas:.0f} req/s "
         f"({result.rps_two_replicas / result.rps_one_replica:.2f}x)",
     ]
@@ -135,6 +158,7 @@ def report(result: FleetResult) -> list[str]:
 def main(log_dir: Path, output: Path, duration: float, warmup: float) -> int:
     result = run(log_dir, duration, warmup)
     print("\n".join(report(result)))
-    output.write_bytes(orjson.dumps({**asdict(result), "added_p50_us": result.added_p50_us}, option=orjson.OPT_INDENT_2))
+    summary = {**asdict(result), "added_p50_us": result.added_p50_us, "round_trip_p50_us": result.round_trip_p50_us}
+    output.write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     print(f"(results in {output})")
     return 0
