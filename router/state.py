@@ -173,8 +173,8 @@ class PolicyState:
         amounts = costs(buckets, tokens)
         store = self.store
         if store is not None and (buckets or conversation is not None):
-            if conversation is None and (leased := self.leases.take(buckets, amounts)) is not None:
-                return ((buckets, tokens, store), leased), None  # no round trip
+            if conversation is None and store.up and (leased := self.leases.take(buckets, amounts)) is not None:
+                return ((buckets, tokens, store), leased), None  # no round trip (none while Redis is down)
             digest = None if conversation is None else conversation_digest(conversation[:-2], tenant)
             pending = self._unsettled
             deltas = [pending.pop(b.key, 0.0) for b in buckets]
@@ -211,8 +211,12 @@ class PolicyState:
             self.local_buckets.adjust_now([b for b, _ in moved], [d for _, d in moved])
             return
         for bucket, delta in moved:
-            self._unsettled[bucket.key] = self._unsettled.get(bucket.key, 0.0) + delta
-            self._unsettled_buckets[bucket.key] = bucket
+            self._carry(bucket, delta)
+
+    def _carry(self, bucket: Bucket, delta: float) -> None:
+        """Keep ``delta`` for ``bucket`` to be applied in Redis by the next take or flush."""
+        self._unsettled[bucket.key] = self._unsettled.get(bucket.key, 0.0) + delta
+        self._unsettled_buckets[bucket.key] = bucket
 
     async def flush_rates(self, interval: float = 1.0) -> None:
         """Every ``interval``, give back what is left of the leases and move settlements no request
@@ -221,8 +225,7 @@ class PolicyState:
         while True:
             await asyncio.sleep(interval)
             for bucket, delta in self.leases.give_back():
-                self._unsettled[bucket.key] = self._unsettled.get(bucket.key, 0.0) + delta
-                self._unsettled_buckets[bucket.key] = bucket
+                self._carry(bucket, delta)
             pending = {k: d for k, d in self._unsettled.items() if d}
             if not pending:
                 continue

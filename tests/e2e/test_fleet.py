@@ -96,22 +96,22 @@ def test_a_budget_hammered_through_two_replicas_is_not_overrun(tmp_path: Path, u
     assert sum(costs) > budget / 2  # the shares were not left stranded
 
 
+async def burst(urls: list[str], requests: int) -> list[httpx.Response]:
+    """``requests`` small requests of tenant acme at once (so a minute's refill does not blur a count), alternating over ``urls``."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await asyncio.gather(*(
+            client.post(f"{urls[i % len(urls)]}/v1/chat/completions", headers={"authorization": f"Bearer {CLIENT_KEY}"},
+                        json={"model": "mid", "messages": ASK, "max_tokens": 8})
+            for i in range(requests)
+        ))
+
+
 def test_a_30_per_minute_limit_is_exact_across_replicas(tmp_path: Path, upstreams: tuple[str, str],
                                                         redis: RedisServer) -> None:
     policy = "  rate_limits:\n    - {scope: tenant, name: acme, rpm: 30}\n"
     stack, gateways = replicas(tmp_path, upstreams, redis.url, policy)
-    urls = [g.url for g in gateways]
-
-    async def send_all() -> list[httpx.Response]:  # at once: a minute's refill must not blur the count
-        async with httpx.AsyncClient(timeout=30) as client:
-            return await asyncio.gather(*(
-                client.post(f"{urls[i % 2]}/v1/chat/completions", headers={"authorization": f"Bearer {CLIENT_KEY}"},
-                            json={"model": "mid", "messages": ASK, "max_tokens": 8})
-                for i in range(60)
-            ))
-
     with stack:
-        answers = asyncio.run(send_all())
+        answers = asyncio.run(burst([g.url for g in gateways], 60))
     served = [a for a in answers if a.status_code == 200]
     refused = [a for a in answers if a.status_code != 200]
     assert 29 <= len(served) <= 31
@@ -133,19 +133,9 @@ def test_leases_never_admit_beyond_a_limit_across_replicas(tmp_path: Path, upstr
     """120 a minute lends each replica 1.2 requests ahead while the bucket is at most half used."""
     policy = "  rate_limits:\n    - {scope: tenant, name: acme, rpm: 120}\n"
     stack, gateways = replicas(tmp_path, upstreams, redis.url, policy)
-    urls = [g.url for g in gateways]
-
-    async def send_all() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=30) as client:
-            return await asyncio.gather(*(
-                client.post(f"{urls[i % 2]}/v1/chat/completions", headers={"authorization": f"Bearer {CLIENT_KEY}"},
-                            json={"model": "mid", "messages": ASK, "max_tokens": 8})
-                for i in range(240)
-            ))
-
     with stack:
         started = time.monotonic()
-        answers = asyncio.run(send_all())
+        answers = asyncio.run(burst([g.url for g in gateways], 240))
         refill = (time.monotonic() - started) * 120 / 60  # what the bucket regained while they were served
     served = len([a for a in answers if a.status_code == 200])
     assert {a.status_code for a in answers} == {200, 429}
