@@ -114,7 +114,7 @@ async def chat_completions(pipeline: Pipeline, scope: Scope, receive: Receive, s
         client = pipeline.keyring.authenticate(headers.get("authorization"))
         limit = pipeline.config.server.max_body_bytes
         body = parse_chat_request(await _read_body(receive, headers.get("content-length"), limit))
-        route = pipeline.route(body, client, headers, await pipeline.shared_sticky(body, client))
+        route = pipeline.route(body, client, headers)
     except GatewayError as exc:  # refused before routing (401, 400, 413, 404): still a request, on no backend
         pipeline.accountant.reject(request_id, exc.status_code, started)
         await send_error(send, exc, request_id)

@@ -311,6 +311,9 @@ class StateConfig(_Model):
     #: Seconds a Redis call may take before the replica counts Redis as down. Generous: a replica whose
     #: own event loop is saturated reads replies late, and a false "down" serves from local state.
     timeout_seconds: float = Field(default=1.0, gt=0)
+    #: Fraction of a rate limit's minute a replica takes ahead while the limit is at most half used, to
+    #: admit requests without a round trip (given back every second); 0: every request asks Redis.
+    rate_limit_lease: float = Field(default=0.01, ge=0.0, le=0.1)
 
     @field_validator("redis_url")
     @classmethod

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -125,11 +125,9 @@ class Pipeline:
 
     # -- classify -> rules -> policy -------------------------------------------------------------
 
-    def route(
-        self, body: dict[str, Any], client: ClientKey, headers: Mapping[str, str], shared_sticky: str | None = None
-    ) -> Route:
-        """Classify, match the rules and plan. ``shared_sticky``: the conversation's tier as Redis
-        knows it (``PolicyState.sticky_tier``), when the state is shared."""
+    def route(self, body: dict[str, Any], client: ClientKey, headers: Mapping[str, str]) -> Route:
+        """Classify, match the rules and plan. With shared state (Redis) the conversation's sticky
+        tier is looked up at admission (``_admit``), in the same round trip as the rate limits."""
         model = body["model"]
         if model != AUTO_MODEL and model not in self.config.aliases and model not in self._forced:
             raise ModelNotFoundError(
@@ -140,16 +138,18 @@ class Pipeline:
         ctx = RequestContext(model=model, tenant=client.tenant, api_key=client.name, headers=headers)
         decision = self.decide(features, ctx)
         sticky = None
-        if self.config.policy.stickiness.enabled and len(messages) >= 3:
-            sticky = shared_sticky if self.state.store is not None else self.state.sticky.tier_of(messages, client.tenant)
-        plan = self.planner.plan(
+        if self.config.policy.stickiness.enabled and len(messages) >= 3 and self.state.store is None:
+            sticky = self.state.sticky.tier_of(messages, client.tenant)
+        return Route(features, decision, self._plan(body, features, decision, sticky), ctx)
+
+    def _plan(self, body: dict[str, Any], features: Features, decision: Decision, sticky: str | None) -> Plan:
+        return self.planner.plan(
             decision,
             features,
             self.backends,
             max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens") or 0,
             sticky_tier=sticky,
         )
-        return Route(features, decision, plan, ctx)
 
     def decide(self, features: Features, ctx: RequestContext) -> Decision:
         """The rules' decision for a classified request (also how ``llm-router replay`` re-decides)."""
@@ -157,13 +157,6 @@ class Pipeline:
         if forced is not None:
             return Decision(rule=REQUESTED_MODEL, target=forced, why=f"client asked for model {ctx.model!r}")
         return match_rules(features, ctx, self.rules)
-
-    async def shared_sticky(self, body: dict[str, Any], client: ClientKey) -> str | None:
-        """For ``route``: the tier any replica escalated this conversation to, when the state is shared (Redis)."""
-        messages = body["messages"]
-        if self.state.store is None or len(messages) < 3 or not self.config.policy.stickiness.enabled:
-            return None
-        return await self.state.sticky_tier(messages, client.tenant)
 
     def _classify(self, messages: list[dict[str, Any]], tools: Any) -> Features:
         try:
@@ -295,16 +288,18 @@ class Pipeline:
 
     async def _dispatch(self, trace: Trace, attempt: Callable[[Candidate], Awaitable[T]]) -> T:
         """Try the plan's candidates in order with retries, breakers and budgets; return the first success."""
+        await self._admit(trace)
         plan = trace.route.plan
         if plan.refusal is not None:
+            if trace.rate is not None:  # never sent: it takes nothing from the rate limits
+                self.state.settle_rate(trace.rate, 0, refund=True)
+                trace.rate = None
             raise self._refused(plan)
         retries = self.config.policy.retries
         fallback_on = set(self.config.policy.fallback_on)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + retries.deadline_seconds
         self.state.retry_budget.record_request()
-        if self.state.rate_limits:
-            await self._admit(trace)
         last_error: GatewayError | None = None
         previous: Candidate | None = None
         skipped: str | None = None
@@ -480,18 +475,30 @@ class Pipeline:
         return False
 
     async def _admit(self, trace: Trace) -> None:
-        """Take this request from the rate limits that apply to its caller, or refuse it (429 with retry-after)."""
-        first = trace.route.plan.candidates[0] if trace.route.plan.candidates else None
-        tokens = trace.route.features.input_tokens
+        """Take this request from the rate limits that apply to its caller, or refuse it (429 with
+        retry-after); with Redis, in the same round trip, follow the tier any replica escalated its
+        conversation to (re-planning the route). The token reservation is that of the route's first
+        candidate before stickiness: an estimate, settled against the usage either way."""
+        route = trace.route
+        messages = trace.body.get("messages") or ()
+        sticky = self.state.store is not None and self.config.policy.stickiness.enabled and len(messages) >= 3
+        if not self.state.rate_limits and not sticky:
+            return
+        first = route.plan.candidates[0] if route.plan.candidates else None
+        tokens = route.features.input_tokens
         if first is not None:
             unbounded = self.config.policy.budgets.expected_output_tokens
             tokens += reserved_output_tokens(trace.body, tokens, first.config.context_window, unbounded)
         try:
-            taken = await self.state.take_rate(trace.client.tenant, trace.client.name, tokens)
+            taken, tier = await self.state.admit(
+                trace.client.tenant, trace.client.name, tokens, messages if sticky else None
+            )
         except StateUnavailableError:
             raise self._final(trace, ServiceUnavailableError(
                 "The shared rate-limit state is unavailable and this gateway refuses rate-limited requests until "
                 "it is back (state.on_failure: closed).", code="state_backend_unavailable")) from None
+        if tier is not None:
+            trace.route = replace(route, plan=self._plan(trace.body, route.features, route.decision, tier))
         if taken is None:
             return
         bucket_state, take = taken

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 from router.config import RateLimitConfig
 
@@ -44,12 +44,6 @@ class Take:
     admitted: bool
     retry_after: float
     remaining: tuple[tuple[float, float], ...]
-
-
-class BucketStore(Protocol):
-    async def take(self, buckets: Sequence[Bucket], costs: Sequence[float], deltas: Sequence[float]) -> Take:
-        """Apply ``deltas`` (earlier requests' actual minus estimated tokens), then take ``costs``, all or none."""
-        ...
 
 
 def gcra(tat: float, now: float, per_minute: int, cost: float) -> tuple[float, float]:

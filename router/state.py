@@ -30,6 +30,7 @@ from router.retry import RetryBudget
 from router.ratelimit import Bucket, LocalBuckets, RateLimits, Take, costs
 from router.shared import StateUnavailableError
 from router.shared.escrow import SharedBudgets
+from router.shared.leases import Leases
 from router.shared.redis import RedisStore
 from router.shared.sqlite import SqliteStore
 from router.sticky import StickyStore, conversation_digest
@@ -108,6 +109,8 @@ class PolicyState:
             self.shared_budgets = SharedBudgets(self._escrow_store, on_failure=self.on_failure)
         self.rate_limits = RateLimits(config.policy.rate_limits)
         self.local_buckets = LocalBuckets()
+        #: What this replica took from the Redis buckets ahead of its requests.
+        self.leases = Leases(config.state.rate_limit_lease)
         self._background: set[asyncio.Task[None]] = set()
         #: Token settlements (actual - estimate) not yet carried to Redis, per bucket key.
         self._unsettled: dict[str, float] = {}
@@ -155,70 +158,86 @@ class PolicyState:
         if reservation.shared is not None and self.shared_budgets is not None:
             self.shared_budgets.settle(reservation, actual_usd)
 
-    async def take_rate(self, tenant: str | None, key: str | None, tokens: int) -> tuple[Any, Take] | None:
-        """Take one request and ``tokens`` from every rate limit that applies (None: none applies).
+    async def admit(
+        self, tenant: str | None, key: str | None, tokens: int, conversation: list[Any] | None = None
+    ) -> tuple[tuple[Any, Take] | None, str | None]:
+        """Take one request and ``tokens`` from every rate limit that applies (None: none applies), and
+        look up the tier ``conversation`` (a request's messages, given only with Redis) was escalated to.
 
-        Through Redis when configured and up; else (``on_failure: open``) from this process's
-        buckets. Raises ``StateUnavailableError`` when Redis is down and ``on_failure`` is ``closed``.
+        With Redis (and up) both in one round trip, or none when the rate limits' leases cover the
+        request (``router.shared.leases``); else (``on_failure: open``) from this process's buckets
+        and stickiness. Raises ``StateUnavailableError`` when Redis is down, ``on_failure`` is
+        ``closed`` and a rate limit applies.
         """
         buckets = self.rate_limits.buckets(tenant, key)
-        if not buckets:
-            return None
         amounts = costs(buckets, tokens)
         store = self.store
-        if store is not None:
+        if store is not None and (buckets or conversation is not None):
+            if conversation is None and store.up and (leased := self.leases.take(buckets, amounts)) is not None:
+                return ((buckets, tokens, store), leased), None  # no round trip (none while Redis is down)
+            digest = None if conversation is None else conversation_digest(conversation[:-2], tenant)
             pending = self._unsettled
             deltas = [pending.pop(b.key, 0.0) for b in buckets]
+            sizes = self.leases.sizes(buckets, amounts)
             try:
-                return (buckets, tokens, store), await store.take(buckets, amounts, deltas)
+                answer = await store.admit(buckets, amounts, deltas, sizes, digest)
             except StateUnavailableError:
                 for bucket, delta in zip(buckets, deltas, strict=True):  # for when Redis is back
                     if delta:
                         pending[bucket.key] = pending.get(bucket.key, 0.0) + delta
-                if self.on_failure == "closed":
+                if buckets and self.on_failure == "closed":
                     raise
-        return (buckets, tokens, self.local_buckets), self.local_buckets.take_now(buckets, amounts)
+            else:
+                take = self.leases.grant(buckets, sizes, answer.take) if answer.leased else answer.take
+                return ((buckets, tokens, store), take) if buckets else None, answer.sticky_tier
+        tier = None if conversation is None else self.sticky.tier_of(conversation, tenant)
+        if not buckets:
+            return None, tier
+        return ((buckets, tokens, self.local_buckets), self.local_buckets.take_now(buckets, amounts)), tier
 
-    def settle_rate(self, taken: Any, actual_tokens: int) -> None:
-        """Give back (or take more of) the token buckets: the actual tokens against the estimate.
+    def settle_rate(self, taken: Any, actual_tokens: int, *, refund: bool = False) -> None:
+        """Give back (or take more of) the token buckets: the actual tokens against the estimate;
+        ``refund``: the request was never sent, so its request is given back too.
 
         Locally at once; for Redis, carried by the caller's next take (or ``flush_rates``).
         """
         buckets, estimate, where = taken
-        delta = float(actual_tokens - estimate)
-        if not delta:
+        tokens = float(actual_tokens - estimate)
+        deltas = [(-1.0 if refund else 0.0) if b.kind == "requests" else tokens for b in buckets]
+        moved = [(b, d) for b, d in zip(buckets, deltas, strict=True) if d]
+        if not moved:
             return
-        tokens = [b for b in buckets if b.kind == "tokens"]
         if where is self.local_buckets:
-            self.local_buckets.adjust_now(tokens, [delta] * len(tokens))
+            self.local_buckets.adjust_now([b for b, _ in moved], [d for _, d in moved])
             return
-        for bucket in tokens:
-            self._unsettled[bucket.key] = self._unsettled.get(bucket.key, 0.0) + delta
-            self._unsettled_buckets[bucket.key] = bucket
+        for bucket, delta in moved:
+            self._carry(bucket, delta)
+
+    def _carry(self, bucket: Bucket, delta: float) -> None:
+        """Keep ``delta`` for ``bucket`` to be applied in Redis by the next take or flush."""
+        self._unsettled[bucket.key] = self._unsettled.get(bucket.key, 0.0) + delta
+        self._unsettled_buckets[bucket.key] = bucket
 
     async def flush_rates(self, interval: float = 1.0) -> None:
-        """Every ``interval``, move settlements no request carried yet into Redis."""
+        """Every ``interval``, give back what is left of the leases and move settlements no request
+        carried yet into Redis."""
         assert self.store is not None
         while True:
             await asyncio.sleep(interval)
+            for bucket, delta in self.leases.give_back():
+                self._carry(bucket, delta)
             pending = {k: d for k, d in self._unsettled.items() if d}
             if not pending:
                 continue
             buckets = [self._unsettled_buckets[k] for k in pending]
             for key in pending:
                 self._unsettled.pop(key, None)
+            nothing = [0.0] * len(buckets)
             try:
-                await self.store.take(buckets, [0.0] * len(buckets), list(pending.values()))
+                await self.store.admit(buckets, nothing, list(pending.values()), nothing)
             except StateUnavailableError:  # kept for when Redis is back
                 for key, delta in pending.items():
                     self._unsettled[key] = self._unsettled.get(key, 0.0) + delta
-
-    async def sticky_tier(self, messages: list[Any], tenant: str | None) -> str | None:
-        """The tier a conversation was escalated to, from Redis (any replica's), else from this process."""
-        if self.store is not None and len(messages) >= 3:
-            with contextlib.suppress(StateUnavailableError):
-                return await self.store.sticky_get(conversation_digest(messages[:-2], tenant))
-        return self.sticky.tier_of(messages, tenant)
 
     def remember_sticky(self, messages: list[Any], tenant: str | None, tier: str, ttl_seconds: float) -> None:
         self.sticky.remember(messages, tenant, tier)

@@ -83,7 +83,7 @@ class Trace:
     client_gone: bool = False
     #: The endpoint it came in on, for the access log and the ``endpoint`` metric label.
     path: str = "/v1/chat/completions"
-    #: The rate-limit buckets this request took from (``PolicyState.take_rate``), settled at the end.
+    #: The rate-limit buckets this request took from (``PolicyState.admit``), settled at the end.
     rate: Any = None
     #: OpenAI's ``x-ratelimit-*`` headers for a rate-limited caller.
     rate_headers: dict[str, str] | None = None

@@ -1,11 +1,16 @@
-"""Rate limits: GCRA buckets, resolution per caller, OpenAI's headers. Pure, no I/O."""
+"""Rate limits: GCRA buckets, resolution per caller, OpenAI's headers, the give-back of a request never sent. No I/O."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from router.config import RateLimitConfig
+from router.config import RateLimitConfig, load_config
 from router.ratelimit import Bucket, LocalBuckets, RateLimits, costs, duration, gcra, headers
+from router.state import PolicyState
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class Clock:
@@ -90,3 +95,26 @@ def test_config_refuses_a_limit_without_rpm_or_tpm_and_a_named_global() -> None:
         RateLimitConfig(scope="key", name="ci")
     with pytest.raises(ValueError, match="global rate limit has no `name`"):
         RateLimitConfig(scope="global", name="x", rpm=1)
+
+
+async def test_a_request_never_sent_gives_its_take_back(tmp_path: Path) -> None:
+    """A request the plan refuses (too long for every window) takes nothing from the rate limits."""
+    path = tmp_path / "router.yaml"
+    path.write_text(
+        "backends:\n"
+        '  mid: {tier: mid, base_url: "http://m/v1", model: m, context_window: 8000, self_hosted: true}\n'
+        f"classifier: {{vocabulary: {REPO / 'config' / 'tasks.yaml'}}}\n"
+        "policy:\n"
+        "  ledger: {path: null}\n"
+        "  rate_limits: [{scope: global, rpm: 2, tpm: 1000}]\n"
+        "rules: [{name: default, tier: mid}]\n"
+    )
+    state = PolicyState(load_config(path, {}))
+    taken, _ = await state.admit(None, None, 300)
+    assert taken is not None and taken[1].admitted
+    state.settle_rate(taken[0], 0, refund=True)
+    again, _ = await state.admit(None, None, 300)
+    assert again is not None
+    (requests_left, _), (tokens_left, _) = again[1].remaining
+    assert int(requests_left) == 1  # 2 a minute, only this one taken
+    assert tokens_left == pytest.approx(700, abs=1)

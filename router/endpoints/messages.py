@@ -167,7 +167,7 @@ class MessagesEndpoint(AnthropicEdge, TranslatedEndpoint):
         native = parse_messages_request(raw)
         body, anthropic_only = to_chat_request(native)
         pipeline = gateway.pipeline
-        route = pipeline.route(body, client, headers, await pipeline.shared_sticky(body, client))
+        route = pipeline.route(body, client, headers)
         if anthropic_only:
             route = _anthropic_route(route, anthropic_only)
         return body, route, MessagesTranslation(native, headers.get("anthropic-beta"))

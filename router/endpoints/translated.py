@@ -105,7 +105,7 @@ class TranslatedEndpoint(Endpoint):
     ) -> tuple[dict[str, Any], Route, Translation]:
         body, translation = await self.translate(gateway, raw, client)
         pipeline = gateway.pipeline
-        return body, pipeline.route(body, client, headers, await pipeline.shared_sticky(body, client)), translation
+        return body, pipeline.route(body, client, headers), translation
 
     async def serve(
         self, pipeline: Pipeline, trace: Trace, translation: Translation, scope: Scope, receive: Receive, send: Send

@@ -96,22 +96,22 @@ def test_a_budget_hammered_through_two_replicas_is_not_overrun(tmp_path: Path, u
     assert sum(costs) > budget / 2  # the shares were not left stranded
 
 
+async def burst(urls: list[str], requests: int) -> list[httpx.Response]:
+    """``requests`` small requests of tenant acme at once (so a minute's refill does not blur a count), alternating over ``urls``."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await asyncio.gather(*(
+            client.post(f"{urls[i % len(urls)]}/v1/chat/completions", headers={"authorization": f"Bearer {CLIENT_KEY}"},
+                        json={"model": "mid", "messages": ASK, "max_tokens": 8})
+            for i in range(requests)
+        ))
+
+
 def test_a_30_per_minute_limit_is_exact_across_replicas(tmp_path: Path, upstreams: tuple[str, str],
                                                         redis: RedisServer) -> None:
     policy = "  rate_limits:\n    - {scope: tenant, name: acme, rpm: 30}\n"
     stack, gateways = replicas(tmp_path, upstreams, redis.url, policy)
-    urls = [g.url for g in gateways]
-
-    async def send_all() -> list[httpx.Response]:  # at once: a minute's refill must not blur the count
-        async with httpx.AsyncClient(timeout=30) as client:
-            return await asyncio.gather(*(
-                client.post(f"{urls[i % 2]}/v1/chat/completions", headers={"authorization": f"Bearer {CLIENT_KEY}"},
-                            json={"model": "mid", "messages": ASK, "max_tokens": 8})
-                for i in range(60)
-            ))
-
     with stack:
-        answers = asyncio.run(send_all())
+        answers = asyncio.run(burst([g.url for g in gateways], 60))
     served = [a for a in answers if a.status_code == 200]
     refused = [a for a in answers if a.status_code != 200]
     assert 29 <= len(served) <= 31
@@ -126,6 +126,20 @@ def test_a_30_per_minute_limit_is_exact_across_replicas(tmp_path: Path, upstream
     assert min(int(a.headers["x-ratelimit-remaining-requests"]) for a in served) == 0
     assert max(int(a.headers["x-ratelimit-remaining-requests"]) for a in served) == 29
     assert {a.headers["x-ratelimit-remaining-requests"] for a in refused} == {"0"}
+
+
+def test_leases_never_admit_beyond_a_limit_across_replicas(tmp_path: Path, upstreams: tuple[str, str],
+                                                           redis: RedisServer) -> None:
+    """120 a minute lends each replica 1.2 requests ahead while the bucket is at most half used."""
+    policy = "  rate_limits:\n    - {scope: tenant, name: acme, rpm: 120}\n"
+    stack, gateways = replicas(tmp_path, upstreams, redis.url, policy)
+    with stack:
+        started = time.monotonic()
+        answers = asyncio.run(burst([g.url for g in gateways], 240))
+        refill = (time.monotonic() - started) * 120 / 60  # what the bucket regained while they were served
+    served = len([a for a in answers if a.status_code == 200])
+    assert {a.status_code for a in answers} == {200, 429}
+    assert 120 - 2 * 1.2 - 1 <= served <= 120 + refill + 1  # early by at most the leases held, never beyond
 
 
 def test_redis_killed_mid_traffic_gives_no_5xx_in_open_mode(tmp_path: Path, upstreams: tuple[str, str],
@@ -202,6 +216,54 @@ def test_an_escalated_conversation_sticks_on_another_replica(tmp_path: Path, ups
             model="auto", messages=follow_up)
     assert raw.headers["x-router-tier"] == "flagship"
     assert raw.headers["x-router-rerouted"] == "sticky"
+
+
+def test_a_request_costs_one_redis_round_trip(tmp_path: Path, upstreams: tuple[str, str], redis: RedisServer) -> None:
+    """Its rate limits and its conversation's sticky tier in one script call; settlements and budget
+    trades happen in the background."""
+    import redis as redis_client
+
+    policy = "  rate_limits:\n    - {scope: tenant, name: acme, rpm: 1000, tpm: 1000000}\n"
+    stack, (gateway,) = replicas(tmp_path, upstreams, redis.url, policy, count=1)
+    conversation = [*ASK, {"role": "assistant", "content": "From 9 to 5."}, {"role": "user", "content": "And on Sunday?"}]
+    with stack, redis_client.Redis(port=redis.port) as monitor:
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+        client.chat.completions.create(model="mid", messages=conversation)  # connections open, scripts loaded
+        monitor.config_set("slowlog-log-slower-than", 0)  # log every command
+        monitor.config_set("slowlog-max-len", 10000)
+        monitor.slowlog_reset()
+        for _ in range(5):
+            client.chat.completions.create(model="mid", messages=conversation)
+        entries = monitor.slowlog_get(10000)
+    # What the gateway sent (the commands a script runs inside Redis are logged from the address "?:0").
+    gateways = [e["command"].decode() for e in entries if e["client_address"] != b"?:0" and b"llm-router:" in e["command"]]
+    background = [c for c in gateways if ":budget:" in c or ":sticky:" not in c]  # trades, settlement flushes
+    in_line = [c for c in gateways if c not in background]
+    assert len(in_line) == 5, in_line
+    for command in in_line:
+        assert command.startswith("EVALSHA ")
+        assert ":rate:tenant:acme:requests" in command and ":rate:tenant:acme:tokens" in command
+
+
+def test_requests_far_from_their_limit_are_admitted_from_leases(tmp_path: Path, upstreams: tuple[str, str],
+                                                                redis: RedisServer) -> None:
+    """No round trip per request while the limit is far: the first takes a lease of 60 requests."""
+    import redis as redis_client
+
+    policy = "  rate_limits:\n    - {scope: tenant, name: acme, rpm: 6000}\n"
+    stack, (gateway,) = replicas(tmp_path, upstreams, redis.url, policy, count=1)
+    key = "llm-router:rate:tenant:acme:requests"
+    with stack, redis_client.Redis(port=redis.port) as monitor:
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+        monitor.config_set("slowlog-log-slower-than", 0)
+        monitor.config_set("slowlog-max-len", 10000)
+        monitor.slowlog_reset()
+        for _ in range(20):
+            client.chat.completions.create(model="mid", messages=ASK)
+        entries = monitor.slowlog_get(10000)
+    admissions = [e for e in entries if e["command"].startswith(b"EVALSHA ") and key.encode() in e["command"]
+                  and e["client_address"] != b"?:0" and b" 6000 1.0 " in e["command"]]
+    assert 1 <= len(admissions) <= 10  # one more after each once-a-second give-back
 
 
 def test_a_stored_response_is_continued_read_and_deleted_through_another_replica(

@@ -1,0 +1,77 @@
+"""router.shared.redis.RedisStore against a real redis-server: a request's admission script."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_client
+
+from router.config import StateConfig
+from router.ratelimit import Bucket
+from router.shared.redis import _ADMIT, RedisStore, _sha1
+from tests.e2e.processes import RedisServer, redis_server
+
+REQUESTS = Bucket("tenant:acme:requests", "tenant:acme", "requests", 600)
+TOKENS = Bucket("tenant:acme:tokens", "tenant:acme", "tokens", 60_000)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    with redis_server(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+async def store(server: RedisServer) -> AsyncIterator[RedisStore]:
+    store = RedisStore(StateConfig(redis_url=server.url))
+    yield store
+    await store.aclose()
+
+
+def backlog(server: RedisServer, bucket: Bucket) -> float:
+    """Seconds of ``bucket`` in use, by Redis' clock."""
+    with redis_client.Redis(port=server.port) as client:
+        seconds, micros = client.time()
+        return float(client.get(f"llm-router:rate:{bucket.key}") or 0) - (seconds + micros / 1e6)
+
+
+async def test_a_lease_is_taken_with_the_request_and_given_back_as_a_settlement(
+    store: RedisStore, server: RedisServer
+) -> None:
+    admitted = await store.admit([REQUESTS, TOKENS], [1.0, 100.0], [0.0, 0.0], [6.0, 600.0])
+    assert admitted.take.admitted and admitted.leased
+    assert backlog(server, REQUESTS) == pytest.approx(0.7, abs=0.05)  # (1 + 6) requests at 0.1 s each
+    assert backlog(server, TOKENS) == pytest.approx(0.7, abs=0.05)  # (100 + 600) tokens at 1 ms each
+    await store.admit([REQUESTS, TOKENS], [0.0, 0.0], [-6.0, -600.0], [0.0, 0.0])
+    assert backlog(server, REQUESTS) == pytest.approx(0.1, abs=0.05)
+
+
+async def test_no_lease_past_half_a_bucket_and_none_beyond_its_burst(store: RedisStore, server: RedisServer) -> None:
+    first = await store.admit([REQUESTS], [290.0], [0.0], [6.0])  # 29 s + 0.6 s: still at most half
+    assert first.leased
+    second = await store.admit([REQUESTS], [1.0], [0.0], [6.0])  # would pass 30 s: admitted, not lent
+    assert second.take.admitted and not second.leased
+    assert backlog(server, REQUESTS) == pytest.approx(29.7, abs=0.1)
+    refused = await store.admit([REQUESTS], [400.0], [0.0], [6.0])  # beyond the minute's burst
+    assert not refused.take.admitted and not refused.leased
+    assert backlog(server, REQUESTS) == pytest.approx(29.7, abs=0.1)  # nothing taken
+
+
+async def test_the_sticky_tier_comes_back_in_the_same_call(store: RedisStore) -> None:
+    digest = b"\x01" * 16
+    assert (await store.admit([REQUESTS], [1.0], [0.0], [0.0], digest)).sticky_tier is None
+    await store.sticky_set(digest, "flagship", 60)
+    assert (await store.admit([REQUESTS], [1.0], [0.0], [0.0], digest)).sticky_tier == "flagship"
+    assert (await store.admit([], [], [], [], digest)).sticky_tier == "flagship"  # no rate limit applies
+
+
+async def test_a_redis_that_forgot_the_script_is_sent_it_again(store: RedisStore, server: RedisServer) -> None:
+    await store.admit([REQUESTS], [1.0], [0.0], [0.0])
+    with redis_client.Redis(port=server.port) as client:
+        client.script_flush()
+        assert client.script_exists(_sha1(_ADMIT)) == [False]
+        assert (await store.admit([REQUESTS], [1.0], [0.0], [0.0])).take.admitted  # NOSCRIPT, then EVAL
+        assert client.script_exists(_sha1(_ADMIT)) == [True]  # loaded again: the next calls go by digest
+    assert store.up
