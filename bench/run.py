@@ -257,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         log_dir=args.output.parent / "logs",
     )
     plan.log_dir.mkdir(parents=True, exist_ok=True)
+    for stale in plan.log_dir.rglob("*.sqlite3*"):  # a run starts from empty stores, as a fresh deployment
+        stale.unlink()
     if args.fleet:
         from bench import fleet  # it builds on this module's LoadProcess
 
