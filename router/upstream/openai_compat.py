@@ -185,46 +185,33 @@ class OpenAICompatProvider:
             else:
                 response.close()
 
-    async def stream_responses(self, body: dict[str, Any]) -> AsyncIterator[Batch]:
+    def stream_responses(self, body: dict[str, Any]) -> AsyncIterator[Batch]:
         """A native ``POST {base_url}/responses`` stream: its events in batches, the batch with
         ``response.completed`` (or ``.incomplete``) marked done; ``error`` and ``response.failed``
         events raise, so the pipeline can fail over before the first token."""
-        response = await self._open_stream(f"{self.config.base_url}/responses", orjson.dumps(body))
-        try:
-            if not response.headers.get("content-type", "").startswith("text/event-stream"):
-                with map_transport_errors(self.name):
-                    content, whole = await _read_body(response, self.config.max_response_bytes)
-                if not whole:
-                    raise _too_large(self.name, self.config.max_response_bytes)
-                data = _decode_json(self.name, content)
-                event = {"type": f"response.{data.get('status') or 'completed'}", "response": data}
-                yield [Chunk(orjson.dumps(event), event)], True
-                return
-            decoder = SSEDecoder(self.config.max_event_bytes)
-            while True:
-                with map_transport_errors(self.name):
-                    raw = await response.content.readany()
-                batch = []
-                for payload in self._events(decoder, raw):
-                    event = _decode_json(self.name, payload)
-                    kind = event.get("type")
-                    if kind in ("error", "response.failed"):
-                        failed = event.get("response")
-                        error = failed.get("error") if isinstance(failed, dict) else event
-                        raise error_in_answer(self.name, error or event, secrets=self._secrets, mid_stream=True)
-                    batch.append(Chunk(payload, event))
-                    if kind in ("response.completed", "response.incomplete"):
-                        yield batch, True
-                        return
-                if batch:
-                    yield batch, False
-                if not raw:
-                    raise UpstreamError(
-                        f"Backend {self.name!r} ended the stream before the response completed.",
-                        code="upstream_disconnected",
-                    )
-        finally:
-            response.close()
+        url = f"{self.config.base_url}/responses"
+        return self._stream(url, orjson.dumps(body), self._headers, self._decode_responses, "response.completed",
+                            self._plain_response)
+
+    def _decode_responses(self, payloads: list[bytes]) -> tuple[list[Chunk], bool, UpstreamError | None]:
+        batch: list[Chunk] = []
+        for payload in payloads:
+            event = _decode_json(self.name, payload)
+            kind = event.get("type")
+            if kind in ("error", "response.failed"):
+                failed = event.get("response")
+                error = failed.get("error") if isinstance(failed, dict) else event
+                return batch, False, error_in_answer(self.name, error or event, secrets=self._secrets, mid_stream=True)
+            batch.append(Chunk(payload, event))
+            if kind in ("response.completed", "response.incomplete"):
+                return batch, True, None
+        return batch, False, None
+
+    def _plain_response(self, content: bytes) -> list[Chunk]:
+        """A whole Response sent as JSON to a stream request: the one event that ends a stream."""
+        data = _decode_json(self.name, content)
+        event = {"type": f"response.{data.get('status') or 'completed'}", "response": data}
+        return [Chunk(orjson.dumps(event), event)]
 
     async def _open_stream(
         self, url: str, payload: bytes, headers: Mapping[str, str] | None = None
