@@ -98,8 +98,8 @@ def _conditions(when: WhenConfig) -> tuple[tuple[str, Predicate], ...]:
     if when.task_not is not None:
         excluded = frozenset(when.task_not)
         out.append((f"task not in {sorted(excluded)}", lambda f, c: f.task not in excluded))
-    for field, attribute, (symbol, compare) in _BOUNDS:
-        bound = getattr(when, field)
+    for condition, attribute, (symbol, compare) in _BOUNDS:
+        bound = getattr(when, condition)
         if bound is not None:
             out.append((f"{attribute.replace('_', ' ')} {symbol} {bound}", _bound(attribute, compare, bound)))
     if when.pii is not None:
