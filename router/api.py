@@ -10,7 +10,7 @@ import math
 import os
 import re
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -18,13 +18,14 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from router.auth import ClientKey
 from router.cost import chunk_chars, reported_tokens
 from router.errors import (
     GatewayError,
     InvalidRequestError,
+    MethodNotAllowedError,
     PayloadTooLargeError,
     PermissionDeniedError,
     ServiceUnavailableError,
@@ -177,6 +178,36 @@ async def send_error(send: Send, error: GatewayError, request_id: str | None) ->
     if request_id:
         headers["x-request-id"] = request_id
     await send_bytes(send, error.status_code, error.body_bytes(), headers)
+
+
+#: Sends an error answer: ``send_error`` or an endpoint's own wire shape (Anthropic's).
+ErrorSender = Callable[[Send, GatewayError, "str | None"], Awaitable[None]]
+
+
+async def serve_post(
+    scope: Scope, receive: Receive, send: Send, handle: Callable[[Scope, Receive, Send], Awaitable[None]],
+    on_error: ErrorSender = send_error,
+) -> None:
+    """Serve a raw ASGI POST with ``handle``: another method is a 405, and an unexpected failure before
+    the answer started is a logged 500 (after it started, the server closes the connection)."""
+    if scope["method"] != "POST":
+        error = MethodNotAllowedError(f"Method {scope['method']} is not allowed on {scope['path']}", headers={"allow": "POST"})
+        await on_error(send, error, None)
+        return
+    started = False
+
+    async def send_tracked(message: Message) -> None:
+        nonlocal started
+        started = True
+        await send(message)
+
+    try:
+        await handle(scope, receive, send_tracked)
+    except Exception:
+        log.exception("unhandled error on POST %s", scope["path"])
+        if started:
+            raise
+        await on_error(send, GatewayError("The gateway hit an internal error; it has been logged."), None)
 
 
 @contextlib.contextmanager

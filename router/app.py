@@ -6,20 +6,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from pathlib import Path
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from router.api import HOT_PATHS, chat_completions, router, send_error
+from router.api import HOT_PATHS, chat_completions, router, serve_post
 from router.config import GatewayConfig, ServerConfig
 from router.endpoints.routes import DIRECT_ENDPOINTS, ENDPOINTS
 from router.endpoints.routes import router as endpoints_router
-from router.errors import GatewayError, MethodNotAllowedError
+from router.errors import GatewayError
 from router.gateway import Gateway
 
 log = logging.getLogger("router.app")
@@ -87,25 +87,11 @@ class GatewayApp(FastAPI):
                 return
             await super().__call__(scope, receive, send)
             return
-        if scope["method"] != "POST":
-            error = MethodNotAllowedError(f"Method {scope['method']} is not allowed on {scope['path']}", headers={"allow": "POST"})
-            await send_error(send, error, None)
-            return
         scope["app"] = self
-        started = False
+        await serve_post(scope, receive, send, self._chat_completions)
 
-        async def send_tracked(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
-        try:
-            await chat_completions(self.state.gateway.pipeline, scope, receive, send_tracked)
-        except Exception:
-            log.exception("unhandled error on POST %s", scope["path"])
-            if started:
-                raise  # the answer is under way: the server closes the connection
-            await send_error(send, GatewayError("The gateway hit an internal error; it has been logged."), None)
+    def _chat_completions(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        return chat_completions(self.state.gateway.pipeline, scope, receive, send)
 
 
 def _error_response(request: Request, error: GatewayError) -> Response:

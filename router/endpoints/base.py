@@ -16,11 +16,20 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter, ValidationError
 from starlette.requests import ClientDisconnect
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from router.api import CLIENT_CLOSED, _read_body, _request_ids, _shutting_down, _uncancel, send_bytes, send_error
+from router.api import (
+    CLIENT_CLOSED,
+    _read_body,
+    _request_ids,
+    _shutting_down,
+    _uncancel,
+    send_bytes,
+    send_error,
+    serve_post,
+)
 from router.auth import ClientKey
-from router.errors import GatewayError, InvalidRequestError, MethodNotAllowedError
+from router.errors import GatewayError, InvalidRequestError
 from router.gateway import Gateway
 from router.pipeline import Pipeline
 from router.schemas import _invalid
@@ -72,24 +81,7 @@ class Endpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one request; an unexpected failure before the answer started is a logged 500."""
-        if scope["method"] != "POST":
-            error = MethodNotAllowedError(f"Method {scope['method']} is not allowed on {scope['path']}", headers={"allow": "POST"})
-            await self.send_error(send, error, None)
-            return
-        started = False
-
-        async def send_tracked(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
-        try:
-            await self._handle(scope, receive, send_tracked)
-        except Exception:
-            log.exception("unhandled error on POST %s", scope["path"])
-            if started:
-                raise  # the answer is under way: the server closes the connection
-            await self.send_error(send, GatewayError("The gateway hit an internal error; it has been logged."), None)
+        await serve_post(scope, receive, send, self._handle, self.send_error)
 
     async def read(self, gateway: Gateway, headers: Mapping[str, str], receive: Receive) -> tuple[ClientKey, bytes]:
         """The authenticated client and the request's body (refused past ``max_body_bytes``)."""
