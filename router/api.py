@@ -345,6 +345,26 @@ def _without_usage(raw: bytes, data: dict[str, Any]) -> bytes:
     return orjson.dumps({key: value for key, value in data.items() if key != "usage"})
 
 
+def stream_failure(pipeline: Pipeline, trace: Trace, stream: Stream, exc: BaseException) -> GatewayError:
+    """The error event that ends a stream which failed after it started, recorded on the trace (and an
+    upstream's failure on its breaker). A client that left, or anything unexpected, re-raises as the
+    client's close."""
+    if isinstance(exc, GatewayError):
+        trace.status = exc.status_code
+        pipeline.backends[stream.candidate.backend].breaker.record_failure()
+        log.warning("request %s: stream from %s failed after it started: %s", trace.request_id, stream.candidate.backend, exc)
+        return exc
+    if isinstance(exc, asyncio.CancelledError) and not trace.client_gone:
+        # The server cancelled the stream at its drain deadline: the client gets an error event
+        # (the SDK raises) instead of a cut connection, and the request is accounted after it.
+        _uncancel()
+        error = _shutting_down()
+        trace.status = error.status_code
+        return error
+    trace.status = CLIENT_CLOSED
+    raise exc
+
+
 async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: bool) -> AsyncGenerator[bytes, None]:
     """Re-frame upstream chunks as ``data: <json>``; a failure ends the stream with an error event, no [DONE]."""
     try:
@@ -352,24 +372,8 @@ async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: b
             events = _events(trace, batch, done, want_usage)
             if events:
                 yield events
-    except GatewayError as exc:
-        trace.status = exc.status_code
-        pipeline.backends[stream.candidate.backend].breaker.record_failure()
-        log.warning("request %s: stream from %s failed after it started: %s", trace.request_id, stream.candidate.backend, exc)
-        yield frame(exc.body_bytes())
-    except asyncio.CancelledError:
-        if trace.client_gone:
-            trace.status = CLIENT_CLOSED
-            raise
-        # The server cancelled the stream at its drain deadline: the client gets an error event
-        # (the SDK raises) instead of a cut connection, and the request is accounted below.
-        _uncancel()
-        error = _shutting_down()
-        trace.status = error.status_code
-        yield frame(error.body_bytes())
-    except BaseException:
-        trace.status = CLIENT_CLOSED
-        raise
+    except BaseException as exc:
+        yield frame(stream_failure(pipeline, trace, stream, exc).body_bytes())
     finally:
         await _close_and_account(pipeline, trace, stream)
 

@@ -8,8 +8,6 @@ answer side), routes the chat body like chat, then answers in JSON or SSE.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
@@ -18,13 +16,11 @@ from starlette.types import Receive, Scope, Send
 
 from router.api import (
     _SSE_HEADERS,
-    CLIENT_CLOSED,
     EventStreamResponse,
     _close_and_account,
     _finish_on_error,
     _raw,
-    _shutting_down,
-    _uncancel,
+    stream_failure,
 )
 from router.auth import ClientKey
 from router.cost import chunk_chars, reported_tokens
@@ -36,7 +32,6 @@ from router.policy import Candidate
 from router.trace import Route, Trace
 from router.upstream.base import Batch, Chunk, Completion
 
-log = logging.getLogger("router.endpoints")
 
 #: A non-stream and a stream call to use instead of chat completions (either may be None).
 UpstreamCalls = tuple[
@@ -182,24 +177,7 @@ async def _relay(
         closing = translation.closing()
         if closing:  # nothing when the backend sent its own end (a native stream)
             yield closing
-    except GatewayError as exc:
-        trace.status = exc.status_code
-        pipeline.backends[stream.candidate.backend].breaker.record_failure()
-        log.warning(
-            "request %s: stream from %s failed after it started: %s", trace.request_id, stream.candidate.backend, exc
-        )
-        yield translation.failed(exc)
-    except asyncio.CancelledError:
-        if trace.client_gone:
-            trace.status = CLIENT_CLOSED
-            raise
-        # The server cancelled the stream at its drain deadline: the format's failure event, then accounting.
-        _uncancel()
-        error = _shutting_down()
-        trace.status = error.status_code
-        yield translation.failed(error)
-    except BaseException:
-        trace.status = CLIENT_CLOSED
-        raise
+    except BaseException as exc:
+        yield translation.failed(stream_failure(pipeline, trace, stream, exc))
     finally:
         await _close_and_account(pipeline, trace, stream)
