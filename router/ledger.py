@@ -38,6 +38,8 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
+from router import sqlite_wal
+
 log = logging.getLogger("router.ledger")
 
 _T = TypeVar("_T")
@@ -530,10 +532,8 @@ def add_scope_totals(out: dict[tuple[str, str | None], float], rows: Iterable[Se
 
 
 def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=_BUSY_TIMEOUT, isolation_level=None)
+    conn = sqlite_wal.connect(path, timeout=_BUSY_TIMEOUT)
     try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable across process crashes, fast commits
         conn.executescript(_SCHEMA)
         _add_columns(conn)
         _backfill_daily_spend(conn)

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from router import sqlite_wal
 from router.shared import StateUnavailableError
 
 if TYPE_CHECKING:
@@ -92,8 +93,7 @@ class ResponseStore:
         # overflow pages, and writing one costs about a quarter less. Only a new file takes it.
         db.execute("PRAGMA page_size=16384")
         if self._path is not None:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
+            sqlite_wal.set_wal(db, _BUSY_TIMEOUT)
         db.executescript(_SCHEMA)
         return db
 

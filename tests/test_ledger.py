@@ -374,3 +374,26 @@ def test_a_ledger_from_before_the_decision_column_gets_it_in_both_tables(db: Pat
         assert [r.decision for r in ledger.rows()] == ['{"v": 1}']
     finally:
         ledger.close()
+
+
+def test_workers_opening_a_new_file_at_once_all_open(tmp_path: Path) -> None:
+    # Switching a file to WAL does not wait in SQLite's busy handler: a competing switch failed at once
+    # with "database is locked", and a worker of `serve --workers N` died at start.
+    failures: list[BaseException] = []
+    for attempt in range(100):
+        path = tmp_path / f"{attempt}.sqlite3"
+        start = threading.Barrier(6)
+
+        def open_ledger(path: Path = path, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                Ledger(path).close()
+            except BaseException as exc:  # noqa: BLE001 - every failure is reported below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=open_ledger) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert failures == []

@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+from router import sqlite_wal
 from router.shared import Exchange, Grant, StateUnavailableError
 
 log = logging.getLogger("router.shared")
@@ -62,9 +63,7 @@ class SqliteStore:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn = sqlite_wal.connect(self.path, timeout=_BUSY_TIMEOUT, check_same_thread=False)
             conn.executescript(_SCHEMA)
             self._conn = conn
         return self._conn
