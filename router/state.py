@@ -104,6 +104,7 @@ class PolicyState:
         if config.state.redis_url:
             self.store = RedisStore(config.state, on_change=on_state)
             self.shared_budgets = SharedBudgets(self.store, on_failure=self.on_failure)
+            self.store.listen(self._on_store_change)
         elif workers > 1 and isinstance(self.ledger, Ledger) and path != ":memory:":
             self._escrow_store = SqliteStore(self.ledger.path)
             self.shared_budgets = SharedBudgets(self._escrow_store, on_failure=self.on_failure)
@@ -247,6 +248,12 @@ class PolicyState:
     async def _remember_shared(self, store: RedisStore, digest: bytes, tier: str, ttl_seconds: float) -> None:
         with contextlib.suppress(StateUnavailableError):
             await store.sticky_set(digest, tier, ttl_seconds)
+
+    def _on_store_change(self, up: bool) -> None:
+        """Redis answers again: trade at once, so that a Redis that restarted empty learns this
+        replica's shares and spend now rather than at the next second's trade."""
+        if up and self.shared_budgets is not None:
+            self._spawn(self.shared_budgets.sync())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

@@ -1,4 +1,4 @@
-"""router.shared.redis.RedisStore against a real redis-server: a request's admission script."""
+"""router.shared.redis.RedisStore against a real redis-server: a request's admission script, budget escrow."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import redis as redis_client
 
 from router.config import StateConfig
 from router.ratelimit import Bucket
+from router.shared import Exchange
 from router.shared.redis import _ADMIT, RedisStore, _sha1
 from tests.e2e.processes import RedisServer, redis_server
 
@@ -75,3 +76,42 @@ async def test_a_redis_that_forgot_the_script_is_sent_it_again(store: RedisStore
         assert (await store.admit([REQUESTS], [1.0], [0.0], [0.0])).take.admitted  # NOSCRIPT, then EVAL
         assert client.script_exists(_sha1(_ADMIT)) == [True]  # loaded again: the next calls go by digest
     assert store.up
+
+
+WINDOW = ("tenant:acme", "day", 1_800_000_000)
+
+
+def trade(*, seed: float, settled: float, moved: float, want: float = 0.0) -> list[Exchange]:
+    return [Exchange(WINDOW, limit=1.0, seed=seed, settled=settled, floor=0.0, want=want, expires_at=1_800_086_400,
+                     moved=moved)]
+
+
+async def test_a_window_lost_with_redis_is_restored_to_what_every_replica_moved_into_it(
+    store: RedisStore, server: RedisServer
+) -> None:
+    # Two replicas, each with a ledger of its own, moved 0.30 and 0.20 into the window.
+    await store.exchange("a", trade(seed=0.0, settled=0.30, moved=0.0), 0.25)
+    (before,) = await store.exchange("b", trade(seed=0.0, settled=0.20, moved=0.0), 0.25)
+    assert before.spent == pytest.approx(0.50)
+    with redis_client.Redis(port=server.port) as client:
+        client.flushall()  # a Redis that restarted empty
+    # Replica a trades first: its seed (its own ledger, 0.30) alone would lose b's 0.20.
+    (first,) = await store.exchange("a", trade(seed=0.30, settled=0.01, moved=0.30), 0.25)
+    assert first.spent == pytest.approx(0.31)
+    (second,) = await store.exchange("b", trade(seed=0.20, settled=0.0, moved=0.20), 0.25)
+    assert second.spent == pytest.approx(0.51)
+    # From then on spend adds up once: nothing counted twice.
+    (third,) = await store.exchange("a", trade(seed=0.30, settled=0.02, moved=0.31, want=0.1), 0.25)
+    assert third.spent == pytest.approx(0.53)
+    assert third.share == pytest.approx(0.1 + (1.0 - 0.53 - 0.1) * 0.25)
+
+
+async def test_a_window_seeded_from_a_shared_ledger_is_not_counted_twice(store: RedisStore, server: RedisServer) -> None:
+    await store.exchange("a", trade(seed=0.0, settled=0.30, moved=0.0), 0.25)
+    await store.exchange("b", trade(seed=0.0, settled=0.20, moved=0.0), 0.25)
+    with redis_client.Redis(port=server.port) as client:
+        client.flushall()
+    # With one ledger for all (PostgreSQL) the seed already holds both replicas' spend.
+    await store.exchange("a", trade(seed=0.50, settled=0.0, moved=0.30), 0.25)
+    (restored,) = await store.exchange("b", trade(seed=0.50, settled=0.0, moved=0.20), 0.25)
+    assert restored.spent == pytest.approx(0.50)

@@ -47,6 +47,10 @@ class Exchange:
     floor: float
     want: float
     expires_at: float
+    #: What this process moved into the window's spend before this trade. A store that can lose
+    #: its state (a Redis restarted empty) keeps it per process and, when it finds less, restores
+    #: the window's spend to at least the sum over processes: the seed alone is one replica's view.
+    moved: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

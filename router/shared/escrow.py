@@ -24,8 +24,8 @@ _SLACK = 1e-9  # USD, as in router.budget
 class _Window:
     """This process's side of one budget window."""
 
-    __slots__ = ("action", "expires_at", "held", "key", "limit", "name", "others", "period", "scope", "settled",
-                 "share", "spent")
+    __slots__ = ("action", "expires_at", "held", "key", "limit", "moved", "name", "others", "period", "scope",
+                 "settled", "share", "spent")
 
     def __init__(self, key: WindowKey, scope: str, name: str | None, limit: float, action: str, spent: float,
                  expires_at: float) -> None:
@@ -39,6 +39,7 @@ class _Window:
         self.share = 0.0  # what the store granted this process
         self.held = 0.0  # estimates of this process's requests in flight
         self.settled = 0.0  # actual costs settled here and not yet moved into the store's spend
+        self.moved = 0.0  # what this process moved into the store's spend so far
         self.spent = spent  # the window's spend, as of the last exchange
         self.others = 0.0  # the other processes' shares, as of the last exchange
 
@@ -155,10 +156,11 @@ class SharedBudgets:
         await self.sync()
 
     async def _trade(self, windows: list[_Window], want: float) -> None:
-        trades = [Exchange(w.key, w.limit, self._seed(w), w.settled, w.held, want, w.expires_at) for w in windows]
+        trades = [Exchange(w.key, w.limit, self._seed(w), w.settled, w.held, want, w.expires_at, w.moved) for w in windows]
         grants = await self.store.exchange(self.worker, trades, self.fraction)
         for window, trade, grant in zip(windows, trades, grants, strict=True):
             window.settled -= trade.settled  # what settled during the trade stays for the next one
+            window.moved += trade.settled
             window.share = grant.share
             window.spent = grant.spent
             window.others = grant.others

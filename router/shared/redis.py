@@ -9,7 +9,8 @@ pings every second until Redis answers, then logs once and calls ``on_change(Tru
 turn ``StateUnavailableError`` into local state (``on_failure: open``) or a refusal (``closed``).
 
 Budget windows that do not exist yet are created from the seed the caller passes (this replica's
-ledger totals), so a Redis that restarted empty is restored from the ledger.
+ledger totals), and each window keeps what every replica moved into it: a Redis that restarted
+empty is restored to the larger of a replica's ledger view and the sum the live replicas moved.
 """
 
 from __future__ import annotations
@@ -45,17 +46,21 @@ redis.call('ZADD', workers, now, worker)
 local out = {}
 for i = 2, #KEYS do
   local key = KEYS[i]
-  local a = 3 + (i - 2) * 6
+  local a = 3 + (i - 2) * 7
   local limit, seed, settled = tonumber(ARGV[a + 1]), ARGV[a + 2], tonumber(ARGV[a + 3])
   local floor, want, expires = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
+  local moved = tonumber(ARGV[a + 7])
   redis.call('HSETNX', key, 'spent', seed)
   if settled ~= 0 then redis.call('HINCRBYFLOAT', key, 'spent', settled) end
+  if moved + settled ~= 0 then redis.call('HSET', key, 'm:' .. worker, tostring(moved + settled)) end
   local spent = tonumber(redis.call('HGET', key, 'spent'))
-  local mine, others = 0, 0
+  local mine, others, contributed = 0, 0, 0
   local fields = redis.call('HGETALL', key)
   for j = 1, #fields, 2 do
     local f = fields[j]
-    if string.sub(f, 1, 2) == 's:' then
+    if string.sub(f, 1, 2) == 'm:' then
+      contributed = contributed + tonumber(fields[j + 1])
+    elseif string.sub(f, 1, 2) == 's:' then
       local w = string.sub(f, 3)
       if w == worker then
         mine = tonumber(fields[j + 1])
@@ -68,6 +73,10 @@ for i = 2, #KEYS do
         end
       end
     end
+  end
+  if contributed > spent then  -- the window was lost and re-created from one replica's seed
+    spent = contributed
+    redis.call('HSET', key, 'spent', tostring(spent))
   end
   mine = math.max(0, mine - settled)
   local share
@@ -189,7 +198,7 @@ class RedisStore:
         for t in trades:
             account, period, start = t.key
             keys.append(f"{self._prefix}:budget:{account}:{period}:{start}")
-            args += [t.limit, repr(t.seed), t.settled, t.floor, t.want, t.expires_at]
+            args += [t.limit, repr(t.seed), t.settled, t.floor, t.want, t.expires_at, t.moved]
         out = await self._call(lambda: self._script(_ESCROW, keys, args))
         return [Grant(float(out[i]), float(out[i + 1]), float(out[i + 2])) for i in range(0, len(out), 3)]
 
