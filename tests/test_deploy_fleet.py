@@ -12,7 +12,10 @@ import pytest
 import yaml
 
 from router.api import router as api_router
-from tests.test_deploy_files import REPO, args_of, bind_mounts, container_ports, final_stage, parse_cli
+from router.config import load_config
+from tests.test_deploy_files import (
+    REPO, args_of, bind_mounts, container_ports, final_stage, ignored, image_path_to_repo, parse_cli,
+)
 
 K8S = REPO / "deploy" / "k8s"
 ROUTER_YAML = (REPO / "config" / "router.yaml").read_text()
@@ -132,6 +135,37 @@ def test_deployment_serves_the_configmap_config_and_probes_real_endpoints(monkey
     files = {PurePosixPath(f).name: REPO / f for f in re.findall(r"--from-file=(\S+)", created.group(1))}
     assert set(files) >= {PurePosixPath(str(args.config)).name, _vocabulary_file()}
     assert all(path.is_file() for path in files.values())
+
+
+def test_a_pod_loads_the_shipped_config_from_its_configmap_and_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every file the config names (vocabulary, classifier model) is where the pod looks: in the
+    ConfigMap the instructions create, or in the image (a COPY line, not dockerignored)."""
+    pod = manifests()["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    config_path = PurePosixPath(str(parse_cli(container["args"], monkeypatch).config))
+    configmap_dir = tmp_path / config_path.parent.relative_to("/")
+    configmap_dir.mkdir(parents=True)
+    instructions = (K8S / "kustomization.yaml").read_text()
+    created = re.search(r"create configmap \S+ ((?:--from-file=\S+\s*(?:\\\s*)?)+)", instructions)
+    assert created
+    for source in re.findall(r"--from-file=(\S+)", created.group(1)):
+        (configmap_dir / PurePosixPath(source).name).write_bytes((REPO / source).read_bytes())
+    environ = {"OPENAI_API_KEY": "sk-test", "ROUTER_API_KEYS": "sk-client:acme"}
+    for var in container.get("env", []):
+        value = var["value"]
+        if value.startswith("/"):  # a path in the image: stage it from the repo as the Dockerfile copies it
+            source = image_path_to_repo(value)
+            assert source is not None and source.is_file(), f"{var['name']}={value} is not in the image"
+            assert not ignored(str(source.relative_to(REPO))), f"{source} is dockerignored"
+            staged = tmp_path / value.lstrip("/")
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            staged.write_bytes(source.read_bytes())
+            value = str(staged)
+        environ[var["name"]] = value
+    config = load_config(configmap_dir / config_path.name, environ)
+    assert config.classifier.model is not None
 
 
 def test_pod_runs_as_the_image_user_with_writable_dirs_mounted(monkeypatch: pytest.MonkeyPatch) -> None:
