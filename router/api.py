@@ -426,9 +426,11 @@ async def metrics(request: Request) -> Response:
         scope, _, name = budget["scope"].partition(":")
         gateway.metrics.budget(scope, name or None, budget["period"], remaining_usd=budget["remaining_usd"],
                                limit_usd=budget["limit_usd"])
-    buffered = getattr(gateway.state.ledger, "buffered", None)  # the PostgreSQL ledger's backlog
+    ledger = gateway.state.ledger
+    buffered = getattr(ledger, "buffered", None)  # the PostgreSQL ledger's backlog, and what overflowed it
     if buffered is not None:
         gateway.metrics.ledger_buffered(buffered)
+        gateway.metrics.ledger_dropped(getattr(ledger, "dropped", 0))
     for name, backend in gateway.config.backends.items():
         price = gateway.state.price(name, backend)
         gateway.metrics.price(name, input_usd_per_mtok=price.input, output_usd_per_mtok=price.output)

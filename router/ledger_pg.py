@@ -5,7 +5,8 @@ The same rows and the same reads as ``router.ledger.Ledger`` (SQLite), behind th
 connection and inserts what was recorded every ``_GATHER_SECONDS`` in one transaction
 (``ON CONFLICT DO NOTHING``: a row recorded twice is billed once). PostgreSQL down: rows stay in a
 bounded buffer (``buffer_rows``; beyond it the oldest are dropped and counted) and the writer
-retries every second; ``buffered`` is exported as ``llm_router_ledger_buffered_rows``.
+retries every second; ``buffered`` is exported as ``llm_router_ledger_buffered_rows`` and ``dropped`` as
+``llm_router_ledger_dropped_rows_total``.
 Write-ahead, as in the SQLite ledger: ``begin`` queues a pending row (status 0, the estimate as
 its cost) when an upstream call starts, and the final row replaces it in one transaction. A replica
 killed with ``kill -9`` loses what was buffered, the last ``_GATHER_SECONDS`` when PostgreSQL is up;
@@ -203,12 +204,22 @@ class PostgresLedger:
                     conn.execute("INSERT INTO ledger_schema VALUES (%s)", (version,))
         self._migrated = True
 
+    @property
+    def dropped(self) -> int:
+        """Rows dropped since start because the buffer was full while PostgreSQL was down."""
+        return self.stats["dropped"]
+
     def _trim(self) -> None:
-        """Drop the oldest rows beyond the buffer's bound (counted in ``stats["dropped"]``). Under the lock."""
-        while len(self._buffer) > self._limit:
+        """Drop the oldest rows beyond the buffer's bound (counted in ``stats["dropped"]``, logged). Under the lock."""
+        over = len(self._buffer) - self._limit
+        if over <= 0:
+            return
+        for _ in range(over):
             self._buffer.popleft()
-            self._done += 1
-            self.stats["dropped"] += 1
+        self._done += over
+        self.stats["dropped"] += over
+        log.error("ledger: buffer full (%d rows) while PostgreSQL is unreachable; %d oldest rows dropped, "
+                  "their spend is not recorded (%d dropped since start)", self._limit, over, self.stats["dropped"])
 
     def _run(self) -> None:
         while True:

@@ -243,6 +243,9 @@ class Metrics:
                                "not; absent without Redis.", multiprocess_mode="livemin", registry=r)
         self._ledger_buffered = Gauge("llm_router_ledger_buffered_rows", "Spend rows recorded and not yet written to "
                                       "the PostgreSQL ledger.", multiprocess_mode="livesum", registry=r)
+        self._ledger_dropped = Counter("llm_router_ledger_dropped_rows_total", "Spend rows dropped because the "
+                                       "PostgreSQL ledger's buffer was full while the database was down.", registry=r)
+        self._ledger_dropped_seen = 0
         self._reloads = Counter("llm_router_config_reloads_total", "Config reload attempts, by result.", ["result"],
                                 registry=r)
         self._reload_ok = Gauge("llm_router_config_last_reload_successful", "1 if the last config reload succeeded.",
@@ -466,6 +469,12 @@ class Metrics:
 
     def ledger_buffered(self, rows: int) -> None:
         self._ledger_buffered.set(rows)
+
+    def ledger_dropped(self, total: int) -> None:
+        """The ledger's count of dropped rows since start (the counter takes what is new since the last call)."""
+        if total > self._ledger_dropped_seen:
+            self._ledger_dropped.inc(total - self._ledger_dropped_seen)
+            self._ledger_dropped_seen = total
     def price(self, backend: str, *, input_usd_per_mtok: float, output_usd_per_mtok: float) -> None:
         label = self._backend(backend).label
         self._child(self._price, label, "input").set(input_usd_per_mtok)

@@ -301,6 +301,18 @@ def test_budget_gauges_per_scope_name_and_period() -> None:
     assert value(found, "llm_router_budget_limit_usd", scope="global", name="global", period="month") == 1000.0
 
 
+def test_the_postgres_ledgers_backlog_and_dropped_rows() -> None:
+    m = make()
+    m.ledger_buffered(40)
+    m.ledger_dropped(0)
+    assert value(samples(m), "llm_router_ledger_buffered_rows") == 40
+    assert value(samples(m), "llm_router_ledger_dropped_rows_total") == 0
+    m.ledger_dropped(3)  # the ledger's running total: the counter follows it, never counting twice
+    m.ledger_dropped(3)
+    m.ledger_dropped(10)
+    assert value(samples(m), "llm_router_ledger_dropped_rows_total") == 10
+
+
 def test_config_reloads_and_version() -> None:
     m = make(version="aaa111")
     found = samples(m)

@@ -334,7 +334,7 @@ def test_postgres_down_buffers_rows_and_writes_them_when_it_returns(postgres: Po
     for i in range(1, 61):
         ledger.record(dataclasses.replace(row, request_id=f"r{i}"))
     assert not ledger.flush(0.5)
-    assert ledger.buffered == 50 and ledger.stats["dropped"] == 10  # bounded: the oldest ten went
+    assert ledger.buffered == 50 and ledger.dropped == 10  # bounded: the oldest ten went (and /metrics says so)
     with pytest.raises(LedgerUnavailableError):  # a read says so (the API answers 503), it does not hang
         ledger.spend()
     late = PostgresLedger(url)  # a replica starting while PostgreSQL is down serves, and buffers

@@ -326,9 +326,18 @@ tests:
         values: '1x10 0x50'
       - series: 'llm_router_state_backend_up{{instance="gateway-2:8080"}}'
         values: '1x60'
+      - series: 'llm_router_ledger_dropped_rows_total{{instance="gateway-1:8080"}}'
+        values: '0x20 0+5x10 50x30'
+      - series: 'llm_router_ledger_dropped_rows_total{{instance="gateway-2:8080"}}'
+        values: '0x60'
       - series: 'up{{job="llm-router"}}'
         values: '1x60'
     alert_rule_test:
+      - {{alertname: LLMRouterLedgerRowsDropped, eval_time: 15m, exp_alerts: []}}
+      - alertname: LLMRouterLedgerRowsDropped
+        eval_time: 25m
+        exp_alerts: [{{exp_labels: {{severity: critical, instance: "gateway-1:8080"}}}}]
+      - {{alertname: LLMRouterLedgerRowsDropped, eval_time: 50m, exp_alerts: []}}
       - {{alertname: LLMRouterCircuitBreakerOpen, eval_time: 5m, exp_alerts: []}}
       - alertname: LLMRouterCircuitBreakerOpen
         eval_time: 20m
