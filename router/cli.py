@@ -274,6 +274,10 @@ def _serve(path: Path, host: str, port: int, workers: int, log_level: str) -> in
     os.environ[CONFIG_ENV] = str(path.absolute())
     os.environ[WORKERS_ENV] = str(workers)  # the workers share budgets through the ledger when there are several
     prepare_multiprocess_dir(workers)  # before the workers spawn: they inherit PROMETHEUS_MULTIPROC_DIR
+    if workers > 1 and config.responses.store_path is None and not config.state.redis_url:
+        print("warning: responses.store_path is not set, so each worker keeps stored Responses in its own memory "
+              "and a previous_response_id follow-up served by another worker is a 404; set it to a file",
+              file=sys.stderr)
     uvicorn.run(
         "router.cli:app_from_env",
         factory=True,

@@ -125,9 +125,12 @@ class Pipeline:
 
     # -- classify -> rules -> policy -------------------------------------------------------------
 
-    def route(self, body: dict[str, Any], client: ClientKey, headers: Mapping[str, str]) -> Route:
+    def route(
+        self, body: dict[str, Any], client: ClientKey, headers: Mapping[str, str], *, sticky_tier: str | None = None
+    ) -> Route:
         """Classify, match the rules and plan. With shared state (Redis) the conversation's sticky
-        tier is looked up at admission (``_admit``), in the same round trip as the rate limits."""
+        tier is looked up at admission (``_admit``), in the same round trip as the rate limits;
+        ``sticky_tier`` is one already known (a stored Responses conversation's)."""
         model = body["model"]
         if model != AUTO_MODEL and model not in self.config.aliases and model not in self._forced:
             raise ModelNotFoundError(
@@ -137,8 +140,8 @@ class Pipeline:
         features = self._classify(messages, body.get("tools") or body.get("functions"))
         ctx = RequestContext(model=model, tenant=client.tenant, api_key=client.name, headers=headers)
         decision = self.decide(features, ctx)
-        sticky = None
-        if self.config.policy.stickiness.enabled and len(messages) >= 3 and self.state.store is None:
+        sticky = sticky_tier
+        if sticky is None and self.config.policy.stickiness.enabled and len(messages) >= 3 and self.state.store is None:
             sticky = self.state.sticky.tier_of(messages, client.tenant)
         return Route(features, decision, self._plan(body, features, decision, sticky), ctx)
 

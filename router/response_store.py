@@ -12,7 +12,12 @@ commits whatever is queued in one transaction) and keep it in ``_pending`` until
 follow-up sent right after its answer finds the response (and a deleted one stays gone). Reads look
 at ``_pending`` first, then run a primary-key lookup on the loop (tens of microseconds). Several workers may share one file (WAL; the
 busy timeout makes a writer wait for another's transaction); another worker sees a response once
-it is written, within about ``_GATHER_SECONDS`` of the answer.
+it is written, within about ``_GATHER_SECONDS`` of the answer: an id minted less than
+``_VISIBLE_WITHIN`` seconds ago that is not found yet is looked up again until then (ids start with the
+time they were minted, in milliseconds), so a follow-up sent at once through another worker finds it.
+
+Each row also keeps the tier that answered, so a follow-up stays on the conversation's tier whichever
+worker or replica serves it (``Stored.tier``).
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ import itertools
 import logging
 import operator
 import queue
+import secrets
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
@@ -46,21 +52,49 @@ CREATE TABLE IF NOT EXISTS responses (
     owner TEXT NOT NULL,
     expires REAL NOT NULL,
     response BLOB NOT NULL,
-    items BLOB NOT NULL
+    items BLOB NOT NULL,
+    tier TEXT
 );
 CREATE INDEX IF NOT EXISTS responses_expires ON responses (expires);
 """
 _SWEEP_EVERY = 1000
-#: Rows per INSERT statement, within the oldest SQLite's limit of 999 parameters.
-_ROWS_PER_INSERT = 199
+#: Rows per INSERT statement (six values each), within the oldest SQLite's limit of 999 parameters.
+_ROWS_PER_INSERT = 166
 _BUSY_TIMEOUT = 5.0
 _GATHER_SECONDS = 0.2
+#: How long after its id was minted a response may still be on its way to another worker's (or replica's) view.
+_VISIBLE_WITHIN = 1.0
+_LOOK_AGAIN_EVERY = 0.02
 _memory_names = itertools.count()
 
 #: A queued change: ``("put", row)``, ``("delete", (id, owner))`` or ``("flush", event)``; None stops the writer.
 _Change = tuple[str, Any] | None
-#: id, owner, expires, response JSON, items JSON.
-_Row = tuple[str, str, float, bytes, bytes]
+#: id, owner, expires, response JSON, items JSON, tier.
+_Row = tuple[str, str, float, bytes, bytes, str | None]
+
+
+class Stored(NamedTuple):
+    """A stored response: the object as answered, its conversation's items, and the tier that answered."""
+
+    response: dict[str, Any]
+    items: list[dict[str, Any]]
+    tier: str | None
+
+
+def new_response_base() -> str:
+    """32 hex digits for a new response id (``resp_<base>``): the time in milliseconds, then 80 random bits."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(10)}"
+
+
+def _minted_at(response_id: str) -> float | None:
+    """When an id of ``new_response_base`` was minted (Unix seconds), or None for another id."""
+    base = response_id.removeprefix("resp_")
+    if len(base) != 32:
+        return None
+    try:
+        return int(base[:12], 16) / 1000
+    except ValueError:
+        return None
 
 
 class ResponseStore:
@@ -95,6 +129,12 @@ class ResponseStore:
         if self._path is not None:
             sqlite_wal.set_wal(db, _BUSY_TIMEOUT)
         db.executescript(_SCHEMA)
+        if "tier" not in {column[1] for column in db.execute("PRAGMA table_info(responses)")}:
+            try:  # a file from before the column; another worker may be adding it at the same moment
+                db.execute("ALTER TABLE responses ADD COLUMN tier TEXT")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):
+                    raise
         return db
 
     @property
@@ -107,17 +147,20 @@ class ResponseStore:
             self._writer.start()
         return self._reader
 
-    def put(self, owner: str, response_id: str, response: bytes, items: list[dict[str, Any]]) -> None:
-        """Keep a response (its JSON, as answered: encoded once) and the conversation ``items`` it ends
-        (input so far plus its output)."""
+    def put(
+        self, owner: str, response_id: str, response: bytes, items: list[dict[str, Any]], tier: str | None = None
+    ) -> None:
+        """Keep a response (its JSON, as answered: encoded once), the conversation ``items`` it ends
+        (input so far plus its output) and the ``tier`` that answered it."""
         self._db  # noqa: B018 - opens the database and starts the writer on first use
         encoded = orjson.dumps(items)
-        row = (response_id, owner, self._clock() + self.ttl_seconds, response, encoded)
+        row = (response_id, owner, self._clock() + self.ttl_seconds, response, encoded, tier)
         with self._lock:
             self._pending[response_id] = row
         self._changes.put(("put", row))
         if self.shared is not None:
-            value = b'{"owner":%s,"response":%s,"items":%s}' % (orjson.dumps(owner), response, encoded)
+            value = b'{"owner":%s,"tier":%s,"response":%s,"items":%s}' % (
+                orjson.dumps(owner), orjson.dumps(tier), response, encoded)
             task = asyncio.get_running_loop().create_task(self._share(self.shared, response_id, value.decode()))
             self._shared_writes.add(task)
             task.add_done_callback(self._shared_writes.discard)
@@ -126,13 +169,26 @@ class ResponseStore:
         with contextlib.suppress(StateUnavailableError):  # this replica still has it
             await shared.response_set(response_id, value, self.ttl_seconds)
 
-    async def find(self, owner: str, response_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-        """The stored response and its items, or None (unknown, expired, deleted, another owner's).
+    async def find(self, owner: str, response_id: str) -> Stored | None:
+        """The stored response, or None (unknown, expired, deleted, another owner's).
 
         With a fleet's store, what it says wins (a response deleted through another replica stays
         deleted); this process's store answers when it does not know the id (its copy may still be on
-        the way) or cannot be reached.
+        the way) or cannot be reached. An id minted moments ago that is not found is looked up again
+        for up to ``_VISIBLE_WITHIN`` seconds after it was minted: another worker may still be writing it.
         """
+        found, known = await self._find(owner, response_id)
+        minted = _minted_at(response_id)
+        if found is not None or known or minted is None or self._path is None and self.shared is None:
+            return found
+        deadline = min(minted + _VISIBLE_WITHIN, time.time() + _VISIBLE_WITHIN)
+        while found is None and not known and time.time() < deadline:
+            await asyncio.sleep(_LOOK_AGAIN_EVERY)
+            found, known = await self._find(owner, response_id)
+        return found
+
+    async def _find(self, owner: str, response_id: str) -> tuple[Stored | None, bool]:
+        """The stored response or None, and whether the id is known (another owner's, or deleted)."""
         if self.shared is not None:
             try:
                 value = await self.shared.response_get(response_id)
@@ -141,10 +197,14 @@ class ResponseStore:
             if value is not None:
                 stored = orjson.loads(value)
                 if stored.get("owner") != owner or stored.get("deleted"):
-                    return None
-                return stored["response"], stored["items"]
+                    return None, True
+                return Stored(stored["response"], stored["items"], stored.get("tier")), True
+        if self._pending.get(response_id, ()) is None:
+            return None, True  # deleted here, not yet written
         row = self._row(owner, response_id)
-        return None if row is None else (orjson.loads(row[3]), orjson.loads(row[4]))
+        if row is None:
+            return None, False
+        return Stored(orjson.loads(row[3]), orjson.loads(row[4]), row[5]), True
 
     async def remove(self, owner: str, response_id: str) -> bool:
         """Forget a response of ``owner``, here and (as a tombstone until it would have expired) in the
@@ -164,7 +224,7 @@ class ResponseStore:
             row: tuple[Any, ...] | None = self._pending[response_id]
         else:
             row = self._db.execute(
-                "SELECT id, owner, expires, response, items FROM responses WHERE id = ? AND owner = ?",
+                "SELECT id, owner, expires, response, items, tier FROM responses WHERE id = ? AND owner = ?",
                 (response_id, owner),
             ).fetchone()
         if row is None or row[1] != owner or row[2] < self._clock():
@@ -216,8 +276,9 @@ class ResponseStore:
                             continue
                         for start in range(0, len(rows), _ROWS_PER_INSERT):
                             part = rows[start : start + _ROWS_PER_INSERT]
-                            values = ", ".join(("(?, ?, ?, ?, ?)",) * len(part))
-                            db.execute(f"INSERT OR REPLACE INTO responses VALUES {values}", list(itertools.chain(*part)))
+                            values = ", ".join(("(?, ?, ?, ?, ?, ?)",) * len(part))
+                            db.execute(f"INSERT OR REPLACE INTO responses (id, owner, expires, response, items, tier) "
+                                       f"VALUES {values}", list(itertools.chain(*part)))
                         writes += len(rows)
                         if writes >= _SWEEP_EVERY:
                             writes = 0

@@ -53,6 +53,7 @@ def parse_completions_request(raw: bytes) -> dict[str, Any]:
 
 class CompletionsTranslation:
     usage = None
+    sticky_tier: str | None = None
 
     def __init__(self, want_usage: bool) -> None:
         self.want_usage = want_usage
@@ -60,7 +61,7 @@ class CompletionsTranslation:
     def upstream_calls(self, pipeline: Pipeline, trace: Trace) -> UpstreamCalls:
         return None, None
 
-    def answer(self, completion: dict[str, Any]) -> bytes:
+    def answer(self, completion: dict[str, Any], candidate: Candidate) -> bytes:
         return orjson.dumps(chat_to_completion(completion))
 
     def opening(self, candidate: Candidate) -> bytes:

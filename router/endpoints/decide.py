@@ -16,7 +16,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from router.api import _begin, _read_body
-from router.endpoints.responses import history_of, owner_of, parse_responses_request
+from router.endpoints.responses import owner_of, parse_responses_request, previous_of, sticky_tier_of
 from router.gateway import Gateway
 from router.schemas import parse_chat_request
 from router.upstream.responses_wire import chat_request
@@ -40,13 +40,16 @@ async def decide(request: Request) -> Response:
     raw = await _read_body(request.receive, request.headers.get("content-length"), pipeline.config.server.max_body_bytes)
     endpoint = endpoint_of(raw)
     body: dict[str, Any]
+    sticky = None
     if endpoint == RESPONSES:
         given = parse_responses_request(raw)
-        body = chat_request(given, await history_of(gateway.responses, given, owner_of(client)))
+        previous = await previous_of(gateway.responses, given, owner_of(client))
+        body = chat_request(given, previous.items if previous is not None else [])
+        sticky = sticky_tier_of(previous, pipeline.config.policy.stickiness)
     else:
         body = parse_chat_request(raw)
     started = time.perf_counter_ns()
-    route = pipeline.route(body, client, request.headers)
+    route = pipeline.route(body, client, request.headers, sticky_tier=sticky)
     elapsed_us = (time.perf_counter_ns() - started) / 1000
     explained = pipeline.explain(route, client, body["messages"], body)
     answer = {**explained, "endpoint": endpoint, "decision_us": round(elapsed_us, 1)}

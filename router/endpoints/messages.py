@@ -85,6 +85,7 @@ class MessagesTranslation:
         self.beta = beta
         #: Usage in the chat shape, from a passed-through answer.
         self.usage: dict[str, Any] | None = None
+        self.sticky_tier: str | None = None
         self._passthrough = False
         self._translator: EventTranslator | None = None
         self._reported: dict[str, Any] = {}
@@ -103,7 +104,7 @@ class MessagesTranslation:
     def _body(self, candidate: Candidate) -> dict[str, Any]:
         return {**self.native, "model": candidate.config.model}
 
-    def answer(self, completion: dict[str, Any]) -> bytes:
+    def answer(self, completion: dict[str, Any], candidate: Candidate) -> bytes:
         if completion.get("type") == "message":  # an Anthropic backend's own
             self.usage = openai_usage(completion.get("usage") or {})
             return orjson.dumps(completion)

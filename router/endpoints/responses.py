@@ -9,7 +9,7 @@ the client's tenant (else its key) and read as 404 for anyone else.
 
 from __future__ import annotations
 
-import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Protocol
 
@@ -21,13 +21,14 @@ from typing_extensions import Required, TypedDict
 
 from router.api import _begin
 from router.auth import ClientKey
+from router.config import StickinessConfig
 from router.endpoints.base import parse_body
 from router.endpoints.translated import TranslatedEndpoint, UpstreamCalls, native_calls
 from router.errors import GatewayError, InvalidRequestError, NotFoundError
 from router.gateway import Gateway
 from router.pipeline import Pipeline
 from router.policy import Candidate
-from router.response_store import ResponseStore
+from router.response_store import ResponseStore, Stored, new_response_base
 from router.trace import Trace
 from router.upstream.base import Batch, Completion
 from router.upstream.responses_wire import (
@@ -92,13 +93,18 @@ class ResponsesTranslation:
     """
 
     def __init__(
-        self, store: ResponseStore | None, owner: str, body: dict[str, Any], history: list[dict[str, Any]]
+        self, store: ResponseStore | None, owner: str, body: dict[str, Any], previous: Stored | None,
+        sticky_tier: str | None = None,
     ) -> None:
         self.store = store if body.get("store", True) else None
         self.owner = owner
         self.body = body
-        base = secrets.token_hex(16)
+        #: The tier the conversation was answered on, for the planner (None: no stickiness applies).
+        self.sticky_tier = sticky_tier
+        self._tier: str | None = None  # the tier that answers this request
+        base = new_response_base()
         self.shell = response_shell(f"resp_{base}", body, body["model"])
+        history = previous.items if previous is not None else []
         self.items = history + named_items(input_items(body), base, len(history))
         self.translator = StreamTranslator(self.shell)
         self.usage: dict[str, int] | None = None
@@ -109,7 +115,7 @@ class ResponsesTranslation:
     def _keep(self, response: dict[str, Any], encoded: bytes) -> None:
         """Store ``response`` (``encoded``: its JSON) when the request asked to."""
         if self.store is not None and response["status"] != "failed":
-            self.store.put(self.owner, response["id"], encoded, self.items + response["output"])
+            self.store.put(self.owner, response["id"], encoded, self.items + response["output"], self._tier)
 
     # -- native backends --------------------------------------------------------------------------
 
@@ -154,7 +160,8 @@ class ResponsesTranslation:
 
     # -- Translation ------------------------------------------------------------------------------
 
-    def answer(self, completion: dict[str, Any]) -> bytes:
+    def answer(self, completion: dict[str, Any], candidate: Candidate) -> bytes:
+        self._tier = candidate.tier
         if completion.get("object") == "response":
             response = self._adopt(completion)
         else:
@@ -164,6 +171,7 @@ class ResponsesTranslation:
         return encoded
 
     def opening(self, candidate: Candidate) -> bytes:
+        self._tier = candidate.tier
         self._native = candidate.config.responses == "native"
         if self._native:
             return b""  # the backend sends its own response.created
@@ -213,16 +221,20 @@ class ResponsesEndpoint(TranslatedEndpoint):
     ) -> tuple[dict[str, Any], ResponsesTranslation]:
         body = parse_responses_request(raw)
         owner = owner_of(client)
-        history = await history_of(gateway.responses, body, owner)
-        return chat_request(body, history), ResponsesTranslation(gateway.responses, owner, body, history)
+        previous = await previous_of(gateway.responses, body, owner)
+        sticky = sticky_tier_of(previous, gateway.config.policy.stickiness)
+        return (
+            chat_request(body, previous.items if previous is not None else []),
+            ResponsesTranslation(gateway.responses, owner, body, previous, sticky),
+        )
 
 
-async def history_of(store: ResponseStore, body: dict[str, Any], owner: str) -> list[dict[str, Any]]:
-    """The items of the conversation a Responses ``body`` continues (``previous_response_id``), else none;
+async def previous_of(store: ResponseStore, body: dict[str, Any], owner: str) -> Stored | None:
+    """The stored response a Responses ``body`` continues (``previous_response_id``), else None;
     a response ``owner`` cannot see is a 404."""
     previous = body.get("previous_response_id")
     if not previous:
-        return []
+        return None
     found = await store.find(owner, previous)
     if found is None:
         raise NotFoundError(
@@ -230,7 +242,18 @@ async def history_of(store: ResponseStore, body: dict[str, Any], owner: str) -> 
             param="previous_response_id",
             code="previous_response_not_found",
         )
-    return found[1]
+    return found
+
+
+def sticky_tier_of(previous: Stored | None, stickiness: StickinessConfig) -> str | None:
+    """The tier a follow-up of ``previous`` stays on: the one that answered it, while stickiness lasts
+    (the planner keeps it only when it ranks above what the rules decide)."""
+    if previous is None or previous.tier is None or not stickiness.enabled:
+        return None
+    created = previous.response.get("created_at")
+    if not isinstance(created, (int, float)) or created + stickiness.ttl_seconds < time.time():
+        return None
+    return previous.tier
 
 
 async def retrieve_response(request: Request) -> Response:
@@ -239,7 +262,7 @@ async def retrieve_response(request: Request) -> Response:
     found = await gateway.responses.find(owner, request.path_params["response_id"])
     if found is None:
         raise _not_found(request.path_params["response_id"])
-    return Response(orjson.dumps(found[0]), media_type="application/json", headers={"x-request-id": request_id})
+    return Response(orjson.dumps(found.response), media_type="application/json", headers={"x-request-id": request_id})
 
 
 async def delete_response(request: Request) -> Response:
@@ -265,7 +288,7 @@ async def list_input_items(request: Request) -> Response:
     found = await gateway.responses.find(owner, response_id)
     if found is None:
         raise _not_found(response_id)
-    response, items = found
+    response, items, _ = found
     given = items[: len(items) - len(response["output"])]  # the stored conversation ends with the output
     page = input_item_page(
         given, response_id.removeprefix("resp_"), order=order, after=query.get("after"), limit=limit

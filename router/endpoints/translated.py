@@ -70,12 +70,14 @@ class Translation(Protocol):
 
     #: Usage in the chat shape, when the upstream reported it in another shape (a native call).
     usage: Any
+    #: The tier the conversation this request continues was answered on (stored with it), if any.
+    sticky_tier: str | None
 
     def upstream_calls(self, pipeline: Pipeline, trace: Trace) -> UpstreamCalls:
         """Calls replacing chat completions on some backends (a native endpoint), or ``(None, None)``."""
 
-    def answer(self, completion: dict[str, Any]) -> bytes:
-        """The whole JSON answer for the upstream's answer (a ``chat.completion`` unless a call replaced it)."""
+    def answer(self, completion: dict[str, Any], candidate: Candidate) -> bytes:
+        """The whole JSON answer for ``candidate``'s answer (a ``chat.completion`` unless a call replaced it)."""
 
     def opening(self, candidate: Candidate) -> bytes:
         """SSE sent before the first chunk's events; ``candidate`` is the backend that serves the stream."""
@@ -100,7 +102,7 @@ class TranslatedEndpoint(Endpoint):
     ) -> tuple[dict[str, Any], Route, Translation]:
         body, translation = await self.translate(gateway, raw, client)
         pipeline = gateway.pipeline
-        return body, pipeline.route(body, client, headers), translation
+        return body, pipeline.route(body, client, headers, sticky_tier=translation.sticky_tier), translation
 
     async def serve(
         self, pipeline: Pipeline, trace: Trace, translation: Translation, scope: Scope, receive: Receive, send: Send
@@ -121,7 +123,8 @@ class TranslatedEndpoint(Endpoint):
             completion = await pipeline.complete(trace, complete_call)
         trace.answered_at = time.perf_counter()
         try:
-            answer = translation.answer(completion.data)
+            assert trace.served is not None  # complete() returns only once a backend answered
+            answer = translation.answer(completion.data, trace.served)
             trace.usage_reported = translation.usage or trace.usage_reported
         except BaseException:
             pipeline.accountant.finish(trace)
