@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -113,7 +114,10 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
         message = f"Method {request.method} is not allowed on {request.url.path}"
     else:
         message = str(exc.detail)
-    body = {"error": {"message": message, "type": _STATUS_TYPES.get(exc.status_code, "invalid_request_error"), "param": None, "code": None}}
+    kind = _STATUS_TYPES.get(exc.status_code, "invalid_request_error")
+    body: dict[str, Any] = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    if request.url.path.startswith("/v1/messages/"):  # an Anthropic client's path: Anthropic's error shape
+        body = {"type": "error", "error": {"type": kind, "message": message}}
     headers = {**(exc.headers or {}), "x-should-retry": "false"}
     return Response(orjson.dumps(body), status_code=exc.status_code, media_type="application/json", headers=headers)
 

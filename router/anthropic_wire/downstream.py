@@ -83,7 +83,32 @@ def parse_messages_request(raw: bytes, *, generate: bool = True) -> dict[str, An
         raise _invalid(exc) from exc
     if not data["messages"]:
         raise InvalidRequestError("messages: at least one message is required.", param="messages")
+    if isinstance(data.get("system"), list):
+        for j, block in enumerate(data["system"]):
+            _check_block(block, f"system.{j}")
+    for i, turn in enumerate(data["messages"]):
+        if isinstance(turn["content"], list):
+            for j, block in enumerate(turn["content"]):
+                _check_block(block, f"messages.{i}.content.{j}")
     return data
+
+
+#: The fields each content block the gateway translates must have, as Anthropic requires them.
+_BLOCK_FIELDS: dict[str, tuple[tuple[str, type], ...]] = {
+    "text": (("text", str),),
+    "image": (("source", dict),),
+    "tool_use": (("id", str), ("name", str), ("input", dict)),
+    "tool_result": (("tool_use_id", str),),
+}
+_TYPE_NAMES = {str: "a valid string", dict: "a valid dictionary"}
+
+
+def _check_block(block: dict[str, Any], where: str) -> None:
+    for name, kind in _BLOCK_FIELDS.get(block["type"], ()):
+        value = block.get(name)
+        if not isinstance(value, kind):
+            problem = "Field required" if value is None else f"Input should be {_TYPE_NAMES[kind]}"
+            raise InvalidRequestError(f"{where}.{name}: {problem}", param=f"{where}.{name}")
 
 
 _THINKING = frozenset({"thinking", "redacted_thinking"})
@@ -267,16 +292,18 @@ def _arguments(arguments: str | None) -> dict[str, Any]:
 class EventTranslator:
     """``chat.completion.chunk`` dicts -> Anthropic stream events, in Anthropic's order.
 
-    ``start`` gives ``message_start`` and a ``ping``; ``feed`` opens, fills and closes content
+    ``start`` gives ``message_start`` (with ``input_tokens``, the prompt's estimate: an OpenAI-compatible
+    backend reports usage only at the end) and a ``ping``; ``feed`` opens, fills and closes content
     blocks (text, ``tool_use`` with ``input_json_delta``); ``finish`` closes the last block and gives
-    ``message_delta`` (stop reason and usage) and ``message_stop``.
+    ``message_delta`` (stop reason and the reported usage, input tokens included) and ``message_stop``.
     """
 
-    __slots__ = ("_block", "_id", "_index", "_model", "_stop", "_tool", "_usage")
+    __slots__ = ("_block", "_id", "_index", "_input_tokens", "_model", "_stop", "_tool", "_usage")
 
-    def __init__(self, completion_id: str, model: str) -> None:
+    def __init__(self, completion_id: str, model: str, input_tokens: int = 0) -> None:
         self._id = message_id(completion_id)
         self._model = model
+        self._input_tokens = input_tokens
         self._index = -1  # the open content block's index
         self._block: str | None = None  # its type
         self._tool: int | None = None  # the OpenAI index of the tool call it holds
@@ -292,7 +319,7 @@ class EventTranslator:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": {"input_tokens": self._input_tokens, "output_tokens": 0},
         }
         return [{"type": "message_start", "message": message}, {"type": "ping"}]
 
@@ -377,7 +404,9 @@ _TEXT_DELTA_SSE = (
 )
 
 
-def error_body(status: int, message: str) -> dict[str, Any]:
-    """Anthropic's error shape for a status: ``{"type": "error", "error": {"type", "message"}}``."""
-    kind = ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+def error_body(status: int, message: str, kind: str | None = None) -> dict[str, Any]:
+    """Anthropic's error shape: ``{"type": "error", "error": {"type", "message"}}``, of type ``kind`` where
+    that is one of Anthropic's (an Anthropic backend's own), else the type of ``status``."""
+    if kind not in ERROR_STATUS:
+        kind = ERROR_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
     return {"type": "error", "error": {"type": kind, "message": message}}

@@ -42,6 +42,7 @@ from router.errors import GatewayError, InvalidRequestError, UpstreamClientError
 from router.gateway import Gateway
 from router.pipeline import Pipeline
 from router.policy import Candidate
+from router.rules import REQUESTED_MODEL
 from router.trace import Route, Trace
 from router.upstream.anthropic import AnthropicProvider
 
@@ -86,6 +87,8 @@ class MessagesTranslation:
         #: Usage in the chat shape, from a passed-through answer.
         self.usage: dict[str, Any] | None = None
         self.sticky_tier: str | None = None
+        #: The prompt's estimated tokens, for a translated stream's ``message_start``.
+        self.input_tokens = 0
         self._passthrough = False
         self._translator: EventTranslator | None = None
         self._reported: dict[str, Any] = {}
@@ -122,7 +125,7 @@ class MessagesTranslation:
         opening = b""
         if translator is None:
             first = chunks[0] if chunks else {}
-            translator = EventTranslator(str(first.get("id") or "gateway"), str(first.get("model") or ""))
+            translator = EventTranslator(str(first.get("id") or "gateway"), str(first.get("model") or ""), self.input_tokens)
             self._translator = translator
             opening = sse_events(translator.start())
         return opening + b"".join(map(translator.feed_sse, chunks))
@@ -156,7 +159,8 @@ class MessagesTranslation:
         return sse_events(self._translator.finish())
 
     def failed(self, error: GatewayError) -> bytes:
-        return sse_event(error_body(error.status_code, error.message))
+        """The ``error`` event; an Anthropic backend's own error type (``overloaded_error``...) is kept."""
+        return sse_event(error_body(error.status_code, error.message, error.code))
 
 
 class MessagesEndpoint(AnthropicEdge, TranslatedEndpoint):
@@ -171,18 +175,24 @@ class MessagesEndpoint(AnthropicEdge, TranslatedEndpoint):
         route = pipeline.route(body, client, headers)
         if anthropic_only:
             route = _anthropic_route(route, anthropic_only)
-        return body, route, MessagesTranslation(native, headers.get("anthropic-beta"))
+        translation = MessagesTranslation(native, headers.get("anthropic-beta"))
+        translation.input_tokens = route.features.input_tokens
+        return body, route, translation
 
 
 def _anthropic_route(route: Route, fields: tuple[str, ...]) -> Route:
     """The route for a request holding ``fields`` only Anthropic backends take: its plan without the others
-    (``x-router-rerouted: anthropic`` when that moves its first backend); a 400 naming the first if none is left."""
+    (``x-router-rerouted: anthropic`` when that moves its first backend); a 400 naming the first if none is
+    left, or if the client named a model (a tier, backend or alias) whose first backend is not Anthropic's."""
     plan = route.plan
     candidates = tuple(filter(_is_anthropic, plan.candidates))
-    if not candidates and plan.refusal is None:
+    named = route.decision.rule == REQUESTED_MODEL and bool(plan.candidates) and not _is_anthropic(plan.candidates[0])
+    if (not candidates or named) and plan.refusal is None:
+        why = (f"the model asked for is served by backend {plan.candidates[0].backend!r}" if named
+               else f"none may serve this request (planned: {plan!r})")
         raise InvalidRequestError(
             f"{fields[0]}: only Anthropic backends take this (server tools and content blocks chat completions "
-            f"cannot carry), and none may serve this request (planned: {plan!r}).",
+            f"cannot carry), and {why}.",
             param=fields[0],
         )
     moved = bool(candidates) and candidates[0] != plan.candidates[0]

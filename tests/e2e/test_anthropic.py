@@ -166,6 +166,7 @@ def test_stream_events_in_anthropic_order(stack: Stack, model: str) -> None:
     events = list(client.messages.create(model=model, max_tokens=20, messages=FAQ, stream=True))  # type: ignore[arg-type]
     kinds = [event.type for event in events]
     assert kinds[0] == "message_start" and kinds[-2:] == ["message_delta", "message_stop"]
+    assert events[0].message.usage.input_tokens > 0  # type: ignore[union-attr]  # an estimate until message_delta
     body = kinds[1:-2]
     assert body[0] == "content_block_start" and body[-1] == "content_block_stop"
     assert set(body[1:-1]) == {"content_block_delta"}
@@ -220,11 +221,17 @@ def test_typed_errors_in_anthropic_shape(stack: Stack) -> None:
     assert "temperature" in bad.value.message
     with pytest.raises(anthropic.BadRequestError):
         client.messages.create(model="auto", max_tokens=10, messages=[])
+    with pytest.raises(anthropic.BadRequestError) as no_text:  # a block without its field, as Anthropic refuses it
+        client.messages.create(model="auto", max_tokens=10, messages=[{"role": "user", "content": [{"type": "text"}]}])  # type: ignore[typeddict-item]
+    assert no_text.value.body["error"]["message"] == "messages.0.content.0.text: Field required"  # type: ignore[index]
     with pytest.raises(anthropic.AuthenticationError) as denied:
         stack.anthropic(key="sk-wrong").messages.create(model="auto", max_tokens=10, messages=FAQ)  # type: ignore[arg-type]
     assert denied.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
     response = httpx.get(f"{stack.url}/v1/messages", headers={"x-api-key": CLIENT_KEY})
     assert response.status_code == 405 and response.json()["type"] == "error"
+    unknown = httpx.post(f"{stack.url}/v1/messages/batches", headers={"x-api-key": CLIENT_KEY}, json={})
+    assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "not_found_error"
+    assert unknown.json()["type"] == "error" and "/v1/messages/count_tokens" in unknown.json()["error"]["message"]
 
 
 def test_messages_stream_error_after_start_is_an_error_event(stack: Stack) -> None:
@@ -238,7 +245,7 @@ def test_messages_stream_error_after_start_is_an_error_event(stack: Stack) -> No
         for event in events:
             received.append(event.type)
     assert "content_block_delta" in received and "message_stop" not in received
-    assert caught.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    assert caught.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]  # the backend's own
 
 
 def test_messages_are_accounted_in_the_ledger_metrics_and_budgets(
@@ -470,7 +477,8 @@ def test_passed_through_stream_fails_over_before_its_first_token(stack: Stack) -
 
 def test_what_only_anthropic_backends_take_goes_to_them(stack: Stack) -> None:
     """Server tools and blocks chat cannot carry (a screenshot in a tool result, as Claude Code sends) narrow
-    the plan to Anthropic backends; a request whose plan has none is a 400 naming the field."""
+    the plan to Anthropic backends; a request whose plan has none, or that names a model whose backend is
+    not Anthropic's, is a 400 naming the field."""
     screenshot = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
     messages = [
         *FAQ,
@@ -487,6 +495,9 @@ def test_what_only_anthropic_backends_take_goes_to_them(stack: Stack) -> None:
     with pytest.raises(anthropic.BadRequestError) as refused:
         client.messages.create(model="gpt", max_tokens=16, tools=tools, messages=messages)  # type: ignore[arg-type]
     assert refused.value.body["error"]["message"].startswith("messages.2.content.0.content.0: only Anthropic")  # type: ignore[index]
+    with pytest.raises(anthropic.BadRequestError) as named:  # a cheap model asked for by name is not moved up
+        client.messages.create(model="mid", max_tokens=16, tools=tools, messages=messages)  # type: ignore[arg-type]
+    assert "the model asked for is served by backend 'mid'" in named.value.body["error"]["message"]  # type: ignore[index]
     counted = client.messages.with_raw_response.count_tokens(model="auto", tools=tools, messages=messages)  # type: ignore[arg-type]
     assert (counted.headers["x-router-count"], counted.headers["x-router-backend"]) == ("exact", "claude")
 
