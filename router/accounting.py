@@ -75,7 +75,8 @@ class Accountant:
             backend = self.state.backends.get(candidate.backend)
             if backend is not None:
                 backend.load.finished()
-                backend.load.observe(ttft=trace.ttft, total=now - trace.started)
+                if trace.path != "/v1/embeddings":  # the latency that max_ttft_ms and decide read is generation's
+                    backend.load.observe(ttft=trace.ttft, total=now - trace.started)
                 if backend.gpu_cost is not None and backend.gpu_cost.source == "gateway" and trace.usage is not None:
                     backend.gpu_cost.throughput.count(trace.usage.input_tokens + trace.usage.output_tokens)
             if trace.in_flight is not None:

@@ -296,6 +296,23 @@ def test_embeddings_go_to_the_self_hosted_default_and_are_deterministic(gateway:
     assert float(raw.headers["x-router-cost-usd"]) == pytest.approx(result.usage.prompt_tokens * 0.02 / 1e6)
 
 
+def test_embeddings_leave_the_backends_generation_latency_alone(gateway: Stack) -> None:
+    """What ``max_ttft_ms`` and decide read is the latency of answers, not of (much quicker) embeddings."""
+    client = gateway.client()
+    client.chat.completions.create(model="mid", messages=[{"role": "user", "content": EASY}])
+
+    def mid_load() -> dict:
+        decided = httpx.post(f"{gateway.url}/v1/router/decide", json={"model": "mid", "messages": [{"role": "user", "content": EASY}]},
+                             headers={"authorization": f"Bearer {CLIENT_KEY}"}).json()
+        return decided["plan"]["chain"][0]["load"]
+
+    before = mid_load()
+    assert before["total_ms"] is not None
+    for _ in range(5):
+        client.embeddings.create(model="mid", input="hello world")
+    assert mid_load() == before
+
+
 def test_embeddings_by_name_and_personal_data_stays_home(gateway: Stack) -> None:
     client = gateway.client()
     by_tier = client.embeddings.with_raw_response.create(model="flagship", input="hello", dimensions=64)
