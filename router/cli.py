@@ -91,7 +91,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="port of the simulated flagship upstream; 0 picks a free one (default: %(default)s)")
     demo.add_argument("--config", type=Path, default=None, help="the demo's config (default: config/demo.yaml)")
     demo.add_argument("--state-dir", type=Path, default=_state_dir(),
-                      help="where the demo keeps its spend ledger (default: %(default)s)")
+                      help="where the demo keeps its spend ledger and stored Responses (default: %(default)s; "
+                           "ROUTER_LEDGER_PATH and ROUTER_RESPONSES_PATH are not read: a demo never writes "
+                           "to production files)")
     demo.add_argument("--anthropic-flagship", action="store_true",
                       help="the simulated flagship speaks Anthropic's Messages API (a kind: anthropic backend)")
 

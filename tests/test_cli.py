@@ -30,7 +30,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     ("command", "defaults"),
     [
         ("serve", ["--host HOST", "(default: 127.0.0.1)", "(default: 8080)", "(default: 1)", "(default: info)", "(default: json)"]),
-        ("demo", ["(default: 8080)", "(default: 8081)", "(default: 8082)", "(default: config/demo.yaml)", "llm-router)"]),
+        ("demo", ["(default: 8080)", "(default: 8081)", "(default: 8082)", "(default: config/demo.yaml)", "llm-router;"]),
     ],
 )
 def test_options_show_their_defaults(command: str, defaults: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -45,4 +45,4 @@ def test_demo_state_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, capsys: pyt
     monkeypatch.setenv("XDG_STATE_HOME", "/srv/state")
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
-    assert "(default: /srv/state/llm-router)" in " ".join(capsys.readouterr().out.split())
+    assert "(default: /srv/state/llm-router;" in " ".join(capsys.readouterr().out.split())
