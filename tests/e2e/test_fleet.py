@@ -228,12 +228,12 @@ def test_a_request_costs_one_redis_round_trip(tmp_path: Path, upstreams: tuple[s
     conversation = [*ASK, {"role": "assistant", "content": "From 9 to 5."}, {"role": "user", "content": "And on Sunday?"}]
     with stack, redis_client.Redis(port=redis.port) as monitor:
         client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
-        client.chat.completions.create(model="mid", messages=conversation)  # connections open, scripts loaded
+        client.chat.completions.create(model="auto", messages=conversation)  # connections open, scripts loaded
         monitor.config_set("slowlog-log-slower-than", 0)  # log every command
         monitor.config_set("slowlog-max-len", 10000)
         monitor.slowlog_reset()
         for _ in range(5):
-            client.chat.completions.create(model="mid", messages=conversation)
+            client.chat.completions.create(model="auto", messages=conversation)  # mid by the rules: may stick
         entries = monitor.slowlog_get(10000)
     # What the gateway sent (the commands a script runs inside Redis are logged from the address "?:0").
     gateways = [e["command"].decode() for e in entries if e["client_address"] != b"?:0" and b"llm-router:" in e["command"]]
@@ -243,6 +243,31 @@ def test_a_request_costs_one_redis_round_trip(tmp_path: Path, upstreams: tuple[s
     for command in in_line:
         assert command.startswith("EVALSHA ")
         assert ":rate:tenant:acme:requests" in command and ":rate:tenant:acme:tokens" in command
+
+
+def test_a_follow_up_that_cannot_escalate_asks_redis_nothing(tmp_path: Path, upstreams: tuple[str, str],
+                                                             redis: RedisServer) -> None:
+    """Stickiness only moves a conversation up: a follow-up the rules already send to the top tier, or
+    that names its model, makes no round trip (no rate limit applies here)."""
+    import redis as redis_client
+
+    stack, (gateway,) = replicas(tmp_path, upstreams, redis.url, "", count=1)
+    hard = [*ASK, {"role": "assistant", "content": "From 9 to 5."}, {"role": "user", "content": "Prove that sqrt(2) is irrational."}]
+    easy = [*ASK, {"role": "assistant", "content": "From 9 to 5."}, {"role": "user", "content": "And on Sunday?"}]
+    with stack, redis_client.Redis(port=redis.port) as monitor:
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+        client.chat.completions.create(model="auto", messages=easy)  # connections open, scripts loaded
+        time.sleep(0.3)  # background budget trades of the first request
+        monitor.config_set("slowlog-log-slower-than", 0)
+        monitor.config_set("slowlog-max-len", 10000)
+        monitor.slowlog_reset()
+        tiers = [client.chat.completions.with_raw_response.create(model=model, messages=messages).headers["x-router-tier"]
+                 for model, messages in (("auto", hard), ("mid", easy), ("auto", easy))]
+        entries = monitor.slowlog_get(10000)
+    commands = [e["command"].decode() for e in entries if e["client_address"] != b"?:0"]
+    asked = [c for c in commands if c.startswith("EVALSHA ") and ":sticky:" in c]  # (a SET records the escalation)
+    assert tiers == ["flagship", "mid", "mid"]
+    assert len(asked) == 1, asked  # only the follow-up the rules sent to mid
 
 
 def test_requests_far_from_their_limit_are_admitted_from_leases(tmp_path: Path, upstreams: tuple[str, str],
