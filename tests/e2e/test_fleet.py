@@ -128,6 +128,28 @@ def test_a_30_per_minute_limit_is_exact_across_replicas(tmp_path: Path, upstream
     assert {a.headers["x-ratelimit-remaining-requests"] for a in refused} == {"0"}
 
 
+def test_a_token_limit_holds_across_replicas_with_token_headers(tmp_path: Path, upstreams: tuple[str, str],
+                                                               redis: RedisServer) -> None:
+    """tpm: each request reserves its estimate (prompt + max_tokens) and settles its usage later, so the
+    tokens answered never pass the limit by more than one request's estimate, across replicas."""
+    policy = "  rate_limits:\n    - {scope: tenant, name: acme, tpm: 600}\n"
+    stack, gateways = replicas(tmp_path, upstreams, redis.url, policy)
+    with stack:
+        answers = asyncio.run(burst([g.url for g in gateways], 60))
+    served = [a for a in answers if a.status_code == 200]
+    refused = [a for a in answers if a.status_code != 200]
+    used = sum(a.json()["usage"]["total_tokens"] for a in served)
+    one_estimate = 40 + 8  # a generous prompt estimate for ASK, plus max_tokens
+    assert 300 <= used <= 600 + one_estimate, used
+    assert refused and {a.status_code for a in refused} == {429}
+    for answer in refused:
+        assert answer.json()["error"]["code"] == "rate_limit_exceeded" and int(answer.headers["retry-after"]) >= 1
+    for answer in answers:
+        assert answer.headers["x-ratelimit-limit-tokens"] == "600"
+        assert int(answer.headers["x-ratelimit-remaining-tokens"]) >= 0
+        assert answer.headers["x-ratelimit-reset-tokens"].endswith("s")
+
+
 def test_leases_never_admit_beyond_a_limit_across_replicas(tmp_path: Path, upstreams: tuple[str, str],
                                                            redis: RedisServer) -> None:
     """120 a minute lends each replica 1.2 requests ahead while the bucket is at most half used."""
