@@ -34,7 +34,8 @@ Exported series (``llm_router_`` prefix):
 
     requests_total{tier,backend,rule,task,status_class,stream}    counter
     endpoint_requests_total{endpoint,status_class}                 counter: chat, responses, completions, embeddings, messages
-    request_duration_seconds{backend}                              histogram, 10 ms .. 300 s
+    endpoint_duration_seconds{endpoint}                            histogram, 10 ms .. 300 s
+    request_duration_seconds{backend}                              histogram, 10 ms .. 300 s (generation: embeddings apart)
     time_to_first_token_seconds{backend}                           histogram (streams)
     gateway_overhead_seconds                                       histogram, 50 us .. 1 s
     tokens_total{backend,type=input|output}                        counter
@@ -54,6 +55,8 @@ Exported series (``llm_router_`` prefix):
     shadow_cost_usd_total                                          counter: the shadow judge's spend
     shadow_skipped_total{reason}                                   counter: budget | breaker_open | stress | busy
     shadow_min_acceptance                                          gauge: policy.shadow.min_acceptance
+    state_backend_up                                               gauge: 1 while Redis answers (fleet mode)
+    ledger_buffered_rows, ledger_dropped_rows_total                gauge, counter: the PostgreSQL ledger's backlog
 
 Multi-worker (``llm-router serve --workers N``): uvicorn spawns N fresh processes, each with its
 own ``Metrics``. ``prepare_multiprocess_dir(N)``, called by the CLI before ``uvicorn.run``, points
@@ -205,8 +208,13 @@ class Metrics:
             "llm_router_endpoint_requests_total", "Requests answered, by API endpoint and HTTP status class.",
             ["endpoint", "status_class"], registry=r,
         )
+        self._endpoint_duration = Histogram(
+            "llm_router_endpoint_duration_seconds", "Time from request received to last byte sent, by API endpoint.",
+            ["endpoint"], buckets=LATENCY_BUCKETS, registry=r,
+        )
         self._duration = Histogram(
-            "llm_router_request_duration_seconds", "Time from request received to last byte sent.",
+            "llm_router_request_duration_seconds", "Time from request received to last byte sent (generation "
+            "requests: embeddings are in endpoint_duration_seconds only).",
             ["backend"], buckets=LATENCY_BUCKETS, registry=r,
         )
         self._ttft = Histogram(
@@ -351,7 +359,7 @@ class Metrics:
                 series = self._backends[label] = self._backend_children(label)
         return series
 
-    def _child(self, metric: Counter | Gauge, *labels: str) -> Any:
+    def _child(self, metric: Counter | Gauge | Histogram, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached; ``labels`` are already folded, so the cache is bounded."""
         key: tuple[int | str, ...] = (id(metric), *labels)
         child = self._children.get(key)
@@ -394,8 +402,11 @@ class Metrics:
             child = self._request_children[key] = self._requests.labels(*key)
         counts = self._counts
         counts[child] += 1.0
-        counts[self._child(self._endpoint_requests, ENDPOINTS.get(path, OTHER), key[4])] += 1.0
-        self._observe(b.duration, LATENCY_BOUNDS, duration_s)
+        endpoint = ENDPOINTS.get(path, OTHER)
+        counts[self._child(self._endpoint_requests, endpoint, key[4])] += 1.0
+        self._observe(self._child(self._endpoint_duration, endpoint), LATENCY_BOUNDS, duration_s)
+        if endpoint != "embeddings":  # a backend's latency is its answers'
+            self._observe(b.duration, LATENCY_BOUNDS, duration_s)
         if ttft_s is not None:
             self._observe(b.ttft, LATENCY_BOUNDS, ttft_s)
         self._observe(self._overhead, OVERHEAD_BOUNDS, overhead_s)

@@ -356,6 +356,7 @@ def test_batched_recording_exports_what_prometheus_client_would() -> None:
     for i, d in enumerate(durations):
         reference._requests.labels("mid", "mid", "default-mid", "faq", "2xx", "true").inc()
         reference._endpoint_requests.labels("chat", "2xx").inc()
+        reference._endpoint_duration.labels("chat").observe(d)
         reference._duration.labels("mid").observe(d)
         reference._ttft.labels("mid").observe(d / 2)
         reference._overhead.observe(d / 1000)
@@ -385,6 +386,19 @@ def test_requests_by_endpoint_fold_unknown_paths_into_other() -> None:
         frozenset({"endpoint": "embeddings", "status_class": "2xx"}.items()): 1.0,
         frozenset({"endpoint": "other", "status_class": "2xx"}.items()): 1.0,
     }
+
+
+def test_latency_by_endpoint_and_a_backends_latency_without_embeddings() -> None:
+    m = make()
+    finish(m, duration_s=2.0)
+    finish(m, path="/v1/responses", duration_s=3.0)
+    finish(m, path="/v1/embeddings", duration_s=0.01)
+    found = samples(m)
+    assert value(found, "llm_router_endpoint_duration_seconds_count", endpoint="chat") == 1
+    assert value(found, "llm_router_endpoint_duration_seconds_sum", endpoint="responses") == 3.0
+    assert value(found, "llm_router_endpoint_duration_seconds_sum", endpoint="embeddings") == 0.01
+    assert value(found, "llm_router_request_duration_seconds_count", backend="mid") == 2
+    assert value(found, "llm_router_request_duration_seconds_sum", backend="mid") == 5.0
 
 
 def test_each_instance_has_its_own_registry() -> None:

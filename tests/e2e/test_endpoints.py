@@ -4,6 +4,7 @@ the official openai SDK as the client. Responses, legacy completions, embeddings
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -355,6 +356,28 @@ def test_legacy_completions_stream_and_non_stream(gateway: Stack) -> None:
     with pytest.raises(openai.BadRequestError) as echo:
         client.completions.create(model="auto", prompt=EASY, echo=True)
     assert echo.value.body["param"] == "echo"
+
+
+def test_responses_and_completions_are_accounted_like_chat(gateway: GatewayStack, caplog: pytest.LogCaptureFixture) -> None:
+    """Each answer is one ledger row with its cost and one access-log line with its path; a legacy
+    completions stream that breaks mid-way ends with an error the SDK raises, and is still billed."""
+    caplog.set_level(logging.INFO, logger="router.access")
+    client = gateway.client()
+    before = gateway.spend_by_model().get("sim-mid-7b", {"requests": 0, "cost_usd": 0.0})
+    answered = client.responses.with_raw_response.create(model="mid", input=EASY)
+    list(client.responses.create(model="mid", input=EASY, stream=True))
+    completed = client.completions.with_raw_response.create(model="mid", prompt=EASY, max_tokens=8)
+    list(client.completions.create(model="mid", prompt=EASY, max_tokens=8, stream=True))
+    with gateway.sim("mid") as sim:
+        sim.post("/_sim/faults", json={"drop_after_chunks": 3, "times": 1}).raise_for_status()
+    with pytest.raises(openai.APIError):
+        list(client.completions.create(model="mid", prompt=EASY, max_tokens=30, stream=True))
+    after = gateway.spend_by_model()["sim-mid-7b"]
+    assert after["requests"] - before["requests"] == 5
+    costs = float(answered.headers["x-router-cost-usd"]) + float(completed.headers["x-router-cost-usd"])
+    assert after["cost_usd"] - before["cost_usd"] > costs > 0  # plus the three streams'
+    paths = [(r.fields["path"], r.fields["status"]) for r in caplog.records if r.name == "router.access"]  # type: ignore[attr-defined]
+    assert paths[-5:] == [("/v1/responses", 200)] * 2 + [("/v1/completions", 200)] * 2 + [("/v1/completions", 502)]
 
 
 def test_models_retrieve_and_unknown_paths(gateway: Stack) -> None:
