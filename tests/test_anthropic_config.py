@@ -41,3 +41,40 @@ def test_the_commented_claude_flagship_in_router_yaml_is_valid(tmp_path: Path) -
     assert config.aliases["claude-sonnet-4-5"] == "flagship"
     with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
         load_config(path, {"OPENAI_API_KEY": "sk-o"})
+
+
+def test_the_policy_treats_a_claude_and_a_gpt_flagship_alike(tmp_path: Path) -> None:
+    """One tier, two vendors: Claude fails over to GPT, and a latency objective moves the plan from Claude
+    to GPT, as between two OpenAI-compatible backends (breakers act at dispatch: tests/e2e/test_anthropic.py)."""
+    from router.classify import Features
+    from router.policy import Planner
+    from router.rules import Decision, Target
+    from router.state import PolicyState
+
+    path = tmp_path / "router.yaml"
+    path.write_text(f"""\
+backends:
+  claude: {{tier: flagship, kind: anthropic, model: claude-sonnet-4-5, api_key: k, price: {{input: 3, output: 15}}}}
+  gpt: {{tier: flagship, base_url: "http://gpt/v1", model: gpt-4.1, price: {{input: 2, output: 8}}}}
+  mid: {{tier: mid, base_url: "http://mid/v1", model: m, self_hosted: true}}
+classifier: {{vocabulary: {REPO / "config" / "tasks.yaml"}}}
+policy:
+  fallback: {{flagship: [mid]}}
+  ledger: {{path: null}}
+rules:
+  - {{name: hard, when: {{task: [math]}}, tier: flagship, max_ttft_ms: 1000}}
+  - {{name: default, tier: mid}}
+""")
+    config = load_config(path, {})
+    features = Features(task="math", scores={}, complexity=0.5, input_tokens=100, has_tools=False, has_images=False,
+                        pii=(), signals={})
+    decision = Decision(rule="hard", target=Target(tier="flagship"), why="test")
+
+    def chain(state: PolicyState) -> tuple[list[str], str | None]:
+        plan = Planner(config).plan(decision, features, state.backends, max_output_tokens=0)
+        return [c.backend for c in plan.candidates], plan.rerouted
+
+    assert chain(PolicyState(config)) == (["claude", "gpt", "mid"], None)
+    slow = PolicyState(config)
+    slow.backends["claude"].load.observe(ttft=3.0, total=5.0)  # 3000 ms > max_ttft_ms 1000
+    assert chain(slow) == (["gpt", "claude", "mid"], "latency")

@@ -311,6 +311,27 @@ def test_openai_sdk_through_an_anthropic_backend(stack: Stack) -> None:
     assert stack.stats("claude")["last_request"]["body"]["max_tokens"] == 64  # the backend's default_max_tokens
 
 
+def test_responses_api_through_an_anthropic_backend(stack: Stack) -> None:
+    """/v1/responses is translated to chat completions and then to the Messages API, stream and not,
+    and a stored response continues through previous_response_id."""
+    client = stack.openai()
+    raw = client.responses.with_raw_response.create(model="claude", instructions="Be brief.", input=FAQ[0]["content"],
+                                                    max_output_tokens=16)
+    response = raw.parse()
+    assert raw.headers["x-router-backend"] == "claude"
+    assert response.status == "incomplete" and "claude-sim" in response.output_text
+    assert response.usage is not None and response.usage.output_tokens == 16
+    sent = stack.stats("claude")["last_request"]["body"]
+    assert sent["system"] == "Be brief." and sent["max_tokens"] == 16
+    with client.responses.stream(model="claude", input="And on Sunday?", previous_response_id=response.id) as events:
+        kinds = [event.type for event in events]
+        final = events.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert final.output_text and final.usage is not None and final.usage.input_tokens > 0
+    history = stack.stats("claude")["last_request"]["body"]["messages"]
+    assert [turn["role"] for turn in history] == ["user", "assistant", "user"]
+
+
 def test_openai_sdk_tools_and_json_schema_through_an_anthropic_backend(stack: Stack) -> None:
     client = stack.openai()
     tool = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER["input_schema"]}}

@@ -90,7 +90,7 @@ def test_stream_fixtures_are_sdk_events(name: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["error_529.json", "error_429.json", "error_401.json", "error_400_prompt_too_long.json"]
+    "name", ["error_529.json", "error_500.json", "error_429.json", "error_401.json", "error_400_prompt_too_long.json"]
 )
 def test_error_fixtures_are_sdk_error_responses(name: str) -> None:
     ErrorResponse.model_validate(fixture(name))
@@ -278,6 +278,16 @@ def test_documented_message_becomes_a_chat_completion() -> None:
     assert completion["model"] == "claude-sonnet-4-5-20250929"
 
 
+@pytest.mark.parametrize(
+    ("stop_reason", "finish_reason"),
+    [("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"), ("tool_use", "tool_calls")],
+)
+def test_stop_reasons_become_finish_reasons(stop_reason: str, finish_reason: str) -> None:
+    message = {**fixture("citations_response.json"), "stop_reason": stop_reason}  # documented with stop_sequence
+    choice = to_chat_completion(message, structured=False, created=1)["choices"][0]
+    assert choice["finish_reason"] == finish_reason
+
+
 def test_documented_tool_use_becomes_tool_calls() -> None:
     choice = to_chat_completion(fixture("tool_use_response.json"), structured=False, created=1)["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
@@ -461,6 +471,7 @@ async def test_error_event_after_a_200_raises_a_server_error(anthropic_upstream:
     ("name", "status", "kind", "code", "error_type"),
     [
         ("error_529.json", 529, "server_error", "overloaded_error", UpstreamError),
+        ("error_500.json", 500, "server_error", "api_error", UpstreamError),
         ("error_429.json", 429, "rate_limit", "rate_limit_error", UpstreamRateLimitError),
         ("error_401.json", 401, "auth", "upstream_auth_failed", UpstreamError),
         ("error_400_prompt_too_long.json", 400, "context_length", "context_length_exceeded", UpstreamClientError),
