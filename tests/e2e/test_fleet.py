@@ -169,10 +169,16 @@ def test_redis_killed_mid_traffic_gives_no_5xx_in_open_mode(tmp_path: Path, upst
               "  rate_limits:\n    - {scope: tenant, name: acme, rpm: 100000}\n")
     stack, gateways = replicas(tmp_path, upstreams, redis.url, policy)
     urls = [g.url for g in gateways]
+    async def kill_redis_under(requests: int) -> list[openai.APIStatusError | float]:
+        """``requests`` at once, and Redis killed while they are in flight."""
+        traffic = asyncio.create_task(spread(urls, requests, max_tokens=8))
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(redis.stop)
+        return await traffic
+
     with stack:
         before = asyncio.run(spread(urls, 20, max_tokens=8))
-        redis.stop()
-        during = asyncio.run(spread(urls, 40, max_tokens=8))
+        during = asyncio.run(kill_redis_under(200)) + asyncio.run(spread(urls, 40, max_tokens=8))
         gauges = [_gauge(url, "llm_router_state_backend_up") for url in urls]
         redis.start()
         for url in urls:  # the probe pings every second
