@@ -397,9 +397,11 @@ class Ledger:
             stopping = False
             while not stopping:
                 items = [self._queue.get()]
-                if isinstance(items[0], LedgerRow | _Begun | _Ended):
+                if isinstance(items[0], LedgerRow | _Begun | _Ended) and self._queue.qsize() < _BATCH:
                     # Let rows gather: one transaction (and one wake-up of this thread) per interval
-                    # instead of per request keeps the writer off the event loop's back.
+                    # instead of per request keeps the writer off the event loop's back. With a full
+                    # batch already waiting, write at once: sleeping then would cap the writer at
+                    # _BATCH items per interval, and a busy gateway's backlog would grow in memory.
                     time.sleep(_GATHER_SECONDS)
                 while len(items) < _BATCH:
                     try:

@@ -160,6 +160,25 @@ def test_a_batch_spanning_several_insert_statements_bills_each_request_once(ledg
     ]
 
 
+def test_a_backlog_is_written_without_waiting_between_batches(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer waits for rows to gather only while less than a batch is queued: at one batch per
+    interval it could write 5,000 items a second (2,500 requests, each with its write-ahead row), less
+    than a busy two-worker gateway sends, and the backlog grew in memory."""
+    waits: list[float] = []
+    monkeypatch.setattr(router.ledger.time, "sleep", waits.append)
+    gate = threading.Event()
+    ledger = Ledger(db)
+    ledger._queue.put(router.ledger._Job(lambda conn: gate.wait(10)))  # hold the writer while 5,000 requests queue
+    for i in range(5000):
+        ledger.begin(row(f"r{i}"))
+        ledger.record(row(f"r{i}"))
+    gate.set()
+    assert ledger.flush(30)
+    ledger.close()
+    assert count_rows(db) == 5000
+    assert len(waits) <= 1, waits  # ten batches of 1,000 items, none waited for
+
+
 def test_spend_survives_a_restart(db: Path) -> None:
     first = Ledger(db)
     first.record(row("a", cost=1.5))
