@@ -486,6 +486,7 @@ class Metrics:
         if total > self._ledger_dropped_seen:
             self._ledger_dropped.inc(total - self._ledger_dropped_seen)
             self._ledger_dropped_seen = total
+
     def price(self, backend: str, *, input_usd_per_mtok: float, output_usd_per_mtok: float) -> None:
         label = self._backend(backend).label
         self._child(self._price, label, "input").set(input_usd_per_mtok)

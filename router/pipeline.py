@@ -111,7 +111,6 @@ class Pipeline:
         self.classifier = Classifier(config.classifier.vocabulary, config.classifier.model)
         self.rules: tuple[CompiledRule, ...] = compile_rules(config.rules)
         self.planner = Planner(config)
-        self._top_rank = max(config.tier_rank.values())
         tiers = config.tiers
         # A tier wins over a backend of the same name (a backend `mid` in tier `mid` is common).
         self._forced: dict[str, Target] = {name: Target(backend=name) for name in config.backends}
@@ -487,7 +486,7 @@ class Pipeline:
         messages = trace.body.get("messages") or ()
         sticky = (
             self.state.store is not None and self.config.policy.stickiness.enabled and len(messages) >= 3
-            and self._may_escalate(route)
+            and route.plan.rerouted != "sticky" and self.planner.may_stick(route.decision)
         )
         if not self.state.rate_limits and not sticky:
             return
@@ -516,16 +515,6 @@ class Pipeline:
             error.retryable = True
             raise self._final(trace, error)
         trace.rate = bucket_state
-
-    def _may_escalate(self, route: Route) -> bool:
-        """Whether a sticky tier could change ``route``: not when its client named the model, nor when
-        the rules already chose the top tier (then a follow-up asks Redis nothing about its conversation)."""
-        decision = route.decision
-        if decision.rule == REQUESTED_MODEL or route.plan.rerouted == "sticky":
-            return False
-        target = decision.target
-        tier = target.tier if target.tier is not None else self.config.backends[str(target.backend)].tier
-        return self.config.tier_rank.get(tier, 0.0) < self._top_rank
 
     def _budget_error(self, trace: Trace) -> GatewayError | None:
         return _budget_exceeded(trace.budget_exceeded) if trace.budget_exceeded is not None else None

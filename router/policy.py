@@ -101,7 +101,18 @@ class Planner:
         self._windows = {name: backend.context_window for name, backend in config.backends.items()}
         #: Prompts up to this many tokens (output included) fit every backend.
         self._fits_all = min(self._windows.values(), default=0)
+        self._top_rank = max(config.tier_rank.values())
         self._cases: dict[tuple[Any, ...], _Case] = {}
+
+    def may_stick(self, decision: Decision) -> bool:
+        """Whether a conversation's sticky tier could change where ``decision`` goes (``_case`` applies
+        it): not for a model the client named, a rule that breaks stickiness, or the top tier already."""
+        rule = self._rules.get(decision.rule)
+        if decision.rule == REQUESTED_MODEL or (rule is not None and rule.break_stickiness):
+            return False
+        target = decision.target
+        tier = target.tier if target.backend is None else self.config.backends[target.backend].tier
+        return self.config.tier_rank.get(tier or "", 0.0) < self._top_rank
 
     def plan(
         self,

@@ -141,3 +141,13 @@ def test_a_planner_reused_across_requests_plans_as_a_fresh_one(config: GatewayCo
             fresh = Planner(config).plan(decision, features(**overrides), state.backends, max_output_tokens=0, sticky_tier=sticky)
             reused = planner.plan(decision, features(**overrides), state.backends, max_output_tokens=0, sticky_tier=sticky)
             assert reused == fresh
+
+
+def test_may_stick_says_where_a_sticky_tier_could_move_the_plan(config: GatewayConfig) -> None:
+    """What a follow-up asks the fleet's Redis about: only decisions a sticky tier could change."""
+    planner = Planner(config)
+    assert planner.may_stick(Decision(rule="default", target=Target(tier="mid"), why="test"))
+    assert not planner.may_stick(Decision(rule="hard", target=Target(tier="flagship"), why="test"))  # the top tier
+    assert not planner.may_stick(Decision(rule="sticky-breaker", target=Target(tier="mid"), why="test"))
+    assert not planner.may_stick(Decision(rule="requested-model", target=Target(backend="mid"), why="test"))
+    assert planner.may_stick(Decision(rule="default", target=Target(backend="mid-b"), why="test"))
