@@ -318,7 +318,7 @@ class PolicyState:
         """(Re)start capacity scrapers for the backends that have one configured."""
         wanted = {name: s.capacity for name, s in self.backends.items() if s.capacity is not None}
         for name, task in list(self._pollers.items()):
-            if name not in ("__ledger__", "__escrow__", "__rates__") and (name not in wanted or task.get_name() != str(id(wanted[name]))):
+            if name not in ("__ledger__", "__escrow__", "__rates__", "__watch__") and (name not in wanted or task.get_name() != str(id(wanted[name]))):
                 task.cancel()
                 del self._pollers[name]
         for name, gauge in wanted.items():
@@ -328,6 +328,9 @@ class PolicyState:
             self._pollers["__ledger__"] = asyncio.create_task(self.sync_budgets(), name="__ledger__")
         if self.shared_budgets is not None and "__escrow__" not in self._pollers:
             self._pollers["__escrow__"] = asyncio.create_task(self.shared_budgets.run(), name="__escrow__")
+        if self.store is not None and self.shared_budgets is not None and "__watch__" not in self._pollers:
+            watch = self.store.watch(self.shared_budgets.drop_shares)
+            self._pollers["__watch__"] = asyncio.create_task(watch, name="__watch__")
         if self.store is not None and "__rates__" not in self._pollers:
             self._pollers["__rates__"] = asyncio.create_task(self.flush_rates(), name="__rates__")
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis as redis_client
 
+from router.budget import BudgetLimit, Budgets, Reservation
 from router.config import StateConfig
 from router.ratelimit import Bucket
 from router.shared import Exchange
+from router.shared.escrow import SharedBudgets
 from router.shared.redis import _ADMIT, RedisStore, _sha1
 from tests.e2e.processes import RedisServer, redis_server
 
@@ -115,3 +118,44 @@ async def test_a_window_seeded_from_a_shared_ledger_is_not_counted_twice(store: 
     await store.exchange("a", trade(seed=0.50, settled=0.0, moved=0.30), 0.25)
     (restored,) = await store.exchange("b", trade(seed=0.50, settled=0.0, moved=0.20), 0.25)
     assert restored.spent == pytest.approx(0.50)
+
+
+async def test_a_restart_is_noticed_at_once_and_the_shares_it_lost_are_not_spent(server: RedisServer) -> None:
+    limit = BudgetLimit(scope="tenant", name="acme", daily_usd=1.0, action="reject")
+    stores = [RedisStore(StateConfig(redis_url=server.url)) for _ in range(2)]
+    budgets = [Budgets([limit]), Budgets([limit])]
+    shared = [SharedBudgets(store, worker=name) for store, name in zip(stores, "ab", strict=True)]
+    watchers = [asyncio.create_task(store.watch(s.drop_shares)) for store, s in zip(stores, shared, strict=True)]
+
+    async def reserve(i: int, amount: float) -> bool:
+        reservation = budgets[i].reserve(tenant="acme", key=None, estimate_usd=amount)
+        assert isinstance(reservation, Reservation)
+        if shared[i].hold(reservation, budgets[i]) or await shared[i].acquire(reservation, budgets[i]) is None:
+            shared[i].settle(reservation, amount)
+            budgets[i].settle(reservation, amount)
+            return True
+        budgets[i].settle(reservation, 0.0)
+        return False
+
+    try:
+        await asyncio.sleep(0.1)  # both watchers blocked on Redis
+        assert await reserve(1, 0.05) and await reserve(0, 0.05)  # each holds a share; b's is the larger
+        (b_window,) = shared[1]._windows.values()
+        assert b_window.free > 0.2
+        server.stop()
+        server.start()  # empty, and faster than any trade: neither replica has called it since
+        for _ in range(40):
+            if all(w.share == 0.0 for s in shared for w in s._windows.values()):
+                break
+            await asyncio.sleep(0.05)
+        served = 0.1
+        for i in (0, 1):  # a spends what the new Redis grants it; then b, whose old share Redis never knew
+            while await reserve(i, 0.05):
+                served += 0.05
+        assert served <= 1.0 + 1e-9
+        assert served >= 0.8 - 1e-9  # and the budget is still usable
+    finally:
+        for task in watchers:
+            task.cancel()
+        for store in stores:
+            await store.aclose()

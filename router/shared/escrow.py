@@ -4,7 +4,8 @@
 also fit in this process's share of every window of every blocking (``reject``/``downgrade``)
 limit it falls under. ``hold`` is the in-memory fast path; ``acquire`` trades with the store when a
 share runs short. ``run`` hands unused shares back and moves settled spend into the store every
-``interval`` seconds, and is how a store that was down is reconciled once it answers again.
+``interval`` seconds, and is how a store that was down is reconciled once it answers again;
+``drop_shares`` forgets the shares of a store that lost them.
 
 A held amount is charged to the window in which it was reserved. Not thread-safe: one event loop.
 """
@@ -130,6 +131,12 @@ class SharedBudgets:
             window.held = held if held > 0.0 else 0.0
             window.settled += actual_usd
 
+    def drop_shares(self) -> None:
+        """Forget the shares the store granted (a Redis that went away): the next request of each
+        window trades first, and the trade registers what is held and settled with the store."""
+        for window in self._windows.values():
+            window.share = 0.0
+
     async def run(self, interval: float = 1.0) -> None:
         """Every ``interval``: move settled spend into the store, hand back unused shares, forget past windows."""
         while True:
@@ -167,12 +174,13 @@ class SharedBudgets:
 
     def _seed(self, window: _Window) -> float:
         """What the window starts from if the store does not have it (first use, or a Redis that
-        restarted empty): this process's current view of the period's spend, from the ledger plus
-        what it settled since (which may count its last second twice: on the safe side)."""
+        restarted empty): this process's current view of the period's spend (the ledger plus what it
+        settled since), less what this trade moves in, which the store adds."""
         budgets = self._budgets
         if budgets is None or int(budgets.period_start(window.period)) != window.key[2]:  # type: ignore[arg-type]
             return window.spent
-        return max(window.spent, budgets.spent((window.scope, window.name), window.period))  # type: ignore[arg-type]
+        view = budgets.spent((window.scope, window.name), window.period)  # type: ignore[arg-type]
+        return max(window.spent, view - window.settled)
 
     def _windows_for(self, reservation: Reservation, budgets: Budgets) -> tuple[_Window, ...]:
         if budgets is not self._budgets:  # a reload replaced them: limits may have changed

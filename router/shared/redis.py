@@ -11,6 +11,8 @@ turn ``StateUnavailableError`` into local state (``on_failure: open``) or a refu
 Budget windows that do not exist yet are created from the seed the caller passes (this replica's
 ledger totals), and each window keeps what every replica moved into it: a Redis that restarted
 empty is restored to the larger of a replica's ledger view and the sum the live replicas moved.
+A restart is noticed at once, not at the next trade: ``watch`` keeps one connection blocked,
+whose end tells the replica to drop the shares that Redis no longer knows about.
 """
 
 from __future__ import annotations
@@ -289,6 +291,34 @@ class RedisStore:
         for conn in idle:
             await conn.disconnect(nowait=True)
         await self._client.connection_pool.disconnect(inuse_connections=False)
+
+    # -- restarts -------------------------------------------------------------------------------
+
+    async def watch(self, lost: Callable[[], None]) -> None:
+        """Keep one connection blocked on Redis (``BLPOP`` of a list nobody fills) and call
+        ``lost()`` each time it ends: the server went away, and whatever it held may be gone with it.
+
+        A Redis restarted within a second is otherwise noticed only at this replica's next call,
+        while its budget shares, granted by the Redis that went away, may still be spent; the
+        other replicas' trades with the new Redis cannot count them.
+        """
+        key = f"{self._prefix}:watch"
+        while True:
+            conn = self._script_connection()
+            blocked = False
+            try:
+                await conn.connect()
+                while True:  # nothing is pushed: a call returns only when the connection ends
+                    await conn.send_packed_command(conn.pack_command("BLPOP", key, 0), check_health=False)
+                    blocked = True
+                    await conn.read_response()
+            except self._errors:
+                pass
+            finally:
+                await conn.disconnect(nowait=True)
+            if blocked:
+                lost()
+            await asyncio.sleep(0.25)
 
     # -- availability ----------------------------------------------------------------------------
 
