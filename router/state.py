@@ -329,7 +329,8 @@ class PolicyState:
         if self.shared_budgets is not None and "__escrow__" not in self._pollers:
             self._pollers["__escrow__"] = asyncio.create_task(self.shared_budgets.run(), name="__escrow__")
         if self.store is not None and self.shared_budgets is not None and "__watch__" not in self._pollers:
-            watch = self.store.watch(self.shared_budgets.drop_shares)
+            shared = self.shared_budgets
+            watch = self.store.watch(shared.drop_shares, lambda: self._spawn(shared.sync()))
             self._pollers["__watch__"] = asyncio.create_task(watch, name="__watch__")
         if self.store is not None and "__rates__" not in self._pollers:
             self._pollers["__rates__"] = asyncio.create_task(self.flush_rates(), name="__rates__")

@@ -51,6 +51,15 @@ def test_fleet_profile_runs_three_replicas_with_redis_postgres_and_a_load_balanc
         assert services[dependency]["healthcheck"]["test"][0] == "CMD"
 
 
+def test_fleet_redis_persists_to_a_volume(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"  # a restart keeps budget windows and rate limits
+    (volume,) = redis["volumes"]
+    name, target = volume.split(":")
+    assert target == "/data" and name in compose["volumes"]
+
+
 def test_fleet_replicas_point_at_the_compose_redis_and_postgres(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     gateway = compose["services"]["gateway-fleet"]
     args = parse_cli(gateway["command"], monkeypatch)

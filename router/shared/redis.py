@@ -294,15 +294,18 @@ class RedisStore:
 
     # -- restarts -------------------------------------------------------------------------------
 
-    async def watch(self, lost: Callable[[], None]) -> None:
-        """Keep one connection blocked on Redis (``BLPOP`` of a list nobody fills) and call
-        ``lost()`` each time it ends: the server went away, and whatever it held may be gone with it.
+    async def watch(self, lost: Callable[[], None], back: Callable[[], None]) -> None:
+        """Keep one connection blocked on Redis (``BLPOP`` of a list nobody fills); call ``lost()``
+        each time it ends (the server went away, and whatever it held may be gone with it) and
+        ``back()`` once it is blocked again.
 
         A Redis restarted within a second is otherwise noticed only at this replica's next call,
-        while its budget shares, granted by the Redis that went away, may still be spent; the
-        other replicas' trades with the new Redis cannot count them.
+        while its budget shares, granted by the Redis that went away, may still be spent, and the
+        spend it settled since its last trade is unknown to the new Redis; the other replicas'
+        trades with the new Redis cannot count either.
         """
         key = f"{self._prefix}:watch"
+        was_lost = False
         while True:
             conn = self._script_connection()
             blocked = False
@@ -310,6 +313,9 @@ class RedisStore:
                 await conn.connect()
                 while True:  # nothing is pushed: a call returns only when the connection ends
                     await conn.send_packed_command(conn.pack_command("BLPOP", key, 0), check_health=False)
+                    if was_lost:
+                        was_lost = False
+                        back()
                     blocked = True
                     await conn.read_response()
             except self._errors:
@@ -317,8 +323,9 @@ class RedisStore:
             finally:
                 await conn.disconnect(nowait=True)
             if blocked:
+                was_lost = True
                 lost()
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.05 if was_lost else 0.25)
 
     # -- availability ----------------------------------------------------------------------------
 
