@@ -193,6 +193,10 @@ class BackendConfig(_Model):
     #: The model takes ``reasoning_effort`` (``reasoning.effort`` on /v1/responses); false drops it, as a
     #: request routed to a model without reasoning controls would otherwise be refused upstream.
     reasoning_effort: bool = True
+    #: The name this backend takes for the output-token limit: a client's ``max_tokens`` or
+    #: ``max_completion_tokens`` is sent under it (OpenAI's reasoning models refuse ``max_tokens``,
+    #: Ollama and LM Studio ignore ``max_completion_tokens``). None: as the client sent it.
+    max_tokens_field: Literal["max_tokens", "max_completion_tokens"] | None = None
     #: Extra headers sent upstream (e.g. ``OpenAI-Organization``); never the client's.
     headers: dict[str, str] = {}
     #: Runs on hardware we control: the only kind of backend allowed to see personal data.

@@ -224,12 +224,20 @@ class Pipeline:
     # -- upstream ----------------------------------------------------------------------------------
 
     def upstream_body(self, body: dict[str, Any], candidate: Candidate) -> dict[str, Any]:
-        """The client's body with the upstream's model name, without ``reasoning_effort`` where the backend
-        takes none; on streams, ask for usage."""
-        out = {**body, "model": candidate.config.model}
-        if not candidate.config.reasoning_effort and "reasoning_effort" in out:
+        """The client's body with the upstream's model name, its output-token limit under the name the
+        backend takes, without ``reasoning_effort`` where the backend takes none; on streams, ask for usage."""
+        config = candidate.config
+        out = {**body, "model": config.model}
+        if not config.reasoning_effort and "reasoning_effort" in out:
             del out["reasoning_effort"]
-        if body.get("stream") and candidate.config.stream_usage:
+        field = config.max_tokens_field
+        if field is not None:
+            other = "max_tokens" if field == "max_completion_tokens" else "max_completion_tokens"
+            if other in out:
+                limit = out.pop(other)
+                if out.get(field) is None:
+                    out[field] = limit
+        if body.get("stream") and config.stream_usage:
             out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         return out
 

@@ -50,10 +50,12 @@ def stack(upstreams: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) 
     text = text.replace(
         "    model: sim-mid-7b\n",
         "    model: sim-mid-7b\n    self_hosted: true\n    embeddings: {model: sim-embed-small, price: 0.02}\n"
-        "    reasoning_effort: false\n",
+        "    reasoning_effort: false\n    max_tokens_field: max_tokens\n",
     )
     text = text.replace(
-        "    model: sim-flagship\n", "    model: sim-flagship\n    embeddings: {model: sim-embed-large, price: 0.13}\n"
+        "    model: sim-flagship\n",
+        "    model: sim-flagship\n    embeddings: {model: sim-embed-large, price: 0.13}\n"
+        "    max_tokens_field: max_completion_tokens\n",
     )
     text += f"responses: {{store_path: {path.parent / 'responses.sqlite3'}}}\n"
     path.write_text(text)
@@ -91,6 +93,16 @@ def test_responses_create_is_routed_like_chat_and_answers_a_response(gateway: St
     sent = last_upstream_body(gateway, "flagship")
     assert sent["messages"] == [{"role": "system", "content": "Be rigorous."}, {"role": "user", "content": HARD}]
     assert sent["model"] == "sim-flagship"
+
+
+def test_the_output_token_limit_reaches_each_backend_under_the_name_it_takes(gateway: Stack) -> None:
+    client = gateway.client()
+    client.responses.create(model="auto", input=HARD, max_output_tokens=50)  # escalated
+    sent = last_upstream_body(gateway, "flagship")  # like OpenAI's reasoning models, which refuse max_tokens
+    assert sent["max_completion_tokens"] == 50 and "max_tokens" not in sent
+    client.chat.completions.create(model="auto", messages=[{"role": "user", "content": EASY}], max_completion_tokens=40)
+    sent = last_upstream_body(gateway, "mid")  # like Ollama, which ignores max_completion_tokens
+    assert sent["max_tokens"] == 40 and "max_completion_tokens" not in sent
 
 
 def test_responses_stream_is_the_typed_event_sequence(gateway: Stack) -> None:
