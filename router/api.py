@@ -51,7 +51,7 @@ _ID_PREFIX = os.urandom(6).hex()
 _id_counter = itertools.count(1)
 _JSON = b"application/json"
 
-def _request_ids(given: str | None) -> tuple[str, str]:
+def request_ids(given: str | None) -> tuple[str, str]:
     """The request's id (the client's ``x-request-id`` when well-formed) and the ledger's unique id.
 
     The ledger's key must be unique even when clients reuse their ids.
@@ -62,7 +62,7 @@ def _request_ids(given: str | None) -> tuple[str, str]:
     return generated, generated
 
 
-_SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no")]
 
 
@@ -75,15 +75,15 @@ def _gateway(request: Request) -> Gateway:
     return gateway
 
 
-def _begin(request: Request) -> tuple[Pipeline, ClientKey, str]:
+def begin_request(request: Request) -> tuple[Pipeline, ClientKey, str]:
     """For the Starlette endpoints: the request id, the pipeline, and the authenticated client."""
-    request_id, _ = _request_ids(request.headers.get("x-request-id"))
+    request_id, _ = request_ids(request.headers.get("x-request-id"))
     request.state.request_id = request_id  # for the error handlers
     pipeline = _gateway(request).pipeline
     return pipeline, pipeline.keyring.authenticate(request.headers.get("authorization")), request_id
 
 
-async def _read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
+async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
     """The request body, refused (413) past ``limit`` bytes, declared or received."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"Request body is {declared} bytes; the limit is {limit} bytes.")
@@ -110,11 +110,11 @@ async def chat_completions(pipeline: Pipeline, scope: Scope, receive: Receive, s
     request and response objects (about 30 us per request) and answers errors in OpenAI's shape."""
     started = time.perf_counter()
     headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-    request_id, unique_id = _request_ids(headers.get("x-request-id"))
+    request_id, unique_id = request_ids(headers.get("x-request-id"))
     try:
         client = pipeline.keyring.authenticate(headers.get("authorization"))
         limit = pipeline.config.server.max_body_bytes
-        body = parse_chat_request(await _read_body(receive, headers.get("content-length"), limit))
+        body = parse_chat_request(await read_body(receive, headers.get("content-length"), limit))
         route = pipeline.route(body, client, headers)
     except GatewayError as exc:  # refused before routing (401, 400, 413, 404): still a request, on no backend
         pipeline.accountant.reject(request_id, exc.status_code, started)
@@ -126,7 +126,7 @@ async def chat_completions(pipeline: Pipeline, scope: Scope, receive: Receive, s
     trace = Trace(request_id, unique_id, client, route, body, stream=bool(body.get("stream")), started=started)
     try:
         if trace.stream:
-            with _finish_on_error(pipeline, trace):
+            with finish_on_error(pipeline, trace):
                 stream = await pipeline.open_stream(trace)
             trace.answered_at = time.perf_counter()
             want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -134,11 +134,11 @@ async def chat_completions(pipeline: Pipeline, scope: Scope, receive: Receive, s
                 await _send_finished_stream(pipeline, trace, stream, want_usage, send)
                 return
             events = EventStreamResponse(
-                _relay(pipeline, trace, stream, want_usage), _SSE_HEADERS + _raw(trace.headers()), on_disconnect=trace.client_left
+                _relay(pipeline, trace, stream, want_usage), SSE_HEADERS + asgi_headers(trace.headers()), on_disconnect=trace.client_left
             )
             await events(scope, receive, send)
             return
-        with _finish_on_error(pipeline, trace):
+        with finish_on_error(pipeline, trace):
             completion = await pipeline.complete(trace)
     except GatewayError as exc:
         await send_error(send, exc, request_id)
@@ -147,8 +147,8 @@ async def chat_completions(pipeline: Pipeline, scope: Scope, receive: Receive, s
         if trace.answered_at is not None:
             raise  # the answer is under way (a stream handles its own cancellation)
         # Before the answer starts, only the server cancels (at its drain deadline): say so.
-        _uncancel()
-        await send_error(send, _shutting_down(), request_id)
+        uncancel()
+        await send_error(send, shutting_down_error(), request_id)
         return
     trace.answered_at = time.perf_counter()
     pipeline.accountant.price(trace)
@@ -162,12 +162,12 @@ async def chat_completions(pipeline: Pipeline, scope: Scope, receive: Receive, s
 
 async def send_bytes(send: Send, status: int, body: bytes, headers: dict[str, str], content_type: bytes = _JSON) -> None:
     """A whole response in two ASGI messages."""
-    raw = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *_raw(headers)]
+    raw = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), *asgi_headers(headers)]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
 
 
-def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+def asgi_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     """Headers as ASGI wants them."""
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
 
@@ -211,7 +211,7 @@ async def serve_post(
 
 
 @contextlib.contextmanager
-def _finish_on_error(pipeline: Pipeline, trace: Trace) -> Iterator[None]:
+def finish_on_error(pipeline: Pipeline, trace: Trace) -> Iterator[None]:
     """Account for a request that failed (or whose client left) before the answer started."""
     try:
         yield
@@ -220,7 +220,7 @@ def _finish_on_error(pipeline: Pipeline, trace: Trace) -> Iterator[None]:
         pipeline.accountant.finish(trace)
         raise
     except asyncio.CancelledError:
-        trace.status = _shutting_down().status_code
+        trace.status = shutting_down_error().status_code
         pipeline.accountant.finish(trace)
         raise
     except BaseException:
@@ -229,14 +229,14 @@ def _finish_on_error(pipeline: Pipeline, trace: Trace) -> Iterator[None]:
         raise
 
 
-def _shutting_down() -> GatewayError:
+def shutting_down_error() -> GatewayError:
     return ServiceUnavailableError(
         "The gateway is shutting down and stopped this request at its drain deadline; send it again.",
         code="gateway_shutting_down",
     )
 
 
-def _uncancel() -> None:
+def uncancel() -> None:
     """Carry on in a task the server cancelled, to answer its client before the process exits."""
     task = asyncio.current_task()
     if task is not None:
@@ -298,10 +298,10 @@ async def _send_finished_stream(pipeline: Pipeline, trace: Trace, stream: Stream
     """A stream whose upstream had already finished when it opened (a short answer from a fast
     upstream): the whole event stream in one write, with no upstream left to watch or cancel."""
     try:
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + _raw(trace.headers())})
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + asgi_headers(trace.headers())})
         await send({"type": "http.response.body", "body": _events(trace, stream.head, True, want_usage)})
     finally:
-        await _close_and_account(pipeline, trace, stream)
+        await close_and_account(pipeline, trace, stream)
 
 
 def _events(trace: Trace, batch: list[Chunk], done: bool, want_usage: bool) -> bytes:
@@ -357,8 +357,8 @@ def stream_failure(pipeline: Pipeline, trace: Trace, stream: Stream, exc: BaseEx
     if isinstance(exc, asyncio.CancelledError) and not trace.client_gone:
         # The server cancelled the stream at its drain deadline: the client gets an error event
         # (the SDK raises) instead of a cut connection, and the request is accounted after it.
-        _uncancel()
-        error = _shutting_down()
+        uncancel()
+        error = shutting_down_error()
         trace.status = error.status_code
         return error
     trace.status = CLIENT_CLOSED
@@ -375,10 +375,10 @@ async def _relay(pipeline: Pipeline, trace: Trace, stream: Stream, want_usage: b
     except BaseException as exc:
         yield frame(stream_failure(pipeline, trace, stream, exc).body_bytes())
     finally:
-        await _close_and_account(pipeline, trace, stream)
+        await close_and_account(pipeline, trace, stream)
 
 
-async def _close_and_account(pipeline: Pipeline, trace: Trace, stream: Stream) -> None:
+async def close_and_account(pipeline: Pipeline, trace: Trace, stream: Stream) -> None:
     """Close the upstream, then account, even when the client is gone and this task is cancelled.
 
     No cancel scope is needed: closing runs the provider's cleanup, which releases or closes the
@@ -392,7 +392,7 @@ async def _close_and_account(pipeline: Pipeline, trace: Trace, stream: Stream) -
 
 
 async def spend(request: Request) -> Response:
-    pipeline, client, request_id = _begin(request)
+    pipeline, client, request_id = begin_request(request)
     if pipeline.keyring.enabled and not client.admin:
         raise PermissionDeniedError("Spend reports need an admin API key.")
     ledger = pipeline.state.ledger

@@ -166,23 +166,23 @@ _VERDICT_COLUMNS = tuple(f.name for f in fields(VerdictRow))
 _INSERT_VERDICT = (
     f"INSERT OR IGNORE INTO shadow_verdicts ({', '.join(_VERDICT_COLUMNS)}) VALUES ({', '.join('?' * len(_VERDICT_COLUMNS))})"
 )
-_COLUMNS = tuple(f.name for f in fields(LedgerRow))
-_values = attrgetter(*_COLUMNS)
-_ESTIMATED = _COLUMNS.index("estimated")
+COLUMNS = tuple(f.name for f in fields(LedgerRow))
+row_values = attrgetter(*COLUMNS)
+_ESTIMATED = COLUMNS.index("estimated")
 #: Rows per INSERT statement (the most whose parameters stay under SQLite's oldest limit of 999).
 #: sqlite3 releases the GIL around each statement step: with one row per step (executemany), a
 #: writer thread competing with a busy event loop waits for the GIL once per row.
-_ROWS_PER_INSERT = 999 // len(_COLUMNS)
-_ROW = f"({', '.join('?' * len(_COLUMNS))})"
+_ROWS_PER_INSERT = 999 // len(COLUMNS)
+_ROW = f"({', '.join('?' * len(COLUMNS))})"
 #: ``_INSERTS[k]``: the statement inserting k rows.
 _INSERTS = ("",) + tuple(
-    f"INSERT OR IGNORE INTO requests ({', '.join(_COLUMNS)}) VALUES {', '.join([_ROW] * k)}"
+    f"INSERT OR IGNORE INTO requests ({', '.join(COLUMNS)}) VALUES {', '.join([_ROW] * k)}"
     for k in range(1, _ROWS_PER_INSERT + 1)
 )
-_PENDING_INSERT = f"INSERT OR REPLACE INTO pending ({', '.join(_COLUMNS)}) VALUES {_ROW}"
+_PENDING_INSERT = f"INSERT OR REPLACE INTO pending ({', '.join(COLUMNS)}) VALUES {_ROW}"
 _PENDING_DELETE = "DELETE FROM pending WHERE request_id = ?"
 _RECOVER = (
-    f"INSERT OR IGNORE INTO requests ({', '.join(_COLUMNS)}) SELECT {', '.join(_COLUMNS)} FROM pending WHERE ts < ?",
+    f"INSERT OR IGNORE INTO requests ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM pending WHERE ts < ?",
     "DELETE FROM pending WHERE ts < ?",
 )
 #: Status of a write-ahead row: the request had not finished (or its process died first).
@@ -191,7 +191,7 @@ PENDING_STATUS = 0
 _RECOVER_EVERY = 30.0
 
 
-class _Begun:
+class Begun:
     """A write-ahead row in the queue."""
 
     __slots__ = ("row",)
@@ -200,7 +200,7 @@ class _Begun:
         self.row = row
 
 
-class _Ended:
+class Ended:
     """A request that ended without a row to record: its write-ahead row goes."""
 
     __slots__ = ("request_id",)
@@ -273,11 +273,11 @@ class Ledger:
 
     def begin(self, row: LedgerRow) -> None:
         """Queue the write-ahead row of a request whose upstream call starts (see the module docstring)."""
-        self._put(_Begun(row))
+        self._put(Begun(row))
 
     def discard(self, request_id: str) -> None:
         """The request ended with nothing to bill (no upstream answered): drop its write-ahead row."""
-        self._put(_Ended(request_id))
+        self._put(Ended(request_id))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every row recorded so far is committed (or given up on); False on timeout."""
@@ -333,11 +333,11 @@ class Ledger:
 
     def rows(self, *, since: float | None = None, until: float | None = None) -> list[LedgerRow]:
         """The requests recorded in ``[since, until)``, oldest first."""
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM requests WHERE ts >= ? AND ts < ? ORDER BY ts"
+        sql = f"SELECT {', '.join(COLUMNS)} FROM requests WHERE ts >= ? AND ts < ? ORDER BY ts"
         args = (float("-inf") if since is None else since, float("inf") if until is None else until)
 
         def query(conn: sqlite3.Connection) -> list[LedgerRow]:
-            return [LedgerRow(**{**dict(zip(_COLUMNS, row, strict=True)), "estimated": bool(row[_ESTIMATED])})
+            return [LedgerRow(**{**dict(zip(COLUMNS, row, strict=True)), "estimated": bool(row[_ESTIMATED])})
                     for row in conn.execute(sql, args)]
 
         return self._read(query)
@@ -377,7 +377,7 @@ class Ledger:
         result: _T = job.future.result(_READ_TIMEOUT)
         return result
 
-    def _put(self, item: LedgerRow | _Begun | _Ended | _Job) -> bool:
+    def _put(self, item: LedgerRow | Begun | Ended | _Job) -> bool:
         with self._lock:
             if self._closed:
                 return False
@@ -397,7 +397,7 @@ class Ledger:
             stopping = False
             while not stopping:
                 items = [self._queue.get()]
-                if isinstance(items[0], LedgerRow | _Begun | _Ended) and self._queue.qsize() < _BATCH:
+                if isinstance(items[0], LedgerRow | Begun | Ended) and self._queue.qsize() < _BATCH:
                     # Let rows gather: one transaction (and one wake-up of this thread) per interval
                     # instead of per request keeps the writer off the event loop's back. With a full
                     # batch already waiting, write at once: sleeping then would cap the writer at
@@ -423,10 +423,10 @@ class Ledger:
             if isinstance(item, LedgerRow):
                 rows.append(item)
                 continue
-            if isinstance(item, _Begun):
+            if isinstance(item, Begun):
                 begun.append(item.row)
                 continue
-            if isinstance(item, _Ended):
+            if isinstance(item, Ended):
                 ended.add(item.request_id)
                 continue
             self._write(conn, rows, begun, ended)
@@ -464,7 +464,7 @@ class Ledger:
         # A request that began and finished within one batch needs no write-ahead row.
         ahead = [row for row in begun if row.request_id not in finished]
         statements = [
-            (_INSERTS[len(part)], list(chain.from_iterable(map(_values, part))))
+            (_INSERTS[len(part)], list(chain.from_iterable(map(row_values, part))))
             for part in (rows[i : i + _ROWS_PER_INSERT] for i in range(0, len(rows), _ROWS_PER_INSERT))
         ]
         cleared = [(request_id,) for request_id in finished & self._ahead]
@@ -473,7 +473,7 @@ class Ledger:
                 conn.execute("BEGIN IMMEDIATE")
                 inserted = sum(conn.execute(sql, values).rowcount for sql, values in statements)
                 if ahead:
-                    conn.executemany(_PENDING_INSERT, map(_values, ahead))
+                    conn.executemany(_PENDING_INSERT, map(row_values, ahead))
                 if cleared:
                     conn.executemany(_PENDING_DELETE, cleared)
                 conn.execute("COMMIT")

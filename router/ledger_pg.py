@@ -25,13 +25,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from router.ledger import (
-    _COLUMNS,
+    COLUMNS,
+    Begun,
+    Ended,
     GroupBy,
     LedgerRow,
-    _Begun,
-    _Ended,
-    _values,
     add_scope_totals,
+    row_values,
     spend_entries,
     spend_sql,
 )
@@ -75,7 +75,7 @@ _GROUP_SQL: dict[str, str] = {
     "tenant": "tenant", "key": "key", "backend": "backend", "tier": "tier", "model": "model", "status": "status",
     "day": _DAY_SQL, "month": "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM')",
 }
-_INSERT = f"INSERT INTO requests ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_COLUMNS))}) ON CONFLICT DO NOTHING"
+_INSERT = f"INSERT INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) ON CONFLICT DO NOTHING"
 _INSERT_PENDING = _INSERT.replace("INTO requests", "INTO pending", 1)
 _CLEAR_PENDING = "DELETE FROM pending WHERE request_id = ANY(%s)"
 #: Write-ahead rows older than the cutoff belong to calls no process can still be making: bill them.
@@ -97,7 +97,7 @@ class PostgresLedger:
         self.url = url
         self.path = "postgresql"  # never the URL: it may hold a password
         self.stats = {"written": 0, "duplicates": 0, "dropped": 0, "commits": 0}
-        self._buffer: collections.deque[LedgerRow | _Begun | _Ended] = collections.deque()
+        self._buffer: collections.deque[LedgerRow | Begun | Ended] = collections.deque()
         self._limit = buffer_rows
         #: A write-ahead row older than this belongs to a request that can no longer be running.
         self.stale_after = stale_after
@@ -125,7 +125,7 @@ class PostgresLedger:
         if not self._put(row):
             log.error("ledger is closed; spend not recorded: %r", row)
 
-    def _put(self, item: LedgerRow | _Begun | _Ended) -> bool:
+    def _put(self, item: LedgerRow | Begun | Ended) -> bool:
         with self._cond:
             if self._closed:
                 return False
@@ -137,11 +137,11 @@ class PostgresLedger:
     def begin(self, row: LedgerRow) -> None:
         """Queue the write-ahead row of a request whose upstream call starts: ``record`` replaces it;
         left by a process that died, it is billed as it is once older than ``stale_after``."""
-        self._put(_Begun(row))
+        self._put(Begun(row))
 
     def discard(self, request_id: str) -> None:
         """The request ended with nothing to bill: drop its write-ahead row."""
-        self._put(_Ended(request_id))
+        self._put(Ended(request_id))
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every row recorded so far is committed; False on timeout (e.g. PostgreSQL is down)."""
@@ -244,13 +244,13 @@ class PostgresLedger:
                     return
                 time.sleep(_RETRY_SECONDS)
 
-    def _write(self, items: list[LedgerRow | _Begun | _Ended]) -> bool:
+    def _write(self, items: list[LedgerRow | Begun | Ended]) -> bool:
         """Write a batch in one transaction, in order: write-ahead rows, final rows, then clear the
         write-ahead rows of requests that ended; now and then bill stale write-ahead rows."""
         psycopg = self._psycopg
         rows = [item for item in items if isinstance(item, LedgerRow)]
-        begun = [item.row for item in items if isinstance(item, _Begun)]
-        ended = [item.request_id for item in items if isinstance(item, _Ended)] + [row.request_id for row in rows]
+        begun = [item.row for item in items if isinstance(item, Begun)]
+        ended = [item.request_id for item in items if isinstance(item, Ended)] + [row.request_id for row in rows]
         recover = time.monotonic() - self._recovered_at > _RECOVER_EVERY
         try:
             if not self._migrated:
@@ -259,10 +259,10 @@ class PostgresLedger:
                 self._conn = psycopg.connect(self.url, connect_timeout=5)
             with self._conn.transaction(), self._conn.cursor() as cursor:
                 if begun:
-                    cursor.executemany(_INSERT_PENDING, [_values(row) for row in begun])
+                    cursor.executemany(_INSERT_PENDING, [row_values(row) for row in begun])
                 inserted = 0
                 if rows:
-                    cursor.executemany(_INSERT, [_values(row) for row in rows])
+                    cursor.executemany(_INSERT, [row_values(row) for row in rows])
                     inserted = cursor.rowcount
                 if ended:
                     cursor.execute(_CLEAR_PENDING, (ended,))

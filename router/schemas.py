@@ -97,7 +97,7 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
     try:
         _VALIDATOR.validate_python(data, strict=True)
     except ValidationError as exc:
-        raise _invalid(exc) from exc
+        raise invalid_request(exc) from exc
     if not data["messages"]:
         raise InvalidRequestError("'messages' must contain at least one message.", param="messages")
     for index, message in enumerate(data["messages"]):
@@ -127,7 +127,7 @@ def _check_depth(data: dict[str, Any]) -> None:
         raise InvalidRequestError(f"The request body nests JSON more than {MAX_DEPTH} levels deep.") from exc
 
 
-def _invalid(exc: ValidationError) -> InvalidRequestError:
+def invalid_request(exc: ValidationError) -> InvalidRequestError:
     # In a union every branch reports; the one that got deepest says what was meant.
     error = max(exc.errors(include_url=False), key=lambda e: len(e["loc"]))
     param = _param(error["loc"])

@@ -54,7 +54,13 @@ from starlette.types import Receive, Scope, Send
 from router.errors import InvalidRequestError
 from router.schemas import parse_chat_request
 from router.simulator_text import Reply, compose_replies, estimate_prompt_tokens
-from router.upstream.responses_wire import StreamTranslator, chat_request, chat_to_response, response_shell, sse
+from router.upstream.responses_wire import (
+    StreamTranslator,
+    chat_request,
+    chat_to_response,
+    response_shell,
+    sse,
+)
 
 
 @dataclass
@@ -115,7 +121,7 @@ class _StateUpdate(BaseModel, extra="forbid"):
 
 
 @dataclass(eq=False)
-class _RequestError(Exception):
+class RequestError(Exception):
     """An OpenAI-shaped refusal: raised while planning an answer, sent as ``{"error": {...}}``."""
 
     status: int
@@ -137,7 +143,7 @@ class _Armed:
 
 
 @dataclass
-class _Simulator:
+class Simulator:
     """All mutable state of one simulated upstream; lives as long as its app."""
 
     profile: SimProfile
@@ -169,7 +175,7 @@ class _Simulator:
     async def models(self, request: Request) -> Response:
         try:
             self.authenticate(request)
-        except _RequestError as exc:
+        except RequestError as exc:
             return exc.response()
         card = {
             "id": self.profile.model,
@@ -184,12 +190,12 @@ class _Simulator:
         """``POST /v1/embeddings`` as OpenAI answers it; the ``status`` fault applies here too."""
         try:
             self.authenticate(request)
-            body = _json_or_none(await request.body())
+            body = json_or_none(await request.body())
             self.requests += 1
             if (failure := self.take("status")) is not None:
-                raise _fault_error(failure)
+                raise fault_error(failure)
             inputs = _embedding_inputs(body)
-        except _RequestError as exc:
+        except RequestError as exc:
             return exc.response()
         dimensions = body.get("dimensions") or _EMBEDDING_DIMENSIONS
         as_base64 = body.get("encoding_format") == "base64"
@@ -225,9 +231,9 @@ class _Simulator:
         try:
             spec = FaultSpec.model_validate_json(await request.body())
         except ValidationError as exc:
-            return _RequestError(400, _describe(exc)).response()
+            return RequestError(400, _describe(exc)).response()
         if not spec.kinds():
-            return _RequestError(400, "No fault given; see FaultSpec for the fields.").response()
+            return RequestError(400, "No fault given; see FaultSpec for the fields.").response()
         for kind in spec.kinds():
             self.faults[kind] = _Armed(spec, spec.times)
         return self.describe_faults()
@@ -255,7 +261,7 @@ class _Simulator:
         try:
             update = _StateUpdate.model_validate_json(await request.body())
         except ValidationError as exc:
-            return _RequestError(400, _describe(exc)).response()
+            return RequestError(400, _describe(exc)).response()
         self.waiting = self.waiting if update.waiting is None else update.waiting
         self.cache_usage = self.cache_usage if update.cache_usage is None else update.cache_usage
         return _json({"waiting": self.waiting, "cache_usage": self.cache_usage})
@@ -266,41 +272,41 @@ class _Simulator:
             return
         given = request.headers.get("authorization", "")
         if not given.startswith("Bearer ") or not given[7:].strip():
-            raise _RequestError(
+            raise RequestError(
                 401,
                 "You didn't provide an API key. You need to provide your API key in an "
                 "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
             )
         if given[7:].strip() != key:
-            raise _RequestError(
+            raise RequestError(
                 401,
                 "Incorrect API key provided. You can find your API key in your account settings.",
                 code="invalid_api_key",
             )
 
-    def plan(self, request: Request, raw: bytes) -> _Exchange:
+    def plan(self, request: Request, raw: bytes) -> Exchange:
         """Record the request, check it the way the OpenAI API does and decide the whole answer.
 
-        Raises ``_RequestError`` for every refusal, in OpenAI's order: credentials, then the body.
+        Raises ``RequestError`` for every refusal, in OpenAI's order: credentials, then the body.
         """
         try:
             body, invalid = parse_chat_request(raw), None
         except InvalidRequestError as exc:
-            body, invalid = _json_or_none(raw), exc
+            body, invalid = json_or_none(raw), exc
         self.last_request = {"headers": dict(request.headers), "body": body}
         self.authenticate(request)
         return self.decide(body, invalid)
 
-    def decide(self, body: Any, invalid: InvalidRequestError | None) -> _Exchange:
+    def decide(self, body: Any, invalid: InvalidRequestError | None) -> Exchange:
         """The answer to an authenticated chat-completions ``body`` (``invalid``: why it cannot be parsed)."""
         if (failure := self.take("status")) is not None:
-            raise _fault_error(failure)
+            raise fault_error(failure)
         if invalid is not None:
-            raise _RequestError(400, invalid.message, param=invalid.param, code=invalid.code) from invalid
+            raise RequestError(400, invalid.message, param=invalid.param, code=invalid.code) from invalid
         prompt_tokens = estimate_prompt_tokens(body)
         if self.take("context_length_error") is not None or prompt_tokens > self.profile.context_window:
             window = self.profile.context_window
-            raise _RequestError(
+            raise RequestError(
                 400,
                 f"This model's maximum context length is {window} tokens. However, your "
                 f"messages resulted in {max(prompt_tokens, window + 1)} tokens. Please reduce the "
@@ -313,7 +319,7 @@ class _Simulator:
         include_usage = stream and bool((body.get("stream_options") or {}).get("include_usage"))
         delay = self.take("delay_first_token")
         profile = self.profile
-        return _Exchange(
+        return Exchange(
             profile=profile,
             replies=compose_replies(
                 body, tier=profile.name, model=profile.model, default_length=profile.max_tokens_default
@@ -329,22 +335,22 @@ class _Simulator:
         )
 
 
-class _ChatCompletions:
+class ChatCompletions:
     """``POST /v1/chat/completions`` as a raw ASGI app, so it can watch for the client leaving.
 
     ``plan``, ``run`` and ``refusal`` are the wire format's; ``router.simulator_anthropic`` overrides them.
     """
 
-    def __init__(self, sim: _Simulator) -> None:
+    def __init__(self, sim: Simulator) -> None:
         self.sim = sim
 
-    def plan(self, request: Request, raw: bytes) -> _Exchange:
+    def plan(self, request: Request, raw: bytes) -> Exchange:
         return self.sim.plan(request, raw)
 
-    async def run(self, exchange: _Exchange, send: Send) -> bool:
+    async def run(self, exchange: Exchange, send: Send) -> bool:
         return await exchange.run(send)
 
-    def refusal(self, error: _RequestError) -> Response:
+    def refusal(self, error: RequestError) -> Response:
         return error.response()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -356,7 +362,7 @@ class _ChatCompletions:
         try:
             try:
                 exchange = self.plan(request, raw)
-            except _RequestError as exc:
+            except RequestError as exc:
                 await self.refusal(exc)(scope, receive, send)
                 return
             finished = await _until_disconnect(self.run(exchange, send), receive)
@@ -370,13 +376,13 @@ class _ChatCompletions:
             sim.in_flight -= 1
 
 
-class _Responses(_ChatCompletions):
+class _Responses(ChatCompletions):
     """``POST /v1/responses`` (a ``responses: native`` backend): the chat side's exchange, delivered as a
     ``response`` object or its typed events (through the gateway's own ``responses_wire``)."""
 
-    def plan(self, request: Request, raw: bytes) -> _Exchange:
+    def plan(self, request: Request, raw: bytes) -> Exchange:
         sim = self.sim
-        native = _json_or_none(raw)
+        native = json_or_none(raw)
         sim.last_request = {"headers": dict(request.headers), "body": native}
         sim.authenticate(request)
         try:
@@ -391,7 +397,7 @@ class _Responses(_ChatCompletions):
         exchange.native = native
         return exchange
 
-    async def run(self, exchange: _Exchange, send: Send) -> bool:
+    async def run(self, exchange: Exchange, send: Send) -> bool:
         shell = response_shell(f"resp_{exchange.id[9:]}", exchange.native, exchange.profile.model)
         if not exchange.sse:
             await exchange.generate()
@@ -413,7 +419,7 @@ class _Responses(_ChatCompletions):
 
 
 @dataclass
-class _Exchange:
+class Exchange:
     """One decided answer and how to deliver it (timing, framing and faults)."""
 
     profile: SimProfile
@@ -563,10 +569,10 @@ def create_simulator_app(profile: SimProfile) -> Starlette:
     """A fresh simulated upstream; state (faults, counters) belongs to the returned app."""
     from router.simulator_anthropic import AnthropicMessages, count_tokens
 
-    sim = _Simulator(profile)
+    sim = Simulator(profile)
     return Starlette(
         routes=[
-            Route("/v1/chat/completions", _ChatCompletions(sim), methods=["POST"]),
+            Route("/v1/chat/completions", ChatCompletions(sim), methods=["POST"]),
             Route("/v1/embeddings", sim.embeddings, methods=["POST"]),
             Route("/v1/responses", _Responses(sim), methods=["POST"]),
             Route("/v1/messages", AnthropicMessages(sim), methods=["POST"]),
@@ -616,11 +622,11 @@ _FAULT_DEFAULTS: dict[int, tuple[str, str, str | None]] = {
 _OVERLOADED = ("The engine is currently overloaded, please try again later.", "server_error", None)
 
 
-def _fault_error(spec: FaultSpec) -> _RequestError:
+def fault_error(spec: FaultSpec) -> RequestError:
     status = spec.status or 500
     message, type_, code = _FAULT_DEFAULTS.get(status, _OVERLOADED if status >= 500 else _FAULT_DEFAULTS[400])
     headers = {} if spec.retry_after is None else {"retry-after": f"{spec.retry_after:g}"}
-    return _RequestError(
+    return RequestError(
         status,
         spec.message or message,
         type=spec.type or type_,
@@ -644,7 +650,7 @@ def embedding_vector(text: str, dimensions: int) -> list[float]:
 def _embedding_inputs(body: Any) -> list[Any]:
     """The inputs of an embeddings body (strings or token-id lists), refused in OpenAI's words when malformed."""
     if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-        raise _RequestError(400, "you must provide a model parameter", param="model")
+        raise RequestError(400, "you must provide a model parameter", param="model")
     given = body.get("input")
     if isinstance(given, str) or (isinstance(given, list) and given and all(isinstance(i, int) for i in given)):
         given = [given]
@@ -652,11 +658,11 @@ def _embedding_inputs(body: Any) -> list[Any]:
         (isinstance(i, str) and i) or (isinstance(i, list) and i and all(isinstance(t, int) for t in i)) for i in given
     )
     if not valid:
-        raise _RequestError(400, "'input' must be a non-empty string, array of strings or array of token arrays.",
+        raise RequestError(400, "'input' must be a non-empty string, array of strings or array of token arrays.",
                             param="input")
     dimensions = body.get("dimensions")
     if dimensions is not None and (not isinstance(dimensions, int) or not 1 <= dimensions <= 4096):
-        raise _RequestError(400, "'dimensions' must be an integer between 1 and 4096.", param="dimensions")
+        raise RequestError(400, "'dimensions' must be an integer between 1 and 4096.", param="dimensions")
     return list(given)  # type: ignore[arg-type]
 
 
@@ -664,7 +670,7 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False))
 
 
-def _json_or_none(raw: bytes) -> Any:
+def json_or_none(raw: bytes) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -679,4 +685,4 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     """Unknown URL / wrong method, worded like OpenAI's ``Invalid URL (POST /v1/foo)``."""
     assert isinstance(exc, HTTPException)
     message = f"Invalid URL ({request.method} {request.url.path})" if exc.status_code == 404 else exc.detail
-    return _RequestError(exc.status_code, message, headers=dict(exc.headers or {})).response()
+    return RequestError(exc.status_code, message, headers=dict(exc.headers or {})).response()

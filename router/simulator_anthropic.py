@@ -46,7 +46,14 @@ from router.anthropic_wire.downstream import (
     to_message,
 )
 from router.errors import InvalidRequestError
-from router.simulator import _ChatCompletions, _Exchange, _fault_error, _json_or_none, _RequestError, _Simulator
+from router.simulator import (
+    ChatCompletions,
+    Exchange,
+    RequestError,
+    Simulator,
+    fault_error,
+    json_or_none,
+)
 from router.simulator_text import estimate_prompt_tokens, tokenize, topic_of
 
 
@@ -64,27 +71,27 @@ class _Extras:
         return base64.b64encode(hashlib.sha256("".join(self.thinking).encode()).digest()).decode()
 
 
-class AnthropicMessages(_ChatCompletions):
+class AnthropicMessages(ChatCompletions):
     """``POST /v1/messages``: the chat side's exchange, checked and delivered in Anthropic's wire format."""
 
-    def plan(self, request: Request, raw: bytes) -> _Exchange:
+    def plan(self, request: Request, raw: bytes) -> Exchange:
         """Check the request the way Anthropic does (credentials, version header, body) and plan the answer."""
         sim = self.sim
         try:
             native: Any = parse_messages_request(raw)
             body, invalid = to_chat_request(native)[0], None
         except InvalidRequestError as exc:
-            native, body, invalid = _json_or_none(raw), None, exc
+            native, body, invalid = json_or_none(raw), None, exc
         sim.last_request = {"headers": dict(request.headers), "body": native}
         _check_headers(sim, request)
         if body is not None and body.get("stream"):
             body["stream_options"] = {"include_usage": True}  # Anthropic streams always carry usage
         try:
             exchange = sim.decide(body, invalid)
-        except _RequestError as exc:
+        except RequestError as exc:
             if exc.code == "context_length_exceeded":
                 window = sim.profile.context_window
-                raise _RequestError(400, f"prompt is too long: {window + 1} tokens > {window} maximum") from exc
+                raise RequestError(400, f"prompt is too long: {window + 1} tokens > {window} maximum") from exc
             raise
         extras = _Extras(thinking=_thinking(native, body))
         reply = exchange.replies[0]
@@ -104,15 +111,15 @@ class AnthropicMessages(_ChatCompletions):
         exchange.native = extras
         return exchange
 
-    async def run(self, exchange: _Exchange, send: Send) -> bool:
+    async def run(self, exchange: Exchange, send: Send) -> bool:
         return await (self._send_sse(exchange, send) if exchange.sse else self._send_json(exchange, send))
 
-    def refusal(self, error: _RequestError) -> Response:
+    def refusal(self, error: RequestError) -> Response:
         """Anthropic's error shape; the type follows the status (529: ``overloaded_error``)."""
         body = error_body(error.status, error.message)
         return Response(orjson.dumps(body), error.status, error.headers, media_type="application/json")
 
-    async def _send_json(self, exchange: _Exchange, send: Send) -> bool:
+    async def _send_json(self, exchange: Exchange, send: Send) -> bool:
         await exchange.generate()
         extras: _Extras = exchange.native
         if exchange.malformed:
@@ -130,7 +137,7 @@ class AnthropicMessages(_ChatCompletions):
         await send({"type": "http.response.body", "body": body, "more_body": False})
         return True
 
-    async def _send_sse(self, exchange: _Exchange, send: Send) -> bool:
+    async def _send_sse(self, exchange: Exchange, send: Send) -> bool:
         headers = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         extras: _Extras = exchange.native
@@ -163,30 +170,30 @@ class AnthropicMessages(_ChatCompletions):
         return True
 
 
-async def count_tokens(sim: _Simulator, request: Request) -> Response:
+async def count_tokens(sim: Simulator, request: Request) -> Response:
     """``POST /v1/messages/count_tokens``: the prompt's tokens as the simulator bills them (the ``status``
     fault applies here too)."""
     raw = await request.body()
-    sim.last_request = {"headers": dict(request.headers), "body": _json_or_none(raw)}
+    sim.last_request = {"headers": dict(request.headers), "body": json_or_none(raw)}
     try:
         _check_headers(sim, request)
         if (failure := sim.take("status")) is not None:
-            raise _fault_error(failure)
+            raise fault_error(failure)
         try:
             body = to_chat_request(parse_messages_request(raw, generate=False))[0]
         except InvalidRequestError as exc:
-            raise _RequestError(400, exc.message) from exc
-    except _RequestError as exc:
+            raise RequestError(400, exc.message) from exc
+    except RequestError as exc:
         return Response(orjson.dumps(error_body(exc.status, exc.message)), exc.status, media_type="application/json")
     return Response(orjson.dumps({"input_tokens": estimate_prompt_tokens(body)}), media_type="application/json")
 
 
-def _check_headers(sim: _Simulator, request: Request) -> None:
+def _check_headers(sim: Simulator, request: Request) -> None:
     key = sim.profile.api_key
     if key is not None and request.headers.get("x-api-key") != key:
-        raise _RequestError(401, "invalid x-api-key")
+        raise RequestError(401, "invalid x-api-key")
     if "anthropic-version" not in request.headers:
-        raise _RequestError(400, "anthropic-version: header is required")
+        raise RequestError(400, "anthropic-version: header is required")
 
 
 def _thinking(native: dict[str, Any], body: dict[str, Any]) -> tuple[str, ...]:
@@ -219,7 +226,7 @@ def _cached_prefix(native: dict[str, Any]) -> str | None:
     return orjson.dumps(parts[: marked[-1] + 1]).decode() if marked else None
 
 
-def _usage(exchange: _Exchange, extras: _Extras, *, output: bool = True, tier: bool = True) -> dict[str, Any]:
+def _usage(exchange: Exchange, extras: _Extras, *, output: bool = True, tier: bool = True) -> dict[str, Any]:
     """Anthropic's ``usage``: ``output`` False for ``message_start`` (one token so far), ``tier`` False for
     ``message_delta`` (its usage has no ``service_tier``)."""
     cached = extras.cache_read + extras.cache_write
@@ -235,7 +242,7 @@ def _usage(exchange: _Exchange, extras: _Extras, *, output: bool = True, tier: b
     return usage
 
 
-def _opening(translator: EventTranslator, exchange: _Exchange, extras: _Extras) -> list[dict[str, Any]]:
+def _opening(translator: EventTranslator, exchange: Exchange, extras: _Extras) -> list[dict[str, Any]]:
     """``message_start`` with the prompt's usage, ``ping``, and the thinking block if there is one."""
     start, ping = translator.start()
     start["message"]["usage"] = _usage(exchange, extras, output=False)
@@ -253,7 +260,7 @@ def _opening(translator: EventTranslator, exchange: _Exchange, extras: _Extras) 
     return events
 
 
-def _with_extras(events: list[dict[str, Any]], exchange: _Exchange, extras: _Extras) -> list[dict[str, Any]]:
+def _with_extras(events: list[dict[str, Any]], exchange: Exchange, extras: _Extras) -> list[dict[str, Any]]:
     """The translator's events after the thinking block (their indices shifted), ending as ``extras`` say."""
     for event in events:
         if extras.thinking and "index" in event:
@@ -265,7 +272,7 @@ def _with_extras(events: list[dict[str, Any]], exchange: _Exchange, extras: _Ext
     return events
 
 
-def _message_id(exchange: _Exchange) -> str:
+def _message_id(exchange: Exchange) -> str:
     return f"msg_{exchange.id.removeprefix('chatcmpl-')}"
 
 

@@ -24,7 +24,7 @@ from typing_extensions import TypedDict
 
 from router.anthropic_wire import ERROR_STATUS, STOP_REASONS, anthropic_usage
 from router.errors import InvalidRequestError
-from router.schemas import _invalid
+from router.schemas import invalid_request
 
 _OPEN = ConfigDict(extra="allow")
 #: Error ``type`` for a status; statuses Anthropic has no type for fall back by class.
@@ -80,7 +80,7 @@ def parse_messages_request(raw: bytes, *, generate: bool = True) -> dict[str, An
     try:
         _VALIDATORS[generate].validate_python(data, strict=True)
     except ValidationError as exc:
-        raise _invalid(exc) from exc
+        raise invalid_request(exc) from exc
     if not data["messages"]:
         raise InvalidRequestError("messages: at least one message is required.", param="messages")
     if isinstance(data.get("system"), list):

@@ -20,19 +20,19 @@ from starlette.types import Receive, Scope, Send
 
 from router.api import (
     CLIENT_CLOSED,
-    _read_body,
-    _request_ids,
-    _shutting_down,
-    _uncancel,
+    read_body,
+    request_ids,
     send_bytes,
     send_error,
     serve_post,
+    shutting_down_error,
+    uncancel,
 )
 from router.auth import ClientKey
 from router.errors import GatewayError, InvalidRequestError
 from router.gateway import Gateway
 from router.pipeline import Pipeline
-from router.schemas import _invalid
+from router.schemas import invalid_request
 from router.trace import Route, Trace
 
 
@@ -48,7 +48,7 @@ def parse_body(raw: bytes, validator: TypeAdapter[Any], fields: str) -> dict[str
     try:
         validator.validate_python(data, strict=True)
     except ValidationError as exc:
-        raise _invalid(exc) from exc
+        raise invalid_request(exc) from exc
     return data
 
 
@@ -87,7 +87,7 @@ class Endpoint:
         """The authenticated client and the request's body (refused past ``max_body_bytes``)."""
         pipeline = gateway.pipeline
         client = self.authenticate(pipeline, headers)
-        return client, await _read_body(receive, headers.get("content-length"), pipeline.config.server.max_body_bytes)
+        return client, await read_body(receive, headers.get("content-length"), pipeline.config.server.max_body_bytes)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -114,14 +114,14 @@ class Endpoint:
             if trace.answered_at is not None:
                 raise  # the answer is under way (a stream handles its own cancellation)
             # Before the answer starts, only the server cancels (at its drain deadline): say so.
-            _uncancel()
-            await self.send_error(send, _shutting_down(), request_id)
+            uncancel()
+            await self.send_error(send, shutting_down_error(), request_id)
 
 
 def request_head(scope: Scope) -> tuple[Gateway, dict[str, str], tuple[str, str]]:
-    """The gateway serving the request, its headers by (lower-case) name, and its ids (``_request_ids``)."""
+    """The gateway serving the request, its headers by (lower-case) name, and its ids (``request_ids``)."""
     headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
-    return scope["app"].state.gateway, headers, _request_ids(headers.get("x-request-id"))
+    return scope["app"].state.gateway, headers, request_ids(headers.get("x-request-id"))
 
 
 async def send_answer(pipeline: Pipeline, trace: Trace, body: bytes, send: Send) -> None:

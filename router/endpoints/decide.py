@@ -15,8 +15,13 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from router.api import _begin, _read_body
-from router.endpoints.responses import owner_of, parse_responses_request, previous_of, sticky_tier_of
+from router.api import begin_request, read_body
+from router.endpoints.responses import (
+    owner_of,
+    parse_responses_request,
+    previous_of,
+    sticky_tier_of,
+)
 from router.gateway import Gateway
 from router.schemas import parse_chat_request
 from router.upstream.responses_wire import chat_request
@@ -35,9 +40,9 @@ def endpoint_of(raw: bytes) -> str:
 
 
 async def decide(request: Request) -> Response:
-    pipeline, client, request_id = _begin(request)
+    pipeline, client, request_id = begin_request(request)
     gateway: Gateway = request.app.state.gateway
-    raw = await _read_body(request.receive, request.headers.get("content-length"), pipeline.config.server.max_body_bytes)
+    raw = await read_body(request.receive, request.headers.get("content-length"), pipeline.config.server.max_body_bytes)
     endpoint = endpoint_of(raw)
     body: dict[str, Any]
     sticky = None

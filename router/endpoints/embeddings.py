@@ -21,7 +21,7 @@ from pydantic import ConfigDict, TypeAdapter, with_config
 from starlette.types import Receive, Scope, Send
 from typing_extensions import Required, TypedDict
 
-from router.api import _finish_on_error
+from router.api import finish_on_error
 from router.auth import ClientKey
 from router.config import AUTO_MODEL, GatewayConfig, PriceConfig
 from router.endpoints.base import Endpoint, parse_body, send_answer
@@ -168,7 +168,7 @@ class EmbeddingsEndpoint(Endpoint):
                     f"Backend {candidate.backend!r} did not answer within {timeout:g}s."
                 ) from exc
 
-        with _finish_on_error(pipeline, trace):
+        with finish_on_error(pipeline, trace):
             answer = await pipeline.dispatch(trace, attempt)
         trace.answered_at = time.perf_counter()
         usage = answer.data.get("usage")

@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from pydantic import ConfigDict, Field, TypeAdapter, with_config
 from typing_extensions import Required, TypedDict
 
-from router.api import _begin
+from router.api import begin_request
 from router.auth import ClientKey
 from router.config import StickinessConfig
 from router.endpoints.base import parse_body
@@ -306,7 +306,7 @@ def _limit(given: str | None) -> int:
 
 
 def _gateway_and_owner(request: Request) -> tuple[Gateway, str, str]:
-    _, client, request_id = _begin(request)
+    _, client, request_id = begin_request(request)
     return request.app.state.gateway, owner_of(client), request_id
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp
 
-from router.api import _begin
+from router.api import begin_request
 from router.endpoints.completions import CompletionsEndpoint
 from router.endpoints.decide import decide
 from router.endpoints.embeddings import EmbeddingsEndpoint
@@ -59,7 +59,7 @@ def _card(request: Request, model: str) -> dict[str, Any]:
 
 async def list_models(request: Request) -> Response:
     """``GET /v1/models``: ``model_names`` in OpenAI's list shape."""
-    pipeline, _, request_id = _begin(request)
+    pipeline, _, request_id = begin_request(request)
     data = [_card(request, name) for name in model_names(pipeline)]
     body = orjson.dumps({"object": "list", "data": data})
     return Response(body, media_type="application/json", headers={"x-request-id": request_id})
@@ -67,7 +67,7 @@ async def list_models(request: Request) -> Response:
 
 async def retrieve_model(request: Request) -> Response:
     """``GET /v1/models/{id}``: one of ``model_names`` in OpenAI's model shape."""
-    pipeline, _, request_id = _begin(request)
+    pipeline, _, request_id = begin_request(request)
     model = request.path_params["model_id"]
     if model not in model_names(pipeline):
         raise ModelNotFoundError(f"The model '{model}' does not exist.", param="model")

@@ -15,11 +15,11 @@ from typing import Any, Protocol
 from starlette.types import Receive, Scope, Send
 
 from router.api import (
-    _SSE_HEADERS,
+    SSE_HEADERS,
     EventStreamResponse,
-    _close_and_account,
-    _finish_on_error,
-    _raw,
+    asgi_headers,
+    close_and_account,
+    finish_on_error,
     stream_failure,
 )
 from router.auth import ClientKey
@@ -31,7 +31,6 @@ from router.pipeline import Pipeline, Stream
 from router.policy import Candidate
 from router.trace import Route, Trace
 from router.upstream.base import Batch, Chunk, Completion
-
 
 #: A non-stream and a stream call to use instead of chat completions (either may be None).
 UpstreamCalls = tuple[
@@ -109,17 +108,17 @@ class TranslatedEndpoint(Endpoint):
     ) -> None:
         complete_call, stream_call = translation.upstream_calls(pipeline, trace)
         if trace.stream:
-            with _finish_on_error(pipeline, trace):
+            with finish_on_error(pipeline, trace):
                 stream = await pipeline.open_stream(trace, stream_call)
             trace.answered_at = time.perf_counter()
-            headers = _SSE_HEADERS + _raw(trace.headers())
+            headers = SSE_HEADERS + asgi_headers(trace.headers())
             if stream.head_done:  # the whole answer is here: one write, no upstream left to watch
                 await _send_finished_stream(pipeline, trace, stream, translation, headers, send)
                 return
             relay = _relay(pipeline, trace, stream, translation)
             await EventStreamResponse(relay, headers, on_disconnect=trace.client_left)(scope, receive, send)
             return
-        with _finish_on_error(pipeline, trace):
+        with finish_on_error(pipeline, trace):
             completion = await pipeline.complete(trace, complete_call)
         trace.answered_at = time.perf_counter()
         try:
@@ -162,7 +161,7 @@ async def _send_finished_stream(
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
     finally:
-        await _close_and_account(pipeline, trace, stream)
+        await close_and_account(pipeline, trace, stream)
 
 
 async def _relay(
@@ -183,4 +182,4 @@ async def _relay(
     except BaseException as exc:
         yield translation.failed(stream_failure(pipeline, trace, stream, exc))
     finally:
-        await _close_and_account(pipeline, trace, stream)
+        await close_and_account(pipeline, trace, stream)

@@ -22,12 +22,24 @@ from typing import Any
 import orjson
 
 from router.anthropic_wire import ERROR_STATUS
-from router.anthropic_wire.upstream import ChunkTranslator, structured_output, to_chat_completion, to_messages_request
+from router.anthropic_wire.upstream import (
+    ChunkTranslator,
+    structured_output,
+    to_chat_completion,
+    to_messages_request,
+)
 from router.config import BackendConfig
 from router.errors import UpstreamClientError, UpstreamError
 from router.redact import redact
-from router.upstream.base import CONTEXT_LENGTH_CODE, Batch, Chunk, Completion, error_from_status, map_transport_errors
-from router.upstream.openai_compat import OpenAICompatProvider, _decode_json
+from router.upstream.base import (
+    CONTEXT_LENGTH_CODE,
+    Batch,
+    Chunk,
+    Completion,
+    error_from_status,
+    map_transport_errors,
+)
+from router.upstream.openai_compat import OpenAICompatProvider, decode_json
 
 #: How Anthropic words a prompt that does not fit the model's window.
 _CONTEXT_LENGTH_MARKERS = ("prompt is too long", "context limit", "context window", "context length")
@@ -83,7 +95,7 @@ class AnthropicProvider(OpenAICompatProvider):
             )
         if status != 200:
             raise self._status_error(status, content, headers)
-        tokens = _decode_json(self.name, content).get("input_tokens")
+        tokens = decode_json(self.name, content).get("input_tokens")
         if type(tokens) is not int:
             raise UpstreamError(
                 f"Backend {self.name!r} sent a count without `input_tokens`.", code="upstream_malformed"
@@ -103,7 +115,7 @@ class AnthropicProvider(OpenAICompatProvider):
             status, answer_headers, content = await self._post_bounded(self._url, payload, headers)
         if status != 200:
             raise self._status_error(status, content, answer_headers)
-        message = _decode_json(self.name, content)
+        message = decode_json(self.name, content)
         if message.get("type") == "error":
             raise self._event_error(content, message)
         if not isinstance(message.get("content"), list):
@@ -131,9 +143,9 @@ class AnthropicProvider(OpenAICompatProvider):
                 event = orjson.loads(payload)
             except orjson.JSONDecodeError:
                 event = None
-            if type(event) is not dict:  # malformed, or JSON that is not an object: _decode_json says which
+            if type(event) is not dict:  # malformed, or JSON that is not an object: decode_json says which
                 try:
-                    event = _decode_json(self.name, payload)
+                    event = decode_json(self.name, payload)
                 except UpstreamError as exc:
                     return batch, done, exc
             kind = event.get("type")

@@ -98,7 +98,7 @@ class OpenAICompatProvider:
 
     def _completion(self, content: bytes) -> dict[str, Any]:
         """A JSON answer with status 200: a completion, or an error the upstream sent with the wrong status."""
-        data = _decode_json(self.name, content)
+        data = decode_json(self.name, content)
         if "error" in data:
             raise error_in_answer(self.name, data["error"], secrets=self._secrets)
         if not isinstance(data.get("choices"), list):
@@ -112,7 +112,7 @@ class OpenAICompatProvider:
             status, headers, content = await self._post_bounded(f"{self.config.base_url}{path}", orjson.dumps(body))
         if status != 200:
             raise self._status_error(status, content, headers)
-        data = _decode_json(self.name, content)
+        data = decode_json(self.name, content)
         if data.get("error"):  # a Responses answer always has the key (null unless it failed)
             raise error_in_answer(self.name, data["error"], secrets=self._secrets)
         return Completion(content, data)
@@ -196,7 +196,7 @@ class OpenAICompatProvider:
     def _decode_responses(self, payloads: list[bytes]) -> tuple[list[Chunk], bool, UpstreamError | None]:
         batch: list[Chunk] = []
         for payload in payloads:
-            event = _decode_json(self.name, payload)
+            event = decode_json(self.name, payload)
             kind = event.get("type")
             if kind in ("error", "response.failed"):
                 failed = event.get("response")
@@ -209,7 +209,7 @@ class OpenAICompatProvider:
 
     def _plain_response(self, content: bytes) -> list[Chunk]:
         """A whole Response sent as JSON to a stream request: the one event that ends a stream."""
-        data = _decode_json(self.name, content)
+        data = decode_json(self.name, content)
         event = {"type": f"response.{data.get('status') or 'completed'}", "response": data}
         return [Chunk(orjson.dumps(event), event)]
 
@@ -313,15 +313,15 @@ def _decode_events(backend: str, payloads: list[bytes], secrets: tuple[str, ...]
             data = orjson.loads(payload)
         except orjson.JSONDecodeError:
             data = None
-        if type(data) is not dict:  # malformed, or JSON that is not an object: _decode_json says which
-            data = _decode_json(backend, payload)
+        if type(data) is not dict:  # malformed, or JSON that is not an object: decode_json says which
+            data = decode_json(backend, payload)
         if "error" in data:
             raise error_in_answer(backend, data["error"], secrets=secrets, mid_stream=True)
         out.append(Chunk(orjson.dumps(data) if b"\n" in payload else payload, data))
     return out, False
 
 
-def _decode_json(backend: str, content: bytes) -> dict[str, Any]:
+def decode_json(backend: str, content: bytes) -> dict[str, Any]:
     try:
         data = orjson.loads(content)
     except orjson.JSONDecodeError as exc:
