@@ -231,7 +231,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also llm-router through a kind: anthropic backend, and Anthropic's /v1/messages "
                         "in front of the mid (every request translated, one way or the other)")
     parser.add_argument(
-        "--soak", type=float, default=0.0, metavar="S", help="then run llm-router S seconds at c=64, printing RSS"
+        "--soak", type=float, default=0.0, metavar="S",
+        help="then run llm-router S seconds at c=64 (on /v1/responses with --responses), printing RSS"
     )
     parser.add_argument(
         "--responses", action="store_true", help="also load llm-router's /v1/responses (target 'responses')"
@@ -288,7 +289,9 @@ def main(argv: list[str] | None = None) -> int:
             targets.append(Target(TargetRun("responses"), replace(router, name="responses", path="/v1/responses")))
         measure_cells(targets, mock, plan, log)
         if args.soak > 0 and router is not None:
-            soak = run_soak(router, args.soak, plan, log)
+            soaked = targets[-1].server if args.responses else router  # with --responses, Responses is soaked
+            assert soaked is not None
+            soak = run_soak(soaked, args.soak, plan, log)
     runs = [target.run for target in targets]
     micro = None if args.no_micro else _micro()
     lines = report(runs, soak, micro, plan)

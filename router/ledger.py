@@ -38,7 +38,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
-from router import sqlite_wal
+from router import sqlite_rows, sqlite_wal
 
 log = logging.getLogger("router.ledger")
 
@@ -174,11 +174,11 @@ _ESTIMATED = COLUMNS.index("estimated")
 #: writer thread competing with a busy event loop waits for the GIL once per row.
 _ROWS_PER_INSERT = 999 // len(COLUMNS)
 _ROW = f"({', '.join('?' * len(COLUMNS))})"
-#: ``_INSERTS[k]``: the statement inserting k rows.
-_INSERTS = ("",) + tuple(
-    f"INSERT OR IGNORE INTO requests ({', '.join(COLUMNS)}) VALUES {', '.join([_ROW] * k)}"
-    for k in range(1, _ROWS_PER_INSERT + 1)
-)
+#: ``_INSERTS[k]``: the statement inserting k rows, for the sizes ``sqlite_rows.parts`` cuts batches into.
+_INSERTS = {
+    k: f"INSERT OR IGNORE INTO requests ({', '.join(COLUMNS)}) VALUES {', '.join([_ROW] * k)}"
+    for k in sqlite_rows.sizes(_ROWS_PER_INSERT)
+}
 _PENDING_INSERT = f"INSERT OR REPLACE INTO pending ({', '.join(COLUMNS)}) VALUES {_ROW}"
 _PENDING_DELETE = "DELETE FROM pending WHERE request_id = ?"
 _RECOVER = (
@@ -464,8 +464,8 @@ class Ledger:
         # A request that began and finished within one batch needs no write-ahead row.
         ahead = [row for row in begun if row.request_id not in finished]
         statements = [
-            (_INSERTS[len(part)], list(chain.from_iterable(map(row_values, part))))
-            for part in (rows[i : i + _ROWS_PER_INSERT] for i in range(0, len(rows), _ROWS_PER_INSERT))
+            (_INSERTS[size], list(chain.from_iterable(map(row_values, rows[start : start + size]))))
+            for start, size in sqlite_rows.parts(len(rows), _ROWS_PER_INSERT)
         ]
         cleared = [(request_id,) for request_id in finished & self._ahead]
         for attempt in range(_WRITE_TRIES):

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
-from router import sqlite_wal
+from router import sqlite_rows, sqlite_wal
 from router.shared import StateUnavailableError
 
 if TYPE_CHECKING:
@@ -60,6 +60,12 @@ CREATE INDEX IF NOT EXISTS responses_expires ON responses (expires);
 _SWEEP_EVERY = 1000
 #: Rows per INSERT statement (six values each), within the oldest SQLite's limit of 999 parameters.
 _ROWS_PER_INSERT = 166
+#: ``_INSERTS[k]``: the statement writing k rows, for the sizes ``sqlite_rows.parts`` cuts batches into.
+_INSERTS = {
+    k: "INSERT OR REPLACE INTO responses (id, owner, expires, response, items, tier) VALUES "
+    + ", ".join(("(?, ?, ?, ?, ?, ?)",) * k)
+    for k in sqlite_rows.sizes(_ROWS_PER_INSERT)
+}
 _BUSY_TIMEOUT = 5.0
 _GATHER_SECONDS = 0.2
 #: How long after its id was minted a response may still be on its way to another worker's (or replica's) view.
@@ -274,11 +280,8 @@ class ResponseStore:
                         if kind == "delete":
                             db.executemany("DELETE FROM responses WHERE id = ? AND owner = ?", rows)
                             continue
-                        for start in range(0, len(rows), _ROWS_PER_INSERT):
-                            part = rows[start : start + _ROWS_PER_INSERT]
-                            values = ", ".join(("(?, ?, ?, ?, ?, ?)",) * len(part))
-                            db.execute(f"INSERT OR REPLACE INTO responses (id, owner, expires, response, items, tier) "
-                                       f"VALUES {values}", list(itertools.chain(*part)))
+                        for start, size in sqlite_rows.parts(len(rows), _ROWS_PER_INSERT):
+                            db.execute(_INSERTS[size], list(itertools.chain(*rows[start : start + size])))
                         writes += len(rows)
                         if writes >= _SWEEP_EVERY:
                             writes = 0
