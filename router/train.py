@@ -199,12 +199,12 @@ def _held_out(
         train_idx = np.flatnonzero(~test)
         if len(set(flagship[train_idx])) < 2:
             continue  # the others hold one tier only: nothing to fit
-        train_rows = [rows[i] for i in train_idx]
+        train_rows = [rows[int(i)] for i in train_idx]
         if router is None:
             predicted = _fit_escalation(x[train_idx], train_rows, c).predict_proba(x[test])[:, 1] >= 0.5
         else:
             route = router(*_fit_heads(x[train_idx], train_rows, tasks, c))
-            predicted = np.array([route(rows[i]) == "flagship" for i in np.flatnonzero(test)])
+            predicted = np.array([route(rows[int(i)]) == "flagship" for i in np.flatnonzero(test)])
         truth = flagship[test]
         out[source] = {
             "rows": int(test.sum()),

@@ -100,7 +100,7 @@ _BLOCK_FIELDS: dict[str, tuple[tuple[str, type], ...]] = {
     "tool_use": (("id", str), ("name", str), ("input", dict)),
     "tool_result": (("tool_use_id", str),),
 }
-_TYPE_NAMES = {str: "a valid string", dict: "a valid dictionary"}
+_TYPE_NAMES: dict[type, str] = {str: "a valid string", dict: "a valid dictionary"}
 
 
 def _check_block(block: dict[str, Any], where: str) -> None:

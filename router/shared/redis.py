@@ -243,8 +243,8 @@ class RedisStore:
     # -- stored Responses ------------------------------------------------------------------------
 
     async def response_get(self, response_id: str) -> str | None:
-        value: str | None = await self._call(lambda: self._client.get(f"{self._prefix}:response:{response_id}"))
-        return value
+        value = await self._call(lambda: self._client.get(f"{self._prefix}:response:{response_id}"))
+        return value if isinstance(value, str) else None  # decode_responses: never bytes
 
     async def response_set(self, response_id: str, value: str, ttl_seconds: float) -> None:
         key = f"{self._prefix}:response:{response_id}"
