@@ -16,6 +16,7 @@ from router.evaluate.shadow import ShadowJudge
 from router.ledger import PENDING_STATUS, LedgerRow
 from router.metrics import Metrics
 from router.policy import Candidate
+from router.rules import EMBEDDINGS_TASK
 from router.state import PolicyState
 from router.trace import Trace
 
@@ -158,7 +159,8 @@ class Accountant:
         candidate = trace.served
         usage = trace.usage
         answered = trace.answered_at or now
-        self.metrics.classified(trace.route.features.task)
+        if trace.route.features.task != EMBEDDINGS_TASK:  # the classifier's decisions, not the embeddings' scan
+            self.metrics.classified(trace.route.features.task)
         self.metrics.request_finished(
             tier=candidate.tier if candidate else None,
             backend=candidate.backend if candidate else None,

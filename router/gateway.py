@@ -23,7 +23,7 @@ from router.metrics import Metrics
 from router.pipeline import Pipeline
 from router.policy import fallback_routes
 from router.response_store import ResponseStore
-from router.rules import EMBEDDINGS_DEFAULT, REQUESTED_MODEL
+from router.rules import EMBEDDINGS_DEFAULT, EMBEDDINGS_TASK, REQUESTED_MODEL
 from router.state import PolicyState
 from router.upstream import create_provider
 from router.upstream.base import Provider
@@ -244,7 +244,7 @@ def _label_sets(config: GatewayConfig, keyring: KeyRing) -> dict[str, Any]:
         "backends": list(config.backends),
         "tiers": list(config.tiers),
         "tenants": sorted(tenants),
-        "tasks": list(config.classifier.vocabulary.tasks),
+        "tasks": [*config.classifier.vocabulary.tasks, EMBEDDINGS_TASK],
         "rules": [rule.name for rule in config.rules] + [REQUESTED_MODEL, EMBEDDINGS_DEFAULT],
         "keys": sorted(keyring.names),
         "routes": sorted(fallback_routes(config)),

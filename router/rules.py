@@ -31,6 +31,8 @@ Predicate = Callable[[Features, RequestContext], bool]
 REQUESTED_MODEL = "requested-model"
 #: The synthetic rule of ``model: auto`` embeddings, sent to the default embeddings backend.
 EMBEDDINGS_DEFAULT = "embeddings-default"
+#: The task reported for embeddings requests (their input is scanned for personal data, not routed by task).
+EMBEDDINGS_TASK = "embeddings"
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,13 @@ from router.errors import InvalidRequestError, ModelNotFoundError, UpstreamTimeo
 from router.gateway import Gateway
 from router.pipeline import Pipeline
 from router.policy import Candidate, Plan
-from router.rules import EMBEDDINGS_DEFAULT, REQUESTED_MODEL, Decision, Target
+from router.rules import (
+    EMBEDDINGS_DEFAULT,
+    EMBEDDINGS_TASK,
+    REQUESTED_MODEL,
+    Decision,
+    Target,
+)
 from router.trace import Route, Trace
 from router.upstream.base import Completion
 
@@ -141,6 +147,7 @@ class EmbeddingsEndpoint(Endpoint):
         assert backend is not None
         candidate = targets.candidates[backend]
         features = pipeline._classify([{"role": "user", "content": _text_of(body["input"])}], None)
+        features = replace(features, task=EMBEDDINGS_TASK)
         if not isinstance(body["input"], str) and body["input"] and not isinstance(body["input"][0], str):
             features = replace(features, input_tokens=_token_count(body["input"]))
         if features.pii and not candidate.config.self_hosted:

@@ -309,6 +309,23 @@ def test_embeddings_go_to_the_self_hosted_default_and_are_deterministic(gateway:
     assert float(raw.headers["x-router-cost-usd"]) == pytest.approx(result.usage.prompt_tokens * 0.02 / 1e6)
 
 
+def test_embeddings_report_their_own_task_and_leave_the_classifier_counts_alone(gateway: Stack) -> None:
+    """A RAG stack embeds far more text than it sends to chat: its inputs must not skew the task mix."""
+
+    def decisions() -> float:
+        lines = httpx.get(f"{gateway.url}/metrics").text.splitlines()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+                   if line.startswith("llm_router_classifier_decisions_total{"))
+
+    before = decisions()
+    raw = gateway.client().embeddings.with_raw_response.create(model="auto", input="What are your opening hours?")
+    assert raw.headers["x-router-task"] == "embeddings"
+    assert decisions() == before
+    requests = [line for line in httpx.get(f"{gateway.url}/metrics").text.splitlines()
+                if line.startswith("llm_router_requests_total{") and 'rule="embeddings-default"' in line]
+    assert requests and all('task="embeddings"' in line for line in requests)
+
+
 def test_embeddings_leave_the_backends_generation_latency_alone(gateway: Stack) -> None:
     """What ``max_ttft_ms`` and decide read is the latency of answers, not of (much quicker) embeddings."""
     client = gateway.client()
