@@ -76,7 +76,7 @@ class Accountant:
             backend = self.state.backends.get(candidate.backend)
             if backend is not None:
                 backend.load.finished()
-                if trace.path != "/v1/embeddings":  # the latency that max_ttft_ms and decide read is generation's
+                if trace.route.features.task != EMBEDDINGS_TASK:  # max_ttft_ms and decide read generation's latency
                     backend.load.observe(ttft=trace.ttft, total=now - trace.started)
                 if backend.gpu_cost is not None and backend.gpu_cost.source == "gateway" and trace.usage is not None:
                     backend.gpu_cost.throughput.count(trace.usage.input_tokens + trace.usage.output_tokens)

@@ -325,7 +325,7 @@ class RedisStore:
             if blocked:
                 was_lost = True
                 lost()
-            await asyncio.sleep(0.05 if was_lost else 0.25)
+            await asyncio.sleep(0.25)
 
     # -- availability ----------------------------------------------------------------------------
 
