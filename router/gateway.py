@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from router.auth import KeyRing
+from router.classify import Classifier
 from router.config import ConfigError, GatewayConfig, load_config
 from router.metrics import Metrics
 from router.pipeline import Pipeline
@@ -77,26 +78,38 @@ class Gateway:
     def config(self) -> GatewayConfig:
         return self.pipeline.config
 
-    def _build(self, config: GatewayConfig, current: Mapping[str, Provider], keyring: KeyRing) -> Pipeline:
+    def _build(
+        self, config: GatewayConfig, current: Mapping[str, Provider], keyring: KeyRing, classifier: Classifier | None = None
+    ) -> Pipeline:
         old = self.pipeline.config.backends if current else {}
         providers = {
             name: current[name] if name in current and old.get(name) == backend else create_provider(name, backend)
             for name, backend in config.backends.items()
         }
-        return Pipeline(config, providers, keyring, self.state, self.metrics)
+        return Pipeline(config, providers, keyring, self.state, self.metrics, classifier)
 
     def reload(self) -> bool:
         """Re-read the config file; return True if a new config is now serving."""
-        if self.path is None:
-            return False
+        return self._apply(self._read(self.path)) if self.path is not None else False
+
+    def _read(self, path: Path) -> tuple[GatewayConfig, Classifier] | ConfigError:
+        """The slow, side-effect-free half of a reload: parse and check the config file, load its model
+        and compile its cues (about 0.1 s). The watcher runs it off the event loop."""
         try:
-            config = load_config(self.path, self._environ)
+            config = load_config(path, self._environ)
         except ConfigError as exc:
+            return exc
+        return config, Classifier(config.classifier.vocabulary, config.classifier.model)
+
+    def _apply(self, loaded: tuple[GatewayConfig, Classifier] | ConfigError) -> bool:
+        """Serve what ``_read`` loaded (on the event loop), or keep the current config if it failed."""
+        if isinstance(loaded, ConfigError):
             self.reloads["failure"] += 1
             self.metrics.config_reload(False)
-            self.last_reload_error = str(exc)
-            log.error("config reload rejected, still serving version %s:\n%s", self.config.digest, exc)
+            self.last_reload_error = str(loaded)
+            log.error("config reload rejected, still serving version %s:\n%s", self.config.digest, loaded)
             return False
+        config, classifier = loaded
         if config.digest == self.config.digest:
             if self.last_reload_error is not None:  # a bad edit was undone: the file on disk serves again
                 self.last_reload_error = None
@@ -108,7 +121,7 @@ class Gateway:
         keyring = KeyRing.from_config(config.auth, self._environ)
         self.metrics.config_reload(True)
         self.metrics.configure(**_label_sets(config, keyring), version=config.digest)
-        self.pipeline = self._build(config, previous.providers, keyring)
+        self.pipeline = self._build(config, previous.providers, keyring, classifier)
         if self._scraper is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self.state.start_pollers, self._scraper)
             self._loop.call_soon_threadsafe(self._start_health_checks)
@@ -171,16 +184,17 @@ class Gateway:
         symlink through ``..data``, which the kubelet swaps to a new directory (the old one is
         deleted), so a change of a ``..``-named entry is a change of the config too.
         """
-        if self.path is None:
+        path = self.path
+        if path is None:
             return
         from watchfiles import awatch
 
         # The watcher thread wakes every `step` ms (and takes the GIL) even when nothing changed: half
         # a second keeps reloads within a second at a tenth of watchfiles' default wake-ups.
-        directory = self.path.absolute().parent
+        directory = path.absolute().parent
         async for changes in awatch(directory, debounce=200, step=500):
             if any(_is_config_change(directory, changed) for _, changed in changes):
-                self.reload()
+                self._apply(await asyncio.to_thread(self._read, path))
 
     async def _settle(self) -> None:
         """Give requests the server just cancelled (its drain deadline passed) a moment to send their

@@ -99,7 +99,9 @@ class Pipeline:
         keyring: KeyRing,
         state: PolicyState,
         metrics: Metrics,
+        classifier: Classifier | None = None,
     ) -> None:
+        """``classifier``: the config's, compiled already (a reload compiles it off the event loop)."""
         self.config = config
         self.keyring = keyring
         self.providers = providers
@@ -108,7 +110,7 @@ class Pipeline:
         #: it started on, even after a reload removed one of its backends.
         self.backends = state.backends
         self.metrics = metrics
-        self.classifier = Classifier(config.classifier.vocabulary, config.classifier.model)
+        self.classifier = classifier or Classifier(config.classifier.vocabulary, config.classifier.model)
         self.rules: tuple[CompiledRule, ...] = compile_rules(config.rules)
         self.planner = Planner(config)
         tiers = config.tiers

@@ -7,9 +7,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -65,6 +67,40 @@ def test_edit_applies_without_restart_and_invalid_edit_keeps_old_rules(upstreams
         path.write_text("rules: [unclosed\n")
         assert wait_for(lambda: "invalid YAML" in (httpx.get(f"{url}/readyz").json()["last_reload_error"] or ""))
         assert tier() == "flagship"
+
+
+def test_a_reload_is_read_off_the_event_loop(
+    upstreams: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading a config (YAML, model, cue automaton: about 0.1 s) must not stall requests in flight:
+    while the new file is still being read, the old config keeps serving."""
+    import router.gateway
+
+    mid, flagship = upstreams
+    path = tmp_path / "router.yaml"
+    write_config(path, mid, flagship)
+    reading, release = threading.Event(), threading.Event()
+
+    def slow_load(*args: Any, **kwargs: Any) -> Any:
+        reading.set()
+        assert release.wait(30), "the test never released the reload"
+        return load_config(*args, **kwargs)
+
+    app = create_app(load_config(path, ENV), path=path, environ=ENV, watch=True)
+    monkeypatch.setattr(router.gateway, "load_config", slow_load)
+    with serve(app) as url:
+        first = httpx.get(f"{url}/readyz").json()["config_version"]
+        write_config(path, mid, flagship, DEFAULT_RULES.replace("- name: default-mid\n    tier: mid", "- name: default-flagship\n    tier: flagship"))
+        assert reading.wait(10), "the edit was not picked up"
+        try:
+            response = httpx.post(f"{url}/v1/chat/completions", json=FAQ, headers=HEADERS, timeout=5)
+        finally:
+            release.set()
+        assert response.status_code == 200
+        assert response.headers["x-router-tier"] == "mid"  # the old rules, while the new file is read
+        assert wait_for(lambda: httpx.get(f"{url}/readyz").json()["config_version"] != first)
+        response = httpx.post(f"{url}/v1/chat/completions", json=FAQ, headers=HEADERS)
+        assert response.headers["x-router-tier"] == "flagship"
 
 
 def test_undoing_a_bad_edit_clears_the_reload_error(upstreams: tuple[str, str], tmp_path: Path) -> None:
