@@ -323,13 +323,12 @@ class Metrics:
                 known_backends[name] = self._backend_children(name)
                 self._child(self._in_flight, name)  # export 0 rather than nothing before the first request
                 self._child(self._breaker, name)
+                for kind in get_args(FailureKind):
+                    self._child(self._retries, name, kind)
         self._labels, self._backends = labels, known_backends
         for src, dst in routes:
             for reason in FALLBACK_REASONS:
                 self._child(self._fallbacks, labels.backends.get(src, OTHER), labels.backends.get(dst, OTHER), reason)
-        for name in known_backends:
-            for kind in get_args(FailureKind):
-                self._child(self._retries, name, kind)
         for task in labels.tasks.values():
             if task != NONE:
                 self._child(self._classified, task)

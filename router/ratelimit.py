@@ -88,8 +88,12 @@ class RateLimits:
 
     def __init__(self, limits: Sequence[RateLimitConfig]) -> None:
         self.limits = tuple(limits)
-        self._named = {(limit.scope, limit.name): limit for limit in limits if limit.name is not None or limit.scope == "global"}
-        self._defaults = {limit.scope: limit for limit in limits if limit.name is None and limit.scope != "global"}
+        self._named: dict[tuple[str, str | None], RateLimitConfig] = {
+            (limit.scope, limit.name): limit for limit in limits if limit.name is not None or limit.scope == "global"
+        }
+        self._defaults: dict[str, RateLimitConfig] = {
+            limit.scope: limit for limit in limits if limit.name is None and limit.scope != "global"
+        }
         self._callers: dict[tuple[str | None, str | None], tuple[Bucket, ...]] = {}
 
     def __bool__(self) -> bool:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -160,7 +160,7 @@ class PolicyState:
             self.shared_budgets.settle(reservation, actual_usd)
 
     async def admit(
-        self, tenant: str | None, key: str | None, tokens: int, conversation: list[Any] | None = None
+        self, tenant: str | None, key: str | None, tokens: int, conversation: Sequence[Any] | None = None
     ) -> tuple[tuple[Any, Take] | None, str | None]:
         """Take one request and ``tokens`` from every rate limit that applies (None: none applies), and
         look up the tier ``conversation`` (a request's messages, given only with Redis) was escalated to.
