@@ -110,7 +110,9 @@ class Pipeline:
         #: it started on, even after a reload removed one of its backends.
         self.backends = state.backends
         self.metrics = metrics
-        self.classifier = classifier or Classifier(config.classifier.vocabulary, config.classifier.model)
+        if classifier is None:
+            classifier = Classifier(config.classifier.vocabulary, config.classifier.model)
+        self.classifier = classifier
         self.rules: tuple[CompiledRule, ...] = compile_rules(config.rules)
         self.planner = Planner(config)
         tiers = config.tiers
@@ -139,7 +141,7 @@ class Pipeline:
                 f"The model '{model}' does not exist. Available models: {', '.join(self.model_names)}.", param="model"
             )
         messages = body["messages"]
-        features = self._classify(messages, body.get("tools") or body.get("functions"))
+        features = self.classify(messages, body.get("tools") or body.get("functions"))
         ctx = RequestContext(model=model, tenant=client.tenant, api_key=client.name, headers=headers)
         decision = self.decide(features, ctx)
         sticky = sticky_tier
@@ -163,7 +165,9 @@ class Pipeline:
             return Decision(rule=REQUESTED_MODEL, target=forced, why=f"client asked for model {ctx.model!r}")
         return match_rules(features, ctx, self.rules)
 
-    def _classify(self, messages: list[dict[str, Any]], tools: Any) -> Features:
+    def classify(self, messages: list[dict[str, Any]], tools: Any) -> Features:
+        """The classifier's features of ``messages``; if the classifier fails, features that keep the
+        request self-hosted (treated as holding personal data)."""
         try:
             return self.classifier.classify(messages, tools)
         except Exception:  # noqa: BLE001 - a detector failure must fail safe, not open

@@ -146,7 +146,7 @@ class EmbeddingsEndpoint(Endpoint):
         backend = decision.target.backend
         assert backend is not None
         candidate = targets.candidates[backend]
-        features = pipeline._classify([{"role": "user", "content": _text_of(body["input"])}], None)
+        features = pipeline.classify([{"role": "user", "content": _text_of(body["input"])}], None)
         features = replace(features, task=EMBEDDINGS_TASK)
         if not isinstance(body["input"], str) and body["input"] and not isinstance(body["input"][0], str):
             features = replace(features, input_tokens=_token_count(body["input"]))
