@@ -8,10 +8,14 @@ into features: each word (system prompts' words are kept apart with a ``sys:`` p
 tokens (question marks, code symbols, digits, line breaks).
 
 The model holds a weight row for each feature its training rows held at least twice (the vocabulary);
-a feature outside it weighs nothing. Two linear heads read the summed rows, scaled by one over the
-square root of the number of features: a logistic escalation head (the probability the request needs
-the flagship) and a softmax head over the tasks. Reading a 1 KB prompt is a dictionary lookup per
-feature and one array sum.
+a feature outside it weighs nothing. Words of other languages are read as their English equivalents
+(``router/lexicon/*.tsv``, folded in by ``router.train``): the file lists each such word with the
+feature whose row it shares, so a German or French request is read through the words the model learned
+from English rows instead of through its language, at no cost per request.
+
+Two linear heads read the summed rows, scaled by one over the square root of the number of features:
+a logistic escalation head (the probability the request needs the flagship) and a softmax head over
+the tasks. Reading a 1 KB prompt is a dictionary lookup per feature and one array sum.
 
 Measured while choosing it (group cross-validation by source, six folds over 45 sources): hashed byte
 3-5-grams learned each dataset's topics and templates and generalised worse to unseen sources than
@@ -37,11 +41,14 @@ import numpy as np
 from router.vocabulary import PUNCTUATION
 
 #: Bumped when features or the file layout change; a file of another version is refused.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: Older formats this gateway still reads: 2 is 3 without aliases.
+_READABLE = (2, FORMAT_VERSION)
 #: ``router.vocabulary.PUNCTUATION`` (punctuation -> spaces) with every digit made ``0``, in one table.
 _NORMALISE = {**PUNCTUATION, **str.maketrans("123456789", "000000000")}
 _CODE_SYMBOLS = "{}();="
-_SYSTEM = "sys:"
+#: System prompts' words are kept apart from the user's with this prefix.
+SYSTEM_PREFIX = "sys:"
 
 
 class ModelError(ValueError):
@@ -81,10 +88,26 @@ def features(text: str, kind: str, window: Window) -> list[str]:
     normalised = cut.lower().translate(_NORMALISE)
     out = normalised.split()
     if kind != "user":
-        return [_SYSTEM + f for f in out]
+        return [SYSTEM_PREFIX + f for f in out]
     out += (f"#q{min(cut.count('?'), 3)}", f"#sym{_log2(sum(map(cut.count, _CODE_SYMBOLS)), 8)}",
             f"#digits{_log2(normalised.count('0'), 7)}", f"#nl{_log2(cut.count(chr(10)), 6)}")
     return out
+
+
+def _aliases(array: np.ndarray | None, vocabulary: set[str], path: Path) -> dict[str, str]:
+    """The file's ``aliases`` array (pairs of alias, feature) as a dict, checked against the vocabulary."""
+    if array is None:
+        return {}
+    if array.ndim != 2 or array.shape[1:] != (2,) or array.dtype.kind != "U":
+        raise ModelError(f"model file {path}: aliases must be (alias, feature) pairs of strings")
+    aliases = {str(alias): str(feature) for alias, feature in array.tolist()}
+    if len(aliases) != len(array):
+        raise ModelError(f"model file {path}: its aliases repeat a word")
+    wrong = next((a for a, f in aliases.items() if f not in vocabulary or a in vocabulary), None)
+    if wrong is not None:
+        raise ModelError(f"model file {path}: alias {wrong!r} -> {aliases[wrong]!r} must map a word outside "
+                         f"the vocabulary to a feature in it")
+    return aliases
 
 
 def _log2(n: int, cap: int) -> int:
@@ -102,11 +125,14 @@ class TextModel:
         tasks: tuple[str, ...],
         meta: dict[str, Any],
         digest: str = "",
+        aliases: dict[str, str] | None = None,
     ) -> None:
         self.vocabulary = vocabulary
         #: Feature -> its row in ``weights``; row 0 is all zeros and stands for every unknown feature, so a
-        #: request's rows are one C-level ``map`` with no filtering.
+        #: request's rows are one C-level ``map`` with no filtering. An alias shares its feature's row.
         self.index = {feature: i for i, feature in enumerate(vocabulary, 1)}
+        self.aliases = dict(aliases or {})
+        self.index.update((alias, self.index[feature]) for alias, feature in self.aliases.items())
         # (1 + len(vocabulary), 1 + len(tasks)): escalation, then one column per task
         self.weights = np.vstack([np.zeros((1, weights.shape[1]), dtype=weights.dtype), weights])
         self.bias = bias
@@ -135,7 +161,7 @@ class TextModel:
         except ValueError:
             raise ModelError(f"model file {path}: its meta is not JSON") from None
         version = meta.get("format") if isinstance(meta, dict) else None
-        if version != FORMAT_VERSION:
+        if version not in _READABLE:
             raise ModelError(f"model file {path}: format {version!r}, this gateway reads format {FORMAT_VERSION}; "
                              f"retrain with `llm-router train`")
         vocabulary = [str(f) for f in arrays["vocabulary"].tolist()]
@@ -152,8 +178,9 @@ class TextModel:
         if not (isinstance(window, dict) and set(window) == {"head", "tail"}
                 and all(isinstance(v, int) and v > 0 for v in window.values())):
             raise ModelError(f"model file {path}: meta.window must give positive integers head and tail")
+        aliases = _aliases(arrays.get("aliases"), set(vocabulary), path)
         return cls(vocabulary, weights.astype(np.float32), bias.astype(np.float64), tasks, meta,
-                   hashlib.sha256(raw).hexdigest())
+                   hashlib.sha256(raw).hexdigest(), aliases)
 
     def read(self, text: str, kind: str) -> tuple[np.ndarray, int]:
         """One message's contribution: the summed weight rows of its known features, and how many

@@ -21,9 +21,9 @@ from starlette.types import ASGIApp
 from router.accesslog import configure_logging
 from router.app import create_app
 from router.config import ConfigError, GatewayConfig, check_config, load_config
-from router.gateway import WORKERS_ENV
 from router.evaluate import calibrate, golden, labelled, replay
 from router.evaluate.offline import EvaluationError, OfflineRouter, config_or_error
+from router.gateway import WORKERS_ENV
 from router.http_protocol import PROTOCOL
 from router.ledger import LedgerRow, VerdictRow
 from router.metrics import prepare_multiprocess_dir
@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "train":
         from router.train import run_command
 
-        return run_command(args.data, args.out, c=args.c, held_out=not args.no_held_out, rules=args.rules)
+        return run_command(args.data, args.out, c=args.c, held_out=not args.no_held_out, rules=args.rules,
+                           **({"lexicon": args.lexicon} if args.lexicon else {}))
     if args.command == "serve":
         return _serve(args.config, args.host, args.port, args.workers, args.log_level)
     return _demo(args.config or _shipped_config("demo.yaml"), args.host, args.port, args.mid_port, args.flagship_port,
@@ -114,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--rules", type=Path, default=None,
                        help="score each held-out source by routing it with this config's cues and rules "
                             "(slower: both heads are fitted per source); default: the model alone")
+    train.add_argument("--lexicon", type=Path, action="append", default=None,
+                       help="a TSV of `word<TAB>english` read as its English word; repeat for several "
+                            "(default: the shipped German, French, Italian, Spanish and Portuguese lexicon)")
     train.add_argument("--no-held-out", action="store_true",
                        help="skip the leave-one-source-out scores (one fit instead of one per source)")
     _add_evaluation_commands(commands)

@@ -4,6 +4,10 @@ Rows are JSON lines as in ``data/routing/*.jsonl``: ``source``, ``expected_tier`
 ``task`` and ``messages``. Training is deterministic (same rows in the same order, same file); it needs
 scikit-learn (``pip install 'llm-router[train]'``), serving does not.
 
+Words of other languages are folded into their English equivalents before fitting (the lexicon,
+``router/lexicon/*.tsv`` unless other files are given), and the model file carries the same mapping, so
+a language that appears in one tier only in the rows does not become a sign of that tier.
+
 Every source weighs the same in the fit, whatever its number of rows, so one large dataset's style
 does not become "the" look of its tier. Leave-one-source-out accuracy (fit on every source but one,
 score that one) is reported per source and tier: it is the honest estimate of how the model does on
@@ -23,10 +27,20 @@ from typing import Any
 
 import numpy as np
 
-from router.classify_model import FORMAT_VERSION, TextModel, Window, features, model_texts
+from router.classify_model import (
+    FORMAT_VERSION,
+    SYSTEM_PREFIX,
+    TextModel,
+    Window,
+    features,
+    model_texts,
+)
 
 TIERS = ("mid", "flagship")
 DEFAULT_C = 16.0
+#: The shipped lexicon; where two languages spell a word alike, the first file listed wins.
+DEFAULT_LEXICON = tuple(Path(__file__).with_name("lexicon") / f"{language}.tsv"
+                        for language in ("fr", "de", "it", "es", "pt"))
 
 
 class TrainingError(ValueError):
@@ -76,16 +90,46 @@ def _row(raw: Any, where: str) -> Row:
     return Row(raw["source"], raw["expected_tier"], raw["task"], messages)
 
 
+def read_lexicon(paths: Iterable[Path]) -> dict[str, str]:
+    """Word -> English word, from TSV files (``word<TAB>english`` per line, words as the model's features
+    spell them); the first file to list a word wins. ``TrainingError`` names a bad line."""
+    lexicon: dict[str, str] = {}
+    for path in paths:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise TrainingError(f"{path}: {exc.strerror or exc}") from None
+        for n, line in enumerate(lines, 1):
+            fields = line.split("\t")
+            if len(fields) != 2 or not all(f and f == f.lower() and f.split() == [f] for f in fields):
+                raise TrainingError(f"{path}:{n}: want `word<TAB>english`, lower case, one word each")
+            if fields[0] != fields[1]:
+                lexicon.setdefault(fields[0], fields[1])
+    chained = next((w for w in lexicon.values() if w in lexicon), None)
+    if chained is not None:
+        raise TrainingError(f"lexicon: {chained!r} is both a word to map and a word mapped to")
+    return lexicon
+
+
 class Featurizer:
     """Rows -> the vocabulary (features in at least ``min_rows`` rows) and the sparse matrix the model's
-    heads are fitted on, read exactly as the serving path reads a request."""
+    heads are fitted on, read exactly as the serving path reads a request (with the lexicon's words
+    folded into their English equivalents, as the model's aliases fold them at serving)."""
 
-    def __init__(self, rows: Sequence[Row], window: Window = Window(), min_rows: int = 2) -> None:
+    def __init__(self, rows: Sequence[Row], window: Window = Window(), min_rows: int = 2,
+                 lexicon: dict[str, str] | None = None) -> None:
         self.window = window
-        self.rows = [[f for text, kind in model_texts(r.messages) for f in features(text, kind, window)]
+        self.lexicon = {**(lexicon or {}), **{SYSTEM_PREFIX + w: SYSTEM_PREFIX + e for w, e in (lexicon or {}).items()}}
+        fold = self.lexicon.get
+        self.rows = [[fold(f, f) for text, kind in model_texts(r.messages) for f in features(text, kind, window)]
                      for r in rows]
         frequency = Counter(f for found in self.rows for f in set(found))
         self.vocabulary = sorted(f for f, n in frequency.items() if n >= min_rows)
+
+    def aliases(self) -> dict[str, str]:
+        """The lexicon's words whose English equivalent made the vocabulary: what the model file carries."""
+        known = set(self.vocabulary)
+        return {w: e for w, e in sorted(self.lexicon.items()) if e in known}
 
     def matrix(self) -> Any:
         from scipy.sparse import csr_matrix
@@ -128,12 +172,16 @@ class Result:
     meta: dict[str, Any]
     #: source -> {"rows", "mid", "flagship", "accuracy", "mid_accuracy", "flagship_accuracy"}
     held_out: dict[str, dict[str, float]]
+    #: word -> the feature whose weights it shares (``Featurizer.aliases``)
+    aliases: dict[str, str]
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        aliases = np.array(sorted(self.aliases.items()), dtype=str).reshape(-1, 2)
         with path.open("wb") as fh:
             np.savez_compressed(fh, vocabulary=np.array(self.vocabulary), weights=self.weights.astype(np.float16), bias=self.bias.astype(np.float32),
-                                tasks=np.array(self.tasks), meta=np.array(json.dumps(self.meta, sort_keys=True)))
+                                tasks=np.array(self.tasks), meta=np.array(json.dumps(self.meta, sort_keys=True)),
+                                aliases=aliases)
 
 
 #: Given a model, a function that routes a row to a tier (the config's cues and rules; see ``config_router``).
@@ -141,12 +189,14 @@ RouterFactory = Callable[[TextModel], Callable[[Row], str]]
 
 
 def train(
-    rows: Sequence[Row], *, c: float = DEFAULT_C, held_out: bool = True, router: RouterFactory | None = None
+    rows: Sequence[Row], *, c: float = DEFAULT_C, held_out: bool = True, router: RouterFactory | None = None,
+    lexicon: dict[str, str] | None = None,
 ) -> Result:
     """Fit both heads on all rows; with ``held_out``, also score each source with a model fitted without it
     (on the same vocabulary: a held-out source's words count only where other sources hold them too). With
     a ``router``, the held-out score is the routing's (cues + model + rules), not the model's alone."""
-    featurizer = Featurizer(rows)
+    featurizer = Featurizer(rows, lexicon=lexicon)
+    aliases = featurizer.aliases()
     x = featurizer.matrix()
     tasks = tuple(sorted({r.task for r in rows}))
     if len(tasks) < 2:
@@ -159,12 +209,13 @@ def train(
         "c": c,
         "rows": len(rows),
         "sources": dict(sorted(Counter(r.source for r in rows).items())),
+        "lexicon_words": len(lexicon or {}),
     }
     scores: dict[str, dict[str, float]] = {}
     if held_out:
         scores = _held_out(x, rows, c, tasks, router and (lambda w, b: router(
-            TextModel(featurizer.vocabulary, w.astype(np.float32), b, tasks, meta))))
-    return Result(featurizer.vocabulary, weights, bias, tasks, meta, scores)
+            TextModel(featurizer.vocabulary, w.astype(np.float32), b, tasks, meta, aliases=aliases))))
+    return Result(featurizer.vocabulary, weights, bias, tasks, meta, scores, aliases)
 
 
 def _fit_heads(x: Any, rows: Sequence[Row], tasks: tuple[str, ...], c: float) -> tuple[np.ndarray, np.ndarray]:
@@ -262,7 +313,8 @@ def config_router(path: Path) -> RouterFactory:
     return factory
 
 
-def run_command(data: list[Path], out: Path, *, c: float, held_out: bool, rules: Path | None = None) -> int:
+def run_command(data: list[Path], out: Path, *, c: float, held_out: bool, rules: Path | None = None,
+                lexicon: Sequence[Path] = DEFAULT_LEXICON) -> int:
     """``llm-router train``: exit 0 with the model and ``<out>.report.txt`` written, 2 on bad input."""
     try:
         import sklearn  # noqa: F401
@@ -272,7 +324,7 @@ def run_command(data: list[Path], out: Path, *, c: float, held_out: bool, rules:
     try:
         rows = read_rows(data)
         router = config_router(rules) if rules is not None else None
-        result = train(rows, c=c, held_out=held_out, router=router)
+        result = train(rows, c=c, held_out=held_out, router=router, lexicon=read_lexicon(lexicon))
     except TrainingError as exc:
         print(f"llm-router train: {exc}", file=sys.stderr)
         return 2

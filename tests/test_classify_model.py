@@ -16,7 +16,14 @@ from router.classify_model import ModelError, TextModel
 from router.cli import main
 from router.config import ConfigError, RuleConfig, load_config
 from router.rules import RequestContext, compile_rules, match_rules
-from router.train import TrainingError, read_rows, train
+from router.train import (
+    DEFAULT_LEXICON,
+    Row,
+    TrainingError,
+    read_lexicon,
+    read_rows,
+    train,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "config" / "models" / "routing-model.npz"
@@ -63,6 +70,53 @@ def test_train_command_writes_model_and_report(tmp_path: Path, capsys: pytest.Ca
     assert "catqa" in capsys.readouterr().out
 
 
+def test_training_folds_the_lexicons_words_into_english(tmp_path: Path) -> None:
+    rows = small_rows()
+    german = [Row(r.source, r.tier, r.task, [{"role": "user", "content": "Beweise: " + str(r.messages[-1]["content"])}])
+              for r in rows if r.source == "aqua-rat"]
+    result = train(rows + german, held_out=False, lexicon={"beweise": "prove", "blorp": "zzyzx"})
+    assert "beweise" not in result.vocabulary and "prove" in result.vocabulary
+    assert result.aliases["beweise"] == "prove" and "blorp" not in result.aliases  # no row says "zzyzx"
+    result.save(tmp_path / "m.npz")
+    model = TextModel.load(tmp_path / "m.npz")
+    assert np.array_equal(model.read("Beweise x", "user")[0], model.read("prove x", "user")[0])
+
+
+def test_the_shipped_lexicon_reads_and_the_first_language_wins(tmp_path: Path) -> None:
+    lexicon = read_lexicon(DEFAULT_LEXICON)
+    assert len(lexicon) > 4000 and lexicon["ich"] == "i" and lexicon["warum"] == "why"
+    a, b = tmp_path / "a.tsv", tmp_path / "b.tsv"
+    a.write_text("le\tthe\n")
+    b.write_text("le\thim\nder\tthe\n")
+    assert read_lexicon([a, b]) == {"le": "the", "der": "the"}
+
+
+def test_train_command_reads_the_lexicon_it_is_given(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps({"source": r.source, "expected_tier": r.tier, "task": r.task,
+                                          "messages": r.messages}) for r in small_rows()))
+    (tmp_path / "nl.tsv").write_text("bewijs\tprove\nwat\twhat\n")
+    out = tmp_path / "m.npz"
+    assert main(["train", "--data", str(data), "--out", str(out), "--lexicon", str(tmp_path / "nl.tsv"),
+                 "--no-held-out"]) == 0
+    model = TextModel.load(out)
+    assert model.aliases.get("wat") == "what" and "ich" not in model.aliases and model.meta["lexicon_words"] == 2
+    (tmp_path / "bad.tsv").write_text("bewijs prove\n")
+    assert main(["train", "--data", str(data), "--out", str(out), "--lexicon", str(tmp_path / "bad.tsv")]) == 2
+    assert "bad.tsv:1: want `word<TAB>english`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("ich i\n", "x.tsv:1: want `word<TAB>english`"), ("ok\tfine\nIch\ti\n", "x.tsv:2: want"),
+     ("ist\tis\nis\tbe\n", "'is' is both a word to map and a word mapped to")],
+)
+def test_a_bad_lexicon_is_named_by_line(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "x.tsv").write_text(text)
+    with pytest.raises(TrainingError, match=message):
+        read_lexicon([tmp_path / "x.tsv"])
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
@@ -91,7 +145,8 @@ def _valid_arrays(tasks: tuple[str, ...] = ("qa", "math")) -> dict[str, Any]:
         "weights": np.zeros((3, 1 + len(tasks)), dtype=np.float16),
         "bias": np.zeros(1 + len(tasks), dtype=np.float32),
         "tasks": np.array(tasks),
-        "meta": np.array(json.dumps({"format": 2, "window": {"head": 600, "tail": 300}})),
+        "meta": np.array(json.dumps({"format": 3, "window": {"head": 600, "tail": 300}})),
+        "aliases": np.array([["beweise", "prove"]]),
     }
 
 
@@ -105,14 +160,37 @@ def test_a_valid_model_file_loads_and_reads(tmp_path: Path) -> None:
     assert model.explain([("Prove it.", "user")])[0][0] == "prove"
 
 
+def test_an_alias_reads_as_its_english_feature(tmp_path: Path) -> None:
+    arrays = _valid_arrays()
+    arrays["weights"][0, 0] = 4.0
+    _write_npz(tmp_path / "m.npz", **arrays)
+    model = TextModel.load(tmp_path / "m.npz")
+    german, english = model.read("Beweise es.", "user"), model.read("Prove it.", "user")
+    assert np.array_equal(german[0], english[0]) and model.predict([german]).escalation > 0.5
+    assert model.explain([("Beweise es.", "user")])[0] == ("beweise", model.explain([("Prove it.", "user")])[0][1])
+
+
+def test_a_format_2_file_without_aliases_still_loads(tmp_path: Path) -> None:
+    arrays = _valid_arrays()
+    del arrays["aliases"]
+    arrays["meta"] = np.array(json.dumps({"format": 2, "window": {"head": 600, "tail": 300}}))
+    _write_npz(tmp_path / "m.npz", **arrays)
+    model = TextModel.load(tmp_path / "m.npz")
+    assert model.aliases == {} and model.read("Beweise es.", "user")[0].sum() == 0
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
         (lambda a: a.pop("bias"), r"lacks \['bias'\]"),
-        (lambda a: a.update(meta=np.array('{"format": 99}')), "format 99, this gateway reads format 2"),
+        (lambda a: a.update(meta=np.array('{"format": 99}')), "format 99, this gateway reads format 3"),
+        (lambda a: a.update(aliases=np.array(["beweise", "prove"])), "aliases must be .alias, feature. pairs"),
+        (lambda a: a.update(aliases=np.array([["beweise", "proof"]])), "alias 'beweise' -> 'proof' must map"),
+        (lambda a: a.update(aliases=np.array([["that", "prove"]])), "alias 'that' -> 'prove' must map"),
+        (lambda a: a.update(aliases=np.array([["x", "prove"], ["x", "that"]])), "aliases repeat a word"),
         (lambda a: a.update(bias=np.zeros(7, dtype=np.float32)), "do not fit 3 features and 2 tasks"),
         (lambda a: a.update(vocabulary=np.array(["a", "a", "b"])), "repeats a feature"),
-        (lambda a: a.update(meta=np.array('{"format": 2, "window": {"head": -1, "tail": 3}}')), "positive integers"),
+        (lambda a: a.update(meta=np.array('{"format": 3, "window": {"head": -1, "tail": 3}}')), "positive integers"),
         (lambda a: a["weights"].__setitem__((0, 0), np.nan), "NaN or infinity"),
         (lambda a: a.update(meta=np.array("{")), "meta is not JSON"),
     ],
