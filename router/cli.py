@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from router.train import run_command
 
         return run_command(args.data, args.out, c=args.c, held_out=not args.no_held_out, rules=args.rules,
-                           **({"lexicon": args.lexicon} if args.lexicon else {}))
+                           lexicon=args.lexicon)
     if args.command == "serve":
         return _serve(args.config, args.host, args.port, args.workers, args.log_level)
     return _demo(args.config or _shipped_config("demo.yaml"), args.host, args.port, args.mid_port, args.flagship_port,
@@ -115,9 +115,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--rules", type=Path, default=None,
                        help="score each held-out source by routing it with this config's cues and rules "
                             "(slower: both heads are fitted per source); default: the model alone")
-    train.add_argument("--lexicon", type=Path, action="append", default=None,
-                       help="a TSV of `word<TAB>english` read as its English word; repeat for several "
-                            "(default: the shipped German, French, Italian, Spanish and Portuguese lexicon)")
+    train.add_argument("--lexicon", type=Path, action="append", default=[],
+                       help="a TSV of `word<TAB>english`: each word is read as its English word; repeat for "
+                            "several. Added to the shipped German, French, Italian, Spanish and Portuguese "
+                            "lexicon, and wins where both list a word")
     train.add_argument("--no-held-out", action="store_true",
                        help="skip the leave-one-source-out scores (one fit instead of one per source)")
     _add_evaluation_commands(commands)

@@ -5,7 +5,7 @@ Rows are JSON lines as in ``data/routing/*.jsonl``: ``source``, ``expected_tier`
 scikit-learn (``pip install 'llm-router[train]'``), serving does not.
 
 Words of other languages are folded into their English equivalents before fitting (the lexicon,
-``router/lexicon/*.tsv`` unless other files are given), and the model file carries the same mapping, so
+``router/lexicon/*.tsv`` and any files given), and the model file carries the same mapping, so
 a language that appears in one tier only in the rows does not become a sign of that tier.
 
 Every source weighs the same in the fit, whatever its number of rows, so one large dataset's style
@@ -314,8 +314,9 @@ def config_router(path: Path) -> RouterFactory:
 
 
 def run_command(data: list[Path], out: Path, *, c: float, held_out: bool, rules: Path | None = None,
-                lexicon: Sequence[Path] = DEFAULT_LEXICON) -> int:
-    """``llm-router train``: exit 0 with the model and ``<out>.report.txt`` written, 2 on bad input."""
+                lexicon: Sequence[Path] = ()) -> int:
+    """``llm-router train``: exit 0 with the model and ``<out>.report.txt`` written, 2 on bad input.
+    ``lexicon`` files are read before the shipped ones, so their words win."""
     try:
         import sklearn  # noqa: F401
     except ImportError:
@@ -324,7 +325,7 @@ def run_command(data: list[Path], out: Path, *, c: float, held_out: bool, rules:
     try:
         rows = read_rows(data)
         router = config_router(rules) if rules is not None else None
-        result = train(rows, c=c, held_out=held_out, router=router, lexicon=read_lexicon(lexicon))
+        result = train(rows, c=c, held_out=held_out, router=router, lexicon=read_lexicon([*lexicon, *DEFAULT_LEXICON]))
     except TrainingError as exc:
         print(f"llm-router train: {exc}", file=sys.stderr)
         return 2

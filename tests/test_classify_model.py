@@ -95,12 +95,14 @@ def test_train_command_reads_the_lexicon_it_is_given(tmp_path: Path, capsys: pyt
     data = tmp_path / "rows.jsonl"
     data.write_text("\n".join(json.dumps({"source": r.source, "expected_tier": r.tier, "task": r.task,
                                           "messages": r.messages}) for r in small_rows()))
-    (tmp_path / "nl.tsv").write_text("bewijs\tprove\nwat\twhat\n")
+    (tmp_path / "nl.tsv").write_text("bewijs\tprove\nwat\twhat\nist\tthe\n")
     out = tmp_path / "m.npz"
     assert main(["train", "--data", str(data), "--out", str(out), "--lexicon", str(tmp_path / "nl.tsv"),
                  "--no-held-out"]) == 0
     model = TextModel.load(out)
-    assert model.aliases.get("wat") == "what" and "ich" not in model.aliases and model.meta["lexicon_words"] == 2
+    # added to the shipped lexicon, and first: its "ist" wins over the shipped "ist" -> "is"
+    assert model.aliases.get("wat") == "what" and model.aliases.get("der") == "the"
+    assert model.aliases.get("ist") == "the" and model.meta["lexicon_words"] == len(read_lexicon(DEFAULT_LEXICON)) + 2
     (tmp_path / "bad.tsv").write_text("bewijs prove\n")
     assert main(["train", "--data", str(data), "--out", str(out), "--lexicon", str(tmp_path / "bad.tsv")]) == 2
     assert "bad.tsv:1: want `word<TAB>english`" in capsys.readouterr().err
