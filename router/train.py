@@ -20,7 +20,7 @@ import json
 import math
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,22 +55,29 @@ class Row:
     messages: list[dict[str, Any]]
 
 
-def read_rows(paths: Iterable[Path]) -> list[Row]:
-    """Rows from JSON-lines files, checked; ``TrainingError`` names the first bad line."""
-    rows: list[Row] = []
+def _numbered_lines(paths: Iterable[Path]) -> Iterator[tuple[str, str]]:
+    """Each line of each file with its ``path:line`` for error messages; an unreadable file is a
+    ``TrainingError``."""
     for path in paths:
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise TrainingError(f"{path}: {exc.strerror or exc}") from None
         for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                raw = json.loads(line)
-            except ValueError as exc:
-                raise TrainingError(f"{path}:{n}: not JSON ({exc})") from None
-            rows.append(_row(raw, f"{path}:{n}"))
+            yield f"{path}:{n}", line
+
+
+def read_rows(paths: Iterable[Path]) -> list[Row]:
+    """Rows from JSON-lines files, checked; ``TrainingError`` names the first bad line."""
+    rows: list[Row] = []
+    for where, line in _numbered_lines(paths):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except ValueError as exc:
+            raise TrainingError(f"{where}: not JSON ({exc})") from None
+        rows.append(_row(raw, where))
     if not rows:
         raise TrainingError("no rows to train on")
     return rows
@@ -94,17 +101,12 @@ def read_lexicon(paths: Iterable[Path]) -> dict[str, str]:
     """Word -> English word, from TSV files (``word<TAB>english`` per line, words as the model's features
     spell them); the first file to list a word wins. ``TrainingError`` names a bad line."""
     lexicon: dict[str, str] = {}
-    for path in paths:
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise TrainingError(f"{path}: {exc.strerror or exc}") from None
-        for n, line in enumerate(lines, 1):
-            fields = line.split("\t")
-            if len(fields) != 2 or not all(f and f == f.lower() and f.split() == [f] for f in fields):
-                raise TrainingError(f"{path}:{n}: want `word<TAB>english`, lower case, one word each")
-            if fields[0] != fields[1]:
-                lexicon.setdefault(fields[0], fields[1])
+    for where, line in _numbered_lines(paths):
+        fields = line.split("\t")
+        if len(fields) != 2 or not all(f and f == f.lower() and f.split() == [f] for f in fields):
+            raise TrainingError(f"{where}: want `word<TAB>english`, lower case, one word each")
+        if fields[0] != fields[1]:
+            lexicon.setdefault(fields[0], fields[1])
     chained = next((w for w in lexicon.values() if w in lexicon), None)
     if chained is not None:
         raise TrainingError(f"lexicon: {chained!r} is both a word to map and a word mapped to")
