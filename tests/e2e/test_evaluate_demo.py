@@ -74,7 +74,7 @@ def test_replay_calibrate_and_test_on_a_demo_run(tmp_path: Path) -> None:
     calibrated = llm_router(tmp_path, "calibrate", "--config", "config/demo.yaml", "--ledger", str(setup.ledger),
                             "--target-flagship-share", "0.5")
     assert calibrated.returncode == 0, calibrated.stderr
-    assert "calibrating rules.6 (escalate-learned): when.escalation_gte on 8 logged requests" in calibrated.stdout
+    assert "calibrating rules.7 (escalate-learned): when.escalation_gte on 8 logged requests" in calibrated.stdout
     assert "projected mid acceptance: " in calibrated.stdout
 
     golden = llm_router(tmp_path, "test", "--config", "config/demo.yaml", str(REPO / "config/routing-tests.yaml"))

@@ -34,10 +34,8 @@ def test_a_changed_rule_fails_a_case_with_a_diff(edited_config: EditConfig, caps
     config = edited_config("task: [math, code, legal]", "task: [code, legal]")
     assert main(["test", "--config", str(config), str(CONFIG / "routing-tests.yaml")]) == 1
     out = capsys.readouterr().out
-    assert "FAILED math-word-problem" in out
-    assert "tier     expected 'flagship', got 'mid'" in out
-    assert "rule     expected 'escalate-hard-tasks', got 'default-mid'" in out
-    assert "because  rule 'default-mid'" in out
+    assert "FAILED math-word-problem\n  rule     expected 'escalate-hard-tasks', got 'escalate-learned'\n" in out
+    assert "because  rule 'escalate-learned': escalation >= 0.55; task=math" in out
     assert " failed, " in out.splitlines()[-1]
 
 
