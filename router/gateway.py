@@ -92,16 +92,19 @@ class Gateway:
         """Re-read the config file; return True if a new config is now serving."""
         return self._apply(self._read(self.path)) if self.path is not None else False
 
-    def _read(self, path: Path) -> tuple[GatewayConfig, Classifier] | ConfigError:
+    def _read(self, path: Path) -> tuple[GatewayConfig, Classifier | None] | ConfigError:
         """The slow, side-effect-free half of a reload: parse and check the config file, load its model
-        and compile its cues (about 0.1 s). The watcher runs it off the event loop."""
+        and compile its cues (about 0.1 s; not when the file is the one serving). The watcher runs it
+        off the event loop."""
         try:
             config = load_config(path, self._environ)
         except ConfigError as exc:
             return exc
+        if config.digest == self.config.digest:
+            return config, None
         return config, Classifier(config.classifier.vocabulary, config.classifier.model)
 
-    def _apply(self, loaded: tuple[GatewayConfig, Classifier] | ConfigError) -> bool:
+    def _apply(self, loaded: tuple[GatewayConfig, Classifier | None] | ConfigError) -> bool:
         """Serve what ``_read`` loaded (on the event loop), or keep the current config if it failed."""
         if isinstance(loaded, ConfigError):
             self.reloads["failure"] += 1
