@@ -133,7 +133,7 @@ class _Read:
     size: int
     cues: tuple[dict[int, int], dict[int, int]] | None = None
     #: The model's reading of the text as "user" or "system" (``TextModel.read``), once asked for.
-    model: dict[str, tuple[np.ndarray, int]] | None = None
+    model: dict[str, tuple[list[float], int]] | None = None
 
 
 class Classifier:
@@ -238,7 +238,7 @@ class Classifier:
                 break
         first_read = len(messages) - self._max_messages
         model = self.model
-        model_parts: list[tuple[np.ndarray, int]] = []
+        model_parts: list[tuple[list[float], int]] = []
         unread = len(messages) - _MAX_READ_MESSAGES  # messages before this one are only counted
         for i, message in enumerate(messages):
             if not isinstance(message, dict):
@@ -319,7 +319,7 @@ class Classifier:
             task_source=source,
         )
 
-    def _model_read(self, model: TextModel, read: _Read, text: str, kind: str) -> tuple[np.ndarray, int]:
+    def _model_read(self, model: TextModel, read: _Read, text: str, kind: str) -> tuple[list[float], int]:
         """The model's reading of a text, kept with the text's other findings in the cache."""
         if read.model is None:
             read.model = {}

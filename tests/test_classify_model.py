@@ -13,6 +13,7 @@ import pytest
 
 from router.classify import Classifier, Features
 from router.classify_model import ModelError, TextModel
+from router.classify_model import features as model_features
 from router.cli import main
 from router.config import ConfigError, RuleConfig, load_config
 from router.rules import RequestContext, compile_rules, match_rules
@@ -178,7 +179,7 @@ def test_a_format_2_file_without_aliases_still_loads(tmp_path: Path) -> None:
     arrays["meta"] = np.array(json.dumps({"format": 2, "window": {"head": 600, "tail": 300}}))
     _write_npz(tmp_path / "m.npz", **arrays)
     model = TextModel.load(tmp_path / "m.npz")
-    assert model.aliases == {} and model.read("Beweise es.", "user")[0].sum() == 0
+    assert model.aliases == {} and not any(model.read("Beweise es.", "user")[0])
 
 
 @pytest.mark.parametrize(
@@ -271,6 +272,29 @@ def test_the_model_reads_the_instruction_not_the_pasted_middle() -> None:
     loud = model.read(head + "integral theorem court ruling exploit " * 200 + tail, "user")
     assert np.allclose(quiet[0], loud[0]) and quiet[1] == loud[1]
 
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        [("Prove that the square root of 2 is irrational.", "user")],
+        [("You are a careful lawyer.", "system"), ("Can my landlord keep the deposit?", "user")],
+        [("a." * 5000, "system"), ("a " * 5000 + "? {x} 1\n" * 100, "user")],  # as many words as a window holds
+        [],
+    ],
+)
+def test_prediction_is_the_models_formula(texts: list[tuple[str, str]]) -> None:
+    """Sigmoid and softmax of bias + (summed rows of the known features) / sqrt(number of features)."""
+    model = TextModel.load(SHIPPED)
+    prediction = model.predict([model.read(text, kind) for text, kind in texts])
+    found = [f for text, kind in texts for f in model_features(text, kind, model.window)]
+    summed = sum((model.weights[model.index.get(f, 0)].astype(np.float64) for f in found), np.zeros(model.weights.shape[1]))
+    logits = model.bias + (summed / np.sqrt(len(found)) if found else 0.0)
+    tasks = np.exp(logits[1:] - logits[1:].max())
+    tasks /= tasks.sum()
+    assert prediction.escalation == pytest.approx(1 / (1 + np.exp(-logits[0])), abs=1e-5)
+    assert list(prediction.probabilities.values()) == pytest.approx(tasks.tolist(), abs=1e-5)
+    assert prediction.task == model.tasks[int(tasks.argmax())] and prediction.confidence == pytest.approx(tasks.max(), abs=1e-5)
 
 def test_a_model_task_fills_in_only_where_no_cue_reached_the_score() -> None:
     config = load_config(REPO / "config" / "demo.yaml", {})
