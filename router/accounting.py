@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from router.accesslog import AccessLog
+from router.auth import ClientKey
 from router.config import GatewayConfig
 from router.cost import Usage, usage_cost, usage_from
 from router.evaluate import inputs
@@ -154,6 +155,20 @@ class Accountant:
             cost_usd=0.0, saved_usd=0.0, path=path,
         )
         self.access_log.request(request_id=request_id, method="POST", path=path, status=status, latency_s=duration)
+
+    def counted(
+        self, request_id: str, path: str, status: int, started: float, *, client: ClientKey | None = None,
+        rule: str | None = None, backend: str | None = None, input_tokens: int = 0,
+    ) -> None:
+        """Account for a token count (answered or refused): its endpoint's metrics and an access-log line;
+        no spend, ledger row or generation metrics, as nothing was generated."""
+        duration = time.perf_counter() - started
+        self.metrics.endpoint_answered(path, status, duration)
+        self.access_log.request(
+            request_id=request_id, method="POST", path=path, status=status, latency_s=duration, rule=rule,
+            backend=backend, tenant=client.tenant if client else None, key=client.name if client else None,
+            input_tokens=input_tokens,
+        )
 
     def _record_metrics(self, trace: Trace, now: float) -> None:
         candidate = trace.served

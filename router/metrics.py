@@ -13,6 +13,7 @@ Recording (all calls are cheap, a few microseconds; label children are resolved 
     metrics.breaker_state(backend, "open")                # closed | half_open | open
     metrics.budget("tenant", "acme", "day", remaining_usd=..., limit_usd=...)  # scope global (name None) | tenant | key
     metrics.request_finished(tier=..., backend=..., ...)  # once per request, success or error
+    metrics.endpoint_answered(path, status, duration_s)   # once per request that generates nothing (a token count)
     metrics.config_reload(ok)                             # each reload attempt; after a success, configure(...)
     body, content_type = metrics.render()                 # GET /metrics (publishes this process's pending values first)
     metrics.publish()                                     # multi-worker: every second (Gateway runs it)
@@ -33,7 +34,7 @@ missing one (``None`` or ``""``, e.g. no backend was chosen because the request 
 Exported series (``llm_router_`` prefix):
 
     requests_total{tier,backend,rule,task,status_class,stream}    counter
-    endpoint_requests_total{endpoint,status_class}                 counter: chat, responses, completions, embeddings, messages
+    endpoint_requests_total{endpoint,status_class}                 counter: chat, responses, completions, embeddings, messages, count_tokens
     endpoint_duration_seconds{endpoint}                            histogram, 10 ms .. 300 s
     request_duration_seconds{backend}                              histogram, 10 ms .. 300 s (generation: embeddings apart)
     time_to_first_token_seconds{backend}                           histogram (streams)
@@ -128,7 +129,7 @@ _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 _STREAM = {True: "true", False: "false"}
 #: Request path -> ``endpoint`` label (a closed set; other paths fold into ``other``).
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/responses": "responses", "/v1/completions": "completions",
-             "/v1/embeddings": "embeddings", "/v1/messages": "messages", "/v1/messages/count_tokens": "messages"}
+             "/v1/embeddings": "embeddings", "/v1/messages": "messages", "/v1/messages/count_tokens": "count_tokens"}
 
 
 def prepare_multiprocess_dir(workers: int) -> Path | None:
@@ -422,6 +423,13 @@ class Metrics:
                 counts[money[0]] += cost_usd
             if saved_usd > 0:
                 counts[money[1]] += saved_usd
+
+    def endpoint_answered(self, path: str, status: int, duration_s: float) -> None:
+        """Record a request that generates nothing (``POST /v1/messages/count_tokens``): its endpoint's count
+        and duration only, so requests, tokens and the gateway's overhead stay those of generations."""
+        endpoint = ENDPOINTS.get(path, OTHER)
+        self._counts[self._child(self._endpoint_requests, endpoint, _STATUS_CLASSES.get(status // 100, OTHER))] += 1.0
+        self._observe(self._child(self._endpoint_duration, endpoint), LATENCY_BOUNDS, duration_s)
 
     def _observe(self, histogram: Any, bounds: tuple[float, ...], value: float) -> None:
         pending = self._observed.get(histogram)

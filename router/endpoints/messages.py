@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
+import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -33,12 +34,17 @@ from router.anthropic_wire.downstream import (
     to_chat_request,
     to_message,
 )
-from router.api import send_bytes
+from router.api import CLIENT_CLOSED, send_bytes
 from router.auth import ClientKey
 from router.cost import CHARS_PER_TOKEN
 from router.endpoints.base import request_head
 from router.endpoints.translated import TranslatedEndpoint, UpstreamCalls, native_calls
-from router.errors import GatewayError, InvalidRequestError, UpstreamClientError, UpstreamError
+from router.errors import (
+    GatewayError,
+    InvalidRequestError,
+    UpstreamClientError,
+    UpstreamError,
+)
 from router.gateway import Gateway
 from router.pipeline import Pipeline
 from router.policy import Candidate
@@ -208,13 +214,16 @@ def _anthropic_route(route: Route, fields: tuple[str, ...]) -> Route:
 class CountTokensEndpoint(AnthropicEdge, TranslatedEndpoint):
     """``POST /v1/messages/count_tokens``: where the request would go to an Anthropic backend first, that
     backend's exact count; otherwise (or when that backend cannot answer) the classifier's estimate, the
-    one routing and budgets use. Not a generation: no budget, ledger row or access-log line."""
+    one routing and budgets use. Not a generation: no budget or ledger row; an access-log line and the
+    ``count_tokens`` endpoint's metrics (``Accountant.counted``)."""
 
     path = "/v1/messages/count_tokens"
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         gateway, headers, (request_id, _) = request_head(scope)
         pipeline = gateway.pipeline
+        client: ClientKey | None = None
         try:
             client, raw = await self.read(gateway, headers, receive)
             native = parse_messages_request(raw, generate=False)
@@ -224,18 +233,24 @@ class CountTokensEndpoint(AnthropicEdge, TranslatedEndpoint):
                 route = _anthropic_route(route, anthropic_only)
             answer = {"x-request-id": request_id, "x-router-rule": route.decision.rule}
             tokens = await _exact_count(pipeline, route, native, headers.get("anthropic-beta"), request_id)
+            backend = None
             if tokens is None:
                 tokens = route.features.input_tokens
                 answer["x-router-count"] = "estimate"
             else:
+                backend = route.plan.candidates[0].backend
                 answer["x-router-count"] = "exact"
-                answer["x-router-backend"] = route.plan.candidates[0].backend
+                answer["x-router-backend"] = backend
         except GatewayError as exc:
+            pipeline.accountant.counted(request_id, self.path, exc.status_code, started, client=client)
             await self.send_error(send, exc, request_id)
             return
         except ClientDisconnect:
+            pipeline.accountant.counted(request_id, self.path, CLIENT_CLOSED, started, client=client)
             return
         await send_bytes(send, 200, orjson.dumps({"input_tokens": tokens}), answer)
+        pipeline.accountant.counted(request_id, self.path, 200, started, client=client, rule=route.decision.rule,
+                                    backend=backend, input_tokens=tokens)
 
 
 async def _exact_count(

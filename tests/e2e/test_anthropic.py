@@ -541,6 +541,32 @@ def test_count_tokens_is_exact_on_anthropic_backends(stack: Stack) -> None:
     assert fallback.parse().input_tokens == estimate.parse().input_tokens
 
 
+def test_count_tokens_is_logged_and_counted_apart_from_generations(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    client = stack.anthropic()
+    exact = client.messages.count_tokens(model="claude", messages=FAQ)  # type: ignore[arg-type]
+    estimate = client.messages.count_tokens(model="mid", messages=FAQ)  # type: ignore[arg-type]
+    with pytest.raises(anthropic.AuthenticationError):
+        stack.anthropic(key="sk-wrong").messages.count_tokens(model="mid", messages=FAQ)  # type: ignore[arg-type]
+    logged = [r.fields for r in caplog.records if r.name == ACCESS_LOGGER]  # type: ignore[attr-defined]
+    assert [(f["path"], f["status"], f["backend"], f["tenant"], f["input_tokens"]) for f in logged] == [
+        ("/v1/messages/count_tokens", 200, "claude", "acme", exact.input_tokens),
+        ("/v1/messages/count_tokens", 200, None, "acme", estimate.input_tokens),
+        ("/v1/messages/count_tokens", 401, None, None, 0),
+    ]
+    assert all(f["cost_usd"] == 0 and f["output_tokens"] == 0 for f in logged)
+    assert "sk-wrong" not in caplog.text and CLIENT_KEY not in caplog.text and ANTHROPIC_KEY not in caplog.text
+    metrics = httpx.get(f"{stack.url}/metrics").text.splitlines()
+    assert 'llm_router_endpoint_requests_total{endpoint="count_tokens",status_class="2xx"} 2.0' in metrics
+    assert 'llm_router_endpoint_requests_total{endpoint="count_tokens",status_class="4xx"} 1.0' in metrics
+    assert 'llm_router_endpoint_duration_seconds_count{endpoint="count_tokens"} 3.0' in metrics
+    # not generations: no requests, tokens or spend recorded for them
+    assert not [line for line in metrics if line.startswith(("llm_router_requests_total{", "llm_router_tokens_total{"))
+                and not line.endswith(" 0.0")]
+
+
 def test_a_claude_code_shaped_request(stack: Stack) -> None:
     """What Claude Code sends: ?beta=true, anthropic-beta, Bearer auth token, system blocks and tools with
     cache_control, metadata.user_id, a streamed answer; routed by the aliases to the rules' choice."""
