@@ -46,6 +46,21 @@ FORMAT_VERSION = 3
 _READABLE = (2, FORMAT_VERSION)
 #: ``router.vocabulary.PUNCTUATION`` (punctuation -> spaces) with every digit made ``0``, in one table.
 _NORMALISE = {**PUNCTUATION, **str.maketrans("123456789", "000000000")}
+
+
+def _ascii_normalise() -> tuple[bytes, bytes]:
+    """``_NORMALISE`` after ``str.lower`` for ASCII text, as a bytes.translate table and the bytes it deletes."""
+    table, deleted = bytearray(range(256)), bytearray()
+    for b in range(128):
+        to = chr(b).lower().translate(_NORMALISE)
+        if to:
+            table[b] = ord(to)
+        else:
+            deleted.append(b)
+    return bytes(table), bytes(deleted)
+
+
+_ASCII_NORMALISE, _ASCII_DELETED = _ascii_normalise()
 _CODE_SYMBOLS = b"{}();="
 #: The shape tokens, by their value: question marks (up to 3), then log2 buckets of code symbols,
 #: digits and line breaks.
@@ -91,13 +106,16 @@ def features(text: str, kind: str, window: Window) -> list[str]:
     """The features of one message text read as ``kind`` ("user" or "system"). Pure; training and
     serving share it, so both read a text the same way."""
     cut = window.cut(text, kind)
-    normalised = cut.lower().translate(_NORMALISE)
+    encoded = cut.encode("utf-8", "surrogatepass")
+    if cut.isascii():  # most prompts: one bytes.translate, several times cheaper than lower() + str.translate
+        normalised = encoded.translate(_ASCII_NORMALISE, _ASCII_DELETED).decode("ascii")
+    else:
+        normalised = cut.lower().translate(_NORMALISE)
     out = normalised.split()
     if kind != "user":
         return [SYSTEM_PREFIX + f for f in out]
     # The code symbols are ASCII, so UTF-8 holds as many of them as the text: deleting them all from
     # the bytes is one pass, where counting each one in the text is six.
-    encoded = cut.encode("utf-8", "surrogatepass")
     symbols = len(encoded) - len(encoded.translate(None, _CODE_SYMBOLS))
     out += (_QUESTIONS[min(cut.count("?"), 3)], _SYMBOLS[_log2(symbols, 8)],
             _DIGITS[_log2(normalised.count("0"), 7)], _LINES[_log2(cut.count("\n"), 6)])

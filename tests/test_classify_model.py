@@ -13,6 +13,7 @@ import pytest
 
 from router.classify import Classifier, Features
 from router.classify_model import ModelError, TextModel
+from router.classify_model import _NORMALISE, SYSTEM_PREFIX, Window
 from router.classify_model import features as model_features
 from router.cli import main
 from router.config import ConfigError, RuleConfig, load_config
@@ -272,6 +273,16 @@ def test_the_model_reads_the_instruction_not_the_pasted_middle() -> None:
     loud = model.read(head + "integral theorem court ruling exploit " * 200 + tail, "user")
     assert np.allclose(quiet[0], loud[0]) and quiet[1] == loud[1]
 
+
+
+@pytest.mark.parametrize("kind", ["user", "system"])
+def test_ascii_text_reads_as_the_general_path_reads_it(kind: str) -> None:
+    """The bytes fast path for ASCII text gives the words lower() + the normalising table give."""
+    every = "".join(map(chr, range(128)))
+    text = f"{every} Hello, World! It's 42-year-old C++ code: x[i] = f(y); {every[::-1]} e.g. A/B \\ DONE?"
+    cut = Window().cut(text, kind)
+    words = cut.lower().translate(_NORMALISE).split()
+    assert model_features(text, kind, Window())[: len(words)] == ([SYSTEM_PREFIX + w for w in words] if kind == "system" else words)
 
 
 @pytest.mark.parametrize(
