@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import orjson
 from ahocorasick_rs import BytesAhoCorasick
 
