@@ -12,8 +12,13 @@ import numpy as np
 import pytest
 
 from router.classify import Classifier, Features
-from router.classify_model import ModelError, TextModel
-from router.classify_model import _NORMALISE, SYSTEM_PREFIX, Window
+from router.classify_model import (
+    _NORMALISE,
+    SYSTEM_PREFIX,
+    ModelError,
+    TextModel,
+    Window,
+)
 from router.classify_model import features as model_features
 from router.cli import main
 from router.config import ConfigError, RuleConfig, load_config
