@@ -7,7 +7,8 @@ How a request is read (every number comes from the vocabulary, ``config/tasks.ya
   a follow-up such as "and in Python?" keeps the intent of the conversation without hiding a new one.
 * Inside a message, the head and the tail (where instructions are written) count fully; the middle
   (pasted articles, code, data) counts ``window.body_weight`` and is read only up to
-  ``window.body_chars``, which bounds the cost on long prompts.
+  ``window.body_chars``, which bounds the cost on long prompts. Labelled material ("Context: ...",
+  ``router.material``) counts as a middle wherever it is, and the model reads the request around it.
 * Phrases are all looked for in one pass: the words of the text (as ``router.vocabulary.words`` reads
   them: lower-cased, punctuation-insensitive) are joined by single spaces and searched with an
   Aho-Corasick automaton holding every phrase as " its words ", so matches are whole words and the
@@ -34,6 +35,7 @@ import orjson
 from ahocorasick_rs import BytesAhoCorasick
 
 from router.classify_model import TextModel
+from router.material import split_material
 from router.vocabulary import PUNCTUATION, CueGroup, PiiCheck, Vocabulary, expand, words
 
 _IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
@@ -79,6 +81,8 @@ class Features:
     probabilities: dict[str, float] | None = None
     #: Who chose ``task``: "cues" (a cue group reached ``min_score``), "model", or "default".
     task_source: str = "default"
+    #: Characters of labelled material (``router.material``) read as data rather than as the request.
+    material_chars: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +99,7 @@ class Features:
             "escalation": self.escalation,
             "confidence": self.confidence,
             "probabilities": self.probabilities,
+            "material_chars": self.material_chars,
         }
 
     def reason(self) -> str:
@@ -116,6 +121,8 @@ class Features:
             text += ", images"
         if self.pii:
             text += f", pii={','.join(self.pii)}"
+        if self.material_chars:
+            text += f", {self.material_chars} chars of pasted material read as data"
         return text
 
 
@@ -133,6 +140,16 @@ class _Read:
     cues: tuple[dict[int, int], dict[int, int]] | None = None
     #: The model's reading of the text as "user" or "system" (``TextModel.read``), once asked for.
     model: dict[str, tuple[list[float], int]] | None = None
+    #: The request and the pasted material of the text (``router.material``) once looked for, ``None`` if
+    #: it holds no labelled material.
+    split: tuple[str, str] | None = None
+    looked: bool = False
+
+    def parts(self, text: str, low: str | None = None) -> tuple[str, str] | None:
+        """The request and the material of ``text`` (this read's text; ``low`` lower-cased), looked for once."""
+        if not self.looked:
+            self.split, self.looked = split_material(text, low), True
+        return self.split
 
 
 class Classifier:
@@ -228,6 +245,7 @@ class Classifier:
         images = 0
         size = 0
         pii: set[str] = set()  # kinds of personal data in any message or tool call
+        material = 0  # characters of labelled material in the messages read for cues
 
         last_user = -1
         for i in range(len(messages) - 1, -1, -1):
@@ -266,6 +284,8 @@ class Classifier:
             pii.update(read.pii)
             size += read.size
             if read.cues is not None and weight > 0.0:
+                if read.split is not None:
+                    material += len(read.split[1])
                 head, body = read.cues
                 self._add(head, weight, scores, fired, hits)
                 if body:
@@ -316,6 +336,7 @@ class Classifier:
             confidence=None if prediction is None else _milli(prediction.confidence),
             probabilities=None if prediction is None else prediction.probabilities,
             task_source=source,
+            material_chars=material,
         )
 
     def _model_read(self, model: TextModel, read: _Read, text: str, kind: str) -> tuple[list[float], int]:
@@ -324,7 +345,8 @@ class Classifier:
             read.model = {}
         found = read.model.get(kind)
         if found is None:
-            found = read.model[kind] = model.read(text, kind)
+            parts = read.parts(text)
+            found = read.model[kind] = model.read(text if parts is None else parts[0], kind)
         return found
 
     def _text(self, text: str, *, cues: bool) -> _Read:
@@ -348,7 +370,11 @@ class Classifier:
                     self._cache.popitem(last=False)  # the oldest entry
                 self._cache[text] = read
         if cues:
-            read.cues = self._read_cues(low, mask)
+            parts = read.parts(text, low)
+            if parts is None:
+                read.cues = self._read_cues(low, mask)
+            else:
+                read.cues = self._read_material_cues(parts[0].lower(), parts[1][: self._body].lower())
         return read
 
     def _read_cues(self, low: str, mask: bytes) -> tuple[dict[int, int], dict[int, int]]:
@@ -363,6 +389,14 @@ class Classifier:
             end = min(n - tail, head + self._body)
             if end > head and self._body_weight > 0.0:
                 body = self._scan(low[head:end], mask[head:end], skip=found)
+        return found, body
+
+    def _read_material_cues(self, request: str, material: str) -> tuple[dict[int, int], dict[int, int]]:
+        """The cue groups of a lower-cased request (read as a message is) and of the material it is about
+        (``window.body_weight``, as a long message's middle)."""
+        found, body = self._read_cues(request, _digit_mask(request))
+        if material and self._body_weight > 0.0:
+            body.update(self._scan(material, _digit_mask(material), skip=found.keys() | body.keys()))
         return found, body
 
     def _add(

@@ -1,8 +1,9 @@
 """The learned part of the classifier: a linear model over the words of a request.
 
 A request is read where people write instructions: the head of each system/developer prompt and the
-head and tail of the last user message (``Window``); pasted text in the middle of a long message does
-not move the model, and earlier turns do not either (so the number of turns is no signal). The text is
+head and tail of the last user message (``Window``), less any labelled material (``router.material``);
+pasted text in the middle of a long message does not move the model, and earlier turns do not either
+(so the number of turns is no signal). The text is
 normalised as the cue matcher reads it (lower case, punctuation as spaces, every digit ``0``) and cut
 into features: each word (system prompts' words are kept apart with a ``sys:`` prefix) and a few shape
 tokens (question marks, code symbols, digits, line breaks).
@@ -38,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from router.material import split_material
 from router.vocabulary import PUNCTUATION
 
 #: Bumped when features or the file layout change; a file of another version is refused.
@@ -266,7 +268,8 @@ class TextModel:
 
 def model_texts(messages: list[Any]) -> list[tuple[str, str]]:
     """The texts the model reads in a request, each with its kind: every system/developer prompt and the
-    last user message. ``router.classify`` reads the same ones (through its cache)."""
+    last user message, less the material pasted in them (``router.material``). ``router.classify`` reads
+    the same ones (through its cache)."""
     texts: list[tuple[str, str]] = []
     last_user = next((i for i in range(len(messages) - 1, -1, -1)
                       if isinstance(messages[i], dict) and messages[i].get("role") == "user"), -1)
@@ -277,7 +280,8 @@ def model_texts(messages: list[Any]) -> list[tuple[str, str]]:
         if i == last_user or role in ("system", "developer"):
             text = message_text(message)
             if text:
-                texts.append((text, "user" if i == last_user else "system"))
+                parts = split_material(text)
+                texts.append((text if parts is None else parts[0], "user" if i == last_user else "system"))
     return texts
 
 
