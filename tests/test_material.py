@@ -104,3 +104,11 @@ def test_the_model_reads_the_request_around_the_material() -> None:
     messages = [{"role": "system", "content": "You answer from documents."}, {"role": "user", "content": text}]
     assert model_texts(messages) == [("You answer from documents.", "system"),
                                      ("Context:\nQuestion: When did the canal open?", "user")]
+
+
+def test_offsets_hold_for_characters_that_lower_case_to_two_and_for_multibyte_text() -> None:
+    # "İ".lower() is two characters, and the automaton reads UTF-8 bytes: the spans are still the text's.
+    text = f"İstanbul, Ünïcödé: İİ notes first.\nKontext:\nÉtudes à Lyon — {PASSAGE}\n\nFrage: Wann?"
+    request, material = split_material(text)
+    assert request == "İstanbul, Ünïcödé: İİ notes first.\nKontext:\nFrage: Wann?"
+    assert material.strip() == f"Études à Lyon — {PASSAGE}"
