@@ -112,3 +112,22 @@ def test_offsets_hold_for_characters_that_lower_case_to_two_and_for_multibyte_te
     request, material = split_material(text)
     assert request == "İstanbul, Ünïcödé: İİ notes first.\nKontext:\nFrage: Wann?"
     assert material.strip() == f"Études à Lyon — {PASSAGE}"
+
+
+def test_training_reads_what_serving_reads() -> None:
+    """The material's words never reach the model's vocabulary: training featurizes rows as serving does."""
+    from router.train import Row, train
+
+    passage = PASSAGE.replace("Erie", "Zyzzogeton")  # a word no other row holds
+    rows = [Row(f"src{i % 3}", tier, task, [{"role": "user", "content": content}])
+            for i, (tier, task, content) in enumerate([
+                ("mid", "extraction", f"Context:\n{passage}\n\nQuestion: When did the canal open?"),
+                ("mid", "extraction", f"Passage:\n{passage}\n\nQuestion: How long is the canal?"),
+                ("flagship", "math", f"Zyzzogeton asks: prove that {PASSAGE[:40]} has no solution."),
+                ("flagship", "math", "Prove that the square root of 2 is irrational, then generalise it."),
+                ("mid", "extraction", "Extract the dates: the canal opened in October 1825."),
+                ("flagship", "math", "Prove that there are infinitely many primes of the form 4k + 3."),
+            ])]
+    vocabulary = set(train(rows, held_out=False).vocabulary)
+    assert "question" in vocabulary and "canal" in vocabulary  # the requests' words are read
+    assert "zyzzogeton" not in vocabulary  # once in a request, twice in material: seen in one row only
