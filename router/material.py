@@ -109,9 +109,9 @@ def _labelled(text: str, low: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     start = -1  # where the open block's material starts
     for colon in colons:
-        line = low.rfind("\n", 0, colon) + 1
-        if colon - line > _MAX_LABEL_CHARS:
-            continue
+        line = low.rfind("\n", max(0, colon - _MAX_LABEL_CHARS - 1), colon) + 1
+        if line == 0 and colon > _MAX_LABEL_CHARS:
+            continue  # no line starts near enough before the colon
         label = low[line:colon]
         kind = _label_kind(label)
         if kind == "request" and start >= 0:
@@ -166,15 +166,21 @@ def _label_kind(label: str) -> str | None:
 
 
 def _tagged(low: str) -> list[tuple[int, int]]:
-    """Spans of the tags named by material nouns (``<context>``, ``<documents>``) in a lower-cased text."""
+    """Spans of the tags named by material nouns (``<context>``, ``<documents>``) in a lower-cased text. A
+    closing tag is looked for up to ``_MAX_TAGGED`` characters on, once per tag name, and tags inside a
+    block found are skipped: a text of many opening tags costs a few bounded searches."""
     spans: list[tuple[int, int]] = []
+    tried: set[str] = set()
     for match in _OPEN_TAG.finditer(low, 0, _LABELS_HEAD):
         name = match.group(1)
-        if name.rstrip("s") not in _TAG_NAMES:
+        if (spans and match.start() < spans[-1][1]) or name in tried or name.rstrip("s") not in _TAG_NAMES:
             continue
-        close = low.find(f"</{name}", match.end())
-        end = low.find(">", close) + 1 if close != -1 else 0
-        if end and close - match.end() >= MIN_MATERIAL_CHARS:
+        close = low.find(f"</{name}", match.end(), match.end() + _MAX_TAGGED)
+        end = low.find(">", close, close + _MAX_TAG_CHARS) + 1 if close != -1 else 0
+        if end <= 0:
+            tried.add(name)  # not closed near enough: neither is the next one of that name
+            continue
+        if close - match.end() >= MIN_MATERIAL_CHARS:
             spans.append((match.start(), end))  # the tags too: their markup is no part of the request
     return spans
 
@@ -182,6 +188,9 @@ def _tagged(low: str) -> list[tuple[int, int]]:
 #: Labels and tags are looked for in this many characters at the head of a text, and labels also at its tail.
 _LABELS_HEAD = 3000
 _LABELS_TAIL = 1000
+#: How far a closing tag is looked for after its opening tag, and the longest tag read.
+_MAX_TAGGED = 65536
+_MAX_TAG_CHARS = 160
 #: The most labels read in each of the head and the tail.
 _MAX_LABELS = 64
 #: A label noun and what may follow it up to the colon: "Context:", "Kontext :", "Policy (excerpt):",

@@ -131,3 +131,12 @@ def test_training_reads_what_serving_reads() -> None:
     vocabulary = set(train(rows, held_out=False).vocabulary)
     assert "question" in vocabulary and "canal" in vocabulary  # the requests' words are read
     assert "zyzzogeton" not in vocabulary  # once in a request, twice in material: seen in one row only
+
+
+def test_tags_are_searched_a_bounded_way() -> None:
+    # Many opening tags and a far-away close: each tag name is looked for once, and not too far on.
+    flood = "<context>" * 300 + "x " * 100_000 + "</context>\nWhat is x?"
+    assert split_material(flood) is None
+    near = "<context>" + PASSAGE + "</context>" + "<context>" * 300 + "\nWhen did the canal open?"
+    request, material = split_material(near)
+    assert material == f"<context>{PASSAGE}</context>" and "When did the canal open?" in request
