@@ -491,6 +491,28 @@ class Pipeline:
         trace.budget_exceeded = exceeded
         return False
 
+    async def admit_count(self, client: ClientKey) -> dict[str, str]:
+        """Take one request, and no tokens, from the caller's rate limits for a token count (``POST
+        /v1/messages/count_tokens``): a count is a request, and an exact one calls the upstream's own
+        rate-limited count endpoint. Returns the rate-limit headers; raises ``RateLimitError`` (429) when
+        refused, as ``_admit`` does for generations."""
+        if not self.state.rate_limits:
+            return {}
+        try:
+            taken, _ = await self.state.admit(client.tenant, client.name, 0)
+        except StateUnavailableError:
+            raise _state_unavailable() from None
+        if taken is None:
+            return {}
+        (buckets, *_), take = taken
+        headers = ratelimit.headers(buckets, take)
+        if not take.admitted:
+            error = RateLimitError(ratelimit.refused(buckets, take), code="rate_limit_exceeded")
+            error.retryable = True
+            error.headers = {**error.headers, **headers}
+            raise error
+        return headers
+
     async def _admit(self, trace: Trace) -> None:
         """Take this request from the rate limits that apply to its caller, or refuse it (429 with
         retry-after); with Redis, in the same round trip, follow the tier any replica escalated its
@@ -514,9 +536,7 @@ class Pipeline:
                 trace.client.tenant, trace.client.name, tokens, messages if sticky else None
             )
         except StateUnavailableError:
-            raise self._final(trace, ServiceUnavailableError(
-                "The shared rate-limit state is unavailable and this gateway refuses rate-limited requests until "
-                "it is back (state.on_failure: closed).", code="state_backend_unavailable")) from None
+            raise self._final(trace, _state_unavailable()) from None
         if tier is not None:
             trace.route = replace(route, plan=self._plan(trace.body, route.features, route.decision, tier))
         if taken is None:
@@ -537,6 +557,12 @@ class Pipeline:
         if trace.reservation is not None:
             self.state.settle(trace.reservation, 0.0)
             trace.reservation = None
+
+
+def _state_unavailable() -> ServiceUnavailableError:
+    return ServiceUnavailableError(
+        "The shared rate-limit state is unavailable and this gateway refuses rate-limited requests until it is "
+        "back (state.on_failure: closed).", code="state_backend_unavailable")
 
 
 def _effort_notes(effort: Any, candidates: tuple[Candidate, ...]) -> list[str]:

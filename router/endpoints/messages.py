@@ -214,7 +214,8 @@ def _anthropic_route(route: Route, fields: tuple[str, ...]) -> Route:
 class CountTokensEndpoint(AnthropicEdge, TranslatedEndpoint):
     """``POST /v1/messages/count_tokens``: where the request would go to an Anthropic backend first, that
     backend's exact count; otherwise (or when that backend cannot answer) the classifier's estimate, the
-    one routing and budgets use. Not a generation: no budget or ledger row; an access-log line and the
+    one routing and budgets use. Not a generation: no budget or ledger row and no tokens taken, but one
+    request from the caller's rate limits (``Pipeline.admit_count``); an access-log line and the
     ``count_tokens`` endpoint's metrics (``Accountant.counted``)."""
 
     path = "/v1/messages/count_tokens"
@@ -228,10 +229,11 @@ class CountTokensEndpoint(AnthropicEdge, TranslatedEndpoint):
             client, raw = await self.read(gateway, headers, receive)
             native = parse_messages_request(raw, generate=False)
             body, anthropic_only = to_chat_request(native)
+            rate_headers = await pipeline.admit_count(client)
             route = pipeline.route(body, client, headers)
             if anthropic_only:
                 route = _anthropic_route(route, anthropic_only)
-            answer = {"x-request-id": request_id, "x-router-rule": route.decision.rule}
+            answer = {"x-request-id": request_id, "x-router-rule": route.decision.rule, **rate_headers}
             tokens = await _exact_count(pipeline, route, native, headers.get("anthropic-beta"), request_id)
             backend = None
             if tokens is None:

@@ -567,6 +567,34 @@ def test_count_tokens_is_logged_and_counted_apart_from_generations(
                 and not line.endswith(" 0.0")]
 
 
+def test_count_tokens_takes_a_request_from_the_callers_rate_limit(
+    upstreams: dict[str, str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A count is a request (an exact one calls the upstream's own rate-limited count endpoint): it takes
+    one from the caller's requests-per-minute bucket and no tokens, and is refused in Anthropic's shape."""
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    path = tmp_path / "router.yaml"
+    config = CONFIG.format(**upstreams, vocabulary=REPO / "config" / "tasks.yaml", ledger=tmp_path / "spend.sqlite3")
+    path.write_text(config.replace("policy:\n", "policy:\n  rate_limits: [{scope: tenant, name: acme, rpm: 3, tpm: 100000}]\n"))
+    app = create_app(load_config(path, ENV), environ=ENV, watch=False)
+    with serve(app) as url, anthropic.Anthropic(base_url=url, api_key=CLIENT_KEY, max_retries=0) as client:
+        counts = [client.messages.with_raw_response.count_tokens(model=model, messages=FAQ)  # type: ignore[arg-type]
+                  for model in ("claude", "mid")]
+        assert [c.headers["x-ratelimit-remaining-requests"] for c in counts] == ["2", "1"]
+        assert [c.headers["x-ratelimit-remaining-tokens"] for c in counts] == ["100000"] * 2  # none taken
+        client.messages.count_tokens(model="mid", messages=FAQ)  # type: ignore[arg-type]
+        with pytest.raises(anthropic.RateLimitError) as refused:
+            client.messages.count_tokens(model="mid", messages=FAQ)  # type: ignore[arg-type]
+        assert refused.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+        assert int(refused.value.response.headers["retry-after"]) >= 1
+        with pytest.raises(anthropic.RateLimitError) as generation:  # the generations' bucket: the same one
+            client.messages.create(model="mid", max_tokens=16, messages=FAQ)  # type: ignore[arg-type]
+        assert "requests per min" in generation.value.message
+    logged = [r.fields for r in caplog.records if r.name == ACCESS_LOGGER]  # type: ignore[attr-defined]
+    assert [(f["path"], f["status"]) for f in logged] == [("/v1/messages/count_tokens", 200)] * 3 + [
+        ("/v1/messages/count_tokens", 429), ("/v1/messages", 429)]
+
+
 def test_a_claude_code_shaped_request(stack: Stack) -> None:
     """What Claude Code sends: ?beta=true, anthropic-beta, Bearer auth token, system blocks and tools with
     cache_control, metadata.user_id, a streamed answer; routed by the aliases to the rules' choice."""
