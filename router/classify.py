@@ -138,8 +138,8 @@ class _Read:
     pii: frozenset[str]
     size: int
     cues: tuple[dict[int, int], dict[int, int]] | None = None
-    #: The model's reading of the text as "user" or "system" (``TextModel.read``), once asked for.
-    model: dict[str, tuple[list[float], int]] | None = None
+    #: The model's reading of the text (``TextModel.read``), once asked for.
+    model: tuple[list[float], int] | None = None
     #: The request and the pasted material of the text (``router.material``) once looked for, ``None`` if
     #: it holds no labelled material.
     split: tuple[str, str] | None = None
@@ -255,7 +255,7 @@ class Classifier:
                 break
         first_read = len(messages) - self._max_messages
         model = self.model
-        model_parts: list[tuple[list[float], int]] = []
+        model_read: tuple[list[float], int] | None = None
         unread = len(messages) - _MAX_READ_MESSAGES  # messages before this one are only counted
         for i, message in enumerate(messages):
             if not isinstance(message, dict):
@@ -279,8 +279,8 @@ class Classifier:
             else:
                 weight = self._last_user_weight if i == last_user else self._role_weight.get(role, 0.0)
             read = self._text(text, cues=weight > 0.0)
-            if model is not None and (i == last_user or role in _SYSTEM_ROLES):
-                model_parts.append(self._model_read(model, read, text, "user" if i == last_user else "system"))
+            if model is not None and i == last_user:
+                model_read = self._model_read(model, read, text)
             pii.update(read.pii)
             size += read.size
             if read.cues is not None and weight > 0.0:
@@ -299,7 +299,7 @@ class Classifier:
 
         best = _best(scores, self._default)
         evidence: list[str] = []
-        prediction = model.predict(model_parts) if model is not None else None
+        prediction = model.predict(model_read) if model is not None else None
         source = "cues"
         if scores.get(best, 0.0) < self._min_score - 1e-9:
             best, source = self._default, "default"
@@ -339,15 +339,12 @@ class Classifier:
             material_chars=material,
         )
 
-    def _model_read(self, model: TextModel, read: _Read, text: str, kind: str) -> tuple[list[float], int]:
-        """The model's reading of a text, kept with the text's other findings in the cache."""
+    def _model_read(self, model: TextModel, read: _Read, text: str) -> tuple[list[float], int]:
+        """The model's reading of the request's text, kept with the text's other findings in the cache."""
         if read.model is None:
-            read.model = {}
-        found = read.model.get(kind)
-        if found is None:
             parts = read.parts(text)
-            found = read.model[kind] = model.read(text if parts is None else parts[0], kind)
-        return found
+            read.model = model.read(text if parts is None else parts[0])
+        return read.model
 
     def _text(self, text: str, *, cues: bool) -> _Read:
         """What one message's text holds (with its ``cues`` if asked), from the cache when the same

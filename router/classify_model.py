@@ -1,12 +1,12 @@
 """The learned part of the classifier: a linear model over the words of a request.
 
-A request is read where people write instructions: the head of each system/developer prompt and the
-head and tail of the last user message (``Window``), less any labelled material (``router.material``);
-pasted text in the middle of a long message does not move the model, and earlier turns do not either
-(so the number of turns is no signal). The text is
-normalised as the cue matcher reads it (lower case, punctuation as spaces, every digit ``0``) and cut
-into features: each word (system prompts' words are kept apart with a ``sys:`` prefix) and a few shape
-tokens (question marks, code symbols, digits, line breaks).
+A request is read where people write what they want: the head and tail of the last user message
+(``Window``), less any labelled material (``router.material``). Pasted text in the middle of a long
+message does not move the model, and neither do earlier turns (so the number of turns is no signal)
+nor the system prompt: an application's system prompt (a persona, a tone, a format) is the same for
+every request it sends, and the cues read it for the job it states. The text is normalised as the cue
+matcher reads it (lower case, punctuation as spaces, every digit ``0``) and cut into features: each
+word and a few shape tokens (question marks, code symbols, digits, line breaks).
 
 The model holds a weight row for each feature its training rows held at least twice (the vocabulary);
 a feature outside it weighs nothing. Words of other languages are read as their English equivalents
@@ -71,7 +71,6 @@ _SYMBOLS = tuple(f"#sym{i}" for i in range(9))
 _DIGITS = tuple(f"#digits{i}" for i in range(8))
 _LINES = tuple(f"#nl{i}" for i in range(7))
 #: System prompts' words are kept apart from the user's with this prefix.
-SYSTEM_PREFIX = "sys:"
 
 
 class ModelError(ValueError):
@@ -85,9 +84,7 @@ class Window:
     head: int = 600
     tail: int = 300
 
-    def cut(self, text: str, kind: str) -> str:
-        if kind != "user":
-            return text[: self.head]
+    def cut(self, text: str) -> str:
         if len(text) <= self.head + self.tail:
             return text
         return f"{text[: self.head]}\n{text[len(text) - self.tail :]}"
@@ -104,18 +101,16 @@ class Prediction:
     confidence: float
 
 
-def features(text: str, kind: str, window: Window) -> list[str]:
-    """The features of one message text read as ``kind`` ("user" or "system"). Pure; training and
-    serving share it, so both read a text the same way."""
-    cut = window.cut(text, kind)
+def features(text: str, window: Window) -> list[str]:
+    """The features of a request's text. Pure; training and serving share it, so both read a text the
+    same way."""
+    cut = window.cut(text)
     encoded = cut.encode("utf-8", "surrogatepass")
     if cut.isascii():  # most prompts: one bytes.translate, several times cheaper than lower() + str.translate
         normalised = encoded.translate(_ASCII_NORMALISE, _ASCII_DELETED).decode("ascii")
     else:
         normalised = cut.lower().translate(_NORMALISE)
     out = normalised.split()
-    if kind != "user":
-        return [SYSTEM_PREFIX + f for f in out]
     # The code symbols are ASCII, so UTF-8 holds as many of them as the text: deleting them all from
     # the bytes is one pass, where counting each one in the text is six.
     symbols = len(encoded) - len(encoded.translate(None, _CODE_SYMBOLS))
@@ -146,7 +141,7 @@ def _log2(n: int, cap: int) -> int:
 
 
 class TextModel:
-    """A loaded model: ``read`` each window of a request, then ``predict`` from the reads."""
+    """A loaded model: ``read`` a request's text, then ``predict`` from the read."""
 
     def __init__(
         self,
@@ -217,24 +212,25 @@ class TextModel:
         return cls(vocabulary, weights.astype(np.float32), bias.astype(np.float64), tasks, meta,
                    hashlib.sha256(raw).hexdigest(), aliases)
 
-    def read(self, text: str, kind: str) -> tuple[list[float], int]:
-        """One message's contribution: the summed weight rows of its known features, and how many
-        features it had in all (known or not)."""
-        found = features(text, kind, self.window)
+    def read(self, text: str) -> tuple[list[float], int]:
+        """The summed weight rows of the text's known features, and how many features it had in all
+        (known or not)."""
+        found = features(text, self.window)
         n = len(found)
         rows = np.fromiter(map(self.index.get, found, repeat(0, n)), dtype=np.intp, count=n)
         # A vector-matrix product is the sum of the rows, and a third of the cost of ``sum(axis=0)``.
         return (self._ones[:n] @ self.weights.take(rows, axis=0)).tolist(), n
 
-    def predict(self, reads: list[tuple[list[float], int]]) -> Prediction:
-        """Combine the ``read`` of each window of a request into probabilities.
+    def predict(self, read: tuple[list[float], int] | None) -> Prediction:
+        """Probabilities from the ``read`` of a request's text (``None``: the request has none).
 
         Plain Python on a few floats: numpy's per-call overhead, small in a loop of its own, grows
         several times between the cue scan's calls, whose code evicts numpy's from the CPU caches."""
-        count = sum(n for _, n in reads)
-        scale = 1.0 / math.sqrt(count) if count else 0.0
-        summed = reads[0][0] if len(reads) == 1 else [sum(column) for column in zip(*(v for v, _ in reads))]
-        escalation_logit, *task_logits = (b + v * scale for b, v in zip(self._bias, summed)) if reads else self._bias
+        if read is None or not read[1]:
+            escalation_logit, *task_logits = self._bias
+        else:
+            scale = 1.0 / math.sqrt(read[1])
+            escalation_logit, *task_logits = (b + v * scale for b, v in zip(self._bias, read[0]))
         escalation = 1.0 / (1.0 + math.exp(-min(max(escalation_logit, -50.0), 50.0)))
         top = max(task_logits)
         exps = [math.exp(x - top) for x in task_logits]
@@ -247,42 +243,32 @@ class TextModel:
             confidence=1.0 / norm,
         )
 
-    def explain(self, texts: list[tuple[str, str]], top: int = 6) -> list[tuple[str, float]]:
-        """The features that moved the escalation logit most, strongest first, with their contribution
-        (positive: towards the flagship). For ``/v1/router/decide``, not the request path."""
-        contributions: dict[str, float] = {}
-        total = 0
-        for text, kind in texts:
-            found = features(text, kind, self.window)
-            total += len(found)
-            for feature in found:
-                i = self.index.get(feature)
-                if i is not None:
-                    contributions[feature] = contributions.get(feature, 0.0) + float(self.weights[i, 0])
-        if not total:
+    def explain(self, text: str | None, top: int = 6) -> list[tuple[str, float]]:
+        """The features of a request's text that moved the escalation logit most, strongest first, with
+        their contribution (positive: towards the flagship). For ``/v1/router/decide``, not the request path."""
+        found = features(text, self.window) if text else []
+        if not found:
             return []
-        scale = 1.0 / math.sqrt(total)
+        contributions: dict[str, float] = {}
+        for feature in found:
+            i = self.index.get(feature)
+            if i is not None:
+                contributions[feature] = contributions.get(feature, 0.0) + float(self.weights[i, 0])
+        scale = 1.0 / math.sqrt(len(found))
         best = sorted(contributions.items(), key=lambda kv: -abs(kv[1]))[:top]
         return [(name, round(value * scale, 3)) for name, value in best]
 
 
-def model_texts(messages: list[Any]) -> list[tuple[str, str]]:
-    """The texts the model reads in a request, each with its kind: every system/developer prompt and the
-    last user message, less the material pasted in them (``router.material``). ``router.classify`` reads
-    the same ones (through its cache)."""
-    texts: list[tuple[str, str]] = []
-    last_user = next((i for i in range(len(messages) - 1, -1, -1)
-                      if isinstance(messages[i], dict) and messages[i].get("role") == "user"), -1)
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            continue
-        role = message.get("role")
-        if i == last_user or role in ("system", "developer"):
-            text = message_text(message)
-            if text:
-                parts = split_material(text)
-                texts.append((text if parts is None else parts[0], "user" if i == last_user else "system"))
-    return texts
+def model_text(messages: list[Any]) -> str | None:
+    """The text the model reads in a request: the last user message, less the material pasted in it
+    (``router.material``); ``None`` if there is no such text. ``router.classify`` reads the same one
+    (through its cache)."""
+    last_user = next((m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
+    text = message_text(last_user) if last_user is not None else ""
+    if not text:
+        return None
+    parts = split_material(text)
+    return text if parts is None else parts[0]
 
 
 def message_text(message: dict[str, Any]) -> str:

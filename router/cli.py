@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from router.train import run_command
 
         return run_command(args.data, args.out, c=args.c, held_out=not args.no_held_out, rules=args.rules,
-                           lexicon=args.lexicon)
+                           lexicon=args.lexicon, copies=args.templates)
     if args.command == "serve":
         return _serve(args.config, args.host, args.port, args.workers, args.log_level)
     return _demo(args.config or _shipped_config("demo.yaml"), args.host, args.port, args.mid_port, args.flagship_port,
@@ -119,10 +119,27 @@ def _parser() -> argparse.ArgumentParser:
                        help="a TSV of `word<TAB>english`: each word is read as its English word; repeat for "
                             "several. Added to the shipped German, French, Italian, Spanish and Portuguese "
                             "lexicon, and wins where both list a word")
+    train.add_argument("--templates", type=_copies, default=1, metavar="N",
+                       help="also fit each row in N prompt templates (a system prompt, a \"Question: ... Answer:\" "
+                            "frame, ...), so a dataset's layout does not become a sign of its tier; 0 turns it off "
+                            "(default: %(default)s)")
     train.add_argument("--no-held-out", action="store_true",
                        help="skip the leave-one-source-out scores (one fit instead of one per source)")
     _add_evaluation_commands(commands)
     return parser
+
+
+def _copies(value: str) -> int:
+    """``--templates``: a whole number of templates per row, at most as many as there are."""
+    from router.templates import TRAINING
+
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= len(TRAINING):
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {len(TRAINING)}, not {value!r}")
+    return n
 
 
 def _version() -> str:

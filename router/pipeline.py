@@ -21,7 +21,7 @@ from router.accounting import Accountant
 from router.auth import ClientKey, KeyRing
 from router.budget import Exceeded, Reservation
 from router.classify import Classifier, Features
-from router.classify_model import model_texts
+from router.classify_model import model_text
 from router.config import AUTO_MODEL, FailureKind, GatewayConfig
 from router.cost import completion_chars, cost_usd, reserved_output_tokens
 from router.errors import (
@@ -225,7 +225,7 @@ class Pipeline:
         model = self.classifier.model
         if model is None:
             return []
-        return [{"feature": name, "escalation_logit": value} for name, value in model.explain(model_texts(messages))]
+        return [{"feature": name, "escalation_logit": value} for name, value in model.explain(model_text(messages))]
 
     # -- upstream ----------------------------------------------------------------------------------
 

@@ -8,6 +8,11 @@ Words of other languages are folded into their English equivalents before fittin
 ``router/lexicon/*.tsv`` and any files given), and the model file carries the same mapping, so
 a language that appears in one tier only in the rows does not become a sign of that tier.
 
+Every row is also fitted in ``copies`` templates (``router.templates``: a "Question: ... Answer:" frame,
+a closing "Keep it short.", a greeting), in both tiers alike, so a dataset's layout does not become a
+sign of its tier; the report scores each held-out source as written and in templates training never
+used.
+
 Every source weighs the same in the fit, whatever its number of rows, so one large dataset's style
 does not become "the" look of its tier. Leave-one-source-out accuracy (fit on every source but one,
 score that one) is reported per source and tier: it is the honest estimate of how the model does on
@@ -19,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,15 +35,17 @@ import numpy as np
 
 from router.classify_model import (
     FORMAT_VERSION,
-    SYSTEM_PREFIX,
     TextModel,
     Window,
     features,
-    model_texts,
+    model_text,
 )
+from router.templates import MEASURING, TRAINING, pick
 
 TIERS = ("mid", "flagship")
 DEFAULT_C = 16.0
+#: Copies of each row fitted in ``router.templates.TRAINING`` templates.
+DEFAULT_COPIES = 1
 #: The shipped lexicon; where two languages spell a word alike, the first file listed wins.
 DEFAULT_LEXICON = tuple(Path(__file__).with_name("lexicon") / f"{language}.tsv"
                         for language in ("fr", "de", "it", "es", "pt"))
@@ -116,37 +124,64 @@ def read_lexicon(paths: Iterable[Path]) -> dict[str, str]:
 class Featurizer:
     """Rows -> the vocabulary (features in at least ``min_rows`` rows) and the sparse matrix the model's
     heads are fitted on, read exactly as the serving path reads a request (with the lexicon's words
-    folded into their English equivalents, as the model's aliases fold them at serving)."""
+    folded into their English equivalents, as the model's aliases fold them at serving).
+
+    ``groups`` numbers each row's original: a row and its copies in templates count as one row for the
+    vocabulary, so a word is not learned from one row seen twice."""
 
     def __init__(self, rows: Sequence[Row], window: Window = Window(), min_rows: int = 2,
-                 lexicon: dict[str, str] | None = None) -> None:
+                 lexicon: dict[str, str] | None = None, groups: Sequence[int] | None = None) -> None:
         self.window = window
-        self.lexicon = {**(lexicon or {}), **{SYSTEM_PREFIX + w: SYSTEM_PREFIX + e for w, e in (lexicon or {}).items()}}
-        fold = self.lexicon.get
-        self.rows = [[fold(f, f) for text, kind in model_texts(r.messages) for f in features(text, kind, window)]
-                     for r in rows]
-        frequency = Counter(f for found in self.rows for f in set(found))
+        self.lexicon = dict(lexicon or {})
+        self.rows = [self.features(r) for r in rows]
+        per_original: dict[int, set[str]] = defaultdict(set)
+        for g, found in zip(range(len(rows)) if groups is None else groups, self.rows):
+            per_original[g].update(found)
+        frequency = Counter(f for found in per_original.values() for f in found)
         self.vocabulary = sorted(f for f, n in frequency.items() if n >= min_rows)
+
+    def features(self, row: Row) -> list[str]:
+        text, fold = model_text(row.messages), self.lexicon.get
+        return [fold(f, f) for f in features(text, self.window)] if text else []
 
     def aliases(self) -> dict[str, str]:
         """The lexicon's words whose English equivalent made the vocabulary: what the model file carries."""
         known = set(self.vocabulary)
         return {w: e for w, e in sorted(self.lexicon.items()) if e in known}
 
-    def matrix(self) -> Any:
+    def matrix(self, rows: Sequence[Row] | None = None) -> Any:
+        """The matrix of the rows read at construction, or of other ``rows`` on the same vocabulary."""
         from scipy.sparse import csr_matrix
 
         index = {f: i for i, f in enumerate(self.vocabulary)}
         indptr, indices, data = [0], [], []
-        for found in self.rows:
+        found_rows = self.rows if rows is None else [self.features(r) for r in rows]
+        for found in found_rows:
             known = [index[f] for f in found if f in index]
             indices += known
             data += [1.0 / math.sqrt(len(found))] * len(known)
             indptr.append(len(indices))
         matrix = csr_matrix((np.array(data), np.array(indices, dtype=np.int64), np.array(indptr)),
-                            shape=(len(self.rows), len(self.vocabulary)))
+                            shape=(len(found_rows), len(self.vocabulary)))
         matrix.sum_duplicates()
         return matrix
+
+
+def in_templates(rows: Sequence[Row], copies: int) -> tuple[list[Row], list[int]]:
+    """The rows followed by ``copies`` of each in different ``TRAINING`` templates (chosen by the row's
+    text, so adding rows does not reshuffle the others'), and the index of each one's original."""
+    framed, originals = list(rows), list(range(len(rows)))
+    for i, row in enumerate(rows):
+        key = str(zlib.crc32(json.dumps(row.messages, sort_keys=True).encode()))
+        for template in pick(TRAINING, key, copies):
+            framed.append(Row(row.source, row.tier, row.task, template.apply(row.messages)))
+            originals.append(i)
+    return framed, originals
+
+
+def in_unseen_template(rows: Sequence[Row]) -> list[Row]:
+    """Each row in one ``MEASURING`` template (never trained on), for the held-out scores."""
+    return [Row(r.source, r.tier, r.task, pick(MEASURING, str(i))[0].apply(r.messages)) for i, r in enumerate(rows)]
 
 
 def source_weights(rows: Sequence[Row]) -> np.ndarray:
@@ -172,7 +207,7 @@ class Result:
     bias: np.ndarray
     tasks: tuple[str, ...]
     meta: dict[str, Any]
-    #: source -> {"rows", "mid", "flagship", "accuracy", "mid_accuracy", "flagship_accuracy"}
+    #: source -> {"rows", "mid", "flagship", "accuracy", "unseen_templates"}
     held_out: dict[str, dict[str, float]]
     #: word -> the feature whose weights it shares (``Featurizer.aliases``)
     aliases: dict[str, str]
@@ -191,32 +226,39 @@ RouterFactory = Callable[[TextModel], Callable[[Row], str]]
 
 
 def train(
-    rows: Sequence[Row], *, c: float = DEFAULT_C, held_out: bool = True, router: RouterFactory | None = None,
-    lexicon: dict[str, str] | None = None,
+    rows: Sequence[Row], *, c: float = DEFAULT_C, copies: int = DEFAULT_COPIES, held_out: bool = True,
+    router: RouterFactory | None = None, lexicon: dict[str, str] | None = None,
 ) -> Result:
-    """Fit both heads on all rows; with ``held_out``, also score each source with a model fitted without it
-    (on the same vocabulary: a held-out source's words count only where other sources hold them too). With
-    a ``router``, the held-out score is the routing's (cues + model + rules), not the model's alone."""
-    featurizer = Featurizer(rows, lexicon=lexicon)
+    """Fit both heads on all rows, each also in ``copies`` templates (``c`` is per row: its copies share
+    it). With ``held_out``, also score each source with a model fitted without it (on the same
+    vocabulary: a held-out source's words count only where other sources hold them too), as written and
+    in unseen templates. With a ``router``, the held-out score is the routing's (cues + model + rules),
+    not the model's alone."""
+    framed, originals = in_templates(rows, copies)
+    featurizer = Featurizer(framed, lexicon=lexicon, groups=originals)
     aliases = featurizer.aliases()
     x = featurizer.matrix()
     tasks = tuple(sorted({r.task for r in rows}))
     if len(tasks) < 2:
         raise TrainingError(f"the rows name only the task(s) {list(tasks)}; at least two are needed")
-    weights, bias = _fit_heads(x, rows, tasks, c)
+    c_fit = c / (1 + copies)
+    weights, bias = _fit_heads(x, framed, tasks, c_fit)
     window = featurizer.window
     meta = {
         "format": FORMAT_VERSION,
         "window": {"head": window.head, "tail": window.tail},
         "c": c,
+        "copies_in_templates": copies,
         "rows": len(rows),
         "sources": dict(sorted(Counter(r.source for r in rows).items())),
         "lexicon_words": len(lexicon or {}),
     }
     scores: dict[str, dict[str, float]] = {}
     if held_out:
-        scores = _held_out(x, rows, c, tasks, router and (lambda w, b: router(
-            TextModel(featurizer.vocabulary, w.astype(np.float32), b, tasks, meta, aliases=aliases))))
+        unseen = in_unseen_template(rows)
+        scores = _held_out(x, framed, rows, (featurizer.matrix(unseen), unseen), c_fit, tasks,
+                           router and (lambda w, b: router(
+                               TextModel(featurizer.vocabulary, w.astype(np.float32), b, tasks, meta, aliases=aliases))))
     return Result(featurizer.vocabulary, weights, bias, tasks, meta, scores, aliases)
 
 
@@ -241,49 +283,59 @@ def _fit_heads(x: Any, rows: Sequence[Row], tasks: tuple[str, ...], c: float) ->
 
 
 def _held_out(
-    x: Any, rows: Sequence[Row], c: float, tasks: tuple[str, ...],
-    router: Callable[[np.ndarray, np.ndarray], Callable[[Row], str]] | None,
+    x: Any, framed: Sequence[Row], rows: Sequence[Row], unseen: tuple[Any, Sequence[Row]], c: float,
+    tasks: tuple[str, ...], router: Callable[[np.ndarray, np.ndarray], Callable[[Row], str]] | None,
 ) -> dict[str, dict[str, float]]:
-    sources = np.array([r.source for r in rows])
+    """Per source: a model fitted on the other sources' ``framed`` rows scores the source's ``rows`` (the
+    first rows of ``x``) and the same rows in ``unseen`` templates (their matrix and rows)."""
+    framed_sources = np.array([r.source for r in framed])
+    sources = framed_sources[: len(rows)]
     flagship = np.array([r.tier == "flagship" for r in rows])
+    x_unseen, unseen_rows = unseen
     out: dict[str, dict[str, float]] = {}
     for source in sorted(set(sources)):
-        test = sources == source
-        train_idx = np.flatnonzero(~test)
-        if len(set(flagship[train_idx])) < 2:
+        test = np.flatnonzero(sources == source)
+        train_idx = np.flatnonzero(framed_sources != source)
+        train_rows = [framed[int(i)] for i in train_idx]
+        if len({r.tier for r in train_rows}) < 2:
             continue  # the others hold one tier only: nothing to fit
-        train_rows = [rows[int(i)] for i in train_idx]
         if router is None:
-            predicted = _fit_escalation(x[train_idx], train_rows, c).predict_proba(x[test])[:, 1] >= 0.5
+            model = _fit_escalation(x[train_idx], train_rows, c)
+            predicted = model.predict_proba(x[test])[:, 1] >= 0.5
+            predicted_unseen = model.predict_proba(x_unseen[test])[:, 1] >= 0.5
         else:
             route = router(*_fit_heads(x[train_idx], train_rows, tasks, c))
-            predicted = np.array([route(rows[int(i)]) == "flagship" for i in np.flatnonzero(test)])
+            predicted = np.array([route(rows[int(i)]) == "flagship" for i in test])
+            predicted_unseen = np.array([route(unseen_rows[int(i)]) == "flagship" for i in test])
         truth = flagship[test]
         out[source] = {
-            "rows": int(test.sum()),
+            "rows": len(test),
             "mid": int((~truth).sum()),
             "flagship": int(truth.sum()),
             "accuracy": float((predicted == truth).mean()),
+            "unseen_templates": float((predicted_unseen == truth).mean()),
         }
     return out
 
 
 def report(result: Result, what: str = "model alone, threshold 0.5") -> str:
     """A plain-text report of the held-out scores, per source and overall."""
-    lines = [f"leave-one-source-out tier accuracy ({what})",
-             f"{'source':34s} {'rows':>5s} {'mid':>5s} {'flag':>5s} {'acc':>6s}"]
+    lines = [f"leave-one-source-out tier accuracy ({what}); tmpl: the same rows in templates never trained on",
+             f"{'source':34s} {'rows':>5s} {'mid':>5s} {'flag':>5s} {'acc':>6s} {'tmpl':>6s}"]
     per_tier: dict[str, list[float]] = defaultdict(list)
     for source, s in result.held_out.items():
-        lines.append(f"{source:34s} {s['rows']:5d} {s['mid']:5d} {s['flagship']:5d} {s['accuracy']:6.3f}")
+        lines.append(f"{source:34s} {s['rows']:5d} {s['mid']:5d} {s['flagship']:5d} {s['accuracy']:6.3f} "
+                     f"{s['unseen_templates']:6.3f}")
         per_tier["flagship" if s["flagship"] >= s["mid"] else "mid"].append(s["accuracy"])
     if result.held_out:
-        accs = [s["accuracy"] for s in result.held_out.values()]
-        rows = sum(s["rows"] for s in result.held_out.values())
-        weighted = sum(s["accuracy"] * s["rows"] for s in result.held_out.values()) / rows
-        lines.append(f"mean over {len(accs)} sources {sum(accs) / len(accs):.3f}, over rows {weighted:.3f}, "
-                     f"worst source {min(accs):.3f}")
+        for key, label in (("accuracy", "as written"), ("unseen_templates", "in unseen templates")):
+            accs = [s[key] for s in result.held_out.values()]
+            rows = sum(s["rows"] for s in result.held_out.values())
+            weighted = sum(s[key] * s["rows"] for s in result.held_out.values()) / rows
+            lines.append(f"{label}: mean over {len(accs)} sources {sum(accs) / len(accs):.3f}, "
+                         f"over rows {weighted:.3f}, worst source {min(accs):.3f}")
         for tier, values in sorted(per_tier.items()):
-            lines.append(f"  sources mostly {tier}: mean {sum(values) / len(values):.3f} over {len(values)}")
+            lines.append(f"  sources mostly {tier} (as written): mean {sum(values) / len(values):.3f} over {len(values)}")
     return "\n".join(lines)
 
 
@@ -316,7 +368,7 @@ def config_router(path: Path) -> RouterFactory:
 
 
 def run_command(data: list[Path], out: Path, *, c: float, held_out: bool, rules: Path | None = None,
-                lexicon: Sequence[Path] = ()) -> int:
+                lexicon: Sequence[Path] = (), copies: int = DEFAULT_COPIES) -> int:
     """``llm-router train``: exit 0 with the model and ``<out>.report.txt`` written, 2 on bad input.
     ``lexicon`` files are read before the shipped ones, so their words win."""
     try:
@@ -327,7 +379,8 @@ def run_command(data: list[Path], out: Path, *, c: float, held_out: bool, rules:
     try:
         rows = read_rows(data)
         router = config_router(rules) if rules is not None else None
-        result = train(rows, c=c, held_out=held_out, router=router, lexicon=read_lexicon([*lexicon, *DEFAULT_LEXICON]))
+        result = train(rows, c=c, copies=copies, held_out=held_out, router=router,
+                       lexicon=read_lexicon([*lexicon, *DEFAULT_LEXICON]))
     except TrainingError as exc:
         print(f"llm-router train: {exc}", file=sys.stderr)
         return 2

@@ -14,7 +14,6 @@ import pytest
 from router.classify import Classifier, Features
 from router.classify_model import (
     _NORMALISE,
-    SYSTEM_PREFIX,
     ModelError,
     TextModel,
     Window,
@@ -86,7 +85,7 @@ def test_training_folds_the_lexicons_words_into_english(tmp_path: Path) -> None:
     assert result.aliases["beweise"] == "prove" and "blorp" not in result.aliases  # no row says "zzyzx"
     result.save(tmp_path / "m.npz")
     model = TextModel.load(tmp_path / "m.npz")
-    assert np.array_equal(model.read("Beweise x", "user")[0], model.read("prove x", "user")[0])
+    assert np.array_equal(model.read("Beweise x")[0], model.read("prove x")[0])
 
 
 def test_the_shipped_lexicon_reads_and_the_first_language_wins(tmp_path: Path) -> None:
@@ -164,9 +163,9 @@ def test_a_valid_model_file_loads_and_reads(tmp_path: Path) -> None:
     arrays["weights"][0, 0] = 4.0  # "prove" pushes towards the flagship
     _write_npz(tmp_path / "m.npz", **arrays)
     model = TextModel.load(tmp_path / "m.npz")
-    assert model.predict([model.read("Prove it.", "user")]).escalation > 0.5
-    assert model.predict([model.read("Hello there.", "user")]).escalation == 0.5
-    assert model.explain([("Prove it.", "user")])[0][0] == "prove"
+    assert model.predict(model.read("Prove it.")).escalation > 0.5
+    assert model.predict(model.read("Hello there.")).escalation == 0.5
+    assert model.explain("Prove it.")[0][0] == "prove"
 
 
 def test_an_alias_reads_as_its_english_feature(tmp_path: Path) -> None:
@@ -174,9 +173,9 @@ def test_an_alias_reads_as_its_english_feature(tmp_path: Path) -> None:
     arrays["weights"][0, 0] = 4.0
     _write_npz(tmp_path / "m.npz", **arrays)
     model = TextModel.load(tmp_path / "m.npz")
-    german, english = model.read("Beweise es.", "user"), model.read("Prove it.", "user")
-    assert np.array_equal(german[0], english[0]) and model.predict([german]).escalation > 0.5
-    assert model.explain([("Beweise es.", "user")])[0] == ("beweise", model.explain([("Prove it.", "user")])[0][1])
+    german, english = model.read("Beweise es."), model.read("Prove it.")
+    assert np.array_equal(german[0], english[0]) and model.predict(german).escalation > 0.5
+    assert model.explain("Beweise es.")[0] == ("beweise", model.explain("Prove it.")[0][1])
 
 
 def test_a_format_2_file_without_aliases_still_loads(tmp_path: Path) -> None:
@@ -185,7 +184,7 @@ def test_a_format_2_file_without_aliases_still_loads(tmp_path: Path) -> None:
     arrays["meta"] = np.array(json.dumps({"format": 2, "window": {"head": 600, "tail": 300}}))
     _write_npz(tmp_path / "m.npz", **arrays)
     model = TextModel.load(tmp_path / "m.npz")
-    assert model.aliases == {} and not any(model.read("Beweise es.", "user")[0])
+    assert model.aliases == {} and not any(model.read("Beweise es.")[0])
 
 
 @pytest.mark.parametrize(
@@ -274,36 +273,35 @@ def test_the_model_reads_the_instruction_not_the_pasted_middle() -> None:
     model = TextModel.load(SHIPPED)
     head = "Please list the dates mentioned in the text below.\n" + "Meeting notes, week one. " * 30
     tail = "Meeting notes, week two. " * 15 + "\nThat is all."
-    quiet = model.read(head + "x " * 2000 + tail, "user")
-    loud = model.read(head + "integral theorem court ruling exploit " * 200 + tail, "user")
+    quiet = model.read(head + "x " * 2000 + tail)
+    loud = model.read(head + "integral theorem court ruling exploit " * 200 + tail)
     assert np.allclose(quiet[0], loud[0]) and quiet[1] == loud[1]
 
 
 
-@pytest.mark.parametrize("kind", ["user", "system"])
-def test_ascii_text_reads_as_the_general_path_reads_it(kind: str) -> None:
+def test_ascii_text_reads_as_the_general_path_reads_it() -> None:
     """The bytes fast path for ASCII text gives the words lower() + the normalising table give."""
     every = "".join(map(chr, range(128)))
     text = f"{every} Hello, World! It's 42-year-old C++ code: x[i] = f(y); {every[::-1]} e.g. A/B \\ DONE?"
-    cut = Window().cut(text, kind)
-    words = cut.lower().translate(_NORMALISE).split()
-    assert model_features(text, kind, Window())[: len(words)] == ([SYSTEM_PREFIX + w for w in words] if kind == "system" else words)
+    words = Window().cut(text).lower().translate(_NORMALISE).split()
+    assert model_features(text, Window())[: len(words)] == words
 
 
 @pytest.mark.parametrize(
-    "texts",
+    "text",
     [
-        [("Prove that the square root of 2 is irrational.", "user")],
-        [("You are a careful lawyer.", "system"), ("Can my landlord keep the deposit?", "user")],
-        [("a." * 5000, "system"), ("a " * 5000 + "? {x} 1\n" * 100, "user")],  # as many words as a window holds
-        [],
+        "Prove that the square root of 2 is irrational.",
+        "Can my landlord keep the deposit?",
+        "a " * 5000 + "? {x} 1\n" * 100,  # as many words as a window holds
+        "",
+        None,
     ],
 )
-def test_prediction_is_the_models_formula(texts: list[tuple[str, str]]) -> None:
+def test_prediction_is_the_models_formula(text: str | None) -> None:
     """Sigmoid and softmax of bias + (summed rows of the known features) / sqrt(number of features)."""
     model = TextModel.load(SHIPPED)
-    prediction = model.predict([model.read(text, kind) for text, kind in texts])
-    found = [f for text, kind in texts for f in model_features(text, kind, model.window)]
+    prediction = model.predict(None if text is None else model.read(text))
+    found = [] if text is None else model_features(text, model.window)
     summed = sum((model.weights[model.index.get(f, 0)].astype(np.float64) for f in found), np.zeros(model.weights.shape[1]))
     logits = model.bias + (summed / np.sqrt(len(found)) if found else 0.0)
     tasks = np.exp(logits[1:] - logits[1:].max())

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from router.classify import Classifier
-from router.classify_model import model_texts
+from router.classify_model import model_text
 from router.material import MIN_MATERIAL_CHARS, split_material
 from router.vocabulary import load_vocabulary
 
@@ -102,8 +102,7 @@ def test_the_classifier_reads_material_as_data() -> None:
 def test_the_model_reads_the_request_around_the_material() -> None:
     text = f"Context:\n{PASSAGE}\n\nQuestion: When did the canal open?"
     messages = [{"role": "system", "content": "You answer from documents."}, {"role": "user", "content": text}]
-    assert model_texts(messages) == [("You answer from documents.", "system"),
-                                     ("Context:\nQuestion: When did the canal open?", "user")]
+    assert model_text(messages) == "Context:\nQuestion: When did the canal open?"
 
 
 def test_offsets_hold_for_characters_that_lower_case_to_two_and_for_multibyte_text() -> None:
@@ -128,7 +127,8 @@ def test_training_reads_what_serving_reads() -> None:
                 ("mid", "extraction", "Extract the dates: the canal opened in October 1825."),
                 ("flagship", "math", "Prove that there are infinitely many primes of the form 4k + 3."),
             ])]
-    vocabulary = set(train(rows, held_out=False).vocabulary)
+    # copies=0: a frame such as "Q: Context:" hides the label, so a framed copy reads the material whole
+    vocabulary = set(train(rows, copies=0, held_out=False).vocabulary)
     assert "question" in vocabulary and "canal" in vocabulary  # the requests' words are read
     assert "zyzzogeton" not in vocabulary  # once in a request, twice in material: seen in one row only
 
