@@ -113,6 +113,9 @@ def _labelled(text: str, low: str) -> list[tuple[int, int]]:
         if line == 0 and colon > _MAX_LABEL_CHARS:
             continue  # no line starts near enough before the colon
         label = low[line:colon]
+        frame = label.rfind(":")
+        if frame != -1 and len(label[:frame].strip(_LABEL_TRIM).split()) <= 2:
+            label = label[frame + 1 :]  # a template's label before the material's: "Q: Context:"
         kind = _label_kind(label)
         if kind == "request" and start >= 0:
             if line - start >= MIN_MATERIAL_CHARS:

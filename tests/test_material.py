@@ -45,6 +45,13 @@ def test_a_numbered_label_opens_a_block_after_its_title() -> None:
     assert "Erie Canal" in material and "Locks" in material and material.count(PASSAGE) == 2
 
 
+@pytest.mark.parametrize("frame", ["Q: ", "Question: ", "### Instruction: ", "Input: "])
+def test_a_template_label_before_the_material_label_does_not_hide_it(frame: str) -> None:
+    request, material = split_material(f"{frame}Context:\n{PASSAGE}\n\nQuestion: When did the canal open?")
+    assert request == f"{frame}Context:\nQuestion: When did the canal open?"
+    assert material.strip() == PASSAGE
+
+
 def test_a_question_after_the_material_without_a_label_stays_the_request() -> None:
     text = f"News report:\n{PASSAGE}\n\nHow far apart are Albany and Buffalo by the canal?"
     request, material = split_material(text)
@@ -127,7 +134,7 @@ def test_training_reads_what_serving_reads() -> None:
                 ("mid", "extraction", "Extract the dates: the canal opened in October 1825."),
                 ("flagship", "math", "Prove that there are infinitely many primes of the form 4k + 3."),
             ])]
-    # copies=0: a frame such as "Q: Context:" hides the label, so a framed copy reads the material whole
+    # copies=0: a greeting before a label ("Hi there, Context:") hides it, so that copy reads the material whole
     vocabulary = set(train(rows, copies=0, held_out=False).vocabulary)
     assert "question" in vocabulary and "canal" in vocabulary  # the requests' words are read
     assert "zyzzogeton" not in vocabulary  # once in a request, twice in material: seen in one row only
