@@ -10,7 +10,15 @@ import pytest
 
 from router.cli import main
 from router.templates import MEASURING, TRAINING, Template, pick
-from router.train import Featurizer, Row, in_templates, in_unseen_template, read_rows, report, train
+from router.train import (
+    Featurizer,
+    Row,
+    in_templates,
+    in_unseen_template,
+    read_rows,
+    report,
+    train,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "routing"
 CHAT = [
