@@ -120,9 +120,9 @@ def _parser() -> argparse.ArgumentParser:
                             "several. Added to the shipped German, French, Italian, Spanish and Portuguese "
                             "lexicon, and wins where both list a word")
     train.add_argument("--templates", type=_copies, default=1, metavar="N",
-                       help="also fit each row in N prompt templates (a system prompt, a \"Question: ... Answer:\" "
-                            "frame, ...), so a dataset's layout does not become a sign of its tier; 0 turns it off "
-                            "(default: %(default)s)")
+                       help="also fit each row in N prompt templates (a \"Question: ... Answer:\" frame, a closing "
+                            "\"Keep it short.\", ...), so a dataset's layout does not become a sign of its tier; 0 "
+                            "turns it off (default: %(default)s)")
     train.add_argument("--no-held-out", action="store_true",
                        help="skip the leave-one-source-out scores (one fit instead of one per source)")
     _add_evaluation_commands(commands)
