@@ -70,7 +70,6 @@ _QUESTIONS = tuple(f"#q{i}" for i in range(4))
 _SYMBOLS = tuple(f"#sym{i}" for i in range(9))
 _DIGITS = tuple(f"#digits{i}" for i in range(8))
 _LINES = tuple(f"#nl{i}" for i in range(7))
-#: System prompts' words are kept apart from the user's with this prefix.
 
 
 class ModelError(ValueError):

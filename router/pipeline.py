@@ -11,7 +11,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -507,8 +507,7 @@ class Pipeline:
         (buckets, *_), take = taken
         headers = ratelimit.headers(buckets, take)
         if not take.admitted:
-            error = RateLimitError(ratelimit.refused(buckets, take), code="rate_limit_exceeded")
-            error.retryable = True
+            error = _rate_limited(buckets, take)
             error.headers = {**error.headers, **headers}
             raise error
         return headers
@@ -545,9 +544,7 @@ class Pipeline:
         buckets = bucket_state[0]
         trace.rate_headers = ratelimit.headers(buckets, take)
         if not take.admitted:
-            error = RateLimitError(ratelimit.refused(buckets, take), code="rate_limit_exceeded")
-            error.retryable = True
-            raise self._final(trace, error)
+            raise self._final(trace, _rate_limited(buckets, take))
         trace.rate = bucket_state
 
     def _budget_error(self, trace: Trace) -> GatewayError | None:
@@ -557,6 +554,13 @@ class Pipeline:
         if trace.reservation is not None:
             self.state.settle(trace.reservation, 0.0)
             trace.reservation = None
+
+
+def _rate_limited(buckets: Sequence[ratelimit.Bucket], take: ratelimit.Take) -> RateLimitError:
+    """The 429 for a request the caller's rate limits refuse (retryable, after ``retry-after``)."""
+    error = RateLimitError(ratelimit.refused(buckets, take), code="rate_limit_exceeded")
+    error.retryable = True
+    return error
 
 
 def _state_unavailable() -> ServiceUnavailableError:
