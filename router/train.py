@@ -46,6 +46,15 @@ TIERS = ("mid", "flagship")
 DEFAULT_C = 16.0
 #: Copies of each row fitted in ``router.templates.TRAINING`` templates.
 DEFAULT_COPIES = 1
+#: Words the model never learns: a language's name says which language to answer in, not how hard the
+#: request is (the cues read translation requests), and the rows name some languages mostly in one tier
+#: ("english" in translations, mid; "german" in law exams, flagship), so "Reply in English." moved routes.
+LANGUAGE_NAMES = frozenset({
+    "english", "french", "german", "spanish", "italian", "portuguese", "dutch", "polish", "swedish",
+    "danish", "norwegian", "finnish", "greek", "turkish", "russian", "ukrainian", "czech", "hungarian",
+    "romanian", "arabic", "hebrew", "persian", "hindi", "urdu", "bengali", "chinese", "mandarin",
+    "cantonese", "japanese", "korean", "vietnamese", "thai", "indonesian", "malay", "swahili", "latin",
+})
 #: The shipped lexicon; where two languages spell a word alike, the first file listed wins.
 DEFAULT_LEXICON = tuple(Path(__file__).with_name("lexicon") / f"{language}.tsv"
                         for language in ("fr", "de", "it", "es", "pt"))
@@ -122,9 +131,10 @@ def read_lexicon(paths: Iterable[Path]) -> dict[str, str]:
 
 
 class Featurizer:
-    """Rows -> the vocabulary (features in at least ``min_rows`` rows) and the sparse matrix the model's
-    heads are fitted on, read exactly as the serving path reads a request (with the lexicon's words
-    folded into their English equivalents, as the model's aliases fold them at serving).
+    """Rows -> the vocabulary (features in at least ``min_rows`` rows, less ``LANGUAGE_NAMES``) and the
+    sparse matrix the model's heads are fitted on, read exactly as the serving path reads a request
+    (with the lexicon's words folded into their English equivalents, as the model's aliases fold them
+    at serving).
 
     ``groups`` numbers each row's original: a row and its copies in templates count as one row for the
     vocabulary, so a word is not learned from one row seen twice."""
@@ -138,7 +148,7 @@ class Featurizer:
         for g, found in zip(range(len(rows)) if groups is None else groups, self.rows):
             per_original[g].update(found)
         frequency = Counter(f for found in per_original.values() for f in found)
-        self.vocabulary = sorted(f for f, n in frequency.items() if n >= min_rows)
+        self.vocabulary = sorted(f for f, n in frequency.items() if n >= min_rows and f not in LANGUAGE_NAMES)
 
     def features(self, row: Row) -> list[str]:
         text, fold = model_text(row.messages), self.lexicon.get

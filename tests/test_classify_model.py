@@ -88,6 +88,18 @@ def test_training_folds_the_lexicons_words_into_english(tmp_path: Path) -> None:
     assert np.array_equal(model.read("Beweise x")[0], model.read("prove x")[0])
 
 
+def test_language_names_are_never_learned(tmp_path: Path) -> None:
+    rows = small_rows()
+    told = [Row(r.source, r.tier, r.task, [{"role": "user", "content": f"{r.messages[-1]['content']} Reply in {lang}."}])
+            for r in rows for lang in ("English", "German")]
+    result = train(rows + told, held_out=False, lexicon={"anglais": "english", "reply": "answer"})
+    assert "reply" not in result.vocabulary and "answer" in result.vocabulary  # the rows' other words are learned
+    assert not {"english", "german"} & set(result.vocabulary) and "anglais" not in result.aliases
+    result.save(tmp_path / "m.npz")
+    model = TextModel.load(tmp_path / "m.npz")
+    assert model.read("Reply in English.")[0] == model.read("Reply in Klingon.")[0]
+
+
 def test_the_shipped_lexicon_reads_and_the_first_language_wins(tmp_path: Path) -> None:
     lexicon = read_lexicon(DEFAULT_LEXICON)
     assert len(lexicon) > 4000 and lexicon["ich"] == "i" and lexicon["warum"] == "why"
