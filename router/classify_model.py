@@ -8,11 +8,12 @@ every request it sends, and the cues read it for the job it states. The text is 
 matcher reads it (lower case, punctuation as spaces, every digit ``0``) and cut into features: each
 word and a few shape tokens (question marks, code symbols, digits, line breaks).
 
-The model holds a weight row for each feature its training rows held at least twice (the vocabulary);
-a feature outside it weighs nothing. Words of other languages are read as their English equivalents
-(``router/lexicon/*.tsv``, folded in by ``router.train``): the file lists each such word with the
-feature whose row it shares, so a German or French request is read through the words the model learned
-from English rows instead of through its language, at no cost per request.
+The model holds a weight row for each feature its training rows held at least twice (the vocabulary),
+except the names of languages (``router.train.LANGUAGE_NAMES``); a feature outside it weighs nothing.
+Words of other languages are read as their English equivalents (``router/lexicon/*.tsv``, folded in
+by ``router.train``): the file lists each such word with the feature whose row it shares, so a German
+or French request is read through the words the model learned from English rows instead of through
+its language, at no cost per request.
 
 Two linear heads read the summed rows, scaled by one over the square root of the number of features:
 a logistic escalation head (the probability the request needs the flagship) and a softmax head over

@@ -6,7 +6,8 @@ scikit-learn (``pip install 'llm-router[train]'``), serving does not.
 
 Words of other languages are folded into their English equivalents before fitting (the lexicon,
 ``router/lexicon/*.tsv`` and any files given), and the model file carries the same mapping, so
-a language that appears in one tier only in the rows does not become a sign of that tier.
+a language that appears in one tier only in the rows does not become a sign of that tier; the names
+of languages (``LANGUAGE_NAMES``) are never features at all.
 
 Every row is also fitted in ``copies`` templates (``router.templates``: a "Question: ... Answer:" frame,
 a closing "Keep it short.", a greeting), in both tiers alike, so a dataset's layout does not become a
